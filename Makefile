@@ -1,0 +1,42 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create .venv and install everything in one pip pass when needed (torch is pinned to the CPU
+# wheel in pyproject.toml), and start at once when it is already installed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export MLFLOW_DISABLE_TELEMETRY := true
+export ANONYMIZED_TELEMETRY := False
+export ORT_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test test-slow lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# The whole pipeline on the built-in sample (real galaxies from the Hubble eXtreme Deep Field).
+demo: $(STAMP)
+	@mkdir -p demo
+	cd demo && PATH=$(CURDIR)/$(BIN):$$PATH bash $(CURDIR)/scripts/demo.sh
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+# Slower integration tests (second CI step, bounded by the timeout in .ci/run).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m slow; rc=$$?; [ $$rc = 5 ] && rc=0; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check libhyrax cli tests benchmarks
+
+bench: $(STAMP)
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf demo results .pytest_cache

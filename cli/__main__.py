@@ -1,0 +1,3 @@
+from hyrax_cli.main import main
+
+main()

@@ -1,0 +1,77 @@
+"""What every stage command shares: the common options, reading the input run from a pipe, printing the
+results path on stdout, and turning errors into exit codes and short messages."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="A TOML config file.",
+                                                show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set train.epochs=5 "
+                                                   "(repeatable; the value is TOML).", show_default=False)]
+FromOpt = Annotated[Path | None, typer.Option("--from", help="The results directory to read (default: the "
+                                               "path piped on stdin, else the newest finished run).",
+                                               show_default=False)]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def piped_run_dir() -> Path | None:
+    """The results directory an upstream stage printed, when stdin is a pipe (`hyrax train | hyrax infer`).
+    The last non-empty line wins, so a pipe carrying several lines still works."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
+            return None
+        lines = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()]
+    except (OSError, ValueError):
+        return None
+    return Path(lines[-1]) if lines else None
+
+
+def input_run(from_run: Path | None) -> Path | None:
+    return from_run or piped_run_dir()
+
+
+def load(config: Path | None, overrides: list[str] | None, debug: bool = False) -> dict:
+    """The resolved config, with logging set up at its level."""
+    from libhyrax.config import load_config
+    from libhyrax.log import setup_logging
+
+    setup_logging("debug" if debug else "info")
+    cfg = load_config(config, overrides or [])
+    setup_logging("debug" if debug else cfg["general"]["log_level"])
+    return cfg
+
+
+def run_stage(body: Callable[[], object], debug: bool = False) -> None:
+    """Run a stage body; print its results directory on stdout; exit with the contract's code."""
+    from libhyrax.errors import HyraxError
+    from libhyrax.log import setup_logging
+
+    setup_logging("debug" if debug else "info")
+    try:
+        result = body()
+    except HyraxError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as e:  # a bug or an unexpected failure: short message, traceback on --debug
+        if debug:
+            traceback.print_exc()
+        print(f"error: {type(e).__name__}: {e}\n(rerun with --debug for the traceback)", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILURE) from None
+    if result is not None:
+        print(os.fspath(getattr(result, "path", result)), flush=True)

@@ -1,0 +1,49 @@
+"""Hyrax: low-code, model-agnostic machine learning on large astronomical imaging surveys.
+
+Each stage is a plain function returning a :class:`Result` (its results directory, outputs loaded
+lazily); the `hyrax` CLI is a thin wrapper over the same functions.
+
+    import libhyrax
+    run = libhyrax.train()                 # defaults: the built-in sample, the default autoencoder
+    latents = libhyrax.infer(from_run=run)
+
+Names load lazily so `import libhyrax` stays fast (torch is imported by the stages that need it).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# name -> "module:attribute". This is the public API; tests check it is exactly this.
+_API = {
+    # configuration and results
+    "load_config": "libhyrax.config:load_config",
+    "dump_config": "libhyrax.config:dump_config",
+    "Result": "libhyrax.results:Result",
+    "Hyrax": "libhyrax.api:Hyrax",
+    # errors
+    "HyraxError": "libhyrax.errors:HyraxError",
+    "ConfigError": "libhyrax.errors:ConfigError",
+    "UsageError": "libhyrax.errors:UsageError",
+    "DataError": "libhyrax.errors:DataError",
+    "ModelError": "libhyrax.errors:ModelError",
+    "RunError": "libhyrax.errors:RunError",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str):
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'libhyrax' has no attribute {name!r}")
+    module, attr = target.split(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

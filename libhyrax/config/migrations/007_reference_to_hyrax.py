@@ -1,0 +1,42 @@
+"""From the reference Hyrax's last schema (7) to ours (8).
+
+- optimizer and scheduler keyword tables named by import path (`["torch.optim.SGD"] lr = 0.01`) become
+  `[optimizer.kwargs]` / `[scheduler.kwargs]` of the class that `optimizer.name` / `scheduler.name` picks;
+- `reduce_dimensions.<algorithm>.fit_sample_size` becomes `reduce_dimensions.fit_sample_size`;
+- `split.rng_seed` becomes `split.seed`; `criterion.band_loss_reduction` moves to the model that uses it;
+- `false`/empty placeholders of the reference (`model.name = ""`, `data_set.nan_mode = false`) are
+  dropped so our defaults apply; a `crop_to = [w, h]` becomes one size.
+"""
+
+from libhyrax.config.migrations import has_path, move, pop_path, set_path, step
+
+
+@step(7, "reference Hyrax v7 -> Hyrax v8 (optimizer/scheduler kwargs tables, reduce and split keys)")
+def migrate(cfg: dict) -> list[str]:
+    done = []
+    for section in ("optimizer", "scheduler"):
+        name = (cfg.get(section) or {}).get("name")
+        if isinstance(name, str) and isinstance(cfg.get(name), dict):
+            cfg[section]["kwargs"] = cfg.pop(name)
+            done.append(f'["{name}"] -> [{section}.kwargs]')
+    for key in [k for k, v in cfg.items() if "." in k and isinstance(v, dict)]:
+        cfg.pop(key)
+        done.append(f'["{key}"] dropped (not the configured optimizer or scheduler)')
+    red = cfg.get("reduce_dimensions") or {}
+    algo = red.get("algorithm", "umap")
+    if has_path(cfg, f"reduce_dimensions.{algo}.fit_sample_size"):
+        done += move(cfg, f"reduce_dimensions.{algo}.fit_sample_size", "reduce_dimensions.fit_sample_size")
+    done += move(cfg, "split.rng_seed", "split.seed")
+    done += move(cfg, "criterion.band_loss_reduction", "model.HyraxAutoencoderV2.band_loss_reduction")
+    for placeholder in ("model.name", "data_set.nan_mode", "criterion.name"):
+        if has_path(cfg, placeholder):
+            value = pop_path(cfg, placeholder)
+            if value not in ("", False, "torch.nn.CrossEntropyLoss"):
+                set_path(cfg, placeholder, value)
+            else:
+                done.append(f"{placeholder} = {value!r} dropped (our default applies)")
+    crop = (cfg.get("data_set") or {}).get("crop_to")
+    if isinstance(crop, list) and crop:
+        cfg["data_set"]["crop_to"] = int(crop[0])
+        done.append(f"data_set.crop_to {crop} -> {int(crop[0])}")
+    return done

@@ -1,0 +1,260 @@
+"""Array files: the HDF5 layout every stage's output shares (see docs/hdf5-format.md).
+
+    /object_id        (N,) UTF-8 strings (fixed length), in the order of the input
+    /<name>           (N, ...) arrays of the same length and order: /latent, /embedding, /score, ...
+    attrs: format = "hyrax-arrays", format_version, rows_written, complete, plus stage attributes
+
+Writing streams into preallocated, chunked datasets and records `rows_written` after each batch, so an
+interrupted write resumes where it stopped. A result written by N shards is
+`<stem>.shard-IIII-of-NNNN.h5` files plus, once all are complete, `<stem>.h5`: a virtual dataset over
+them, read in input order without copying.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from libhyrax.errors import DataError, RunError
+
+FORMAT, FORMAT_VERSION = "hyrax-arrays", 1
+CHUNK_BYTES = 1 << 20  # ~1 MiB chunks: contiguous batch reads touch few chunks
+SHARD_RE = re.compile(r"^(?P<stem>.+)\.shard-(?P<i>\d{4})-of-(?P<n>\d{4})\.h5$")
+
+
+def id_dtype(length: int) -> np.dtype:
+    return h5py.string_dtype("utf-8", int(max(length, 1)))
+
+
+def as_id_bytes(ids) -> np.ndarray:
+    """Object ids as a numpy bytes array (UTF-8), the form they are stored and compared in."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind == "S":
+        return ids
+    if ids.dtype.kind == "U":
+        return np.char.encode(ids, "utf-8")
+    if ids.dtype.kind in "iu":
+        return ids.astype(str).astype("S")
+    return np.array([str(i).encode("utf-8") for i in ids], dtype="S")
+
+
+def chunk_rows(row_shape: tuple[int, ...], dtype) -> int:
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize or 1
+    return int(max(1, min(65536, CHUNK_BYTES // max(row_bytes, 1))))
+
+
+class ArrayWriter:
+    """Stream rows into `path`: `append(object_id, latent=..., recon_error=...)`, then `close()`.
+
+    Every batch must carry as many ids as rows of each array, and `close()` checks the total equals
+    `n_rows`, so ids and arrays can't drift apart. Reopening an incomplete file resumes after its last
+    written row (`rows_written`).
+    """
+
+    def __init__(self, path: str | os.PathLike, n_rows: int, columns: dict[str, tuple[tuple[int, ...], str]],
+                 id_length: int = 64, attrs: dict | None = None):
+        self.path, self.n_rows = Path(path), int(n_rows)
+        exists = self.path.exists()
+        self.file = h5py.File(self.path, "a" if exists else "w")
+        if exists and self.file.attrs.get("format") == FORMAT and not self.file.attrs.get("complete"):
+            missing = [c for c in columns if c not in self.file]
+            if missing or self.file["object_id"].shape[0] != self.n_rows:
+                raise RunError(f"{self.path} was started with other columns or length; delete it and rerun")
+        else:
+            if exists:
+                self.file.close()
+                self.file = h5py.File(self.path, "w")
+            self._create(columns, id_length, attrs or {})
+        self.rows_written = int(self.file.attrs["rows_written"])
+
+    def _create(self, columns, id_length, attrs) -> None:
+        f = self.file
+        f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "rows_written": 0, "complete": False})
+        f.attrs.update(attrs)
+        n = self.n_rows
+        f.create_dataset("object_id", shape=(n,), dtype=id_dtype(id_length),
+                         chunks=(min(max(n, 1), 65536),) if n else None)
+        for name, (row_shape, dtype) in columns.items():
+            rows = min(max(n, 1), chunk_rows(row_shape, dtype))
+            f.create_dataset(name, shape=(n, *row_shape), dtype=dtype,
+                             chunks=(rows, *row_shape) if n else None)
+
+    def append(self, object_id, **arrays) -> None:
+        ids = as_id_bytes(object_id)
+        n = len(ids)
+        for name, arr in arrays.items():
+            if len(arr) != n:
+                raise RunError(f"batch for {self.path.name} has {n} object ids but {len(arr)} rows of {name}")
+        start, stop = self.rows_written, self.rows_written + n
+        if stop > self.n_rows:
+            raise RunError(f"{self.path.name}: writing rows {start}:{stop} past its {self.n_rows} rows")
+        width = self.file["object_id"].dtype.itemsize
+        if n and ids.dtype.itemsize > width:
+            raise RunError(f"object ids longer than {width} bytes can't be stored in {self.path.name}")
+        self.file["object_id"][start:stop] = np.asarray(ids, dtype=self.file["object_id"].dtype)
+        for name, arr in arrays.items():
+            self.file[name][start:stop] = np.asarray(arr, dtype=self.file[name].dtype)
+        self.rows_written = stop
+        self.file.attrs["rows_written"] = stop
+        self.file.flush()
+
+    def close(self, complete: bool = True) -> None:
+        if self.file.id.valid:
+            if complete:
+                if self.rows_written != self.n_rows:
+                    self.file.close()
+                    raise RunError(f"{self.path.name}: {self.rows_written} rows written, {self.n_rows} expected")
+                self.file.attrs["complete"] = True
+            self.file.close()
+
+    def __enter__(self) -> ArrayWriter:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(complete=exc_type is None)
+
+
+def write_arrays(path: str | os.PathLike, object_id, attrs: dict | None = None, **arrays) -> Path:
+    """Write a whole (small) result in one go, atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    ids = as_id_bytes(object_id)
+    columns = {k: (np.asarray(v).shape[1:], np.asarray(v).dtype.str) for k, v in arrays.items()}
+    with ArrayWriter(tmp, len(ids), columns, id_length=max(ids.dtype.itemsize, 1), attrs=attrs) as w:
+        w.append(ids, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def read_ids(ds: h5py.Dataset, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Object ids as a numpy str array."""
+    raw = ds[start:stop]
+    return np.char.decode(raw.astype("S"), "utf-8") if raw.dtype.kind in "SO" else raw.astype(str)
+
+
+# --- shards ----------------------------------------------------------------------------------------
+
+def shard_name(stem: str, index: int, count: int) -> str:
+    return f"{stem}.shard-{index:04d}-of-{count:04d}.h5"
+
+
+def shard_range(n_rows: int, index: int, count: int) -> tuple[int, int]:
+    """The contiguous rows shard `index` of `count` handles (sizes differ by at most one)."""
+    if not 0 <= index < count:
+        raise DataError(f"shard {index} of {count} does not exist (shards are 0..{count - 1})")
+    base, extra = divmod(n_rows, count)
+    start = index * base + min(index, extra)
+    return start, start + base + (1 if index < extra else 0)
+
+
+def _shard_files(run_dir: Path, stem: str) -> tuple[int, dict[int, Path]]:
+    found: dict[int, Path] = {}
+    count = 0
+    for p in run_dir.glob(f"{stem}.shard-*-of-*.h5"):
+        m = SHARD_RE.match(p.name)
+        if m and m["stem"] == stem:
+            found[int(m["i"])] = p
+            count = max(count, int(m["n"]))
+    return count, found
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs.get("complete"))
+    except OSError:
+        return False
+
+
+def assemble_shards(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "") -> Path:
+    """Write `<stem>.h5` as a virtual dataset over all complete shards, in shard order. A missing or
+    incomplete shard is an error naming it (and the command to rerun it)."""
+    run_dir = Path(run_dir)
+    count, found = _shard_files(run_dir, stem)
+    if not count:
+        raise DataError(f"{run_dir} has no {stem}.h5 and no {stem} shards")
+    bad = [i for i in range(count) if i not in found or not _is_complete(found[i])]
+    if bad:
+        names = ", ".join(shard_name(stem, i, count) for i in bad)
+        hint = f"; rerun it with: {rerun_hint.format(shard=f'{bad[0]}/{count}')}" if rerun_hint else ""
+        raise DataError(f"{run_dir}: shard(s) missing or incomplete: {names}{hint}")
+    shards = [found[i] for i in range(count)]
+    with h5py.File(shards[0], "r") as f0:
+        names = [k for k in f0 if isinstance(f0[k], h5py.Dataset)]
+        meta = {k: (f0[k].shape[1:], f0[k].dtype) for k in names}
+        attrs = dict(f0.attrs)
+    lengths = []
+    for s in shards:
+        with h5py.File(s, "r") as f:
+            lengths.append(f["object_id"].shape[0])
+    total = sum(lengths)
+    tmp = run_dir / f".{stem}.h5.tmp"
+    with h5py.File(tmp, "w") as out:
+        out.attrs.update(attrs)
+        out.attrs.update({"rows_written": total, "complete": True, "shards": count})
+        for name in names:
+            tail, dtype = meta[name]
+            layout = h5py.VirtualLayout(shape=(total, *tail), dtype=dtype)
+            start = 0
+            for s, n in zip(shards, lengths, strict=True):
+                # relative source paths: the run directory can be moved or copied whole
+                layout[start:start + n] = h5py.VirtualSource(f"./{s.name}", name, shape=(n, *tail))
+                start += n
+            out.create_virtual_dataset(name, layout)
+    os.replace(tmp, run_dir / f"{stem}.h5")
+    return run_dir / f"{stem}.h5"
+
+
+def result_file(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "") -> Path:
+    """`<run_dir>/<stem>.h5`, assembling it from shards first when needed."""
+    run_dir = Path(run_dir)
+    path = run_dir / f"{stem}.h5"
+    if path.exists():
+        return path
+    return assemble_shards(run_dir, stem, rerun_hint)
+
+
+def open_result(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "") -> h5py.File:
+    """Open a result array file (sharded or not) for reading. Relative virtual sources resolve against
+    the run directory."""
+    path = result_file(run_dir, stem, rerun_hint)
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as e:
+        raise DataError(f"{path} can't be opened as HDF5 ({e}); rerun the stage that wrote it") from None
+
+
+class IdIndex:
+    """object_id -> row in O(log N), from a sorted copy of the ids and its argsort (no Python dict: at
+    100M objects a dict costs gigabytes)."""
+
+    def __init__(self, ids: np.ndarray):
+        ids = as_id_bytes(ids)
+        self.order = np.argsort(ids, kind="stable")
+        self.sorted = ids[self.order]
+        if len(ids) > 1 and (dups := self.sorted[1:] == self.sorted[:-1]).any():
+            shown = np.unique(self.sorted[1:][dups])[:5]
+            raise DataError(f"duplicate object ids, e.g. {', '.join(x.decode() for x in shown)}")
+
+    def rows(self, ids: Iterable) -> np.ndarray:
+        """Rows of `ids`; -1 where an id is absent."""
+        q = as_id_bytes(np.atleast_1d(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)))
+        pos = np.searchsorted(self.sorted, q)
+        pos_c = np.minimum(pos, len(self.sorted) - 1)
+        hit = (pos < len(self.sorted)) & (self.sorted[pos_c] == q) if len(self.sorted) else np.zeros(len(q), bool)
+        return np.where(hit, self.order[pos_c] if len(self.sorted) else -1, -1)
+
+    def close_matches(self, object_id: str, n: int = 3) -> list[str]:
+        """Ids sorted next to `object_id`: cheap 'did you mean' for a missing id."""
+        q = as_id_bytes([object_id])[0]
+        pos = int(np.searchsorted(self.sorted, q))
+        lo, hi = max(0, pos - n), min(len(self.sorted), pos + n)
+        import difflib
+
+        near = [x.decode() for x in self.sorted[lo:hi]]
+        return difflib.get_close_matches(object_id, near, n=n, cutoff=0.3) or near[:n]
