@@ -1,0 +1,1 @@
+"""One module per stage; each defines the stage\x27s plain typed function."""
