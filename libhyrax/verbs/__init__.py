@@ -1,1 +1,1 @@
-"""One module per stage; each defines the stage\x27s plain typed function."""
+"""One module per stage; each defines the stage's plain typed function."""
