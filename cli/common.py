@@ -64,14 +64,14 @@ def run_stage(body: Callable[[], object], debug: bool = False) -> None:
         if debug:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
-        raise typer.Exit(e.exit_code) from None
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as e:  # a bug or an unexpected failure: short message, traceback on --debug
         if debug:
             traceback.print_exc()
         print(f"error: {type(e).__name__}: {e}\n(rerun with --debug for the traceback)", file=sys.stderr)
-        raise typer.Exit(EXIT_FAILURE) from None
+        sys.exit(EXIT_FAILURE)
     if result is not None:
         print(os.fspath(getattr(result, "path", result)), flush=True)

@@ -215,13 +215,45 @@ def _reopen(stage: str, path: Path, config: dict) -> Run:
 
 
 def read_provenance(run_dir: str | os.PathLike) -> dict:
+    """provenance.json; for a sharded run (libhyrax.sharding), merged with its shards' own files."""
     p = Path(run_dir) / PROVENANCE_FILE
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        prov = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{run_dir} is not a Hyrax results directory (no {PROVENANCE_FILE})") from None
     except json.JSONDecodeError as e:
         raise UsageError(f"{p} is damaged ({e}); rerun the stage that made it") from None
+    return _merge_shards(Path(run_dir), prov) if prov.get("status") == "sharded" else prov
+
+
+def shard_provenance_name(index: int, count: int) -> str:
+    return f"provenance.shard-{index:04d}-of-{count:04d}.json"
+
+
+def _merge_shards(run_dir: Path, prov: dict) -> dict:
+    """A sharded run is complete when every shard's own provenance says so; else its error names the
+    unfinished shards and the command that reruns the first."""
+    count = prov["sharded"]["count"]
+    shards = []
+    for i in range(count):
+        try:
+            shards.append(json.loads((run_dir / shard_provenance_name(i, count)).read_text(encoding="utf-8")))
+        except (FileNotFoundError, json.JSONDecodeError):
+            shards.append({"status": "missing"})
+    merged = dict(prov, shards=[s.get("status") for s in shards])
+    for key in ("inputs", "upstream_runs"):
+        merged[key] = list({json.dumps(x, sort_keys=True): x for s in shards for x in s.get(key, [])}.values())
+    bad = [i for i, s in enumerate(shards) if s.get("status") != "complete"]
+    if not bad:
+        merged |= {"status": "complete", "finished": max(s.get("finished") or "" for s in shards)}
+        return merged
+    stage, upstream = prov.get("stage"), merged["upstream_runs"]
+    listed = ", ".join(f"{i}/{count} ({shards[i].get('status')})" for i in bad)
+    src = f" --from {upstream[0]}" if upstream else ""
+    merged |= {"status": "incomplete",
+               "error": f"shard(s) {listed} not finished; rerun with: "
+                        f"hyrax {stage}{src} --shard {bad[0]}/{count} --resume {run_dir}"}
+    return merged
 
 
 def is_complete(run_dir: Path) -> bool:

@@ -185,6 +185,9 @@ def validate(user: dict, defaults: dict, source: str) -> list[str]:
                 known = [f"{prefix}{k}" for k in dflt]
                 errors.append(f"unknown key {path} in {source}{did_you_mean(path, known)}")
                 continue
+            if value is False and not isinstance(dflt[key], bool):
+                del node[key]  # false means unset: the default applies
+                continue
             if isinstance(dflt[key], dict):
                 if not isinstance(value, dict):
                     errors.append(f"{path} in {source} must be a table, not {_type_name(value)}")
