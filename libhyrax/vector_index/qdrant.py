@@ -1,0 +1,75 @@
+"""Qdrant (an optional extra: pip install 'hyrax-toolkit[qdrant]').
+
+Without `url`, qdrant-client's local on-disk mode keeps the collection in the index's `qdrant/` folder;
+with `url` (a site's Qdrant server) the same code talks to that server, in a collection named after the
+index folder so that several indexes can share one server. Point ids are the row numbers; Qdrant's
+Euclid score is the L2 distance itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from libhyrax.errors import UsageError
+from libhyrax.vector_index import VectorIndex
+
+BATCH = 4096
+
+
+class QdrantIndex(VectorIndex):
+    """Qdrant, local on disk (url=False) or a server (url="http://host:6333")."""
+
+    backend = "qdrant"
+
+    def __init__(self, path, dim, url: str | bool = False, collection: str | bool = False,
+                 ef_construction: int = 200, ef_search: int = 200, max_neighbors: int = 32, **params):
+        super().__init__(path, dim, url=url, collection=collection or f"hyrax-{path.name}"[:255],
+                         ef_construction=ef_construction, ef_search=ef_search, max_neighbors=max_neighbors,
+                         **params)
+        self._client = None
+
+    def _connect(self):
+        try:
+            from qdrant_client import QdrantClient
+        except ImportError:
+            raise UsageError("the qdrant backend needs qdrant-client: pip install 'hyrax-toolkit[qdrant]', "
+                             "or use vector_db.name = \"chromadb\" or \"exact\"") from None
+        url = self.params["url"]
+        self._client = QdrantClient(url=url) if url else QdrantClient(path=str(self.path / "qdrant"))
+        return self._client
+
+    def _create(self) -> None:
+        from qdrant_client import models
+
+        self._connect().create_collection(
+            self.params["collection"],
+            vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.EUCLID),
+            hnsw_config=models.HnswConfigDiff(m=int(self.params["max_neighbors"]),
+                                              ef_construct=int(self.params["ef_construction"])))
+
+    def _open(self) -> None:
+        self._connect()
+
+    def _add(self, rows, vectors) -> None:
+        from qdrant_client import models
+
+        for s in range(0, len(rows), BATCH):
+            self._client.upsert(self.params["collection"], wait=True, points=models.Batch(
+                ids=[int(r) for r in rows[s:s + BATCH]], vectors=vectors[s:s + BATCH].tolist()))
+
+    def _search(self, vectors, k):
+        from qdrant_client import models
+
+        params = models.SearchParams(hnsw_ef=int(self.params["ef_search"]))
+        requests = [models.QueryRequest(query=v.tolist(), limit=k, params=params) for v in vectors]
+        answers = self._client.query_batch_points(self.params["collection"], requests=requests)
+        width = min(len(a.points) for a in answers)
+        rows = np.array([[p.id for p in a.points[:width]] for a in answers], dtype=np.int64)
+        dist = np.array([[p.score for p in a.points[:width]] for a in answers], dtype=np.float32)
+        return rows.reshape(len(vectors), width), dist.reshape(len(vectors), width)
+
+    def _vectors(self, rows) -> np.ndarray:
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        got = self._client.retrieve(self.params["collection"], ids=[int(r) for r in uniq], with_vectors=True)
+        by_id = {int(p.id): p.vector for p in got}
+        return np.array([by_id[int(r)] for r in uniq], dtype=np.float32)[inverse]
