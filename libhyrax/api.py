@@ -13,6 +13,7 @@ is given.
 from __future__ import annotations
 
 import os
+from copy import deepcopy
 
 from libhyrax import stages
 from libhyrax.config import dump_config, parse_override, resolve, set_key
@@ -26,8 +27,9 @@ class Hyrax:
 
     def set(self, key: str, value) -> Hyrax:
         """Change one key (dotted path); the config is validated again."""
-        set_key(self.config, key, value if not isinstance(value, str) else parse_override(f"k={value}")[1])
-        self.config = resolve(self.config)
+        cfg = deepcopy(self.config)  # a rejected value leaves the config as it was
+        set_key(cfg, key, value if not isinstance(value, str) else parse_override(f"k={value}")[1])
+        self.config = resolve(cfg)
         return self
 
     def show_config(self) -> str:
