@@ -1,0 +1,25 @@
+"""Data: cutout files, datasets, the data request, splits, transforms and batch loaders.
+
+    from libhyrax.data import open_group, make_loader
+    g = open_group(cfg, "train")                       # the built-in sample by default
+    for batch in make_loader(g, batch_size=256, shuffle=True, seed=0, epoch=0):
+        batch["image"], batch["object_id"]
+
+Nothing heavy is imported here: astropy, skimage and torch load inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+from libhyrax.data.base import REGISTRY, Dataset, dataset_class
+from libhyrax.data.check import check_dataset
+from libhyrax.data.group import DataGroup, open_dataset, open_group
+from libhyrax.data.hdf5_dataset import CutoutWriter, HyraxHDF5Dataset, open_cutouts, write_cutouts
+from libhyrax.data.loader import make_loader
+from libhyrax.data.sample import HyraxSample, sample_path
+from libhyrax.data.transforms import Transform
+
+builtins_loaded = True  # base.dataset_class imports this module so the built-in classes are registered
+
+__all__ = ["REGISTRY", "CutoutWriter", "DataGroup", "Dataset", "HyraxHDF5Dataset", "HyraxSample", "Transform",
+           "check_dataset", "dataset_class", "make_loader", "open_cutouts", "open_dataset", "open_group",
+           "sample_path", "write_cutouts"]

@@ -1,0 +1,227 @@
+"""A data request group (train, infer, ...) opened as one map-style, numpy-only source of batches.
+
+    g = open_group(cfg, "train")
+    len(g), g.fields, g.sample_shape
+    g.read(0, 256)            # {"image": (256, C, H, W) float32, transformed, "object_id": str, ...}
+    g.read_rows([5, 2, 900])  # any rows, read as contiguous runs, returned in the order asked
+    g.object_ids(), g.catalog_columns(), g.catalog("x")
+
+Fields of other datasets in the group are aligned row by row with the primary dataset, or, with a
+`join_field`, left-joined on the primary's ids by sorted arrays and `searchsorted` (never a dict of all
+ids). A joined dataset adds a boolean `<name>.matched` field; its missing values are NaN for float
+columns and zero/empty otherwise. A field name used by two datasets is `<name>.<field>` for the second.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from libhyrax.data.base import Dataset, dataset_class
+from libhyrax.data.request import DatasetSpec, parse_group, primary_name
+from libhyrax.data.transforms import Transform
+from libhyrax.errors import ConfigError, DataError, HyraxError, did_you_mean
+from libhyrax.hdf5 import IdIndex
+
+log = logging.getLogger("hyrax.data")
+
+
+def open_dataset(cfg: dict, spec: DatasetSpec, where: str = "data_request") -> Dataset:
+    """Construct one dataset of a request (its class resolved, its location checked)."""
+    cls = dataset_class(spec.dataset_class)
+    if spec.data_location and not Path(spec.data_location).expanduser().exists():
+        raise DataError(f"{where}.data_location {spec.data_location!r} does not exist (looked from "
+                        f"{Path.cwd()}); give the path of the data for {spec.dataset_class}")
+    data_set = dict(cfg.get("data_set") or {})
+    data_set[cls.__name__] = {**(data_set.get(cls.__name__) or {}), **spec.dataset_config}
+    sub = {**cfg, "data_set": data_set}
+    try:
+        return cls(sub, spec.data_location)
+    except HyraxError:
+        raise
+    except Exception as e:
+        raise DataError(f"{where}: {spec.dataset_class}({spec.data_location!r}) failed to open: "
+                        f"{type(e).__name__}: {e}") from e
+
+
+def open_group(cfg: dict, group: str) -> DataGroup:
+    """The data of request group `group` (a missing group falls back to "train")."""
+    request = cfg.get("data_request") or {}
+    name = group if group in request else "train"
+    if name not in request:
+        raise ConfigError(f"data_request has no {group!r} group and no train group to fall back on; "
+                          f"add [data_request.{group}.<name>] (groups there: {', '.join(request) or 'none'})")
+    if name != group:
+        log.info("data_request has no %s group; reading the train group", group)
+    specs, errors = parse_group(name, request[name])
+    if errors:
+        raise ConfigError("invalid data_request:\n  " + "\n  ".join(errors))
+    datasets = {f: open_dataset(cfg, s, f"data_request.{name}.{f}") for f, s in specs.items()}
+    g = DataGroup(name, specs, datasets, Transform.from_config(cfg))
+    g.shuffle_block = int((cfg.get("data_loader") or {}).get("shuffle_block") or 64)
+    return g
+
+
+def _missing_fill(values: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+    if values.dtype.kind == "f" and values.ndim == 1:
+        out[:] = np.nan
+    return out
+
+
+class DataGroup:
+    def __init__(self, name: str, specs: dict[str, DatasetSpec], datasets: dict[str, Dataset],
+                 transform: Transform | None = None):
+        self.name, self.specs, self.datasets = name, specs, datasets
+        self.transform = transform or Transform("none")
+        self.shuffle_block = 64
+        self.primary = primary_name(specs)
+        pspec, pds = specs[self.primary], datasets[self.primary]
+        self.id_field = pspec.primary_id_field or "object_id"
+        self._check_fields(self.primary, [self.id_field])
+        self._plan: dict[str, list[tuple[str, str]]] = {}  # dataset -> [(field, output key)]
+        keys: set[str] = {"object_id"}
+        for friendly, spec in specs.items():
+            ds = datasets[friendly]
+            fields = spec.fields or ds.fields
+            self._check_fields(friendly, fields)
+            plan = []
+            for f in fields:
+                if friendly == self.primary and f == self.id_field:
+                    continue
+                key = f if f not in keys else f"{friendly}.{f}"
+                keys.add(key)
+                plan.append((f, key))
+            self._plan[friendly] = plan
+        self._maps: dict[str, np.ndarray | None] = {}
+        for friendly, spec in specs.items():
+            if friendly != self.primary:
+                self._maps[friendly] = self._align(friendly, spec, datasets[friendly], pds)
+
+    def _check_fields(self, friendly: str, fields) -> None:
+        have = self.datasets[friendly].fields
+        for f in fields:
+            if f not in have:
+                raise ConfigError(f"data_request.{self.name}.{friendly}: {self.specs[friendly].dataset_class} "
+                                  f"has no field {f!r}{did_you_mean(f, have)} Its fields: {', '.join(have)}")
+
+    def _align(self, friendly: str, spec: DatasetSpec, ds: Dataset, pds: Dataset) -> np.ndarray | None:
+        if not spec.join_field:
+            if len(ds) != len(pds):
+                raise DataError(f"data_request.{self.name}.{friendly} has {len(ds)} rows but the primary "
+                                f"dataset {self.primary} has {len(pds)}; give join_field to join them on an "
+                                "id instead of row by row")
+            return None
+        self._check_fields(friendly, [spec.join_field])
+        try:
+            index = IdIndex(ds.column(spec.join_field))
+        except DataError as e:
+            raise DataError(f"data_request.{self.name}.{friendly}: join_field {spec.join_field!r}: {e}") from None
+        rows = index.rows(self.object_ids())
+        missing = int((rows < 0).sum())
+        if missing:
+            log.info("%s: %d of %d objects have no match in %s", self.name, missing, len(rows), friendly)
+        return rows
+
+    # --- the contract -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.datasets[self.primary])
+
+    @property
+    def fields(self) -> list[str]:
+        out = ["object_id"]
+        for friendly, plan in self._plan.items():
+            out += [key for _, key in plan]
+            if self._maps.get(friendly) is not None:
+                out.append(f"{friendly}.matched")
+        return out
+
+    def object_ids(self) -> np.ndarray:
+        return self._ids
+
+    @cached_property
+    def _ids(self) -> np.ndarray:
+        return np.asarray(self.datasets[self.primary].column(self.id_field)).astype(str)
+
+    @cached_property
+    def sample_shape(self) -> tuple[int, ...]:
+        if not any(key == "image" for plan in self._plan.values() for _, key in plan):
+            raise DataError(f"data_request.{self.name} reads no 'image' field; add it to fields")
+        return tuple(self.read(0, 1)["image"].shape[1:])
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Contiguous rows start..stop of every field (images transformed)."""
+        start, stop = max(0, int(start)), min(len(self), int(stop))
+        return self._gather(lambda ds, fields: ds.read(fields, start, stop),
+                            lambda friendly: self._maps[friendly][start:stop])
+
+    def read_rows(self, indices) -> dict[str, np.ndarray]:
+        """Any rows, in the order given."""
+        rows = np.asarray(indices, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise DataError(f"rows out of range for {len(self)} objects")
+        return self._gather(lambda ds, fields: ds.read_rows(fields, rows),
+                            lambda friendly: self._maps[friendly][rows])
+
+    def _gather(self, read_aligned, mapped_rows) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        pds = self.datasets[self.primary]
+        raw = read_aligned(pds, [self.id_field] + [f for f, _ in self._plan[self.primary]])
+        out["object_id"] = np.asarray(raw[self.id_field]).astype(str)
+        out |= {key: raw[f] for f, key in self._plan[self.primary]}
+        for friendly, plan in self._plan.items():
+            if friendly == self.primary or not plan and self._maps.get(friendly) is None:
+                continue
+            ds, fields = self.datasets[friendly], [f for f, _ in plan]
+            if self._maps[friendly] is None:
+                raw = read_aligned(ds, fields)
+                out |= {key: raw[f] for f, key in plan}
+                continue
+            rows = mapped_rows(friendly)
+            hit = rows >= 0
+            out[f"{friendly}.matched"] = hit
+            if not plan:
+                continue
+            got = ds.read_rows(fields, rows[hit])
+            for f, key in plan:
+                full = _missing_fill(got[f], len(rows))
+                full[hit] = got[f]
+                out[key] = full
+        if "image" in out:
+            out["image"] = self.transform(out["image"])
+        return out
+
+    # --- catalog ------------------------------------------------------------------------------------
+
+    def catalog_columns(self) -> list[str]:
+        """Per-object scalar columns (for colouring plots and tables), from every dataset in the group."""
+        cols = list(self.datasets[self.primary].catalog_columns())
+        for friendly in self.specs:
+            if friendly != self.primary:
+                cols += [c if c not in cols else f"{friendly}.{c}" for c in self.datasets[friendly].catalog_columns()]
+        return cols
+
+    def catalog(self, column: str) -> np.ndarray:
+        """All values of a catalog column, one per object in group order."""
+        pds = self.datasets[self.primary]
+        if column in pds.catalog_columns():
+            return pds.column(column)
+        for friendly in self.specs:
+            if friendly == self.primary:
+                continue
+            ds = self.datasets[friendly]
+            name = column.removeprefix(f"{friendly}.")
+            if name in ds.catalog_columns():
+                values = ds.column(name)
+                rows = self._maps[friendly]
+                if rows is None:
+                    return values
+                full = _missing_fill(values, len(rows))
+                full[rows >= 0] = values[rows[rows >= 0]]
+                return full
+        cols = self.catalog_columns()
+        raise DataError(f"no catalog column {column!r}{did_you_mean(column, cols)} Columns: {', '.join(cols)}")

@@ -1,0 +1,303 @@
+"""Cutout files (docs/hdf5-format.md): writing them in a stream, and reading them as a dataset.
+
+    attrs: format="hyrax-cutouts", format_version, bands, pixel_scale (when known), rows_written, complete
+    /object_id        (N,) UTF-8 strings, unique
+    /images           (N, C, H, W) float32, chunked by whole rows (~1 MiB) so contiguous batches are cheap
+    /catalog/<col>    (N,) one array per catalog column
+    /masks, /variance (N, C, H, W), optional
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from libhyrax.data.base import Dataset
+from libhyrax.errors import DataError
+from libhyrax.hdf5 import IdIndex, as_id_bytes, chunk_rows, id_dtype, read_ids
+
+FORMAT, FORMAT_VERSION = "hyrax-cutouts", 1
+PLANES = ("images", "masks", "variance")  # per-pixel arrays; fields "image", "mask", "variance"
+FIELD_OF = {"images": "image", "masks": "mask", "variance": "variance"}
+
+
+def _column_dtype(values: np.ndarray):
+    if values.dtype.kind in "USO":
+        width = max((len(str(v).encode("utf-8")) for v in values.ravel()), default=1)
+        return h5py.string_dtype("utf-8", max(width, 16))
+    return values.dtype
+
+
+class CutoutWriter:
+    """Stream objects into a cutout file, batch by batch; memory stays flat whatever N is.
+
+        with CutoutWriter(path, shape=(3, 64, 64), bands=["g", "r", "i"]) as w:
+            w.append(object_ids, images, catalog={"ra": ra, "dec": dec})
+
+    `n_rows` (when known) preallocates; otherwise the file grows. Every batch carries as many ids as
+    images and catalog rows. An interrupted write (no `complete` attribute) resumes after its last
+    `rows_written` when reopened with the same shape. `close()` checks the object ids are unique.
+    """
+
+    def __init__(self, path, shape: tuple[int, int, int], bands, n_rows: int | None = None,
+                 pixel_scale: float | None = None, planes: tuple[str, ...] = ("images",),
+                 id_length: int = 64, attrs: dict | None = None):
+        self.path, self.shape, self.n_rows = Path(path), tuple(int(s) for s in shape), n_rows
+        if len(self.shape) != 3:
+            raise DataError(f"cutouts must be (bands, height, width), not shape {self.shape}")
+        resume = False
+        if self.path.exists():
+            try:
+                f = h5py.File(self.path, "a")
+                resume = (f.attrs.get("format") == FORMAT and not f.attrs.get("complete")
+                          and f["images"].shape[1:] == self.shape)
+                if not resume:
+                    f.close()
+            except OSError:
+                resume = False
+        if resume:
+            self.file = f
+        else:
+            self.file = h5py.File(self.path, "w")
+            self._create(bands, pixel_scale, planes, id_length, attrs or {})
+        self.rows_written = int(self.file.attrs["rows_written"])
+
+    def _create(self, bands, pixel_scale, planes, id_length, attrs) -> None:
+        f = self.file
+        bands = [str(b) for b in bands]
+        if len(bands) != self.shape[0]:
+            raise DataError(f"{len(bands)} band names for cutouts of {self.shape[0]} bands")
+        f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "bands": bands,
+                        "rows_written": 0, "complete": False})
+        if pixel_scale:
+            f.attrs["pixel_scale"] = float(pixel_scale)
+        f.attrs.update(attrs)
+        n = self.n_rows or 0
+        rows = chunk_rows(self.shape, np.float32)
+        f.create_dataset("object_id", shape=(n,), maxshape=(None,), dtype=id_dtype(id_length), chunks=(4096,))
+        for plane in planes:
+            f.create_dataset(plane, shape=(n, *self.shape), maxshape=(None, *self.shape), dtype=np.float32,
+                             chunks=(rows, *self.shape))
+        f.require_group("catalog")
+
+    def _ensure(self, name: str, values: np.ndarray) -> h5py.Dataset:
+        if name in self.file:
+            return self.file[name]
+        if self.rows_written:
+            raise DataError(f"{self.path.name}: catalog column {name.split('/')[-1]!r} appeared after "
+                            f"{self.rows_written} rows were written; give every column in every batch")
+        tail = values.shape[1:]
+        return self.file.create_dataset(name, shape=(self.n_rows or 0, *tail), maxshape=(None, *tail),
+                                        dtype=_column_dtype(values), chunks=(4096, *tail))
+
+    def append(self, object_id, images, catalog: dict | None = None, masks=None, variance=None) -> None:
+        ids = as_id_bytes(object_id)
+        n = len(ids)
+        arrays = {"images": images, "masks": masks, "variance": variance}
+        arrays = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items() if v is not None}
+        arrays |= {f"catalog/{k}": np.asarray(v) for k, v in (catalog or {}).items()}
+        for name, arr in arrays.items():
+            if len(arr) != n:
+                raise DataError(f"batch for {self.path.name} has {n} object ids but {len(arr)} rows of {name}")
+            if name in PLANES and arr.shape[1:] != self.shape:
+                raise DataError(f"{name} of shape {arr.shape[1:]} don't fit {self.path.name}, made for "
+                                f"{self.shape}")
+        width = self.file["object_id"].dtype.itemsize
+        if n and ids.dtype.itemsize > width:
+            raise DataError(f"object ids longer than {width} bytes can't be stored in {self.path.name}")
+        start, stop = self.rows_written, self.rows_written + n
+        if self.n_rows is not None and stop > self.n_rows:
+            raise DataError(f"{self.path.name}: writing rows {start}:{stop} past its {self.n_rows} rows")
+        targets = {"object_id": ids} | arrays
+        for name, arr in targets.items():
+            ds = self.file[name] if name in self.file else self._ensure(name, arr)
+            if ds.shape[0] < stop:
+                ds.resize(stop, axis=0)
+            if ds.dtype.kind == "S" or h5py.check_string_dtype(ds.dtype):
+                arr = as_id_bytes(arr).astype(ds.dtype)
+            ds[start:stop] = arr
+        self.rows_written = stop
+        self.file.attrs["rows_written"] = stop
+        self.file.flush()
+
+    def close(self, complete: bool = True) -> None:
+        if not self.file.id.valid:
+            return
+        try:
+            if complete:
+                if self.n_rows is not None and self.rows_written != self.n_rows:
+                    raise DataError(f"{self.path.name}: {self.rows_written} rows written, {self.n_rows} expected")
+                for name in self._all_arrays():
+                    if self.file[name].shape[0] != self.rows_written:
+                        self.file[name].resize(self.rows_written, axis=0)
+                IdIndex(read_ids(self.file["object_id"]))  # raises on duplicate ids
+                self.file.attrs["complete"] = True
+        finally:
+            self.file.close()
+
+    def _all_arrays(self) -> list[str]:
+        names = ["object_id"] + [p for p in PLANES if p in self.file]
+        return names + [f"catalog/{c}" for c in self.file["catalog"]]
+
+    def __enter__(self) -> CutoutWriter:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(complete=exc_type is None)
+
+
+def write_cutouts(path, object_id, images, catalog: dict | None = None, bands=None,
+                  pixel_scale: float | None = None, masks=None, variance=None) -> Path:
+    """Write a whole (small) cutout file at once, atomically (tmp + rename)."""
+    path = Path(path)
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4:
+        raise DataError(f"images must be (N, bands, height, width), not shape {images.shape}")
+    bands = list(bands) if bands is not None else [f"band{i}" for i in range(images.shape[1])]
+    ids = as_id_bytes(object_id)
+    planes = tuple(p for p, v in zip(PLANES, (images, masks, variance), strict=True) if v is not None)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with CutoutWriter(tmp, images.shape[1:], bands, n_rows=len(ids), pixel_scale=pixel_scale, planes=planes,
+                      id_length=max(ids.dtype.itemsize, 1)) as w:
+        w.append(ids, images, catalog=catalog, masks=masks, variance=variance)
+    os.replace(tmp, path)
+    return path
+
+
+def open_cutouts(path) -> h5py.File:
+    """Open and check a cutout file; every problem is a DataError naming the file and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"cutout file {path} does not exist; check data_location (or run `hyrax prepare`)")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; data_location of HyraxHDF5Dataset must be an .h5 cutout file")
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as e:
+        kind = "is not an HDF5 file" if not h5py.is_hdf5(path) else "can't be read (truncated or damaged?)"
+        raise DataError(f"{path} {kind} ({str(e).split('(')[0].strip()}); "
+                        "make it again with `hyrax prepare` or libhyrax.data.write_cutouts") from None
+    try:
+        _check(path, f)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _check(path: Path, f: h5py.File) -> None:
+    if "images" not in f:
+        raise DataError(f"{path} has no /images array; a cutout file needs /object_id and /images "
+                        "(N, bands, height, width); see docs/hdf5-format.md")
+    if "object_id" not in f:
+        raise DataError(f"{path} has no /object_id array; write one id per image (see docs/hdf5-format.md)")
+    if f.attrs.get("format") == FORMAT and not f.attrs.get("complete", True):
+        raise DataError(f"{path} was not finished ({f.attrs.get('rows_written')} rows written); rerun the "
+                        "step that writes it, which resumes where it stopped")
+    n = f["object_id"].shape[0]
+    if f["images"].ndim != 4:
+        raise DataError(f"{path}: /images has shape {f['images'].shape}; it must be 4-D (N, bands, height, "
+                        "width); add a band axis of length 1 for single-band images")
+    lengths = {"object_id": n} | {name: f[name].shape[0] for name in PLANES if name in f}
+    if "catalog" in f:
+        lengths |= {f"catalog/{c}": f["catalog"][c].shape[0] for c in f["catalog"]}
+    bad = {k: v for k, v in lengths.items() if v != n}
+    if bad:
+        raise DataError(f"{path}: arrays of different lengths: /object_id has {n} rows but "
+                        + ", ".join(f"/{k} has {v}" for k, v in bad.items())
+                        + "; every array must have one row per object, in the same order")
+    if not f.attrs.get("complete"):  # our writer checked uniqueness when it completed the file
+        _unique_ids(path, f)
+
+
+def _unique_ids(path: Path, f: h5py.File) -> IdIndex:
+    try:
+        return IdIndex(read_ids(f["object_id"]))
+    except DataError as e:
+        raise DataError(f"{path}: {e}; object ids must be unique: fix the file's /object_id") from None
+
+
+class HyraxHDF5Dataset(Dataset):
+    """A cutout file (docs/hdf5-format.md). Fields: image, object_id, mask/variance when present, and
+    every catalog column. The h5py handle opens lazily, once per process (each DataLoader worker)."""
+
+    def __init__(self, config=None, data_location=None):
+        super().__init__(config, data_location)
+        if not data_location:
+            raise DataError(f"{type(self).__name__} needs data_location: the path of a cutout .h5 file")
+        self.path = Path(data_location).expanduser()
+        f = open_cutouts(self.path)
+        try:
+            self.n = f["object_id"].shape[0]
+            self.sample_shape = tuple(f["images"].shape[1:])
+            self.bands = [str(b) for b in f.attrs.get("bands", [f"band{i}" for i in range(self.sample_shape[0])])]
+            self.pixel_scale = f.attrs.get("pixel_scale")
+            self._planes = [p for p in PLANES if p in f]
+            self._catalog = sorted(f["catalog"]) if "catalog" in f else []
+        finally:
+            f.close()
+        self._file, self._pid = None, None
+        self._index: IdIndex | None = None
+
+    def __getstate__(self):
+        return self.__dict__ | {"_file": None, "_pid": None}
+
+    @property
+    def file(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = h5py.File(self.path, "r", locking=False), os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def fields(self) -> list[str]:
+        return ["image", "object_id"] + [FIELD_OF[p] for p in self._planes[1:]] + self._catalog
+
+    def catalog_columns(self) -> list[str]:
+        return list(self._catalog)
+
+    def _dataset(self, field: str) -> h5py.Dataset:
+        plane = {v: k for k, v in FIELD_OF.items()}.get(field)
+        if plane in self._planes or field == "object_id":
+            return self.file[plane or field]
+        if field in self._catalog:
+            return self.file["catalog"][field]
+        raise DataError(f"{self.path} has no field {field!r}; it has {', '.join(self.fields)}")
+
+    def read(self, fields, start, stop):
+        out = {}
+        for field in fields:
+            ds = self._dataset(field)
+            if field == "object_id" or h5py.check_string_dtype(ds.dtype):
+                out[field] = read_ids(ds, start, stop)
+            else:
+                out[field] = ds[start:stop]
+        return out
+
+    def get(self, field, index):
+        return self.read([field], int(index), int(index) + 1)[field][0]
+
+    def get_image(self, index):
+        return self.get("image", index)
+
+    def get_object_id(self, index):
+        return self.get("object_id", index)
+
+    def column(self, field):
+        return self.read([field], 0, self.n)[field]
+
+    def rows_of(self, object_ids) -> np.ndarray:
+        """Rows of `object_ids` (-1 where absent) in O(log N) each; the sorted index is built once."""
+        if self._index is None:
+            self._index = IdIndex(self.column("object_id"))
+        return self._index.rows(object_ids)
