@@ -1,0 +1,167 @@
+"""ONNX: export a trained model's inference outputs, check onnxruntime against torch, run it, and the
+preprocessing file that travels beside `model.onnx`.
+
+The exported graph takes the model's input (`image`: float32, N x C x H x W, after the `[data_set]`
+transforms) and returns its inference outputs by name: `latent` (N, D) and, for autoencoders,
+`recon_error` (N,). The batch size is dynamic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from libhyrax.errors import ModelError
+
+log = logging.getLogger("hyrax.onnx")
+
+INPUT_NAME = "image"
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs warnings about optional torchvision ops and may print; keep stdout clean (it
+    carries only results paths) and its chatter out of the user's log."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    import warnings
+
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _outputs_module(model, names: list[str]):
+    import torch
+
+    class Outputs(torch.nn.Module):
+        """The model's infer_outputs as a tuple, in a fixed order, for the exporter."""
+
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            out = self.model.infer_outputs(x)
+            return tuple(out[n] for n in names)
+
+    return Outputs().eval()
+
+
+def output_names(model, example: np.ndarray) -> list[str]:
+    """The names of the model's inference outputs ("latent" first)."""
+    import torch
+
+    with torch.inference_mode():
+        out = model.infer_outputs(torch.from_numpy(example))
+    return ["latent"] + sorted(k for k in out if k != "latent")
+
+
+def export_model(model, example: np.ndarray, path: str | os.PathLike, opset: int = 20) -> list[str]:
+    """Write `model`'s inference outputs as an ONNX graph with a dynamic batch dimension; returns the
+    output names. Uses torch's dynamo exporter, and the TorchScript one when dynamo can't trace it."""
+    import torch
+
+    model = model.eval().cpu()
+    names = output_names(model, example)
+    module = _outputs_module(model, names)
+    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(module, (x,), str(tmp), input_names=[INPUT_NAME], output_names=names,
+                              opset_version=opset, dynamo=True, external_data=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; the legacy path is the fallback
+        log.warning("the dynamo ONNX exporter could not trace the model (%s: %s); using the TorchScript "
+                    "exporter", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]}
+        try:
+            with _quiet_exporter():
+                torch.onnx.export(module, (x,), str(tmp), input_names=[INPUT_NAME], output_names=names,
+                                  opset_version=opset, dynamo=False, dynamic_axes=axes)
+        except Exception as e2:  # noqa: BLE001
+            raise ModelError(f"the model can't be exported to ONNX: {type(e2).__name__}: {e2}") from None
+    os.replace(tmp, path)
+    return names
+
+
+def session(path: str | os.PathLike, device: str = "cpu"):
+    """An onnxruntime session on the CPU (or CUDA, when asked for and available)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+
+
+def run_session(sess, x: np.ndarray) -> dict[str, np.ndarray]:
+    names = [o.name for o in sess.get_outputs()]
+    out = sess.run(names, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
+    return dict(zip(names, out, strict=True))
+
+
+def compare(model, sess, x: np.ndarray) -> dict[str, float]:
+    """The largest absolute difference per output between torch and onnxruntime on batch `x`."""
+    import torch
+
+    with torch.inference_mode():
+        ref = model.eval().cpu().infer_outputs(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    got = run_session(sess, x)
+    return {k: float(np.max(np.abs(got[k] - ref[k].float().numpy()), initial=0.0)) for k in got}
+
+
+def preprocessing_steps(data_set: dict, raw_shape: tuple[int, ...]) -> list[str]:
+    """The `[data_set]` transforms in words, in the order they are applied (libhyrax.data.transforms)."""
+    steps = [f"stack the bands in the order of 'bands' into float32 (N, {raw_shape[0]}, H, W)"]
+    crop = data_set.get("crop_to")
+    if crop:
+        steps.append(f"centre-crop to {crop}x{crop}: rows (H-{crop})//2 .. +{crop}, same for columns")
+    if data_set.get("nan_mode") == "quantile":
+        steps.append(f"replace NaN/inf pixels with the {data_set.get('nan_quantile')} quantile of the finite "
+                     f"pixels of the same band of the same image (0 when none is finite)")
+    else:
+        steps.append("replace NaN/inf pixels with 0")
+    if data_set.get("transform") == "asinh":
+        steps.append(f"x = arcsinh(x / {data_set.get('asinh_scale')})")
+    elif data_set.get("transform") == "tanh":
+        steps.append("x = tanh(x)")
+    return steps
+
+
+def write_preprocessing(path: str | os.PathLike, *, data_set: dict, input_shape: tuple[int, ...],
+                        raw_shape: tuple[int, ...], bands: list[str] | None, outputs: list[str],
+                        extra: dict | None = None) -> Path:
+    """`preprocessing.json`: all a user needs besides model.onnx to feed it an image."""
+    doc = {
+        "format": "hyrax-onnx-preprocessing", "format_version": 1,
+        "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": ["batch", *input_shape]},
+        "raw_shape": list(raw_shape), "bands": bands,
+        "data_set": data_set, "steps": preprocessing_steps(data_set, raw_shape),
+        "outputs": outputs, **(extra or {}),
+    }
+    path = Path(path)
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_preprocessing(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

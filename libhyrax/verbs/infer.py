@@ -1,0 +1,329 @@
+"""hyrax infer: every object of the `infer` data group through a trained model, into `latents.h5`.
+
+    hyrax train | hyrax infer                                  # the train run's model, the built-in sample
+    hyrax infer --from results/<train-run> --set data_loader.batch_size=1024
+    hyrax infer --resume results/<infer-run>.failed            # finish an interrupted run: exactly N rows
+    hyrax infer --engine onnx --from results/<export-run>      # the same through onnxruntime
+    sbatch --array=0-9 --wrap 'hyrax infer --from results/<train-run>'   # 10 shards into one directory
+    for i in 0 1 2; do hyrax infer --shard $i/3; done                     # the same without Slurm
+
+    import libhyrax
+    latents = libhyrax.infer(from_run="results/<train-run>")
+
+`latents.h5` holds `/object_id`, `/latent` (N, D) float32 in input order and, for autoencoders,
+`/recon_error` (N,). Batches stream from the data group to the file, so memory does not grow with N. The
+images get the train run's `[data_set]` transforms (never the current config's). A sharded run writes
+`latents.shard-IIII-of-NNNN.h5`; read either through `libhyrax.hdf5.open_result(run, "latents")`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from libhyrax.config import resolve
+from libhyrax.errors import ConfigError, DataError, ModelError, RunError, UsageError, unknown_choice
+from libhyrax.hdf5 import ArrayWriter, read_ids, shard_name, shard_range
+from libhyrax.log import Progress
+from libhyrax.results import Result, find_input_run, new_run, read_provenance
+from libhyrax.sharding import Shard, choose_shard, sharded_run, shared_run_name
+
+log = logging.getLogger("hyrax.infer")
+
+STEM = "latents"
+ENGINES = ("torch", "onnx")
+PREFETCH = 2  # batches read ahead while the model runs
+
+
+def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str | Shard | None = None,
+          engine: str | None = None, run_name: str | None = None) -> Result:
+    """Write the latents of every object of the `infer` group; returns the infer run.
+
+    from_run: a train run (or, with engine="onnx", an export run); default: the newest finished one.
+    resume: an interrupted infer run to finish. shard: "I/N" (default: the Slurm array task's share).
+    run_name: the shared directory's name for a sharded run outside Slurm.
+    """
+    cfg = resolve(config, overrides)
+    engine = engine or cfg["infer"]["engine"]
+    the_shard = choose_shard(shard)
+    _check_resume(resume, the_shard)
+    model = load_engine(engine, cfg, from_run)
+    group = _open_group(cfg, model.data_set)
+    n = len(group)
+    start, stop = shard_range(n, the_shard.index, the_shard.count) if the_shard else (0, n)
+    batch_size = int(cfg["data_loader"]["batch_size"])
+    if the_shard is None:
+        with new_run("infer", cfg, resume=resume, name=run_name or None) as run:
+            _record_inputs(run, model, group, engine)
+            stats = write_latents(model, group, start, stop, run.file(f"{STEM}.h5"), batch_size)
+            run.record(n_objects=n, **stats)
+        return Result(run.path)
+    key = json.dumps([str(model.source.resolve()), engine, cfg["data_request"].get("infer")], default=str)
+    name = run_name or shared_run_name("infer", the_shard, key)
+    with sharded_run("infer", cfg, the_shard, name=name, into=resume, stems=(STEM,)) as run:
+        _record_inputs(run, model, group, engine)
+        final = run.file(shard_name(STEM, the_shard.index, the_shard.count))
+        if final.exists():
+            log.info("shard %s is already complete: %s", the_shard, final)
+            stats = {}
+        else:
+            partial = final.with_name(final.name + ".partial")
+            stats = write_latents(model, group, start, stop, partial, batch_size)
+            os.replace(partial, final)  # a shard file under its final name is always complete
+        run.record(n_objects=n, shard=str(the_shard), rows=[start, stop], **stats)
+    return Result(run.path)
+
+
+def _check_resume(resume, shard: Shard | None) -> None:
+    if resume is None:
+        return
+    prov = read_provenance(resume)
+    if prov.get("sharded") and shard is None:
+        count = prov["sharded"]["count"]
+        raise UsageError(f"{resume} is sharded into {count}; resume one shard with --shard I/{count} --resume")
+    if shard is not None and not prov.get("sharded"):
+        raise UsageError(f"{resume} is not a sharded run; resume it without --shard")
+
+
+def _open_group(cfg: dict, data_set: dict):
+    from libhyrax.data import open_group
+
+    return open_group({**cfg, "data_set": {**cfg["data_set"], **data_set}}, "infer")
+
+
+def _record_inputs(run, model, group, engine: str) -> None:
+    run.add_upstream(model.source)
+    for spec in group.specs.values():
+        if spec.data_location:
+            run.add_input(spec.data_location)
+    run.record(engine=engine, data_set=model.data_set)
+
+
+# --- the streaming loop --------------------------------------------------------------------------
+
+def _read_ahead(group, start: int, stop: int, batch_size: int):
+    """Contiguous batches start..stop, read by one thread PREFETCH batches ahead of the model (h5py and
+    numpy release the GIL for the bulk of a read; torch does while it computes)."""
+    q: queue.Queue = queue.Queue(maxsize=PREFETCH)
+    done = threading.Event()
+
+    def reader():
+        try:
+            for a in range(start, stop, batch_size):
+                if done.is_set():
+                    return
+                q.put((a, group.read(a, min(a + batch_size, stop))))
+            q.put(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            q.put(e)
+
+    thread = threading.Thread(target=reader, name="hyrax-infer-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        done.set()
+        while thread.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def _open_writer(path: Path, n: int, outputs: dict | None) -> ArrayWriter | None:
+    """The writer of `path`: reopened after its last written row, or created from the first outputs."""
+    if outputs is None:
+        if not path.exists():
+            return None
+        try:
+            return ArrayWriter(path, n, {})
+        except OSError as e:  # killed in the middle of a metadata write: start this file again
+            log.warning("%s can't be reopened (%s); writing it again from the start", path.name, e)
+            path.unlink()
+            return None
+    columns = {k: (v.shape[1:], "<f4") for k, v in outputs.items()}
+    return ArrayWriter(path, n, columns)
+
+
+def _is_complete(path: Path, n: int) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs.get("complete")) and f["object_id"].shape[0] == n
+    except (OSError, KeyError):
+        return False
+
+
+def _check_outputs(out: dict, n: int) -> None:
+    lat = out.get("latent")
+    if lat is None or lat.ndim != 2:
+        raise ModelError(f"infer_outputs must return 'latent' of shape (batch, D), not "
+                         f"{None if lat is None else lat.shape}")
+    for k, v in out.items():
+        if len(v) != n:
+            raise ModelError(f"infer_outputs returned {len(v)} rows of {k!r} for a batch of {n} objects")
+
+
+def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, batch_size: int) -> dict:
+    """Stream rows start..stop of `group` through `model.outputs` into `path`, resuming after the rows an
+    earlier attempt wrote. Every batch must carry as many ids as latents, and the file ends with exactly
+    stop - start rows."""
+    n, path = stop - start, Path(path)
+    if _is_complete(path, n):
+        log.info("%s is already complete", path.name)
+        return {}
+    writer = _open_writer(path, n, None)
+    done = writer.rows_written if writer else 0
+    if writer and done:
+        _check_resumed_ids(writer, group, start, done)
+        log.info("resuming %s after row %d of %d", path.name, done, n)
+    t0, computed = time.monotonic(), 0
+    try:
+        with Progress("infer", total=n) as progress:
+            progress.advance(done)
+            for a, batch in _read_ahead(group, start + done, stop, batch_size):
+                ids = batch["object_id"]
+                out = model.outputs(batch)
+                _check_outputs(out, len(ids))
+                if writer is None:
+                    writer = _open_writer(path, n, out)
+                writer.append(ids, **out)
+                if writer.rows_written != a + len(ids) - start:
+                    raise RunError(f"{path.name}: rows and input drifted apart at row {a}")
+                computed += len(ids)
+                progress.advance(len(ids))
+        if writer is None:  # an empty share: still a valid, complete file
+            writer = _open_writer(path, 0, {"latent": np.zeros((0, model.latent_dim or 0), "f4")})
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.close(complete=False)
+        raise
+    secs = time.monotonic() - t0
+    log.info("wrote %d latents to %s (%.0f objects/s)", n, path.name, computed / max(secs, 1e-9))
+    return {"objects_per_s": round(computed / max(secs, 1e-9), 1), "seconds": round(secs, 2),
+            "resumed_at_row": done or None}
+
+
+def _check_resumed_ids(writer: ArrayWriter, group, start: int, done: int) -> None:
+    """The input must not have changed under a resumed run: its last written id is checked."""
+    last = read_ids(writer.file["object_id"], done - 1, done)[0]
+    want = group.read(start + done - 1, start + done)["object_id"][0]
+    if last != want:
+        writer.close(complete=False)
+        raise DataError(f"{writer.path} was written from other input (row {done - 1} is {last!r}, the input "
+                        f"has {want!r}); start a new run instead of --resume")
+
+
+# --- engines: torch (a train run) or onnxruntime (an export run) -----------------------------------
+
+def load_engine(engine: str, cfg: dict, from_run=None):
+    if engine not in ENGINES:
+        raise ConfigError(unknown_choice("infer.engine", engine, ENGINES))
+    if engine == "onnx":
+        return OnnxEngine(find_input_run("export", cfg, from_run), cfg["general"]["device"])
+    weights = cfg["infer"]["model_weights_file"]
+    if weights and not from_run:
+        return TorchEngine(train_run_of(weights), cfg["general"]["device"], weights)
+    return TorchEngine(find_input_run("train", cfg, from_run), cfg["general"]["device"], weights or None)
+
+
+def train_run_of(weights: str | os.PathLike) -> Path:
+    """The train run a weights file belongs to (model.pt or checkpoints/*): the nearest folder above it
+    with model.json, which says how to build the model and preprocess its input."""
+    p = Path(weights).expanduser().resolve()
+    if not p.is_file():
+        raise ConfigError(f"infer.model_weights_file = {str(weights)!r} does not exist")
+    for d in p.parents:
+        if (d / "model.json").is_file():
+            return d
+    raise ConfigError(f"infer.model_weights_file = {str(weights)!r} is not inside a train run (no model.json "
+                      f"above it); point it at a train run's model.pt or checkpoint")
+
+
+def train_data_set(train_run: Path, description: dict) -> dict:
+    """The `[data_set]` transforms the model was trained with: model.json's record, else the train run's
+    saved config."""
+    ds = description.get("data_set") or description.get("transforms")
+    if ds:
+        return dict(ds)
+    from libhyrax.config import read_toml
+
+    return dict(read_toml(Path(train_run) / "runtime_config.toml").get("data_set") or {})
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class TorchEngine:
+    """A trained model from a train run, on `device`; `outputs(batch)` -> numpy infer_outputs."""
+
+    def __init__(self, train_run: Path, device: str = "auto", weights: str | os.PathLike | None = None):
+        import torch
+
+        from libhyrax.models import load_trained
+        from libhyrax.models.saving import load_weights
+
+        self.source = Path(train_run)
+        self.device = torch.device(pick_device(device))
+        self.model, self.description = load_trained(self.source, device="cpu")
+        if weights:
+            load_weights(self.model, weights)  # a checkpoint of this run instead of its final weights
+        self.model.to(self.device).eval()
+        self.data_set = train_data_set(self.source, self.description)
+        self.latent_dim = self.description.get("latent_dim")
+
+    def _tensor(self, x):
+        import torch
+
+        if isinstance(x, (tuple, list)):
+            return type(x)(self._tensor(v) for v in x)
+        if isinstance(x, np.ndarray) and x.dtype.kind in "fiub":
+            return torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True)
+        return x
+
+    def outputs(self, batch: dict) -> dict[str, np.ndarray]:
+        import torch
+
+        x = self._tensor(self.model.prepare_inputs(batch))
+        with torch.inference_mode():
+            out = self.model.infer_outputs(x)
+        return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
+
+
+class OnnxEngine:
+    """An export run's model.onnx through onnxruntime, fed the image preprocessed as preprocessing.json
+    says (the same `[data_set]` transforms the model was trained with)."""
+
+    def __init__(self, export_run: Path, device: str = "cpu"):
+        from libhyrax.onnx_io import PREPROCESSING_FILE, read_preprocessing, session
+
+        self.source = Path(export_run)
+        pre = read_preprocessing(self.source / PREPROCESSING_FILE)
+        self.data_set, self.field = pre["data_set"], pre["input"].get("field", "image")
+        self.latent_dim = pre.get("latent_dim")
+        self.session = session(self.source / "model.onnx", device if device != "auto" else "cuda")
+
+    def outputs(self, batch: dict) -> dict[str, np.ndarray]:
+        from libhyrax.onnx_io import run_session
+
+        if self.field not in batch:
+            raise DataError(f"the ONNX model takes the {self.field!r} field; the infer data group has "
+                            f"{', '.join(batch)}")
+        return run_session(self.session, batch[self.field])
