@@ -1,0 +1,236 @@
+"""The model contract: one small base class, a registry by name, and import-path lookup.
+
+A model is a ``torch.nn.Module``. Subclass :class:`HyraxModel` (registered under its class name) or
+decorate any module with ``@hyrax_model``. It may be written in a notebook::
+
+    from libhyrax.models import HyraxModel
+    import torch.nn.functional as F
+    from torch import nn
+
+    class TinyAE(HyraxModel):
+        def __init__(self, config, data_sample):          # data_sample: prepare_inputs of one object
+            super().__init__(config, data_sample)
+            c, h, w = data_sample.shape[1:]
+            self.latent_dim = self.params.get("latent_dim", 8)
+            self.enc = nn.Linear(c * h * w, self.latent_dim)
+            self.dec = nn.Linear(self.latent_dim, c * h * w)
+
+        def forward(self, x):
+            return self.dec(self.enc(x.flatten(1))).view_as(x)
+
+        def train_batch(self, x):                          # -> {"loss": ..., other metrics}
+            return {"loss": F.mse_loss(self(x), x)}
+
+        def infer_batch(self, x):                          # -> latent (B, D)
+            return self.enc(x.flatten(1))
+
+`prepare_inputs(batch)` is a staticmethod: it turns the numpy batch dict of the data request
+(``{"image": (B,C,H,W) float32, "object_id": ..., <other fields>}``) into the numpy array (or tuple of
+arrays) the model takes; the default takes ``batch["image"]``. The framework makes tensors, moves them to
+the device, runs the optimizer (from ``[optimizer]`` unless the model overrides ``configure_optimizer``),
+and builds ``self.criterion`` from ``[criterion]`` when a config names one. Check a class with
+``libhyrax.models.check_model(TinyAE)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from libhyrax.errors import ConfigError, ModelError, unknown_choice
+
+MODELS: dict[str, type] = {}
+SOURCE_MODULE = "hyrax_model_source"  # the module name a saved model_source.py is loaded under
+# classes from these modules may be replaced silently: a notebook cell run twice
+REPLACEABLE_MODULES = ("__main__",)
+
+
+class HyraxModel(nn.Module):
+    """Base class of Hyrax models; subclasses register themselves under their class name."""
+
+    latent_dim: int | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        register(cls)
+
+    def __init__(self, config: dict | None = None, data_sample: Any = None):
+        super().__init__()
+        self.config = config or {}
+        self.criterion = None  # set by the framework when [criterion] names a loss
+
+    @property
+    def params(self) -> dict:
+        """This model's config table, ``[model.<registered name>]`` (the class name by default)."""
+        tables = self.config.get("model") or {}
+        name = registered_name(type(self)) or type(self).__name__
+        return dict(tables.get(name) or tables.get(type(self).__name__) or {})
+
+    @staticmethod
+    def prepare_inputs(batch: dict) -> np.ndarray | tuple:
+        return batch["image"]
+
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} must define forward(x)")
+
+    def train_batch(self, x) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} must define train_batch(x) returning {{'loss': ...}}")
+
+    def validate_batch(self, x) -> dict:
+        """Called in eval mode without gradients; the default is train_batch's figures."""
+        return self.train_batch(x)
+
+    def infer_batch(self, x) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define infer_batch(x) returning (B, D)")
+
+    def infer_outputs(self, x) -> dict:
+        """Everything `infer` writes per object: {"latent": (B, D)} (+ "recon_error": (B,))."""
+        return {"latent": self.infer_batch(x)}
+
+    def configure_optimizer(self, config: dict) -> torch.optim.Optimizer:
+        opt = config.get("optimizer") or {}
+        cls = import_object(opt.get("name") or "torch.optim.Adam", "optimizer.name")
+        return cls(self.parameters(), **(opt.get("kwargs") or {}))
+
+    def configure_scheduler(self, optimizer, config: dict):
+        sched = config.get("scheduler") or {}
+        if not sched.get("name"):
+            return None
+        cls = import_object(sched["name"], "scheduler.name")
+        return cls(optimizer, **(sched.get("kwargs") or {}))
+
+
+# the methods a decorated plain nn.Module gets when it doesn't define them
+_DEFAULTS = ("prepare_inputs", "validate_batch", "infer_outputs", "configure_optimizer",
+             "configure_scheduler", "params")
+
+
+def hyrax_model(cls: type | None = None, *, name: str | None = None):
+    """Register a model class: ``@hyrax_model`` or ``@hyrax_model(name="MyNet")``. A plain
+    ``nn.Module`` gets the base class's defaults for the optional methods it lacks."""
+
+    def wrap(c: type) -> type:
+        if not (isinstance(c, type) and issubclass(c, nn.Module)):
+            raise ModelError(f"@hyrax_model decorates a torch.nn.Module subclass, not {c!r}")
+        for attr in _DEFAULTS:
+            if not hasattr(c, attr):
+                setattr(c, attr, HyraxModel.__dict__[attr])
+        register(c, name)
+        return c
+
+    return wrap(cls) if cls is not None else wrap
+
+
+def _replaceable(old: type, new: type) -> bool:
+    same = (old.__module__, old.__qualname__) == (new.__module__, new.__qualname__)
+    return same or old.__module__.startswith(REPLACEABLE_MODULES)
+
+
+def register(cls: type, name: str | None = None) -> None:
+    """Add `cls` to the registry; refuses to silently replace another module's model of that name."""
+    if cls.__module__.startswith(SOURCE_MODULE):
+        return  # a saved model_source.py being loaded: load_trained takes the class directly
+    name = name or cls.__name__
+    old = MODELS.get(name)
+    if old is not None and old is not cls and not _replaceable(old, cls):
+        raise ModelError(f"a model named {name!r} is already registered ({old.__module__}.{old.__qualname__}); "
+                         f"register {cls.__module__}.{cls.__qualname__} under another name with "
+                         f"@hyrax_model(name=...)")
+    MODELS[name] = cls
+
+
+def import_object(path: str, key: str) -> Any:
+    """The object at import path ``pkg.module.Name``; a ConfigError naming the config key otherwise."""
+    if not isinstance(path, str) or "." not in path:
+        raise ConfigError(f"{key} = {path!r} must be an import path like torch.optim.Adam")
+    module, attr = path.rsplit(".", 1)
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except ImportError as e:
+        raise ConfigError(f"{key} = {path!r}: module {module!r} can't be imported ({e})") from None
+    except AttributeError:
+        raise ConfigError(f"{key} = {path!r}: {module} has no {attr!r}") from None
+    return obj
+
+
+def model_class(name: str) -> type:
+    """A model class by registered name or import path; unknown names list the known ones."""
+    if name in MODELS:
+        return MODELS[name]
+    if isinstance(name, str) and "." in name:
+        cls = import_object(name, "model.name")
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ModelError(f"model.name = {name!r} is not a torch.nn.Module class")
+        return cls
+    raise ConfigError(unknown_choice("model", name, MODELS))
+
+
+def registered_name(cls: type) -> str | None:
+    return next((n for n, c in MODELS.items() if c is cls), None)
+
+
+# --- what the framework does around a model ---------------------------------------------------------
+
+def prepare(cls_or_model, batch: dict) -> np.ndarray | tuple:
+    """`prepare_inputs(batch)`, checked: numeric numpy arrays (or a tuple of them) with one row per object."""
+    name = cls_or_model.__name__ if isinstance(cls_or_model, type) else type(cls_or_model).__name__
+    try:
+        out = cls_or_model.prepare_inputs(batch)
+    except KeyError as e:
+        raise ModelError(f"{name}.prepare_inputs needs the field {e} but the data request gives "
+                         f"{sorted(batch)}; add it to the data request's fields") from None
+    except TypeError as e:
+        if "positional argument" in str(e):
+            raise ModelError(f"{name}.prepare_inputs must be a @staticmethod taking the batch dict ({e})") from None
+        raise
+    parts = out if isinstance(out, tuple) else (out,)
+    n = len(batch.get("object_id", parts[0] if parts else ()))
+    for i, part in enumerate(parts):
+        what = f"{name}.prepare_inputs returned" + (f" (item {i} of its tuple)" if isinstance(out, tuple) else "")
+        if isinstance(part, torch.Tensor):
+            raise ModelError(f"{what} a torch tensor; return numpy arrays (the framework makes the tensors "
+                             "and moves them to the device)")
+        if not isinstance(part, np.ndarray):
+            raise ModelError(f"{what} {type(part).__name__}; it must return a numpy array or a tuple of them")
+        if part.dtype.kind not in "fiub":
+            raise ModelError(f"{what} an array of {part.dtype}; the model takes numbers (leave object_id out)")
+        if part.ndim == 0 or len(part) != n:
+            raise ModelError(f"{what} shape {part.shape}; its first axis must be the {n} objects of the batch")
+    return out
+
+
+def to_device(prepared, device, non_blocking: bool = False):
+    """numpy -> torch (no copy) -> device."""
+    if isinstance(prepared, tuple):
+        return tuple(to_device(p, device, non_blocking) for p in prepared)
+    return torch.from_numpy(np.ascontiguousarray(prepared)).to(device, non_blocking=non_blocking)
+
+
+def first_rows(prepared, n: int = 1):
+    return tuple(p[:n] for p in prepared) if isinstance(prepared, tuple) else prepared[:n]
+
+
+def build_model(cls: type, config: dict, data_sample) -> nn.Module:
+    """Instantiate `cls(config, data_sample)`; give it `config` and the config's criterion."""
+    try:
+        model = cls(config, data_sample)
+    except (ModelError, ConfigError):
+        raise
+    except TypeError as e:
+        if "positional argument" in str(e) or "__init__" in str(e):
+            raise ModelError(f"{cls.__name__}.__init__ must take (config, data_sample): {e}") from None
+        raise ModelError(f"{cls.__name__}(config, data_sample) failed: {type(e).__name__}: {e}") from e
+    except Exception as e:
+        raise ModelError(f"{cls.__name__}(config, data_sample) failed: {type(e).__name__}: {e}") from e
+    if not getattr(model, "config", None):
+        model.config = config
+    crit = config.get("criterion") or {}
+    if crit.get("name"):
+        model.criterion = import_object(crit["name"], "criterion.name")(**(crit.get("kwargs") or {}))
+    elif not hasattr(model, "criterion"):
+        model.criterion = None
+    return model
