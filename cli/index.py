@@ -1,16 +1,21 @@
-"""hyrax index: not built yet (see the issues)."""
+"""hyrax index: a vector index of an infer run's latents."""
 
 from __future__ import annotations
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
 
 
-def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Not built yet."""
+def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None,
+            debug: DebugOpt = False) -> None:
+    """Build a vector index of an infer run's latents (ChromaDB by default; `exact` or `qdrant` with
+    --set vector_db.name=...). Prints the index run's directory.
+
+    Example: hyrax train | hyrax infer | hyrax index
+    """
 
     def body():
-        from libhyrax.errors import RunError
+        from libhyrax.verbs.index import index
 
-        raise RunError("hyrax index is not built yet")
+        return index(load(config, set_, debug), from_run=input_run(from_run))
 
     run_stage(body, debug)

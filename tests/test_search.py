@@ -1,0 +1,137 @@
+"""`index` and `search` end to end on an infer-like run (a cutout file with a catalog, latents.h5)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from libhyrax.config import load_config
+from libhyrax.errors import DataError, ModelError, UsageError
+from libhyrax.hdf5 import write_arrays
+from libhyrax.results import new_run
+
+
+def make_infer_run(root, n: int = 400, dim: int = 16, seed: int = 0, shards: int = 0, catalog: bool = True):
+    """A cutout file (with a `mag` catalog column), a train-like run and an infer run over it."""
+    from libhyrax.data import write_cutouts
+
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"obj_{i:04d}" for i in range(n)])
+    images = rng.random((n, 3, 8, 8), dtype=np.float32)
+    images[:, :, 3:5, 3:5] += np.arange(n, dtype=np.float32)[:, None, None, None] / n
+    cat = {"mag": np.linspace(18, 24, n).astype(np.float32)} if catalog else None
+    write_cutouts(root / "cutouts.h5", ids, images, catalog=cat)
+    cfg = load_config(data={"general": {"results_dir": str(root / "results")},
+                            "data_request": {"infer": {"cut": {"dataset_class": "HyraxHDF5Dataset",
+                                                               "data_location": str(root / "cutouts.h5"),
+                                                               "fields": ["image", "object_id"] + (["mag"] if catalog else []),
+                                                               "primary_id_field": "object_id"}}}})
+    with new_run("train", cfg) as train:
+        pass
+    centres = rng.normal(size=(8, dim)) * 3
+    latents = (centres[rng.integers(0, 8, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+    with new_run("infer", cfg) as run:
+        run.add_upstream(train.path)
+        if shards:
+            from libhyrax.hdf5 import shard_name, shard_range
+
+            for i in range(shards):
+                a, b = shard_range(n, i, shards)
+                write_arrays(run.file(shard_name("latents", i, shards)), ids[a:b], latent=latents[a:b],
+                             recon_error=np.zeros(b - a, np.float32))
+        else:
+            write_arrays(run.file("latents.h5"), ids, latent=latents, recon_error=rng.random(n).astype(np.float32))
+    return cfg, run.path, train.path, ids, latents
+
+
+@pytest.mark.parametrize("backend", ["exact", "chromadb"])
+def test_index_then_search_by_id(tmp_path, backend):
+    from libhyrax.verbs.index import index
+    from libhyrax.verbs.search import search
+
+    cfg, infer_run, train_run, ids, x = make_infer_run(tmp_path, shards=3 if backend == "exact" else 0)
+    res = index(cfg, from_run=infer_run, overrides=[f"vector_db.name={backend}", "vector_db.batch_size=64"])
+    assert res.provenance["stage_info"]["n_objects"] == 400
+    assert res.provenance["stage_info"]["model_run"] == str(train_run.resolve())
+    hits = search(cfg, from_run=res, object_ids=["obj_0007", "obj_0300"], k=5)
+    assert len(hits) == 10 and list(hits["rank"][:5]) == [1, 2, 3, 4, 5]
+    assert hits["object_id"][0] == "obj_0007" and hits["distance"][0] == 0.0
+    assert hits["object_id"][5] == "obj_0300" and hits["distance"][5] == 0.0
+    # the true L2 distances, and the catalog column of each neighbour
+    rows = [int(i[4:]) for i in hits["object_id"][:5]]
+    np.testing.assert_allclose(hits["distance"][:5], np.linalg.norm(x[rows] - x[7], axis=1), atol=1e-4)
+    np.testing.assert_allclose(hits["mag"][:5], np.linspace(18, 24, 400)[rows], atol=1e-5)
+    with open(hits.path / "neighbors.csv") as f:
+        table = list(csv.DictReader(f))
+    assert table[0]["object_id"] == "obj_0007" and table[0]["query"] == "obj_0007" and "mag" in table[0]
+    # search by vector: the newest index run by default
+    near = search(cfg, vectors=x[42] + 0.001, k=3)
+    assert near["object_id"][0] == "obj_0042" and near["query"][0] == "vector 0"
+
+
+def test_search_bad_input(tmp_path):
+    from libhyrax.verbs.index import index
+    from libhyrax.verbs.search import search
+
+    cfg, infer_run, *_ = make_infer_run(tmp_path, catalog=False)
+    res = index(cfg, from_run=infer_run, overrides=["vector_db.name=exact"])
+    with pytest.raises(DataError, match="'obj_04x' is not in the index.*close ids: obj_0"):
+        search(cfg, from_run=res, object_ids=["obj_04x"])
+    with pytest.raises(DataError, match="length 3; this index holds vectors of length 16"):
+        search(cfg, from_run=res, vectors=[1.0, 2.0, 3.0])
+    with pytest.raises(UsageError, match="exactly one query"):
+        search(cfg, from_run=res, object_ids=["obj_0001"], vectors=np.zeros(16))
+    with pytest.raises(UsageError, match="exactly one query"):
+        search(cfg, from_run=res)
+    # no failed search directories were left behind by refused queries
+    assert not list((tmp_path / "results").glob("*search*"))
+    # an index run asked for by the wrong stage
+    with pytest.raises(UsageError, match="is a 'infer' run; this needs a index run"):
+        search(cfg, from_run=infer_run, object_ids=["obj_0001"])
+    # without a catalog the table still has ids and distances
+    hits = search(cfg, from_run=res, object_ids=["obj_0001"], k=2)
+    assert list(hits.columns) == ["query", "rank", "object_id", "distance"]
+
+
+def test_image_from_another_model_is_refused(tmp_path):
+    from libhyrax.verbs.index import index
+    from libhyrax.verbs.search import search
+
+    cfg, infer_run, train_run, *_ = make_infer_run(tmp_path)
+    res = index(cfg, from_run=infer_run, overrides=["vector_db.name=exact"])
+    with new_run("train", cfg) as other:
+        pass
+    np.save(tmp_path / "q.npy", np.zeros((3, 8, 8), np.float32))
+    with pytest.raises(ModelError, match=f"model trained in {train_run.resolve()}.*model of {other.path.resolve()}"):
+        search(cfg, from_run=res, image=tmp_path / "q.npy", model_run=other.path)
+
+
+def test_index_refuses_empty_latents(tmp_path):
+    from libhyrax.verbs.index import index
+
+    cfg = load_config(data={"general": {"results_dir": str(tmp_path / "results")}})
+    with new_run("infer", cfg) as run:
+        write_arrays(run.file("latents.h5"), np.array([], dtype=str), latent=np.zeros((0, 4), np.float32))
+    with pytest.raises(DataError, match="holds no latents"):
+        index(cfg, from_run=run.path)
+
+
+def test_show_neighbors_writes_a_png(tmp_path):
+    import zlib
+
+    from libhyrax.verbs.index import index
+    from libhyrax.verbs.search import search, show_neighbors
+
+    cfg, infer_run, *_ = make_infer_run(tmp_path, n=100)
+    res = index(cfg, from_run=infer_run, overrides=["vector_db.name=exact"])
+    hits = search(cfg, from_run=res, object_ids=["obj_0001", "obj_0050"], k=4)
+    mosaic = show_neighbors(hits, path=tmp_path / "grid.png")
+    assert mosaic.array.shape == (2 + 2 * 10, 2 + 4 * 10, 3) and mosaic.array.dtype == np.uint8
+    png = (tmp_path / "grid.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and mosaic._repr_png_() == png
+    # the IDAT payload decompresses to one filter byte + RGB per row
+    start = png.index(b"IDAT") + 4
+    length = int.from_bytes(png[start - 8:start - 4], "big")
+    assert len(zlib.decompress(png[start:start + length])) == 22 * (1 + 42 * 3)
