@@ -1,16 +1,34 @@
-"""hyrax export: not built yet (see the issues)."""
+"""hyrax export: a trained model as model.onnx plus preprocessing.json, checked against torch."""
 
 from __future__ import annotations
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, run_stage
+from typing import Annotated
+
+import typer
+from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
+
+OpsetOpt = Annotated[int | None, typer.Option("--opset", help="The ONNX opset (default: onnx.opset_version).",
+                                              show_default=False)]
 
 
-def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Not built yet."""
+def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None, opset: OpsetOpt = None,
+            debug: DebugOpt = False) -> None:
+    """Export a train run's model to ONNX (dynamic batch size) with the preprocessing it expects.
+
+    Fails when onnxruntime and torch differ by more than onnx.tolerance on a real batch.
+
+    Examples:
+
+      hyrax train | hyrax export
+
+      hyrax export --from results/<train-run> --opset 18
+
+      hyrax infer --engine onnx --from results/<export-run>
+    """
 
     def body():
-        from libhyrax.errors import RunError
+        from libhyrax.verbs.export import export
 
-        raise RunError("hyrax export is not built yet")
+        return export(load(config, set_, debug), from_run=input_run(from_run), opset=opset)
 
     run_stage(body, debug)

@@ -1,16 +1,45 @@
-"""hyrax infer: not built yet (see the issues)."""
+"""hyrax infer: every object of the infer data group through a trained model, into latents.h5."""
 
 from __future__ import annotations
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, run_stage
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
+
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="An interrupted infer run to finish (its "
+                                                "results directory, .failed or .partial).", show_default=False)]
+ShardOpt = Annotated[str | None, typer.Option("--shard", help="Process share I of N (0-based), e.g. 2/10; "
+                                              "default: the Slurm array task's share.", show_default=False)]
+EngineOpt = Annotated[str | None, typer.Option("--engine", help="torch (a train run) or onnx (an export run); "
+                                               "default: infer.engine.", show_default=False)]
+RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="The results directory's name (the shared "
+                                                "directory of a sharded run outside Slurm).", show_default=False)]
 
 
-def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Not built yet."""
+def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None, resume: ResumeOpt = None,
+            shard: ShardOpt = None, engine: EngineOpt = None, run_name: RunNameOpt = None,
+            debug: DebugOpt = False) -> None:
+    """Write the latent vector of every object (latents.h5: object_id, latent, recon_error).
+
+    Uses the model and the image transforms of a train run: --from, the path piped in, or the newest.
+
+    Examples:
+
+      hyrax train | hyrax infer
+
+      hyrax infer --resume results/20250101-120000-infer-ab12cd.failed
+
+      sbatch --array=0-9 --wrap 'hyrax infer --from results/<train-run>'   (10 shards, one directory)
+
+      hyrax infer --engine onnx --from results/<export-run>
+    """
 
     def body():
-        from libhyrax.errors import RunError
+        from libhyrax.verbs.infer import infer
 
-        raise RunError("hyrax infer is not built yet")
+        return infer(load(config, set_, debug), from_run=input_run(from_run), resume=resume, shard=shard,
+                     engine=engine, run_name=run_name)
 
     run_stage(body, debug)

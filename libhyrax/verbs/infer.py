@@ -289,19 +289,12 @@ class TorchEngine:
         self.data_set = train_data_set(self.source, self.description)
         self.latent_dim = self.description.get("latent_dim")
 
-    def _tensor(self, x):
-        import torch
-
-        if isinstance(x, (tuple, list)):
-            return type(x)(self._tensor(v) for v in x)
-        if isinstance(x, np.ndarray) and x.dtype.kind in "fiub":
-            return torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True)
-        return x
-
     def outputs(self, batch: dict) -> dict[str, np.ndarray]:
         import torch
 
-        x = self._tensor(self.model.prepare_inputs(batch))
+        from libhyrax.models import prepare, to_device
+
+        x = to_device(prepare(self.model, batch), self.device, non_blocking=True)
         with torch.inference_mode():
             out = self.model.infer_outputs(x)
         return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
