@@ -1,0 +1,115 @@
+"""Reducers: the extension point that maps latent vectors to a few dimensions, scikit-learn style.
+
+    class MyReducer(Reducer):
+        name = "mine"                       # `reduce_dimensions.algorithm = "mine"` picks it
+        def fit(self, x):                   # x: (n, d) float32, finite
+            self.mean_ = x.mean(0); return self
+        def transform(self, x):             # -> (n, n_components) float32
+            return (x - self.mean_)[:, :self.n_components]
+
+Construction only stores keyword arguments (`self.kwargs`); `fit` returns `self`; fitted state ends in
+`_`. `save(path)`/`Reducer.load(path)` pickle the fitted object, so a reducer fitted once (`hyrax umap`)
+maps new data later (`hyrax umap --reducer RUN_DIR`). Subclasses register themselves by `name`.
+Built in: `umap` (umap-learn) and `pca` (scikit-learn). Nothing heavy is imported until `fit`/`load`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from libhyrax.errors import ConfigError, DataError, unknown_choice
+
+REDUCER_FILE = "reducer.pkl"
+REGISTRY: dict[str, type[Reducer]] = {}
+
+
+class Reducer:
+    name: ClassVar[str] = ""
+
+    def __init__(self, **kwargs):
+        self.kwargs = dict(kwargs)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.name:
+            known = REGISTRY.get(cls.name)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise ConfigError(f"reducer name {cls.name!r} is taken by {known.__module__}.{known.__qualname__}")
+            REGISTRY[cls.name] = cls
+
+    @property
+    def n_components(self) -> int:
+        return int(self.kwargs.get("n_components", 2))
+
+    def fit(self, x: np.ndarray) -> Reducer:
+        raise NotImplementedError
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+        return self.fit(x).transform(x)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        return path
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> Reducer:
+        """A fitted reducer from a file written by `save`, or from a umap run's directory."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / REDUCER_FILE
+        if not path.is_file():
+            raise DataError(f"no fitted reducer at {path}; give a umap results directory made with "
+                            f"reduce_dimensions.save_fit_model = true")
+        import_heavy_for_unpickle()
+        try:
+            with open(path, "rb") as f:
+                reducer = pickle.load(f)
+        except Exception as e:  # a truncated file, or a class that no longer imports
+            raise DataError(f"{path} can't be loaded as a fitted reducer ({type(e).__name__}: {e})") from None
+        if not isinstance(reducer, Reducer):
+            raise DataError(f"{path} holds a {type(reducer).__name__}, not a Hyrax reducer")
+        return reducer
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"{type(self).__name__}({args})"
+
+
+def import_heavy_for_unpickle() -> None:
+    """Unpickling a UMAP model needs numba's cache to be writable (read-only installs crash otherwise)."""
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "hyrax-numba"))
+
+
+def make_reducer(algorithm: str, kwargs: dict) -> Reducer:
+    """A new (unfitted) reducer: a registered name (`umap`, `pca`) or an import path `pkg.mod.Class`."""
+    from libhyrax.reduce import pca, umap  # noqa: F401  (register the built-ins)
+
+    if algorithm in REGISTRY:
+        return REGISTRY[algorithm](**kwargs)
+    if "." in algorithm:
+        import importlib
+
+        module, _, attr = algorithm.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"reduce_dimensions.algorithm {algorithm!r} can't be imported: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Reducer)):
+            raise ConfigError(f"reduce_dimensions.algorithm {algorithm!r} is not a libhyrax.Reducer subclass")
+        return cls(**kwargs)
+    raise ConfigError(unknown_choice("reduce_dimensions.algorithm", algorithm, REGISTRY))
+
+
+__all__ = ["REDUCER_FILE", "REGISTRY", "Reducer", "make_reducer"]
