@@ -1,0 +1,149 @@
+"""`infer` end to end on the built-in sample: a real (small, untrained) autoencoder saved as a train run,
+latents in input order, the train run's transforms, resume, 3 Slurm-array shards as separate processes."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from libhyrax import hdf5
+from libhyrax.config import resolve
+from libhyrax.data import open_group
+from libhyrax.errors import UsageError
+from libhyrax.results import new_run, read_provenance
+
+SMALL_MODEL = {"model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8}}}
+
+
+def make_train_run(root, **data_set):
+    """A train run as `train` leaves it (model.pt, model.json, runtime_config.toml), without training."""
+    import torch
+
+    from libhyrax.models import HyraxAutoencoder, build_model, describe, prepare, save_trained
+
+    torch.manual_seed(0)
+    cfg = resolve({**SMALL_MODEL, "general": {"results_dir": str(root)}, "data_set": data_set})
+    sample = prepare(HyraxAutoencoder, open_group(cfg, "train").read(0, 1))
+    model = build_model(HyraxAutoencoder, cfg, sample)
+    with new_run("train", cfg) as run:
+        save_trained(run.path, model, describe(model, cfg, sample))
+    return run.final_path
+
+
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory):
+    return make_train_run(tmp_path_factory.mktemp("train") / "results", asinh_scale=0.2)
+
+
+def read_latents(run_dir):
+    with hdf5.open_result(run_dir, "latents") as f:
+        return {k: (hdf5.read_ids(f[k]) if k == "object_id" else f[k][:]) for k in f}
+
+
+@pytest.fixture(scope="module")
+def full(train_run, tmp_path_factory):
+    """One unsharded run over the whole sample, shared by the comparisons below."""
+    from libhyrax.verbs.infer import infer
+
+    root = tmp_path_factory.mktemp("full") / "results"
+    result = infer({"general": {"results_dir": str(root)}}, from_run=train_run)
+    return result.path, read_latents(result.path)
+
+
+def test_latents_of_every_object_in_input_order(train_run, full):
+    from libhyrax.models import load_trained
+
+    path, got = full
+    assert path.name.endswith(tuple("0123456789abcdef")) and "-infer-" in path.name
+    cfg = resolve({"data_set": {"asinh_scale": 0.2}})
+    group = open_group(cfg, "infer")
+    assert list(got["object_id"]) == list(group.object_ids())
+    assert got["latent"].shape == (len(group), 8) and got["latent"].dtype == np.float32
+    assert got["recon_error"].shape == (len(group),) and (got["recon_error"] > 0).all()
+    # rows 500..505 by hand, through the same model and transforms
+    import torch
+
+    model, _ = load_trained(train_run)
+    with torch.inference_mode():
+        want = model.infer_outputs(torch.from_numpy(group.read(500, 505)["image"]))
+    np.testing.assert_allclose(got["latent"][500:505], want["latent"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["recon_error"][500:505], want["recon_error"].numpy(), rtol=1e-5)
+    prov = read_provenance(path)
+    assert prov["status"] == "complete" and prov["stage_info"]["n_objects"] == len(group)
+    assert prov["upstream_runs"] == [str(train_run.resolve())]
+
+
+def test_uses_the_train_runs_transforms_not_the_current_config(train_run, full, workdir):
+    from libhyrax.verbs.infer import infer
+
+    result = infer({"data_set": {"asinh_scale": 5.0, "crop_to": 32}}, from_run=train_run)
+    np.testing.assert_array_equal(read_latents(result.path)["latent"], full[1]["latent"])
+    assert read_provenance(result.path)["stage_info"]["data_set"]["asinh_scale"] == 0.2
+
+
+def test_failed_run_resumes_to_the_exact_result(train_run, full, workdir, monkeypatch):
+    from libhyrax.verbs import infer as infer_mod
+
+    real, calls = infer_mod.TorchEngine.outputs, []
+
+    def failing(self, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("node lost")
+        return real(self, batch)
+
+    monkeypatch.setattr(infer_mod.TorchEngine, "outputs", failing)
+    with pytest.raises(RuntimeError, match="node lost"):
+        infer_mod.infer({"data_loader": {"batch_size": 128}}, from_run=train_run)
+    failed = next((workdir / "results").glob("*-infer-*.failed"))
+    assert read_provenance(failed)["status"] == "failed"
+    with h5py.File(failed / "latents.h5") as f:
+        assert f.attrs["rows_written"] == 256
+    monkeypatch.setattr(infer_mod.TorchEngine, "outputs", real)
+    result = infer_mod.infer({"data_loader": {"batch_size": 128}}, from_run=train_run, resume=failed)
+    assert result.path == failed.with_name(failed.name.removesuffix(".failed"))
+    got = read_latents(result.path)
+    assert list(got["object_id"]) == list(full[1]["object_id"])
+    np.testing.assert_array_equal(got["latent"], full[1]["latent"])
+    assert read_provenance(result.path)["stage_info"]["resumed_at_row"] == 256
+
+
+def test_three_slurm_array_tasks_read_back_as_the_unsharded_run(train_run, full, workdir, hyrax):
+    """Three separate processes with the Slurm array variables set, as `sbatch --array=4-8:2` runs them."""
+    env = {"SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_MIN": "4", "SLURM_ARRAY_TASK_STEP": "2",
+           "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_JOB_ID": "4243"}
+    outs = []
+    for task in (8, 4):  # out of order, and one missing at first
+        p = hyrax("infer", "--from", str(train_run), cwd=workdir, env={**env, "SLURM_ARRAY_TASK_ID": str(task)},
+                  check=True)
+        outs.append(p.stdout.strip())
+    run_dir = workdir / "results" / "slurm-4242-infer-array"
+    assert outs == ["results/slurm-4242-infer-array"] * 2
+    p = hyrax("umap", "--from", str(run_dir), cwd=workdir)  # a downstream stage refuses it, naming the fix
+    assert p.returncode != 0 and "1/3 (missing)" in p.stderr and "--shard 1/3 --resume" in p.stderr
+    hyrax("infer", "--from", str(train_run), cwd=workdir, env={**env, "SLURM_ARRAY_TASK_ID": "6"}, check=True)
+    assert sorted(x.name for x in run_dir.glob("latents.*")) == [
+        f"latents.shard-000{i}-of-0003.h5" for i in range(3)]
+    got = read_latents(run_dir)
+    assert list(got["object_id"]) == list(full[1]["object_id"])
+    for key in ("latent", "recon_error"):
+        np.testing.assert_array_equal(got[key], full[1][key])
+    prov = read_provenance(run_dir)
+    assert prov["status"] == "complete" and prov["shards"] == ["complete"] * 3
+
+
+def test_plain_loop_shards_share_one_directory(train_run, full, workdir):
+    from libhyrax.verbs.infer import infer
+
+    paths = {infer(from_run=train_run, shard=f"{i}/2").path for i in (1, 0)}
+    assert len(paths) == 1
+    np.testing.assert_array_equal(read_latents(paths.pop())["latent"], full[1]["latent"])
+
+
+def test_resume_of_a_sharded_run_needs_the_shard(train_run, workdir):
+    from libhyrax.verbs.infer import infer
+
+    path = infer(from_run=train_run, shard="0/2").path
+    with pytest.raises(UsageError, match="--shard I/2"):
+        infer(from_run=train_run, resume=path)
