@@ -1,16 +1,36 @@
-"""hyrax anomaly: not built yet (see the issues)."""
+"""hyrax anomaly: rank every object of an infer run by how unusual it is."""
 
 from __future__ import annotations
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, run_stage
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
+
+MethodOpt = Annotated[str | None, typer.Option("--method", help="combined, knn, recon_error or "
+                                               "isolation_forest (default: anomaly.method).", show_default=False)]
+IndexOpt = Annotated[Path | None, typer.Option("--index", help="The index run the knn score searches "
+                                               "(with --set anomaly.knn_source=index).", show_default=False)]
+ShowOpt = Annotated[bool, typer.Option("--show", help="Also print the top anomalies to stderr.")]
 
 
-def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Not built yet."""
+def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = None, config: ConfigOpt = None,
+            set_: SetOpt = None, from_run: FromOpt = None, debug: DebugOpt = False) -> None:
+    """Score every object (k-th neighbour distance, reconstruction error, isolation forest; combined by
+    rank); writes scores.h5 and top_anomalies.csv (and evaluation.json when the data has is_anomaly).
+
+    Example: hyrax train | hyrax infer | hyrax anomaly --show
+    """
 
     def body():
-        from libhyrax.errors import RunError
+        from libhyrax.verbs.anomaly import anomaly
+        from libhyrax.verbs.search import format_table, read_table
 
-        raise RunError("hyrax anomaly is not built yet")
+        res = anomaly(load(config, set_, debug), from_run=input_run(from_run), method=method, index_run=index)
+        if show:
+            print(format_table(read_table(res.file("top_anomalies.csv")), max_rows=20), file=sys.stderr)
+        return res
 
     run_stage(body, debug)

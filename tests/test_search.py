@@ -135,3 +135,29 @@ def test_show_neighbors_writes_a_png(tmp_path):
     start = png.index(b"IDAT") + 4
     length = int.from_bytes(png[start - 8:start - 4], "big")
     assert len(zlib.decompress(png[start:start + length])) == 22 * (1 + 42 * 3)
+
+
+def test_cli_index_search_anomaly(workdir, hyrax):
+    """hyrax index | hyrax search --id X --show, then hyrax anomaly --show, with a local config file."""
+    make_infer_run(workdir)
+    (workdir / "hyrax_config.toml").write_text(
+        '[data_request.infer.cut]\ndataset_class = "HyraxHDF5Dataset"\n'
+        f'data_location = "{workdir / "cutouts.h5"}"\nfields = ["image", "object_id", "mag"]\n'
+        'primary_id_field = "object_id"\n')
+    built = hyrax("index", "--set", "vector_db.name=exact", cwd=workdir, check=True)
+    index_run = built.stdout.strip()
+    assert index_run.endswith(tuple("0123456789abcdef")) and "-index-" in index_run
+    found = hyrax("search", "--id", "obj_0123", "-k", "3", "--show", cwd=workdir, input=built.stdout, check=True)
+    lines = found.stderr.strip().splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("query"))
+    assert lines[header].split() == ["query", "rank", "object_id", "distance", "mag"]
+    assert lines[header + 1].split()[:4] == ["obj_0123", "1", "obj_0123", "0"]
+    with open(found.stdout.strip() + "/neighbors.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3
+    bad = hyrax("search", "--id", "obj_9999", cwd=workdir)
+    assert bad.returncode == 1 and "'obj_9999' is not in the index" in bad.stderr and "close ids" in bad.stderr
+    assert "Traceback" not in bad.stderr and bad.stdout == ""
+    wrong = hyrax("search", "--vector", "1,2,3", cwd=workdir)
+    assert wrong.returncode == 1 and "length 3; this index holds vectors of length 16" in wrong.stderr
+    ranked = hyrax("anomaly", "--show", "--set", "anomaly.top_k=7", cwd=workdir, check=True)
+    assert "-anomaly-" in ranked.stdout and ranked.stderr.count("obj_") >= 7

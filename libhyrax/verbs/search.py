@@ -52,13 +52,7 @@ class Neighbors(Result):
         return pd.DataFrame(self.columns)
 
     def format(self, max_rows: int = 100) -> str:
-        """A plain-text table."""
-        names = list(self.columns)
-        rows = [[_cell(self.columns[c][i]) for c in names] for i in range(min(len(self), max_rows))]
-        widths = [max([len(n)] + [len(r[j]) for r in rows]) for j, n in enumerate(names)]
-        lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-        return "\n".join(lines)
+        return format_table(self.columns, max_rows)
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in self.columns)
@@ -150,6 +144,17 @@ def open_infer_data(infer_run):
     except (HyraxError, ImportError, OSError) as e:
         log.warning("the data of %s can't be opened (%s); catalog columns and cutouts left out", infer_run, e)
         return None
+
+
+def format_table(columns: dict[str, np.ndarray], max_rows: int = 100) -> str:
+    """A plain-text table."""
+    names = list(columns)
+    n = len(columns[names[0]]) if names else 0
+    rows = [[_cell(columns[c][i]) for c in names] for i in range(min(n, max_rows))]
+    widths = [max([len(name)] + [len(r[j]) for r in rows]) for j, name in enumerate(names)]
+    lines = ["  ".join(name.ljust(w) for name, w in zip(names, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
 
 
 def write_table(path: Path, table: dict[str, np.ndarray]) -> None:

@@ -1,0 +1,124 @@
+"""Anomaly scorers: how unusual each object is, higher = more unusual.
+
+Each scorer is cheap to build, learns what it needs in `fit(latents)` (a matrix or an HDF5 dataset of
+all latents) and scores one batch at a time with `score(batch)`, where a batch is a dict holding
+"latent" (B, D) and, when infer saved it, "recon_error" (B,):
+
+    knn                the distance to the k-th nearest other object in latent space (exact torch
+                       search over all latents, on the GPU when there is one, or an index's search)
+    recon_error        the autoencoder's reconstruction error saved by `infer`
+    isolation_forest   scikit-learn's IsolationForest, fitted on a seeded sample of latents
+
+`combine_by_rank` averages the methods' rank percentiles: robust to their very different scales.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from libhyrax.errors import DataError
+
+METHODS = ("combined", "knn", "recon_error", "isolation_forest")
+
+
+class Scorer:
+    name = "base"
+
+    def fit(self, latents) -> Scorer:
+        return self
+
+    def score(self, batch: dict) -> np.ndarray:
+        raise NotImplementedError
+
+
+class KnnDistance(Scorer):
+    """The distance to the k-th nearest neighbour (the object itself excluded)."""
+
+    name = "knn"
+
+    def __init__(self, k: int = 10, device: str = "auto", index=None):
+        self.k, self.device, self.index = int(k), device, index
+
+    def fit(self, latents) -> KnnDistance:
+        if self.index is None:
+            import torch
+
+            from libhyrax.vector_index.exact import resolve_device
+
+            self.data_ = torch.from_numpy(np.ascontiguousarray(latents[:], dtype=np.float32)).to(
+                resolve_device(self.device))
+            self.data_sq_ = (self.data_ * self.data_).sum(1)
+            n = len(self.data_)
+        else:
+            n = len(self.index)
+        if n < 2:
+            raise DataError("the knn anomaly score needs at least 2 objects")
+        self.k_ = min(self.k, n - 1)
+        return self
+
+    def score(self, batch: dict) -> np.ndarray:
+        q = np.ascontiguousarray(batch["latent"], dtype=np.float32)
+        if self.index is not None:
+            _, dist = self.index.search(q, self.k_ + 1)
+            return dist[:, -1]
+        import torch
+
+        from libhyrax.vector_index.exact import knn
+
+        _, dist = knn(self.data_, torch.from_numpy(q).to(self.data_.device), self.k_ + 1, self.data_sq_)
+        return dist[:, -1].cpu().numpy()  # column 0 is the object itself, at distance 0
+
+
+class ReconError(Scorer):
+    name = "recon_error"
+
+    def score(self, batch: dict) -> np.ndarray:
+        return np.asarray(batch["recon_error"], dtype=np.float32)
+
+
+class IsolationForestScore(Scorer):
+    """scikit-learn's IsolationForest on a seeded sample; the score is minus its `score_samples`."""
+
+    name = "isolation_forest"
+
+    def __init__(self, n_estimators: int = 200, sample_size: int = 100_000, seed: int = 0):
+        self.n_estimators, self.sample_size, self.seed = int(n_estimators), int(sample_size), int(seed)
+
+    def fit(self, latents) -> IsolationForestScore:
+        from sklearn.ensemble import IsolationForest
+
+        n = len(latents)
+        rng = np.random.default_rng(self.seed)
+        rows = np.sort(rng.choice(n, size=min(n, self.sample_size), replace=False))
+        sample = np.asarray(latents[rows] if len(rows) < n else latents[:], dtype=np.float32)
+        self.forest_ = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed).fit(sample)
+        return self
+
+    def score(self, batch: dict) -> np.ndarray:
+        return -self.forest_.score_samples(np.asarray(batch["latent"], dtype=np.float32)).astype(np.float32)
+
+
+def combine_by_rank(scores: dict[str, np.ndarray]) -> np.ndarray:
+    """The mean over methods of each object's rank percentile (0 = most ordinary, 1 = most unusual);
+    ties share their mean rank."""
+    from scipy.stats import rankdata
+
+    ranks = [(rankdata(s) - 1) / max(len(s) - 1, 1) for s in scores.values()]
+    return np.mean(ranks, axis=0).astype(np.float32)
+
+
+def precision_at_k(scores: np.ndarray, truth: np.ndarray, k: int) -> float:
+    top = np.argsort(-scores, kind="stable")[:k]
+    return float(np.mean(truth[top])) if len(top) else float("nan")
+
+
+def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The probability that an injected anomaly scores above an ordinary object (ties count half)."""
+    from scipy.stats import rankdata
+
+    truth = np.asarray(truth, bool)
+    pos, neg = int(truth.sum()), int((~truth).sum())
+    if not pos or not neg:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[truth].sum() - pos * (pos + 1) / 2) / (pos * neg))

@@ -1,0 +1,152 @@
+"""`anomaly`: rank every object of an infer run by how unusual it is.
+
+    hyrax train | hyrax infer | hyrax anomaly --show        # prints the top anomalies to stderr
+    hyrax anomaly --method knn --from results/<infer-run>
+    libhyrax.anomaly(from_run=latents_run)                  # a notebook
+
+Writes `scores.h5` (/object_id, /score, and one array per method), `top_anomalies.csv` (the top
+`anomaly.top_k` with their scores and catalog columns), and, when the data has an `is_anomaly` catalog
+column (the synthetic survey), `evaluation.json`: precision@K and ROC AUC of each method against it.
+Latents are scored in batches of `anomaly.batch_size`; the knn method needs all latents in memory (or an
+index run: --set anomaly.knn_source=index).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from libhyrax.anomaly import (
+    METHODS,
+    IsolationForestScore,
+    KnnDistance,
+    ReconError,
+    combine_by_rank,
+    precision_at_k,
+    roc_auc,
+)
+from libhyrax.config import resolve
+from libhyrax.errors import DataError, HyraxError, UsageError, unknown_choice
+from libhyrax.hdf5 import IdIndex, open_result, read_ids, write_arrays
+from libhyrax.log import Progress
+from libhyrax.results import Result, find_input_run, new_run
+from libhyrax.verbs.search import catalog_rows, open_infer_data, write_table
+
+log = logging.getLogger("hyrax.anomaly")
+TRUTH_COLUMN = "is_anomaly"
+
+
+def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: str | None = None,
+            index_run: str | os.PathLike | None = None, overrides=()) -> Result:
+    """Score every object of an infer run (`from_run`, else the newest). `method`: one of METHODS
+    (default anomaly.method). `index_run`: the index run the knn score searches when
+    anomaly.knn_source = "index" (else the newest index run)."""
+    cfg = resolve(config, overrides)
+    acfg = cfg["anomaly"]
+    method = method or acfg["method"]
+    if method not in METHODS:
+        raise UsageError(unknown_choice("anomaly method", method, METHODS))
+    src = find_input_run("infer", cfg, from_run)
+    with open_result(src, "latents") as f:
+        n = f["object_id"].shape[0]
+        if n == 0:
+            raise DataError(f"{src} holds no latents (0 objects): nothing to score")
+        scorers = make_scorers(method, cfg, f, index_run)
+        with new_run("anomaly", cfg) as run:
+            run.add_upstream(src)
+            run.add_input(f.filename)
+            raw = score_all(scorers, f, int(acfg["batch_size"]))
+            ids = read_ids(f["object_id"])
+            _finish(run, cfg, src, method, ids, raw)
+    return Result(run.path)
+
+
+def make_scorers(method: str, cfg: dict, f, index_run=None) -> list:
+    """The scorers `method` needs, fitted; "combined" uses every one the latents allow."""
+    acfg = cfg["anomaly"]
+    names = [m for m in METHODS[1:] if method in (m, "combined")]
+    if "recon_error" not in f:
+        if method == "recon_error":
+            raise DataError(f"{f.filename} has no /recon_error (the model gives none); use --method knn "
+                            "or isolation_forest")
+        names = [m for m in names if m != "recon_error"]
+    scorers = []
+    for name in names:
+        if name == "knn":
+            index = None
+            if acfg["knn_source"] == "index":
+                from libhyrax.vector_index import VectorIndex
+                from libhyrax.verbs.index import INDEX_DIR
+
+                index = VectorIndex.open(Path(find_input_run("index", cfg, index_run)) / INDEX_DIR)
+            elif acfg["knn_source"] != "exact":
+                raise UsageError(unknown_choice("anomaly.knn_source", acfg["knn_source"], ("exact", "index")))
+            scorers.append(KnnDistance(acfg["k"], cfg["general"]["device"], index))
+        elif name == "recon_error":
+            scorers.append(ReconError())
+        else:
+            scorers.append(IsolationForestScore(acfg["n_estimators"], acfg["fit_sample_size"],
+                                                cfg["general"]["seed"]))
+    for s in scorers:
+        log.info("fitting %s", s.name)
+        s.fit(f["latent"])
+    return scorers
+
+
+def score_all(scorers: list, f, batch_size: int) -> dict[str, np.ndarray]:
+    """Each scorer's score of every object, reading contiguous batches."""
+    n = f["object_id"].shape[0]
+    out = {s.name: np.empty(n, np.float32) for s in scorers}
+    with Progress("anomaly", total=n) as p:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            batch = {"latent": f["latent"][start:stop]}
+            if "recon_error" in f:
+                batch["recon_error"] = f["recon_error"][start:stop]
+            for s in scorers:
+                out[s.name][start:stop] = s.score(batch)
+            p.advance(stop - start)
+    return out
+
+
+def _finish(run, cfg: dict, src, method: str, ids: np.ndarray, raw: dict[str, np.ndarray]) -> None:
+    score = combine_by_rank(raw) if method == "combined" else raw[method]
+    write_arrays(run.file("scores.h5"), ids, attrs={"method": method}, score=score, **raw)
+    top_k = min(int(cfg["anomaly"]["top_k"]), len(ids))
+    top = np.argsort(-score, kind="stable")[:top_k]
+    table = {"rank": np.arange(1, top_k + 1), "object_id": ids[top], "score": score[top]}
+    if method == "combined":
+        table |= {name: values[top] for name, values in raw.items()}
+    table |= {c: v for c, v in catalog_rows(src, ids[top]).items() if c not in table}
+    write_table(run.file("top_anomalies.csv"), table)
+    evaluation = evaluate(src, ids, {"score": score, **raw}, top_k)
+    if evaluation:
+        (run.file("evaluation.json")).write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
+        log.info("against %s: precision@%d = %.3f (random: %.3f), ROC AUC = %.3f", TRUTH_COLUMN, top_k,
+                 evaluation["score"]["precision_at_k"], evaluation["fraction"], evaluation["score"]["roc_auc"])
+    run.record(n_objects=len(ids), method=method, methods=list(raw), top_k=top_k, evaluation=evaluation or None)
+
+
+def evaluate(infer_run, ids: np.ndarray, scores: dict[str, np.ndarray], k: int) -> dict:
+    """Precision@k and ROC AUC of each score against the data's `is_anomaly` column ({} without one)."""
+    group = open_infer_data(infer_run)
+    if group is None:
+        return {}
+    try:
+        if TRUTH_COLUMN not in group.catalog_columns():
+            return {}
+        rows = IdIndex(group.object_ids()).rows(ids)
+        truth = np.asarray(group.catalog(TRUTH_COLUMN))[np.maximum(rows, 0)].astype(bool) & (rows >= 0)
+    except HyraxError as e:
+        log.warning("no evaluation against %s: %s", TRUTH_COLUMN, e)
+        return {}
+    out: dict = {"truth_column": TRUTH_COLUMN, "k": k, "n_objects": len(ids), "n_anomalies": int(truth.sum()),
+                 "fraction": float(truth.mean())}
+    for name, s in scores.items():
+        out[name] = {"precision_at_k": precision_at_k(s, truth, k), "roc_auc": roc_auc(s, truth),
+                     "precision_at_n_anomalies": precision_at_k(s, truth, int(truth.sum()))}
+    return out
