@@ -29,7 +29,7 @@ PREPROCESSING_FILE = "preprocessing.json"
 def _quiet_exporter():
     """The exporter logs warnings about optional torchvision ops and may print; keep stdout clean (it
     carries only results paths) and its chatter out of the user's log."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in loggers]
     import warnings
 
