@@ -11,15 +11,20 @@ Nothing heavy is imported here: astropy, skimage and torch load inside the funct
 from __future__ import annotations
 
 from libhyrax.data.base import REGISTRY, Dataset, dataset_class
+from libhyrax.data.catalog import CatalogDataset
 from libhyrax.data.check import check_dataset
+from libhyrax.data.fits import FitsImageDataset
 from libhyrax.data.group import DataGroup, open_dataset, open_group
 from libhyrax.data.hdf5_dataset import CutoutWriter, HyraxHDF5Dataset, open_cutouts, write_cutouts
 from libhyrax.data.loader import make_loader
+from libhyrax.data.random import HyraxRandomDataset
 from libhyrax.data.sample import HyraxSample, sample_path
+from libhyrax.data.synthetic import SyntheticSurvey, generate_survey
 from libhyrax.data.transforms import Transform
 
 builtins_loaded = True  # base.dataset_class imports this module so the built-in classes are registered
 
-__all__ = ["REGISTRY", "CutoutWriter", "DataGroup", "Dataset", "HyraxHDF5Dataset", "HyraxSample", "Transform",
-           "check_dataset", "dataset_class", "make_loader", "open_cutouts", "open_dataset", "open_group",
+__all__ = ["REGISTRY", "CatalogDataset", "CutoutWriter", "DataGroup", "Dataset", "FitsImageDataset",
+           "HyraxHDF5Dataset", "HyraxRandomDataset", "HyraxSample", "SyntheticSurvey", "Transform", "check_dataset",
+           "dataset_class", "generate_survey", "make_loader", "open_cutouts", "open_dataset", "open_group",
            "sample_path", "write_cutouts"]

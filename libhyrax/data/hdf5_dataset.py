@@ -26,8 +26,9 @@ FIELD_OF = {"images": "image", "masks": "mask", "variance": "variance"}
 
 def _column_dtype(values: np.ndarray):
     if values.dtype.kind in "USO":
-        width = max((len(str(v).encode("utf-8")) for v in values.ravel()), default=1)
-        return h5py.string_dtype("utf-8", max(width, 16))
+        return h5py.string_dtype("utf-8")  # variable length: a later batch may hold longer strings
+    if values.dtype.kind == "b":
+        return np.dtype(bool)
     return values.dtype
 
 
@@ -116,8 +117,9 @@ class CutoutWriter:
             ds = self.file[name] if name in self.file else self._ensure(name, arr)
             if ds.shape[0] < stop:
                 ds.resize(stop, axis=0)
-            if ds.dtype.kind == "S" or h5py.check_string_dtype(ds.dtype):
-                arr = as_id_bytes(arr).astype(ds.dtype)
+            if h5py.check_string_dtype(ds.dtype):
+                arr = as_id_bytes(arr)
+                arr = arr.astype(object) if ds.dtype.kind == "O" else arr.astype(ds.dtype)
             ds[start:stop] = arr
         self.rows_written = stop
         self.file.attrs["rows_written"] = stop

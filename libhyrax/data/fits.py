@@ -1,0 +1,195 @@
+"""FITS cutouts: a folder with one FITS file per object and band, plus a catalog in any table format
+astropy reads (columns object_id, filter, filename; ra, dec and anything else are carried along).
+
+`FitsImageDataset` reads such a folder directly; `hyrax prepare` turns it into one HDF5 cutout file,
+skipping bad objects (listed in rejected.csv). Both use the helpers here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from libhyrax.data.base import Dataset
+from libhyrax.data.transforms import center_crop
+from libhyrax.errors import DataError, did_you_mean
+
+log = logging.getLogger("hyrax.data")
+TABLE_SUFFIXES = (".fits", ".fit", ".csv", ".ecsv", ".parquet", ".hdf5", ".h5", ".txt", ".dat", ".vot", ".xml")
+
+
+class BadCutout(Exception):
+    """One object can't be used: `reason` says why (written to rejected.csv)."""
+
+    def __init__(self, reason: str, band: str = "", filename: str = ""):
+        super().__init__(reason)
+        self.reason, self.band, self.filename = reason, band, filename
+
+
+def read_table(path) -> dict[str, np.ndarray]:
+    """Every column of a table file astropy can read, as numpy arrays (strings as str)."""
+    from astropy.table import Table
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"catalog {path} does not exist; check the catalog path")
+    try:
+        table = Table.read(path, format="ascii.csv" if path.suffix == ".csv" else None)
+    except Exception as e:
+        raise DataError(f"catalog {path} can't be read as a table ({type(e).__name__}: {e}); astropy reads "
+                        "FITS tables, CSV, ECSV, Parquet, VOTable") from None
+    out = {}
+    for name in table.colnames:
+        col = np.asarray(table[name])
+        if col.dtype.kind == "S":
+            col = np.char.decode(col, "utf-8")
+        if np.ma.isMaskedArray(table[name]) and col.dtype.kind in "f":
+            col = np.ma.filled(table[name], np.nan)
+        out[name] = np.char.strip(col) if col.dtype.kind == "U" else col
+    return out
+
+
+def find_catalog(folder: Path, catalog) -> Path:
+    if catalog:
+        path = Path(catalog).expanduser()
+        return path if path.is_absolute() or path.exists() else folder / path
+    found = [p for p in sorted(folder.glob("catalog.*")) if p.suffix.lower() in TABLE_SUFFIXES]
+    if len(found) != 1:
+        raise DataError(f"{folder}: {'no' if not found else 'several'} catalog.* files; name the catalog with "
+                        "prepare.catalog (or dataset_config catalog)")
+    return found[0]
+
+
+def group_catalog(columns: dict[str, np.ndarray], id_col: str, filter_col: str, file_col: str, bands=None,
+                  where: str = "catalog"):
+    """One row per object: (object ids, band names, files (n_objects, n_bands) with "" where a band is
+    missing, other columns' values at each object's first row). Objects keep their catalog order."""
+    for col in (id_col, filter_col, file_col):
+        if col not in columns:
+            raise DataError(f"{where} has no column {col!r}{did_you_mean(col, columns)} Columns: "
+                            f"{', '.join(columns)}; set prepare.{_key(col, id_col, filter_col)} to the right name")
+    ids_raw = columns[id_col].astype(str)
+    filters = columns[filter_col].astype(str)
+    files = columns[file_col].astype(str)
+    band_list = [str(b) for b in bands] if bands else sorted(set(filters.tolist()))
+    uniq, first, inverse = np.unique(ids_raw, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # catalog order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    obj = rank[inverse]
+    band_sorted = np.argsort(band_list)
+    pos = np.searchsorted(np.asarray(band_list)[band_sorted], filters)
+    pos_c = np.minimum(pos, len(band_list) - 1)
+    known = np.asarray(band_list)[band_sorted][pos_c] == filters
+    table = np.full((len(uniq), len(band_list)), "", dtype=object)
+    table[obj[known], band_sorted[pos_c[known]]] = files[known]
+    extra = {k: v[first[order]] for k, v in columns.items() if k not in (id_col, filter_col, file_col)}
+    return uniq[order], band_list, table, extra
+
+
+def _key(col, id_col, filter_col) -> str:
+    return "object_id_column" if col == id_col else "filter_column" if col == filter_col else "filename_column"
+
+
+def read_fits_image(path: Path) -> np.ndarray:
+    """The first 2-D image in a FITS file, as float32; BadCutout when it is missing or unreadable."""
+    from astropy.io import fits
+
+    if not path.exists():
+        raise BadCutout("file not found", filename=str(path))
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            for hdu in hdul:
+                data = getattr(hdu, "data", None)
+                if data is not None and getattr(data, "ndim", 0) >= 2:
+                    data = np.asarray(data, dtype=np.float32)
+                    data = data.reshape(data.shape[-2:]) if data.ndim > 2 and np.prod(data.shape[:-2]) == 1 else data
+                    if data.ndim != 2:
+                        raise BadCutout(f"image has shape {data.shape}, not 2-D", filename=str(path))
+                    return data
+    except BadCutout:
+        raise
+    except Exception as e:
+        raise BadCutout(f"unreadable FITS file ({type(e).__name__}: {str(e)[:120]})", filename=str(path)) from None
+    raise BadCutout("no image data in the FITS file", filename=str(path))
+
+
+def stack_bands(files, bands, folder: Path, size: int | None) -> np.ndarray:
+    """(bands, size, size) from one file per band, centre-cropped to a common size (`size`, or the
+    smallest band when None). BadCutout names the band and file that failed."""
+    planes = []
+    for band, name in zip(bands, files, strict=True):
+        if not name:
+            raise BadCutout("missing band", band=band)
+        path = Path(name) if Path(name).is_absolute() else folder / name
+        try:
+            planes.append(read_fits_image(path))
+        except BadCutout as e:
+            raise BadCutout(e.reason, band, name) from None
+    target = size or min(min(p.shape) for p in planes)
+    for band, name, p in zip(bands, files, planes, strict=True):
+        if min(p.shape) < target:
+            raise BadCutout(f"cutout {p.shape[0]}x{p.shape[1]} is smaller than {target}x{target}", band, name)
+    return np.stack([center_crop(p, target) for p in planes])
+
+
+class FitsImageDataset(Dataset):
+    """A folder of FITS cutouts (data_location) plus its catalog. dataset_config: catalog (default: the
+    folder's catalog.*), object_id_column, filter_column, filename_column, bands, cutout_size. Objects
+    with a missing band are left out (counted in the log); an unreadable file is an error when read:
+    run `hyrax prepare` to skip bad files once and read a fast HDF5 file instead."""
+
+    def __init__(self, config=None, data_location=None):
+        super().__init__(config, data_location)
+        if not data_location or not Path(data_location).is_dir():
+            raise DataError(f"FitsImageDataset needs data_location: a folder of FITS files, not {data_location!r}")
+        self.folder = Path(data_location)
+        c = self.dataset_config
+        self.catalog_path = find_catalog(self.folder, c.get("catalog"))
+        columns = read_table(self.catalog_path)
+        ids, self.bands, files, extra = group_catalog(
+            columns, c.get("object_id_column", "object_id"), c.get("filter_column", "filter"),
+            c.get("filename_column", "filename"), c.get("bands") or None, where=str(self.catalog_path))
+        complete = (files != "").all(axis=1)
+        if not complete.all():
+            log.warning("%s: %d objects lack a band and are left out", self.catalog_path, int((~complete).sum()))
+        self.ids, self.files = ids[complete], files[complete]
+        self.extra = {k: v[complete] for k, v in extra.items()}
+        self.size = int(c.get("cutout_size") or 0) or None
+        if self.size is None and len(self.ids):
+            self.size = int(min(read_fits_image(self._path(self.files[0, 0])).shape))
+
+    def _path(self, name: str) -> Path:
+        return Path(name) if Path(name).is_absolute() else self.folder / name
+
+    def __len__(self):
+        return len(self.ids)
+
+    @property
+    def fields(self):
+        return ["image", "object_id", *self.extra]
+
+    def catalog_columns(self):
+        return list(self.extra)
+
+    def get_image(self, index):
+        try:
+            return stack_bands(self.files[index], self.bands, self.folder, self.size)
+        except BadCutout as e:
+            raise DataError(f"{self.folder}: object {self.ids[index]}, band {e.band} ({e.filename}): {e.reason}; "
+                            "fix or remove it, or run `hyrax prepare` to skip bad objects") from None
+
+    def get_object_id(self, index):
+        return str(self.ids[index])
+
+    def get(self, field, index):
+        if field in self.extra:
+            return self.extra[field][index]
+        return super().get(field, index)
+
+    def read(self, fields, start, stop):
+        out = {f: self.extra[f][start:stop] for f in fields if f in self.extra}
+        rest = [f for f in fields if f not in self.extra]
+        return out | (super().read(rest, start, stop) if rest else {})

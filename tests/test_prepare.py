@@ -1,0 +1,101 @@
+"""hyrax prepare on real FITS files made from the Hubble Deep Field sample, bad files included."""
+
+from __future__ import annotations
+
+import csv
+
+import h5py
+import numpy as np
+import pytest
+
+from libhyrax.data import HyraxHDF5Dataset, open_group, sample_path
+from libhyrax.errors import DataError
+from libhyrax.verbs.prepare import prepare
+
+
+@pytest.fixture
+def fits_folder(tmp_path):
+    """12 objects x 3 bands of real HDF cutouts as FITS; object 3 lacks a band, 5 has a corrupt file,
+    7 a truncated one, 9 a band too small, 10 a listed file that doesn't exist; 2 has a larger band."""
+    from astropy.io import fits
+
+    with h5py.File(sample_path(), "r") as f:
+        images = f["images"][:12]
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    rows = []
+    for i in range(12):
+        oid = f"gal{i:02d}"
+        for b, band in enumerate("gri"):
+            if i == 3 and band == "i":
+                continue
+            name = f"{oid}_{band}.fits"
+            data = images[i, b]
+            if i == 2 and band == "r":
+                data = np.pad(data, 3, constant_values=0.5)  # 70x70: centre-cropped to 64
+            if i == 9 and band == "g":
+                data = data[:40, :40]
+            if not (i == 10 and band == "r"):
+                fits.PrimaryHDU(data).writeto(folder / name)
+            if i == 5 and band == "g":
+                (folder / name).write_bytes(b"this is not a FITS file at all" * 10)
+            if i == 7 and band == "r":
+                raw = (folder / name).read_bytes()
+                (folder / name).write_bytes(raw[: len(raw) // 3])
+            rows.append({"object_id": oid, "filter": band, "filename": name, "ra": 53.1 + i * 1e-3,
+                         "dec": -27.8 + i * 1e-3})
+    with open(folder / "catalog.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return folder, images
+
+
+def test_prepare_fits_skips_bad_objects(workdir, fits_folder):
+    folder, images = fits_folder
+    result = prepare({"prepare": {"fits_dir": str(folder), "bands": ["g", "r", "i"]}})
+    ds = HyraxHDF5Dataset({}, result.file("cutouts.h5"))
+    good = [0, 1, 2, 4, 6, 8, 11]
+    assert ds.column("object_id").tolist() == [f"gal{i:02d}" for i in good]
+    assert ds.bands == ["g", "r", "i"] and ds.sample_shape == (3, 64, 64)
+    np.testing.assert_allclose(ds.column("image"), images[good], rtol=1e-6)  # crop undid the padding
+    np.testing.assert_allclose(ds.column("ra"), 53.1 + np.array(good) * 1e-3)
+    with open(result.file("rejected.csv")) as fh:
+        rejected = {r["object_id"]: r for r in csv.DictReader(fh)}
+    assert set(rejected) == {"gal03", "gal05", "gal07", "gal09", "gal10"}
+    assert rejected["gal03"]["reason"] == "missing band" and rejected["gal03"]["band"] == "i"
+    assert "unreadable FITS" in rejected["gal05"]["reason"] and rejected["gal05"]["filename"] == "gal05_g.fits"
+    assert "unreadable" in rejected["gal07"]["reason"] or "no image" in rejected["gal07"]["reason"]
+    assert "smaller than 64x64" in rejected["gal09"]["reason"]
+    assert rejected["gal10"]["reason"] == "file not found"
+    assert result.provenance["stage_info"] == {"source": str(folder), "n_objects": 7, "n_rejected": 5}
+    # the output is a dataset every stage can read
+    g = open_group({"data_request": {"train": {"c": {"dataset_class": "HyraxHDF5Dataset",
+                                                     "data_location": str(result.file("cutouts.h5"))}}}}, "train")
+    assert len(g) == 7
+
+
+def test_fits_dataset_reads_the_folder(workdir, fits_folder):
+    from libhyrax.data import FitsImageDataset
+
+    folder, images = fits_folder
+    ds = FitsImageDataset({"data_set": {"FitsImageDataset": {"cutout_size": 64}}}, str(folder))
+    assert len(ds) == 11 and ds.bands == ["g", "i", "r"]  # gal03 lacks a band
+    np.testing.assert_allclose(ds.get_image(0), images[0][[0, 2, 1]], rtol=1e-6)
+    assert ds.read(["ra", "object_id"], 0, 2)["object_id"].tolist() == ["gal00", "gal01"]
+    with pytest.raises(DataError, match="gal05.*band g.*unreadable FITS"):
+        ds.get_image(4)
+
+
+def test_prepare_with_no_config_builds_the_sample(workdir, hyrax):
+    proc = hyrax("prepare")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.strip().splitlines()[-1]
+    ds = HyraxHDF5Dataset({}, f"{out}/cutouts.h5")
+    assert len(ds) == 1000 and ds.get_object_id(0) == "HDF-0001"
+
+
+def test_prepare_bad_folder_is_a_clear_error(workdir, hyrax):
+    proc = hyrax("prepare", "--set", "prepare.fits_dir=nowhere")
+    assert proc.returncode == 1 and "prepare.fits_dir nowhere is not a folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
