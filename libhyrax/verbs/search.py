@@ -230,18 +230,11 @@ def embed_image(image, index_run, model_run=None) -> np.ndarray:
     if model_run is None:
         raise UsageError(f"can't tell which model made the latents of {index_run}; pass --model <train run>")
     from libhyrax.data.transforms import Transform
-    from libhyrax.models import load_trained
+    from libhyrax.verbs.infer import TorchEngine
 
-    model, desc = load_trained(model_run)
-    images = read_image(image)
-    transform = Transform(**(desc.get("transforms") or desc.get("data_set") or {}))
-    import torch
-
-    with torch.no_grad():
-        x = model.prepare_inputs({"image": transform(images)})
-        x = torch.as_tensor(x) if not isinstance(x, tuple) else tuple(torch.as_tensor(t) for t in x)
-        latent = model.infer_outputs(x)["latent"]
-    return np.asarray(latent.detach().cpu().numpy() if hasattr(latent, "detach") else latent, np.float32)
+    engine = TorchEngine(Path(model_run), device="cpu")  # the weights and transforms infer used
+    images = Transform.from_config({"data_set": engine.data_set})(read_image(image))
+    return np.asarray(engine.outputs({"image": images})["latent"], dtype=np.float32)
 
 
 # --- the neighbours' cutouts as a grid -----------------------------------------------------------------
