@@ -1,0 +1,248 @@
+"""`visualize`: one self-contained, interactive HTML map of an embedding (and the same plot inline in
+Jupyter).
+
+    hyrax umap | hyrax visualize                       # prints the results directory; the page is
+                                                       # <dir>/visualize.html (also logged)
+    hyrax visualize --from results/<umap-run> --set visualize.color_column=recon_error
+    res = libhyrax.visualize(from_run=emb)             # in a notebook: shows the map inline
+    res.selected                                        # the ids picked with box/lasso (live in Jupyter)
+
+Colour columns: the infer run's catalog columns (read from its data group, joined by object_id),
+`recon_error` from its latents and `score` from the newest anomaly run of the same latents. When the
+data can't be opened the map is drawn without columns or thumbnails (a warning says why).
+
+Above `max_points` points, a density image of all of them is drawn under a seeded random subset of
+`max_points`, so a 10M-object map opens fast. Thumbnails (at most `max_thumbnails`, for random shown
+points) are made in one streaming pass over the data: the page never embeds every image.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from libhyrax import hdf5
+from libhyrax.config import resolve
+from libhyrax.errors import DataError, UsageError
+from libhyrax.results import Result, find_input_run, is_complete, new_run, read_provenance, results_root
+
+log = logging.getLogger("hyrax.visualize")
+HTML_FILE = "visualize.html"
+THUMB_BATCH = 256
+
+
+class VisualizeResult(Result):
+    """A visualize results directory: `.html` is the page; `.selected` the ids selected in Jupyter."""
+
+    selected: list[str]
+
+    @property
+    def html(self) -> Path:
+        return self.path / HTML_FILE
+
+
+def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
+    """Write `visualize.html` for a umap run (`from_run`, else the newest); in Jupyter, show it inline."""
+    cfg = resolve(config, overrides)
+    vz = cfg["visualize"]
+    src = find_input_run("umap", cfg, from_run)
+    with new_run("visualize", cfg) as run:
+        run.add_upstream(src)
+        object_id, emb = read_embedding(src)
+        n = len(object_id)
+        rng = np.random.default_rng(cfg["general"]["seed"])
+        shown = np.arange(n) if n <= vz["max_points"] else np.sort(rng.choice(n, vz["max_points"], replace=False))
+        infer_run = upstream_of(src, "infer")
+        columns, group = gather_columns(infer_run, object_id[shown], cfg) if infer_run else ({}, None)
+        fields = [f for f in vz["fields"] if f in columns] or list(columns)[:4]
+        missing = [f for f in vz["fields"] if f not in columns]
+        if missing:
+            log.warning("visualize.fields %s are not columns of this data (columns: %s)", missing,
+                        ", ".join(columns) or "none")
+        thumbs = make_thumbnails(group, object_id[shown], vz["max_thumbnails"], rng) if group else None
+        color = pick_color(vz["color_column"], columns)
+        density = None
+        if n > len(shown):
+            from libhyrax.viz.page import density_image
+
+            density = density_image(emb[:, 0], emb[:, 1])
+        from libhyrax.viz.page import build_page, write_html
+
+        title = f"Hyrax map of {n:,} objects ({Path(src).name})"
+        layout, _ = build_page(emb[shown, 0], emb[shown, 1], object_id[shown], columns, color=color,
+                               fields=fields, thumbs=thumbs, density=density, cmap=vz["cmap"], title=title)
+        size = write_html(layout, run.file(HTML_FILE), title)
+        run.record(n_objects=n, n_points_drawn=int(len(shown)), density_layer=density is not None,
+                   n_thumbnails=sum(1 for t in thumbs if t) if thumbs else 0, color_column=color,
+                   columns=list(columns), html_bytes=size)
+        log.info("wrote %s (%.1f MB, %d of %d objects drawn as points)", run.final_path / HTML_FILE,
+                 size / 1e6, len(shown), n)
+    result = VisualizeResult(run.path)
+    result.selected = []
+    if in_notebook():
+        show_inline(result, layout_factory=lambda: build_page(
+            emb[shown, 0], emb[shown, 1], object_id[shown], columns, color=color, fields=fields, thumbs=thumbs,
+            density=density, cmap=vz["cmap"], title=title))
+    return result
+
+
+def read_embedding(run_dir) -> tuple[np.ndarray, np.ndarray]:
+    with hdf5.open_result(run_dir, "embedding") as f:
+        if "embedding" not in f or f["embedding"].ndim != 2 or f["embedding"].shape[1] < 2:
+            raise DataError(f"{run_dir}: embedding.h5 has no (N, 2) /embedding; rerun `hyrax umap`")
+        ids, emb = hdf5.read_ids(f["object_id"]), f["embedding"][:, :2].astype(np.float32)
+    ok = np.isfinite(emb).all(axis=1)
+    if not ok.all():
+        log.warning("%d objects with a NaN/inf embedding are left out of the map", int((~ok).sum()))
+        ids, emb = ids[ok], emb[ok]
+    if len(ids) == 0:
+        raise DataError(f"{run_dir}: the embedding holds no objects to draw")
+    return ids, emb
+
+
+def upstream_of(run_dir, stage: str) -> Path | None:
+    """The `stage` run among a run's upstream runs (the newest listed)."""
+    for p in reversed(read_provenance(run_dir).get("upstream_runs", [])):
+        try:
+            if read_provenance(p).get("stage") == stage:
+                return Path(p)
+        except UsageError:
+            continue
+    log.warning("%s names no %s run upstream; drawing the map without its columns", run_dir, stage)
+    return None
+
+
+def _join(ids: np.ndarray, their_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`values` (in `their_ids` order) for `ids`; NaN (or '') where an id is absent."""
+    if len(their_ids) == len(ids) and np.array_equal(their_ids, ids):
+        return values
+    rows = hdf5.IdIndex(their_ids).rows(ids)
+    hit = rows >= 0
+    if values.dtype.kind in "fiub":
+        out = np.full(len(ids), np.nan, np.float32)
+    else:
+        out = np.full(len(ids), "", dtype=object)
+    out[hit] = values[rows[hit]]
+    return out
+
+
+def gather_columns(infer_run: Path, ids: np.ndarray, cfg: dict):
+    """Per-object columns for `ids`: catalog columns of the infer run's data, recon_error, score; and the
+    opened data group (None when it can't be opened)."""
+    columns: dict[str, np.ndarray] = {}
+    with hdf5.open_result(infer_run, "latents") as f:
+        if "recon_error" in f:
+            columns["recon_error"] = _join(ids, hdf5.read_ids(f["object_id"]), f["recon_error"][:])
+    scores = newest_scores(infer_run, cfg)
+    if scores is not None:
+        with hdf5.open_result(scores, "scores") as f:
+            if "score" in f:
+                columns["score"] = _join(ids, hdf5.read_ids(f["object_id"]), f["score"][:])
+    group = open_infer_group(infer_run)
+    if group is not None:
+        try:
+            gids = group.object_ids()
+            for col in group.catalog_columns():
+                values = np.asarray(group.catalog(col))
+                if values.ndim == 1:
+                    columns[col] = _join(ids, gids, values if values.dtype.kind != "S" else values.astype(str))
+        except Exception as e:  # a catalog that can't be read: the map is still useful without it
+            log.warning("the catalog of %s can't be read (%s: %s); no catalog columns", infer_run,
+                        type(e).__name__, e)
+    return columns, group
+
+
+def open_infer_group(infer_run: Path):
+    """The data group the infer run read, from its runtime_config.toml; None (with a warning) if it
+    can't be opened, e.g. the data moved."""
+    try:
+        from libhyrax.config import read_toml
+        from libhyrax.data import open_group
+
+        return open_group(read_toml(infer_run / "runtime_config.toml"), "infer")
+    except Exception as e:
+        log.warning("the data of %s can't be opened (%s: %s); no catalog columns or thumbnails", infer_run,
+                    type(e).__name__, e)
+        return None
+
+
+def newest_scores(infer_run: Path, cfg: dict) -> Path | None:
+    """The newest finished anomaly run that scored these latents."""
+    root = results_root(cfg)
+    target = str(infer_run.resolve())
+    runs = [p for p in root.glob("*-anomaly-*") if p.is_dir() and is_complete(p)] if root.is_dir() else []
+    runs = [p for p in runs if target in read_provenance(p).get("upstream_runs", [])]
+    return max(runs, key=lambda p: read_provenance(p).get("finished") or "") if runs else None
+
+
+def pick_color(wanted, columns: dict) -> str | None:
+    numeric = [c for c, v in columns.items() if np.asarray(v).dtype.kind in "fiub"]
+    if wanted:
+        if wanted not in numeric:
+            from libhyrax.errors import unknown_choice
+
+            raise UsageError(unknown_choice("visualize.color_column", wanted, numeric))
+        return wanted
+    for preferred in ("score", "recon_error"):
+        if preferred in numeric:
+            return preferred
+    return numeric[0] if numeric else None
+
+
+def make_thumbnails(group, ids: np.ndarray, cap: int, rng) -> list[str] | None:
+    """<img> tags for up to `cap` random objects of `ids` ('' for the rest), in one pass over the data
+    in row order."""
+    from libhyrax.viz.thumbnails import data_uri, img_tag
+
+    try:
+        if "image" not in group.fields or cap <= 0:
+            return None
+        rows = hdf5.IdIndex(group.object_ids()).rows(ids)
+    except Exception as e:
+        log.warning("no thumbnails: the data can't be read (%s: %s)", type(e).__name__, e)
+        return None
+    have = np.flatnonzero(rows >= 0)
+    pick = have if len(have) <= cap else rng.choice(have, cap, replace=False)
+    pick = pick[np.argsort(rows[pick])]  # read the data in row order: contiguous runs
+    thumbs = [""] * len(ids)
+    try:
+        for start in range(0, len(pick), THUMB_BATCH):
+            chunk = pick[start:start + THUMB_BATCH]
+            images = group.read_rows(rows[chunk])["image"]
+            for i, img in zip(chunk, images, strict=True):
+                thumbs[i] = img_tag(data_uri(img))
+    except Exception as e:
+        log.warning("thumbnails stopped after %d of %d (%s: %s)", start, len(pick), type(e).__name__, e)
+    return thumbs
+
+
+# --- Jupyter -------------------------------------------------------------------------------------------
+
+def in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def show_inline(result: VisualizeResult, layout_factory) -> None:
+    """Show the map in the notebook as a small bokeh server app, so box/lasso selections come back to
+    Python in `result.selected` (a list of object ids, updated live)."""
+    from bokeh.io import output_notebook, show
+
+    def app(doc):
+        layout, source = layout_factory()
+
+        def on_select(attr, old, new):
+            ids = source.data["object_id"]
+            result.selected[:] = [ids[i] for i in new]
+
+        source.selected.on_change("indices", on_select)
+        doc.add_root(layout)
+
+    output_notebook(hide_banner=True)
+    show(app)

@@ -1,0 +1,149 @@
+"""The visualize stage: the HTML page's content, thumbnails, columns from the infer run's data, the
+density layer, graceful degradation, and the page in real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from libhyrax import hdf5
+from libhyrax.config import resolve
+from libhyrax.errors import UsageError
+from libhyrax.results import new_run, read_provenance
+from libhyrax.verbs.visualize import visualize
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def galaxies(n: int, bands: int = 3, size: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    r2 = (xx[None] ** 2 + yy[None] ** 2) / rng.uniform(2, 10, size=(n, 1, 1))
+    blob = np.exp(-r2)[:, None] * rng.uniform(0.5, 2, size=(n, bands, 1, 1))
+    return (blob + rng.normal(scale=0.02, size=(n, bands, size, size))).astype(np.float32)
+
+
+def make_runs(workdir: Path, n: int = 300, bands: int = 3, cutouts: bool = True, **visualize_cfg):
+    """cutouts.h5 -> an infer-like run (latents.h5 + its data request) -> a umap-like run."""
+    ids = np.array([f"gal{i:05d}" for i in range(n)])
+    rng = np.random.default_rng(1)
+    cfg = {"general": {"results_dir": str(workdir / "results")}, "visualize": visualize_cfg}
+    if cutouts:
+        from libhyrax.data import write_cutouts
+
+        mag = rng.uniform(18, 25, n).astype(np.float32)
+        kind = np.array(["spiral", "elliptical", "merger"])[np.arange(n) % 3]
+        # the data holds the objects in another order than the latents: rows are joined by object_id
+        order = rng.permutation(n)
+        write_cutouts(workdir / "cutouts.h5", ids[order], galaxies(n, bands)[order],
+                      catalog={"mag": mag[order], "kind": kind[order]})
+        cfg["data_request"] = {"infer": {"cut": {"dataset_class": "HyraxHDF5Dataset",
+                                                  "data_location": str(workdir / "cutouts.h5"),
+                                                  "fields": ["image", "object_id"],
+                                                  "primary_id_field": "object_id"}}}
+    full = resolve(cfg)
+    with new_run("infer", full) as infer:
+        hdf5.write_arrays(infer.file("latents.h5"), ids, latent=rng.normal(size=(n, 8)).astype(np.float32),
+                          recon_error=np.arange(n, dtype=np.float32))
+    with new_run("umap", full) as umap:
+        umap.add_upstream(infer.path)
+        emb = np.stack([np.cos(np.arange(n)), np.sin(np.arange(n))], 1) * np.arange(n)[:, None] / n
+        hdf5.write_arrays(umap.file("embedding.h5"), ids, embedding=emb.astype(np.float32))
+    return full, umap.path
+
+
+def test_page_has_points_columns_and_thumbnails(workdir):
+    cfg, src = make_runs(workdir, max_thumbnails=50, fields=["mag", "kind"])
+    res = visualize(cfg, from_run=src)
+    assert res.html.is_file() and res.html.parent == res.path
+    info = read_provenance(res.path)["stage_info"]
+    assert info["n_objects"] == 300 and info["n_points_drawn"] == 300 and not info["density_layer"]
+    assert info["n_thumbnails"] == 50
+    assert set(info["columns"]) == {"recon_error", "mag", "kind"} and info["color_column"] == "recon_error"
+    text = res.html.read_text()
+    assert text.count("data:image/jpeg;base64,") == 50
+    assert "https://cdn.bokeh.org" not in text and "<script" in text  # bokeh's JS is inlined
+    assert "gal00299" in text and "Save selected ids (CSV)" in text and "@thumb{safe}" in text
+
+
+def test_thumbnails_are_lupton_rgb_or_grey():
+    from libhyrax.viz.thumbnails import to_rgb
+
+    img = galaxies(1, bands=3, size=32)[0]
+    img[2] *= 3  # the reddest band brightest: a red galaxy
+    rgb = to_rgb(img)
+    assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
+    centre = rgb[14:18, 14:18].reshape(-1, 3).mean(0)
+    assert centre[0] > centre[2] and centre.max() > 100  # red dominates at the centre
+    grey = to_rgb(img[:1])
+    assert (grey[..., 0] == grey[..., 2]).all() and grey[16, 16, 0] > grey[0, 0, 0]
+
+
+def test_density_layer_above_max_points(workdir):
+    cfg, src = make_runs(workdir, n=3000, cutouts=False, max_points=500)
+    res = visualize(cfg, from_run=src)
+    info = read_provenance(res.path)["stage_info"]
+    assert info["density_layer"] and info["n_points_drawn"] == 500 and info["n_thumbnails"] == 0
+    assert '"type":"object","name":"Image"' in res.html.read_text().replace(" ", "")
+
+
+def test_missing_data_degrades_to_a_plain_map(workdir, caplog):
+    cfg, src = make_runs(workdir, n=200)
+    (workdir / "cutouts.h5").unlink()  # the data moved after inference
+    res = visualize(cfg, from_run=src)
+    info = read_provenance(res.path)["stage_info"]
+    assert info["columns"] == ["recon_error"] and info["n_thumbnails"] == 0
+    assert "can't be opened" in caplog.text
+    with pytest.raises(UsageError, match="unknown visualize.color_column 'magg'"):
+        visualize({**cfg, "visualize": {"color_column": "magg"}}, from_run=src)
+
+
+def test_cli_visualize_prints_the_run(workdir, hyrax):
+    _, src = make_runs(workdir, n=100, cutouts=False)
+    proc = hyrax("visualize", input=f"{src}\n", cwd=workdir, check=True)
+    out = Path(proc.stdout.strip())
+    assert (out / "visualize.html").is_file() and "visualize.html" in proc.stderr
+
+
+# --- in a real browser --------------------------------------------------------------------------------
+
+def open_in_chromium(page: Path, tmp: Path) -> tuple[str, Path]:
+    """Load `page` in headless Chromium (no network); its console log and a screenshot."""
+    shot = tmp / "shot.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'profile'}",
+           "--enable-logging=stderr", "--v=0", "--window-size=1400,900", "--virtual-time-budget=15000",
+           "--hide-scrollbars", f"--screenshot={shot}", page.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp)})
+    assert shot.is_file(), proc.stderr[-2000:]
+    return proc.stderr, shot
+
+
+def js_errors(log: str) -> list[str]:
+    return [ln for ln in log.splitlines() if "CONSOLE" in ln and re.search(r"ERROR:CONSOLE|Uncaught|Error:", ln)]
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_page_renders_in_headless_chromium(workdir):
+    from PIL import Image
+
+    bad = workdir / "bad.html"  # the error check itself catches a broken page
+    bad.write_text("<html><body><script>notAFunction();</script></body></html>")
+    assert js_errors(open_in_chromium(bad, workdir / "b")[0])
+
+    cfg, src = make_runs(workdir, n=2000, max_points=1500, max_thumbnails=100)
+    res = visualize(cfg, from_run=src)
+    log, shot = open_in_chromium(res.html, workdir / "c")
+    assert not js_errors(log), js_errors(log)
+    pix = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    plot = pix[100:800, 100:900]  # inside the plot frame
+    coloured = (plot.max(axis=2) - plot.min(axis=2)) > 60  # viridis points are far from grey
+    assert coloured.mean() > 0.01, f"only {coloured.mean():.4f} of the plot's pixels are coloured"
+    assert len(np.unique(plot.reshape(-1, 3), axis=0)) > 50
+
