@@ -1,0 +1,197 @@
+"""Benchmark `infer`: throughput against a plain PyTorch loop over the same HDF5 file and model, and peak
+memory at two sizes (memory must not grow with N).
+
+    .venv/bin/python benchmarks/bench_infer.py                # both models vs the plain loop; memory at 100k, 1M
+    .venv/bin/python benchmarks/bench_infer.py --sizes 100000 --n 20000 --device cuda --json out.json
+
+The data: N single-band 16x16 float32 cutouts (1 KiB each: 1M take about 1 GB), written with the data
+package's CutoutWriter into a scratch folder that is deleted afterwards. Two models, each saved as a
+train run (untrained weights; speed does not depend on them): a small HyraxAutoencoder (base 8, latent 16;
+the model sets the pace on a CPU) and HyraxLoopback (no compute, 256-d latents: the data path alone, where
+a framework's overhead shows). Both loops compute infer_outputs with the same `[data_set]` transform
+(asinh); the plain loop keeps its outputs in memory, `infer` streams them to latents.h5. Each peak-memory
+figure is the maximum RSS of a fresh process that runs `infer` (HyraxLoopback) over N objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZE, BASE, LATENT = 16, 8, 16
+
+
+def make_cutouts(path: Path, n: int, seed: int = 0, chunk: int = 65536) -> Path:
+    from libhyrax.data import CutoutWriter
+
+    rng = np.random.default_rng(seed)
+    with CutoutWriter(path, (1, SIZE, SIZE), ["r"], n_rows=n, id_length=12) as w:
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            w.append(np.char.mod("obj%09d", np.arange(a, b)), rng.exponential(0.1, (b - a, 1, SIZE, SIZE)).astype("f4"))
+    return path
+
+
+def config(root: Path, cutouts: Path, device: str, batch_size: int, model: str) -> dict:
+    spec = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(cutouts), "fields": ["image", "object_id"],
+            "primary_id_field": "object_id"}
+    return {"general": {"results_dir": str(root / "results"), "device": device},
+            "data_request": {"train": {"cutouts": spec}, "infer": {"cutouts": spec}},
+            "model": {"name": model, "HyraxAutoencoder": {"base_channel_size": BASE, "latent_dim": LATENT}},
+            "data_loader": {"batch_size": batch_size}}
+
+
+def make_train_run(cfg: dict) -> Path:
+    import torch
+
+    from libhyrax.config import resolve
+    from libhyrax.data import open_group
+    from libhyrax.models import build_model, describe, model_class, prepare, save_trained
+    from libhyrax.results import new_run
+
+    torch.manual_seed(0)
+    cfg = resolve(cfg)
+    cls = model_class(cfg["model"]["name"])
+    sample = prepare(cls, open_group(cfg, "train").read(0, 1))
+    model = build_model(cls, cfg, sample)
+    with new_run("train", cfg) as run:
+        save_trained(run.path, model, describe(model, cfg, sample))
+    return run.final_path
+
+
+def plain_loop(train_run: Path, cutouts: Path, n: int, batch_size: int, device: str) -> float:
+    """What a user would write by hand: h5py slices -> asinh -> model -> arrays in memory. Objects/s."""
+    import h5py
+    import torch
+
+    from libhyrax.models import load_trained
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    model, desc = load_trained(train_run, device=str(dev))
+    scale = desc["data_set"]["asinh_scale"]
+    outputs: dict[str, np.ndarray] = {}
+    t0 = time.perf_counter()
+    with h5py.File(cutouts, "r") as f, torch.inference_mode():
+        images, ids = f["images"], f["object_id"]
+        for a in range(0, n, batch_size):
+            b = min(a + batch_size, n)
+            _ = ids[a:b]
+            x = torch.from_numpy(np.arcsinh(images[a:b] / scale).astype("f4")).to(dev)
+            for k, v in model.infer_outputs(x).items():
+                if k not in outputs:
+                    outputs[k] = np.empty((n, *v.shape[1:]), "f4")
+                outputs[k][a:b] = v.cpu().numpy()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
+def hyrax_infer(cfg: dict, train_run: Path) -> tuple[float, float, Path]:
+    """libhyrax.infer over the whole file: (objects/s of its loop, objects/s wall incl. setup, run dir)."""
+    from libhyrax.results import read_provenance
+    from libhyrax.verbs.infer import infer
+
+    t0 = time.perf_counter()
+    result = infer(cfg, from_run=train_run)
+    wall = time.perf_counter() - t0
+    info = read_provenance(result.path)["stage_info"]
+    return info["objects_per_s"], info["n_objects"] / wall, result.path
+
+
+PEAK_SCRIPT = """
+import json, resource, sys, time
+from libhyrax.verbs.infer import infer
+cfg, train_run = json.loads(sys.argv[1]), sys.argv[2]
+t0 = time.perf_counter()
+result = infer(cfg, from_run=train_run)
+secs = time.perf_counter() - t0
+print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": secs,
+                  "run": str(result.path)}))
+"""
+
+
+def peak_memory(cfg: dict, train_run: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, json.dumps(cfg), str(train_run)], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000, help="objects for the HyraxLoopback throughput comparison")
+    ap.add_argument("--n-model", type=int, default=20_000, help="objects for the HyraxAutoencoder comparison")
+    ap.add_argument("--sizes", default="100000,1000000", help="object counts for the peak-memory runs")
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating repeats of each throughput loop")
+    ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one, deleted after)")
+    ap.add_argument("--json", default=None, help="also write the figures to this file")
+    args = ap.parse_args()
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import torch
+
+    from libhyrax.log import setup_logging
+
+    setup_logging("warning")
+    scratch = Path(args.dir or tempfile.mkdtemp(prefix="hyrax-bench-infer-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    figures: dict = {"device": args.device, "cuda": torch.cuda.is_available(), "torch_threads": torch.get_num_threads(),
+                     "batch_size": args.batch_size, "cutout": f"1x{SIZE}x{SIZE} float32",
+                     "autoencoder": f"base {BASE} latent {LATENT}"}
+    try:
+        files = {}
+        for n in sorted({args.n, args.n_model, *sizes}):
+            t0 = time.perf_counter()
+            files[n] = make_cutouts(scratch / f"cutouts-{n}.h5", n)
+            print(f"wrote {n:,} cutouts in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        figures["throughput"] = {}
+        runs = {}
+        for model, n in (("HyraxAutoencoder", args.n_model), ("HyraxLoopback", args.n)):
+            cfg = config(scratch, files[n], args.device, args.batch_size, model)
+            runs[model] = train_run = make_train_run(cfg)
+            plain, ours, ours_wall = [], [], []
+            for _ in range(args.repeats):  # alternate, so page cache and load changes favour neither
+                plain.append(plain_loop(train_run, files[n], n, args.batch_size, args.device))
+                loop_rate, wall_rate, run = hyrax_infer(cfg, train_run)
+                ours.append(loop_rate)
+                ours_wall.append(wall_rate)
+                shutil.rmtree(run)
+            figures["throughput"][model] = {
+                "n": n, "plain_objects_per_s": max(plain), "infer_objects_per_s": max(ours),
+                "infer_wall_objects_per_s": max(ours_wall), "ratio": max(ours) / max(plain),
+                "ratio_wall": max(ours_wall) / max(plain), "all_plain": plain, "all_infer": ours}
+            print(f"{model} at {n:,}: plain {max(plain):,.0f}/s, infer {max(ours):,.0f}/s (wall incl. start-up "
+                  f"{max(ours_wall):,.0f}/s): ratio {max(ours) / max(plain):.2f} (wall {max(ours_wall) / max(plain):.2f})",
+                  file=sys.stderr)
+        figures["peak_memory"] = {}
+        for n in sizes:
+            res = peak_memory(config(scratch, files[n], args.device, args.batch_size, "HyraxLoopback"),
+                              runs["HyraxLoopback"])
+            shutil.rmtree(res.pop("run"))
+            figures["peak_memory"][str(n)] = res
+            print(f"peak RSS at {n:,}: {res['peak_rss_mib']:.0f} MiB ({res['seconds']:.1f} s)", file=sys.stderr)
+        if len(sizes) >= 2:
+            lo, hi = (figures["peak_memory"][str(s)]["peak_rss_mib"] for s in (min(sizes), max(sizes)))
+            figures["peak_memory_growth"] = hi / lo - 1
+            print(f"peak memory at {max(sizes):,} vs {min(sizes):,}: {100 * (hi / lo - 1):+.1f}%", file=sys.stderr)
+    finally:
+        if not args.dir:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
