@@ -28,7 +28,7 @@ def knn(data, queries, k: int, data_sq=None):
     """The k nearest rows of `data` (N, d) for each row of `queries` (Q, d), both torch tensors on the
     same device: (rows (Q, k) int64, L2 distances (Q, k) float32), nearest first.
 
-    Candidates come from ||q||^2 - 2 q.x + ||x||^2 (one matrix product per block); the k found are then
+    Candidates come from ||x||^2 - 2 q.x (one fused matrix product per block); the k found are then
     re-measured as ||q - x|| directly, so an object's distance to itself is exactly 0.
     """
     import torch
@@ -43,12 +43,12 @@ def knn(data, queries, k: int, data_sq=None):
     out_dist = torch.empty((q, k), dtype=torch.float32, device=data.device)
     for qs in range(0, q, q_block):
         qb = queries[qs:qs + q_block]
-        qb_sq = (qb * qb).sum(1, keepdim=True)
         best_d = torch.full((len(qb), 0), float("inf"), device=data.device)
         best_i = torch.empty((len(qb), 0), dtype=torch.int64, device=data.device)
         for rs in range(0, n, rows_block):
             x = data[rs:rs + rows_block]
-            d = (qb_sq - 2.0 * (qb @ x.T)) + data_sq[rs:rs + rows_block][None, :]
+            # ||x||^2 - 2 q.x in one fused product; ||q||^2 is the same along a row, so ranks need it not
+            d = torch.addmm(data_sq[rs:rs + rows_block][None, :], qb, x.T, alpha=-2.0)
             dv, di = torch.topk(d, min(k, x.shape[0]), dim=1, largest=False)
             best_d = torch.cat([best_d, dv], 1)
             best_i = torch.cat([best_i, di + rs], 1)
