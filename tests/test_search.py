@@ -161,3 +161,21 @@ def test_cli_index_search_anomaly(workdir, hyrax):
     assert wrong.returncode == 1 and "length 3; this index holds vectors of length 16" in wrong.stderr
     ranked = hyrax("anomaly", "--show", "--set", "anomaly.top_k=7", cwd=workdir, check=True)
     assert "-anomaly-" in ranked.stdout and ranked.stderr.count("obj_") >= 7
+
+
+@pytest.mark.slow
+def test_done_when_the_default_pipeline(workdir, hyrax):
+    """hyrax train | hyrax infer | hyrax index, then search --id <an id> --show and anomaly --show, with no
+    config: the built-in sample, ChromaDB."""
+    from libhyrax.hdf5 import open_result, read_ids
+
+    train = hyrax("train", cwd=workdir, check=True)
+    infer = hyrax("infer", cwd=workdir, input=train.stdout, check=True)
+    built = hyrax("index", cwd=workdir, input=infer.stdout, check=True)
+    with open_result(infer.stdout.strip(), "latents") as f:
+        some_id = read_ids(f["object_id"], 100, 101)[0]
+    found = hyrax("search", "--id", some_id, "--show", cwd=workdir, input=built.stdout, check=True)
+    first = next(ln for ln in found.stderr.splitlines() if ln.startswith(some_id)).split()
+    assert first[:4] == [some_id, "1", some_id, "0"]
+    ranked = hyrax("anomaly", "--show", cwd=workdir, input=infer.stdout, check=True)
+    assert "-anomaly-" in ranked.stdout and "rank" in ranked.stderr
