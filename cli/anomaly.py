@@ -14,22 +14,29 @@ MethodOpt = Annotated[str | None, typer.Option("--method", help="combined, knn, 
 IndexOpt = Annotated[Path | None, typer.Option("--index", help="The index run the knn score searches "
                                                "(with --set anomaly.knn_source=index).", show_default=False)]
 ShowOpt = Annotated[bool, typer.Option("--show", help="Also print the top anomalies to stderr.")]
+ShardOpt = Annotated[str | None, typer.Option("--shard", help="Score share I of N (0-based), e.g. 2/10; "
+                                              "default: the Slurm array task's share.", show_default=False)]
+RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="The shared directory's name of a sharded "
+                                                "run outside Slurm.", show_default=False)]
 
 
-def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = None, config: ConfigOpt = None,
-            set_: SetOpt = None, from_run: FromOpt = None, debug: DebugOpt = False) -> None:
+def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = None, shard: ShardOpt = None,
+            run_name: RunNameOpt = None, config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None,
+            debug: DebugOpt = False) -> None:
     """Score every object (k-th neighbour distance, reconstruction error, isolation forest; combined by
     rank); writes scores.h5 and top_anomalies.csv (and evaluation.json when the data has is_anomaly).
 
     Example: hyrax train | hyrax infer | hyrax anomaly --show
+    Sharded: sbatch --array=0-9 --wrap 'hyrax anomaly --from results/<infer-run>'
     """
 
     def body():
         from libhyrax.verbs.anomaly import anomaly
         from libhyrax.verbs.search import format_table, read_table
 
-        res = anomaly(load(config, set_, debug), from_run=input_run(from_run), method=method, index_run=index)
-        if show:
+        res = anomaly(load(config, set_, debug), from_run=input_run(from_run), method=method, index_run=index,
+                      shard=shard, run_name=run_name)
+        if show and res.file("top_anomalies.csv").exists():
             print(format_table(read_table(res.file("top_anomalies.csv")), max_rows=20), file=sys.stderr)
         return res
 

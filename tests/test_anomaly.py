@@ -106,3 +106,22 @@ def test_metrics_by_hand():
     assert roc_auc(np.array([1, 1, 1, 1, 1.0]), truth) == 0.5
     combined = combine_by_rank({"a": np.array([1, 2, 3.0]), "b": np.array([30, 10, 20.0])})
     np.testing.assert_allclose(combined, [0.5, 0.25, 0.75])
+
+
+def test_shards_equal_the_unsharded_run(survey_run):
+    from libhyrax.results import read_provenance
+    from libhyrax.verbs.anomaly import anomaly
+
+    cfg, infer_run = survey_run
+    whole = anomaly(cfg, from_run=infer_run)
+    first = anomaly(cfg, from_run=infer_run, shard="0/2", run_name="anomaly-shards")
+    assert not (first.path / "scores.h5").exists()  # waits for the other shard
+    second = anomaly(cfg, from_run=infer_run, shard="1/2", run_name="anomaly-shards")
+    assert second.path == first.path and read_provenance(second.path)["status"] == "complete"
+    with h5py.File(whole.path / "scores.h5") as a, h5py.File(second.path / "scores.h5") as b:
+        assert set(a) == set(b)
+        for name in a:
+            np.testing.assert_allclose(a[name][:].astype(float) if name != "object_id" else 0,
+                                       b[name][:].astype(float) if name != "object_id" else 0, rtol=1e-5)
+        assert (a["object_id"][:] == b["object_id"][:]).all()
+    assert (whole.path / "top_anomalies.csv").read_text() == (second.path / "top_anomalies.csv").read_text()

@@ -31,21 +31,27 @@ from libhyrax.anomaly import (
 )
 from libhyrax.config import resolve
 from libhyrax.errors import DataError, HyraxError, UsageError, unknown_choice
-from libhyrax.hdf5 import IdIndex, open_result, read_ids, write_arrays
+from libhyrax.hdf5 import IdIndex, open_result, read_ids, shard_name, shard_range, write_arrays
 from libhyrax.log import Progress
 from libhyrax.results import Result, find_input_run, new_run
+from libhyrax.sharding import Shard, choose_shard, sharded_run, shared_run_name
 from libhyrax.verbs.search import catalog_rows, open_infer_data, write_table
 
 log = logging.getLogger("hyrax.anomaly")
 TRUTH_COLUMN = "is_anomaly"
+RAW_STEM = "raw_scores"  # a sharded run's per-shard method scores
 
 
 def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: str | None = None,
-            index_run: str | os.PathLike | None = None, overrides=()) -> Result:
+            index_run: str | os.PathLike | None = None, shard: str | Shard | None = None,
+            run_name: str | None = None, overrides=()) -> Result:
     """Score every object of an infer run (`from_run`, else the newest). `method`: one of METHODS
     (default anomaly.method). `index_run`: the index run the knn score searches when
-    anomaly.knn_source = "index" (else the newest index run)."""
+    anomaly.knn_source = "index" (else the newest index run). `shard`: "I/N" (default: the Slurm array
+    task's share): each shard scores its rows into `raw_scores.shard-*.h5` of one shared directory, and
+    the task that completes the set writes scores.h5 and top_anomalies.csv."""
     cfg = resolve(config, overrides)
+    the_shard = choose_shard(shard)
     acfg = cfg["anomaly"]
     method = method or acfg["method"]
     if method not in METHODS:
@@ -56,12 +62,25 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
         if n == 0:
             raise DataError(f"{src} holds no latents (0 objects): nothing to score")
         scorers = make_scorers(method, cfg, f, index_run)
-        with new_run("anomaly", cfg) as run:
+        if the_shard is None:
+            with new_run("anomaly", cfg) as run:
+                run.add_upstream(src)
+                run.add_input(f.filename)
+                raw = score_all(scorers, f, int(acfg["batch_size"]))
+                _finish(run, cfg, src, method, read_ids(f["object_id"]), raw)
+            return Result(run.path)
+        key = json.dumps([str(Path(src).resolve()), method, acfg], default=str)
+        name = run_name or shared_run_name("anomaly", the_shard, key)
+        with sharded_run("anomaly", cfg, the_shard, name=name, stems=(RAW_STEM,)) as run:
             run.add_upstream(src)
             run.add_input(f.filename)
-            raw = score_all(scorers, f, int(acfg["batch_size"]))
-            ids = read_ids(f["object_id"])
-            _finish(run, cfg, src, method, ids, raw)
+            start, stop = shard_range(n, the_shard.index, the_shard.count)
+            raw = score_all(scorers, f, int(acfg["batch_size"]), start, stop)
+            path = run.file(shard_name(RAW_STEM, the_shard.index, the_shard.count))
+            write_arrays(path, read_ids(f["object_id"], start, stop), **raw)
+            if all(run.file(shard_name(RAW_STEM, i, the_shard.count)).exists() for i in range(the_shard.count)):
+                with open_result(run.path, RAW_STEM) as r:  # every shard is in: rank them all together
+                    _finish(run, cfg, src, method, read_ids(r["object_id"]), {m: r[m][:] for m in raw})
     return Result(run.path)
 
 
@@ -97,18 +116,18 @@ def make_scorers(method: str, cfg: dict, f, index_run=None) -> list:
     return scorers
 
 
-def score_all(scorers: list, f, batch_size: int) -> dict[str, np.ndarray]:
-    """Each scorer's score of every object, reading contiguous batches."""
-    n = f["object_id"].shape[0]
-    out = {s.name: np.empty(n, np.float32) for s in scorers}
-    with Progress("anomaly", total=n) as p:
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
+def score_all(scorers: list, f, batch_size: int, first: int = 0, last: int | None = None) -> dict[str, np.ndarray]:
+    """Each scorer's score of objects first..last, reading contiguous batches."""
+    last = f["object_id"].shape[0] if last is None else last
+    out = {s.name: np.empty(last - first, np.float32) for s in scorers}
+    with Progress("anomaly", total=last - first) as p:
+        for start in range(first, last, batch_size):
+            stop = min(start + batch_size, last)
             batch = {"latent": f["latent"][start:stop]}
             if "recon_error" in f:
                 batch["recon_error"] = f["recon_error"][start:stop]
             for s in scorers:
-                out[s.name][start:stop] = s.score(batch)
+                out[s.name][start - first:stop - first] = s.score(batch)
             p.advance(stop - start)
     return out
 
