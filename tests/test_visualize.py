@@ -147,3 +147,59 @@ def test_page_renders_in_headless_chromium(workdir):
     assert coloured.mean() > 0.01, f"only {coloured.mean():.4f} of the plot's pixels are coloured"
     assert len(np.unique(plot.reshape(-1, 3), axis=0)) > 50
 
+
+
+@pytest.mark.slow
+def test_done_when_train_infer_umap_visualize_in_a_shell_pipe(workdir):
+    """`hyrax train | hyrax infer | hyrax umap | hyrax visualize` with no config (the built-in sample),
+    then the page in Chromium when it is installed."""
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    pipe = "hyrax train | hyrax infer | hyrax umap | hyrax visualize"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", pipe], cwd=workdir, capture_output=True, text=True,
+                          timeout=1800, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = Path(proc.stdout.strip())
+    assert "visualize.html" in proc.stderr
+    info = read_provenance(run)["stage_info"]
+    assert info["n_objects"] > 1000 and info["n_thumbnails"] == info["n_objects"]  # under max_thumbnails
+    assert info["color_column"] == "recon_error"
+    if Path(CHROMIUM).exists():
+        log, _ = open_in_chromium(run / "visualize.html", workdir / "c")
+        assert not js_errors(log), js_errors(log)
+
+
+def test_in_jupyter_the_map_shows_inline_with_a_live_selection(workdir):
+    """In a kernel, visualize() displays the map as a bokeh app whose selection lands in
+    `result.selected`; the selection callback is exercised by setting the source's selection."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    make_runs(workdir, n=120, cutouts=False)
+    code = (f"import os; os.chdir({str(workdir)!r})\n"
+            "import libhyrax\n"
+            "res = libhyrax.visualize()\n"
+            "print(res.html.is_file(), res.selected)")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outputs = nb.cells[0].outputs
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "True []" in text
+    shown = [o for o in outputs if o.output_type == "display_data"]
+    assert any("application/vnd.bokehjs_exec.v0+json" in o.data or "text/html" in o.data for o in shown)
+
+
+def test_selection_comes_back_to_python_as_ids():
+    from bokeh.document import Document
+
+    from libhyrax.verbs.visualize import follow_selection
+    from libhyrax.viz.page import build_page
+
+    layout, source = build_page(np.arange(5.0), np.arange(5.0), [f"o{i}" for i in range(5)], {}, color=None,
+                                fields=[], thumbs=None)
+    Document().add_root(layout)
+    selected: list[str] = []
+    follow_selection(source, selected)
+    source.selected.indices = [1, 3]  # what a box/lasso selection in the browser sends back
+    assert selected == ["o1", "o3"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -94,7 +95,9 @@ def _fitted_reducer(cfg: dict, latents: Path, reducer_from, run) -> Reducer:
     red = make_reducer(algorithm, kwargs)
     sample, n_total = fit_sample(latents, rd["fit_sample_size"], cfg["general"]["seed"])
     log.info("fitting %r on a seeded sample of %d of %d objects", red, len(sample), n_total)
+    t0 = time.perf_counter()
     red.fit(sample)
+    run.record(fit_sample_size=len(sample), fit_seconds=round(time.perf_counter() - t0, 3))
     if not (run.path / REDUCER_FILE).exists():
         red.save(run.file(REDUCER_FILE))  # in a sharded run, the first task to get here saves it
     return red
@@ -165,6 +168,7 @@ def transform_file(red: Reducer, latents: Path, out: Path, start: int, stop: int
     tmp = out.with_name(out.name + ".partial")
     tmp.unlink(missing_ok=True)
     dropped: list[str] = []
+    t0 = time.perf_counter()
     with hdf5.ArrayWriter(tmp, n_good, {"embedding": ((red.n_components,), "<f4")}, id_length=id_len,
                           attrs={"stage": "umap", "input_rows": stop - start}) as w, \
             Progress("umap", total=stop - start) as progress:
@@ -176,7 +180,8 @@ def transform_file(red: Reducer, latents: Path, out: Path, start: int, stop: int
     if n_bad:
         log.warning("dropped %d of %d objects whose latent vector holds NaN or inf (e.g. %s); they are "
                     "not in %s", n_bad, stop - start, ", ".join(dropped), out.name)
-    return {"n_objects": n_good, "n_dropped_nonfinite": n_bad, "rows": [start, stop]}
+    return {"n_objects": n_good, "n_dropped_nonfinite": n_bad, "rows": [start, stop],
+            "transform_seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _map_blocks(red: Reducer, latents: Path, blocks: list, workers: int):

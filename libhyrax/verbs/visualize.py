@@ -229,6 +229,16 @@ def in_notebook() -> bool:
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
+def follow_selection(source, selected: list) -> None:
+    """Keep `selected` equal to the object ids of the points selected in `source`."""
+
+    def on_select(attr, old, new):
+        ids = source.data["object_id"]
+        selected[:] = [ids[i] for i in new]
+
+    source.selected.on_change("indices", on_select)
+
+
 def show_inline(result: VisualizeResult, layout_factory) -> None:
     """Show the map in the notebook as a small bokeh server app, so box/lasso selections come back to
     Python in `result.selected` (a list of object ids, updated live)."""
@@ -236,12 +246,7 @@ def show_inline(result: VisualizeResult, layout_factory) -> None:
 
     def app(doc):
         layout, source = layout_factory()
-
-        def on_select(attr, old, new):
-            ids = source.data["object_id"]
-            result.selected[:] = [ids[i] for i in new]
-
-        source.selected.on_change("indices", on_select)
+        follow_selection(source, result.selected)
         doc.add_root(layout)
 
     output_notebook(hide_banner=True)
