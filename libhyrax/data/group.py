@@ -171,7 +171,8 @@ class DataGroup:
         out: dict[str, np.ndarray] = {}
         pds = self.datasets[self.primary]
         raw = read_aligned(pds, [self.id_field] + [f for f, _ in self._plan[self.primary]])
-        out["object_id"] = np.asarray(raw[self.id_field]).astype(str)
+        ids = np.asarray(raw[self.id_field])
+        out["object_id"] = ids if ids.dtype.kind == "U" else ids.astype(str)
         out |= {key: raw[f] for f, key in self._plan[self.primary]}
         for friendly, plan in self._plan.items():
             if friendly == self.primary or not plan and self._maps.get(friendly) is None:

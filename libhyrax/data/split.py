@@ -48,7 +48,7 @@ def load_splits(path, object_ids=None) -> dict[str, np.ndarray]:
     if path.is_dir():
         path = path / "split.h5"
     try:
-        with h5py.File(path, "r", locking=False) as f:
+        with h5py.File(path, "r") as f:
             saved_ids = f["object_id"][:]
             labels = f["split"][:]
             names = [str(n) for n in f.attrs.get("splits", [])]

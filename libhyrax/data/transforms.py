@@ -27,10 +27,10 @@ def center_crop(images: np.ndarray, size: int) -> np.ndarray:
 def replace_nonfinite(images: np.ndarray, mode: str = "zero", quantile: float = 0.05) -> tuple[np.ndarray, int]:
     """Replace NaN/inf pixels with zero, or with a low quantile of the finite pixels of the same band of
     the same image. Returns (images, number of pixels replaced)."""
+    if not images.size or (np.isfinite(images.max()) and np.isfinite(images.min())):
+        return images, 0  # the common case: max and min propagate NaN/inf, 2x faster than isfinite()
     bad = ~np.isfinite(images)
     n_bad = int(bad.sum())
-    if not n_bad:
-        return images, 0
     images = images.copy()
     if mode == "zero":
         images[bad] = 0.0
