@@ -1,16 +1,29 @@
-"""hyrax train: not built yet (see the issues)."""
+"""hyrax train: fit a model on the train split (see libhyrax.verbs.train)."""
 
 from __future__ import annotations
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, run_stage
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, load, run_stage
+
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="An interrupted train run to continue from its "
+                                                "last checkpoint (with its own config).", show_default=False)]
 
 
-def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Not built yet."""
+def command(config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = None, debug: DebugOpt = False) -> None:
+    """Train a model on the train split, validating each epoch; prints the results directory.
+
+    Example: hyrax train --set model.name=HyraxCNN --set train.epochs=5
+    """
 
     def body():
-        from libhyrax.errors import RunError
+        from libhyrax.verbs.train import train
 
-        raise RunError("hyrax train is not built yet")
+        if resume is not None:
+            load(None, [], debug)  # logging only: a resumed run keeps its own config
+            return train(overrides=set_ or (), resume=resume)
+        return train(load(config, set_, debug))
 
     run_stage(body, debug)

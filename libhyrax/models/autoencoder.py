@@ -37,20 +37,23 @@ def halvings(h: int, w: int, n: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def down(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GELU(),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.GELU())
+def down(cin: int, cout: int, refine: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GELU()]
+    return nn.Sequential(*layers, nn.Conv2d(cout, cout, 3, padding=1), nn.GELU()) if refine else nn.Sequential(*layers)
 
 
-def up(cin: int, cout: int, small: tuple[int, int], big: tuple[int, int]) -> nn.Sequential:
+def up(cin: int, cout: int, small: tuple[int, int], big: tuple[int, int], refine: bool = True) -> nn.Sequential:
     # a stride-2 transposed conv gives 2s - 1 + output_padding: pad by one where the input size was even
     pad = (big[0] - 2 * small[0] + 1, big[1] - 2 * small[1] + 1)
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=pad), nn.GELU(),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.GELU())
+    layers = [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=pad)]
+    if refine:
+        layers += [nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1), nn.GELU()]
+    return nn.Sequential(*layers)
 
 
 class HyraxAutoencoder(HyraxModel):
-    """Three stride-2 stages (base, 2 base, 2 base channels) to `latent_dim`, mirrored back; MSE loss."""
+    """Three stride-2 stages (base, 2 base, 2 base channels) to `latent_dim`, mirrored back; MSE loss.
+    The reference Hyrax's default shape: 5 convolutions each way, base 32 channels, latent 64."""
 
     final_layer = "identity"
 
@@ -63,15 +66,15 @@ class HyraxAutoencoder(HyraxModel):
         if final not in FINAL_LAYERS:
             raise ModelError(f"model.{type(self).__name__}.final_layer = {final!r}; use one of "
                              f"{', '.join(FINAL_LAYERS)}")
-        chans, sizes = [c, base, 2 * base, 2 * base], halvings(h, w, 3)
-        self.bottom = (chans[-1], *sizes[-1])
-        flat = chans[-1] * sizes[-1][0] * sizes[-1][1]
-        self.encoder = nn.Sequential(*(down(chans[i], chans[i + 1]) for i in range(3)), nn.Flatten(),
-                                     nn.Linear(flat, self.latent_dim))
-        self.expand = nn.Linear(self.latent_dim, flat)
-        self.decoder = nn.Sequential(
-            *(up(chans[i + 1], chans[i] if i else base, sizes[i + 1], sizes[i]) for i in (2, 1, 0)),
-            nn.Conv2d(base, c, 3, padding=1), FINAL_LAYERS[final]())
+        sizes = halvings(h, w, 3)
+        self.bottom = (2 * base, *sizes[-1])
+        flat = 2 * base * sizes[-1][0] * sizes[-1][1]
+        # five convolutions each way; the full-resolution ones are thin (that is where the pixels are)
+        self.encoder = nn.Sequential(down(c, base), down(base, 2 * base), down(2 * base, 2 * base, refine=False),
+                                     nn.Flatten(), nn.Linear(flat, self.latent_dim))
+        self.expand = nn.Sequential(nn.Linear(self.latent_dim, flat), nn.GELU())
+        self.decoder = nn.Sequential(up(2 * base, 2 * base, sizes[3], sizes[2]), up(2 * base, base, sizes[2], sizes[1]),
+                                     up(base, c, sizes[1], sizes[0], refine=False), FINAL_LAYERS[final]())
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)

@@ -1,0 +1,1 @@
+"""Training: Ignite engines, checkpoints, distributed runs and run tracking (metrics.csv, MLflow)."""

@@ -1,0 +1,92 @@
+"""Several processes through Ignite's `idist`: launched by torchrun or by srun under Slurm (Ignite reads the
+Slurm variables), `nccl` on GPUs and `gloo` on CPU. Every rank trains on its share of the train split;
+gradients (and the loss) are averaged across ranks in one all-reduce per step; only rank 0 writes.
+
+    torchrun --nproc_per_node 4 -m hyrax_cli train                   # one node, 4 GPUs
+    srun --ntasks-per-node 4 --gpus-per-task 1 hyrax train            # Slurm, any number of nodes
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+
+
+def launched_world_size() -> int:
+    """The number of processes a launcher started (torchrun's WORLD_SIZE, srun's SLURM_NTASKS)."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    if "SLURM_STEP_ID" in os.environ and "SLURM_NTASKS" in os.environ:  # inside an srun step
+        return int(os.environ["SLURM_NTASKS"])
+    return 1
+
+
+@contextmanager
+def distributed(device: str):
+    """Initialise the process group when launched as several processes; a no-op for one."""
+    if launched_world_size() <= 1 or idist.get_world_size() > 1:
+        yield
+        return
+    backend = "nccl" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
+    idist.initialize(backend)
+    try:
+        yield
+    finally:
+        idist.finalize()
+
+
+def rank() -> int:
+    return idist.get_rank()
+
+
+def world_size() -> int:
+    return idist.get_world_size()
+
+
+def share(indices: np.ndarray, equal: bool) -> np.ndarray:
+    """This rank's contiguous share of `indices`. `equal` trims to the same length on every rank, so all
+    ranks take the same number of steps (each step is an all-reduce)."""
+    n, r = world_size(), rank()
+    if n == 1:
+        return indices
+    if equal:
+        per = len(indices) // n
+        return indices[r * per:(r + 1) * per]
+    return np.array_split(indices, n)[r]
+
+
+def broadcast_parameters(model: torch.nn.Module) -> None:
+    if world_size() > 1:
+        for t in list(model.parameters()) + list(model.buffers()):
+            t.data.copy_(idist.broadcast(t.data, src=0))
+
+
+def average_gradients(params: list[torch.nn.Parameter], loss: torch.Tensor) -> float:
+    """All-reduce every gradient and the loss in one flat buffer; returns the mean loss over ranks."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads] + [loss.detach().float().reshape(1)])
+    torch.distributed.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+        offset += n
+    return float(flat[-1])
+
+
+def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    if world_size() == 1 or not values:
+        return values
+    keys = sorted(values)
+    t = idist.all_reduce(torch.tensor([values[k] for k in keys], dtype=torch.float64))
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        idist.barrier()

@@ -1,0 +1,128 @@
+"""What a train or test run records: `metrics.csv` in its results directory (self-contained) and an MLflow
+run. The MLflow store is a SQLite file in `general.results_dir` (one per results folder, so its runs can be
+compared: `mlflow ui --backend-store-uri sqlite:///results/mlflow.db`), artifacts beside it in
+`mlartifacts/`; `general.mlflow_tracking_uri` points at a site server instead. Telemetry is off."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from pathlib import Path
+
+from libhyrax.results import SLURM_VARS, results_root
+
+log = logging.getLogger("hyrax.train")
+
+METRICS_FILE = "metrics.csv"
+STORE = "mlflow.db"
+MAX_PARAM_LEN = 6000  # MLflow's limit on a parameter's value
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= flatten(value, path + ".")
+        else:
+            out[path] = str(value)[:MAX_PARAM_LEN]
+    return out
+
+
+class MetricsCSV:
+    """Rows of per-epoch figures; a resumed run first drops the rows after its checkpoint's epoch."""
+
+    def __init__(self, path: Path, keep_epochs_upto: int | None = None):
+        self.path = path
+        self.rows: list[dict] = []
+        if keep_epochs_upto is not None and path.is_file():
+            with path.open(newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= keep_epochs_upto]
+            self._write()
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        self._write()
+
+    def _write(self) -> None:
+        if not self.rows:
+            return
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def tracking_uri(cfg: dict) -> str:
+    uri = cfg["general"].get("mlflow_tracking_uri")
+    if uri:
+        return str(uri)
+    root = results_root(cfg).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / STORE}"
+
+
+class MLflowRun:
+    """One MLflow run through the client API (no global state): params, per-epoch metrics, tags.
+    A failure to reach the store is a warning, never a failed training run."""
+
+    def __init__(self, cfg: dict, stage: str, run_dir: Path, experiment: str, run_name: str | None,
+                 run_id: str | None = None):
+        self.client = self.run_id = None
+        try:
+            self._start(cfg, stage, run_dir, experiment, run_name, run_id)
+        except Exception as e:  # a site server that is down must not stop training
+            log.warning("MLflow tracking is off for this run: %s: %s", type(e).__name__, e)
+            self.client = None
+
+    def _start(self, cfg, stage, run_dir, experiment, run_name, run_id) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
+        for name in ("mlflow", "alembic", "sqlalchemy"):  # mlflow sets its logger's level when imported
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+        self.client = MlflowClient(tracking_uri=tracking_uri(cfg))
+        if run_id:
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            artifacts = (results_root(cfg).resolve() / "mlartifacts").as_uri()
+            exp_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+        else:
+            exp_id = exp.experiment_id
+        tags = {"hyrax.stage": stage, "hyrax.results_dir": str(run_dir.resolve())}
+        tags |= {f"slurm.{k.lower().removeprefix('slurm_')}": os.environ[k] for k in SLURM_VARS if k in os.environ}
+        run = self.client.create_run(exp_id, run_name=run_name or run_dir.name, tags=tags)
+        self.run_id = run.info.run_id
+        params = [Param(k, v) for k, v in flatten(cfg).items()]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=params[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+
+    def log_artifact(self, path: Path) -> None:
+        if self.client is not None and path.is_file():
+            self.client.log_artifact(self.run_id, str(path))
+
+    def set_tag(self, key: str, value: str) -> None:
+        if self.client is not None:
+            self.client.set_tag(self.run_id, key, value)
+
+    def end(self, ok: bool) -> None:
+        if self.client is not None:
+            self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
