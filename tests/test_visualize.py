@@ -124,6 +124,29 @@ def open_in_chromium(page: Path, tmp: Path) -> tuple[str, Path]:
     return proc.stderr, shot
 
 
+# Run inside the page once bokeh has rendered: pick a colour column, select points as box/lasso would,
+# press the CSV button (capturing the file it makes) and log what the page shows.
+INTERACT_JS = """<script>
+function hyraxCheck() {
+  const doc = Bokeh.documents[0];
+  if (!doc) { setTimeout(hyraxCheck, 200); return; }
+  const models = Array.from(doc.all_models);
+  const [main, table] = models.filter(m => m.type === "ColumnDataSource" && 'object_id' in m.data);
+  const orig = URL.createObjectURL;
+  URL.createObjectURL = b => { b.text().then(t => console.log("HYRAX-CSV " + JSON.stringify(t))); return orig(b); };
+  models.find(m => m.type === "Select").value = "mag";
+  main.selected.indices = [0, 1, 2, 5];
+  setTimeout(() => {
+    console.log("HYRAX-TABLE " + JSON.stringify(Array.from(table.data["object_id"])) + " " +
+                JSON.stringify([main.data["_color"][0], main.data["mag"][0]]));
+    const button = models.find(m => m.type === "Button");
+    for (const cb of button.js_event_callbacks["button_click"]) cb.execute(button);
+  }, 300);
+}
+window.addEventListener("load", () => setTimeout(hyraxCheck, 300));
+</script>"""
+
+
 def js_errors(log: str) -> list[str]:
     return [ln for ln in log.splitlines() if "CONSOLE" in ln and re.search(r"ERROR:CONSOLE|Uncaught|Error:", ln)]
 
@@ -146,6 +169,26 @@ def test_page_renders_in_headless_chromium(workdir):
     coloured = (plot.max(axis=2) - plot.min(axis=2)) > 60  # viridis points are far from grey
     assert coloured.mean() > 0.01, f"only {coloured.mean():.4f} of the plot's pixels are coloured"
     assert len(np.unique(plot.reshape(-1, 3), axis=0)) > 50
+
+    # the page's own JavaScript: colour choice, selection table, CSV of the selected ids
+    text = res.html.read_text()
+    end = text.rindex("</body>")
+    checked = workdir / "interact.html"
+    checked.write_text(text[:end] + INTERACT_JS + text[end:])
+    log, _ = open_in_chromium(checked, workdir / "d")
+    assert not js_errors(log), js_errors(log)
+    table = re.search(r'HYRAX-TABLE (\[.*?\]) (\[.*?\])"', log)
+    assert table, log[-2000:]
+    import json
+
+    selected, (color0, mag0) = json.loads(table[1].replace('\\"', '"')), json.loads(table[2])
+    with hdf5.open_result(src, "embedding") as f:
+        ids = hdf5.read_ids(f["object_id"])
+    drawn = np.sort(np.random.default_rng(42).choice(len(ids), 1500, replace=False))
+    assert selected == list(ids[drawn[[0, 1, 2, 5]]])
+    assert color0 == mag0 and 18 <= mag0 <= 25
+    csv = re.search(r'HYRAX-CSV "(.*?)"", source', log)
+    assert csv and csv[1].split("\\n")[:3] == ["object_id", f'\\"{selected[0]}\\"', f'\\"{selected[1]}\\"']
 
 
 
