@@ -65,7 +65,7 @@ def test_prepare_fits_skips_bad_objects(workdir, fits_folder):
     assert set(rejected) == {"gal03", "gal05", "gal07", "gal09", "gal10"}
     assert rejected["gal03"]["reason"] == "missing band" and rejected["gal03"]["band"] == "i"
     assert "unreadable FITS" in rejected["gal05"]["reason"] and rejected["gal05"]["filename"] == "gal05_g.fits"
-    assert "unreadable" in rejected["gal07"]["reason"] or "no image" in rejected["gal07"]["reason"]
+    assert "truncated" in rejected["gal07"]["reason"]
     assert "smaller than 64x64" in rejected["gal09"]["reason"]
     assert rejected["gal10"]["reason"] == "file not found"
     assert result.provenance["stage_info"] == {"source": str(folder), "n_objects": 7, "n_rejected": 5}

@@ -8,6 +8,7 @@ skipping bad objects (listed in rejected.csv). Both use the helpers here.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -100,19 +101,25 @@ def read_fits_image(path: Path) -> np.ndarray:
     if not path.exists():
         raise BadCutout("file not found", filename=str(path))
     try:
-        with fits.open(path, memmap=False) as hdul:
-            for hdu in hdul:
-                data = getattr(hdu, "data", None)
-                if data is not None and getattr(data, "ndim", 0) >= 2:
-                    data = np.asarray(data, dtype=np.float32)
-                    data = data.reshape(data.shape[-2:]) if data.ndim > 2 and np.prod(data.shape[:-2]) == 1 else data
-                    if data.ndim != 2:
-                        raise BadCutout(f"image has shape {data.shape}, not 2-D", filename=str(path))
-                    return data
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*truncated")  # astropy only warns: reject the file
+            return _first_image(fits, path)
     except BadCutout:
         raise
     except Exception as e:
         raise BadCutout(f"unreadable FITS file ({type(e).__name__}: {str(e)[:120]})", filename=str(path)) from None
+
+
+def _first_image(fits, path: Path) -> np.ndarray:
+    with fits.open(path, memmap=False) as hdul:
+        for hdu in hdul:
+            data = getattr(hdu, "data", None)
+            if data is not None and getattr(data, "ndim", 0) >= 2:
+                data = np.asarray(data, dtype=np.float32)
+                data = data.reshape(data.shape[-2:]) if data.ndim > 2 and np.prod(data.shape[:-2]) == 1 else data
+                if data.ndim != 2:
+                    raise BadCutout(f"image has shape {data.shape}, not 2-D", filename=str(path))
+                return data
     raise BadCutout("no image data in the FITS file", filename=str(path))
 
 
