@@ -178,3 +178,33 @@ def test_splits_deterministic_disjoint_and_reusable(tmp_path):
         load_splits(tmp_path / "split.h5", ids[:500])
     with pytest.raises(ConfigError, match="sum to at most 1"):
         make_splits(10, {"train": 0.9, "test": 0.2}, 0)
+
+
+def _build(path):
+    from libhyrax.data.sample import build_sample
+
+    build_sample(path, n=50)
+
+
+def test_sample_build_is_safe_when_processes_race(tmp_path):
+    import multiprocessing as mp
+
+    path = tmp_path / "sample.h5"
+    procs = [mp.get_context("fork").Process(target=_build, args=(path,)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    ds = HyraxHDF5Dataset({}, path)
+    assert len(ds) == 50 and ds.get_object_id(0) == "HDF-0001"
+    assert [p.name for p in tmp_path.iterdir()] == ["sample.h5"]  # no temporary files left
+
+
+def test_group_pickles_without_its_id_cache(cutout_file):
+    import pickle
+
+    g = open_group(load_config(data=h5_request(cutout_file[0])), "train")
+    g.object_ids()
+    copy = pickle.loads(pickle.dumps(g))
+    assert "_ids" not in copy.__dict__ and copy.read(3, 4)["object_id"].tolist() == ["obj-003"]

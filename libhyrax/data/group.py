@@ -126,6 +126,10 @@ class DataGroup:
             log.info("%s: %d of %d objects have no match in %s", self.name, missing, len(rows), friendly)
         return rows
 
+    def __getstate__(self):
+        # DataLoader workers get a copy: leave out the cached id array (large at 100M objects)
+        return {k: v for k, v in self.__dict__.items() if k != "_ids"}
+
     # --- the contract -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
