@@ -224,7 +224,7 @@ def open_result(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "") -> 
     the run directory."""
     path = result_file(run_dir, stem, rerun_hint)
     try:
-        return h5py.File(path, "r", locking=False)
+        return h5py.File(path, "r")
     except OSError as e:
         raise DataError(f"{path} can't be opened as HDF5 ({e}); rerun the stage that wrote it") from None
 
