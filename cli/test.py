@@ -1,16 +1,20 @@
-"""hyrax test: not built yet (see the issues)."""
+"""hyrax test: evaluate a trained run on its test split (see libhyrax.verbs.test)."""
 
 from __future__ import annotations
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
 
 
-def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Not built yet."""
+def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None, debug: DebugOpt = False) -> None:
+    """Evaluate a trained model on its test split: loss and metrics (accuracy and a confusion matrix for
+    classifiers); prints the results directory.
+
+    Example: hyrax train --set model.name=HyraxCNN | hyrax test
+    """
 
     def body():
-        from libhyrax.errors import RunError
+        from libhyrax.verbs.test import test
 
-        raise RunError("hyrax test is not built yet")
+        return test(load(config, set_, debug), from_run=input_run(from_run))
 
     run_stage(body, debug)
