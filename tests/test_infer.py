@@ -11,7 +11,7 @@ from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.data import open_group
 from libhyrax.errors import UsageError
-from libhyrax.results import new_run, read_provenance
+from libhyrax.results import find_input_run, new_run, read_provenance
 
 SMALL_MODEL = {"model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8}}}
 
@@ -120,8 +120,8 @@ def test_three_slurm_array_tasks_read_back_as_the_unsharded_run(train_run, full,
         outs.append(p.stdout.strip())
     run_dir = workdir / "results" / "slurm-4242-infer-array"
     assert outs == ["results/slurm-4242-infer-array"] * 2
-    p = hyrax("umap", "--from", str(run_dir), cwd=workdir)  # a downstream stage refuses it, naming the fix
-    assert p.returncode != 0 and "1/3 (missing)" in p.stderr and "--shard 1/3 --resume" in p.stderr
+    with pytest.raises(UsageError, match=r"1/3 \(missing\).*--shard 1/3 --resume"):  # as downstream stages read it
+        find_input_run("infer", {}, run_dir)
     hyrax("infer", "--from", str(train_run), cwd=workdir, env={**env, "SLURM_ARRAY_TASK_ID": "6"}, check=True)
     assert sorted(x.name for x in run_dir.glob("latents.*")) == [
         f"latents.shard-000{i}-of-0003.h5" for i in range(3)]

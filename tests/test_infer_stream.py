@@ -54,9 +54,10 @@ def expected(group, start=0, stop=N):
     return FakeEngine().outputs(group.read(start, stop))
 
 
-def test_writes_every_row_in_input_order(group, tmp_path):
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_writes_every_row_in_input_order(group, tmp_path, read_ahead):
     out = tmp_path / "latents.h5"
-    stats = write_latents(FakeEngine(), group, 0, N, out, batch_size=32)
+    stats = write_latents(FakeEngine(), group, 0, N, out, batch_size=32, read_ahead=read_ahead)
     assert stats["objects_per_s"] > 0
     with h5py.File(out) as f:
         assert f.attrs["complete"] and f.attrs["rows_written"] == N
@@ -75,10 +76,11 @@ def test_a_share_of_the_rows(group, tmp_path):
         np.testing.assert_array_equal(f["latent"][:], expected(group, 70, 140)["latent"])
 
 
-def test_interrupted_write_resumes_to_the_exact_result(group, tmp_path):
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_interrupted_write_resumes_to_the_exact_result(group, tmp_path, read_ahead):
     out = tmp_path / "latents.h5"
     with pytest.raises(KeyboardInterrupt):
-        write_latents(FakeEngine(stop_after_batches=3), group, 0, N, out, batch_size=32)
+        write_latents(FakeEngine(stop_after_batches=3), group, 0, N, out, batch_size=32, read_ahead=read_ahead)
     with h5py.File(out) as f:
         assert not f.attrs["complete"] and f.attrs["rows_written"] == 96
     engine = FakeEngine()
@@ -107,7 +109,8 @@ def test_sigkill_mid_run_then_resume(group, tmp_path):
         import sys, time
         import numpy as np
         from libhyrax.data import open_group
-        from libhyrax.verbs.infer import write_latents
+        from libhyrax.verbs import infer
+        infer.FLUSH_BYTES = 1  # write every batch, so the kill lands between written batches
         cfg = {{"data_request": {{"infer": {{"d": {{"dataset_class": "HyraxHDF5Dataset",
                "fields": ["image", "object_id"], "data_location": {location!r},
                "primary_id_field": "object_id"}}}}}}, "data_set": {{"transform": "none"}}}}
@@ -121,7 +124,7 @@ def test_sigkill_mid_run_then_resume(group, tmp_path):
                 img = batch["image"]
                 return {{"latent": np.stack([img.mean((1, 2, 3)), img.max((1, 2, 3))], 1),
                         "recon_error": img.std((1, 2, 3))}}
-        write_latents(Slow(), open_group(cfg, "infer"), 0, {N}, {str(out)!r}, batch_size=16)
+        infer.write_latents(Slow(), open_group(cfg, "infer"), 0, {N}, {str(out)!r}, batch_size=16)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:

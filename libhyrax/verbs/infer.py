@@ -39,7 +39,8 @@ log = logging.getLogger("hyrax.infer")
 
 STEM = "latents"
 ENGINES = ("torch", "onnx")
-PREFETCH = 2  # batches read ahead while the model runs
+PREFETCH = 2  # batches read ahead while the model runs on a GPU
+FLUSH_BYTES, FLUSH_S = 4 << 20, 10.0  # outputs are written in blocks of about this size, or this often
 
 
 def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str | Shard | None = None,
@@ -62,7 +63,8 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
     if the_shard is None:
         with new_run("infer", cfg, resume=resume, name=run_name or None) as run:
             _record_inputs(run, model, group, engine)
-            stats = write_latents(model, group, start, stop, run.file(f"{STEM}.h5"), batch_size)
+            stats = write_latents(model, group, start, stop, run.file(f"{STEM}.h5"), batch_size,
+                                  model.read_ahead)
             run.record(n_objects=n, **stats)
         return Result(run.path)
     key = json.dumps([str(model.source.resolve()), engine, cfg["data_request"].get("infer")], default=str)
@@ -75,7 +77,7 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
             stats = {}
         else:
             partial = final.with_name(final.name + ".partial")
-            stats = write_latents(model, group, start, stop, partial, batch_size)
+            stats = write_latents(model, group, start, stop, partial, batch_size, model.read_ahead)
             os.replace(partial, final)  # a shard file under its final name is always complete
         run.record(n_objects=n, shard=str(the_shard), rows=[start, stop], **stats)
     return Result(run.path)
@@ -108,9 +110,14 @@ def _record_inputs(run, model, group, engine: str) -> None:
 
 # --- the streaming loop --------------------------------------------------------------------------
 
-def _read_ahead(group, start: int, stop: int, batch_size: int):
-    """Contiguous batches start..stop, read by one thread PREFETCH batches ahead of the model (h5py and
-    numpy release the GIL for the bulk of a read; torch does while it computes)."""
+def _batches(group, start: int, stop: int, batch_size: int, read_ahead: bool = False):
+    """Contiguous batches (first row, batch) of rows start..stop; with `read_ahead`, read by one thread
+    PREFETCH batches ahead of the model (h5py and numpy release the GIL for the bulk of a read; torch does
+    while it computes)."""
+    if not read_ahead:
+        for a in range(start, stop, batch_size):
+            yield a, group.read(a, min(a + batch_size, stop))
+        return
     q: queue.Queue = queue.Queue(maxsize=PREFETCH)
     done = threading.Event()
 
@@ -138,6 +145,31 @@ def _read_ahead(group, start: int, stop: int, batch_size: int):
                 q.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
+
+
+class _Pending:
+    """Computed rows not yet written: HDF5 writes (and their flushes) cost per call, so few large ones."""
+
+    def __init__(self):
+        self.ids: list = []
+        self.outs: list[dict] = []
+        self.rows = self.nbytes = 0
+        self.since = time.monotonic()
+
+    def add(self, ids, out: dict) -> None:
+        self.ids.append(ids)
+        self.outs.append(out)
+        self.rows += len(ids)
+        self.nbytes += sum(v.nbytes for v in out.values())
+
+    def full(self) -> bool:
+        return self.nbytes >= FLUSH_BYTES or time.monotonic() - self.since >= FLUSH_S
+
+    def write(self, writer: ArrayWriter) -> None:
+        if self.rows:
+            ids = np.concatenate(self.ids)
+            writer.append(ids, **{k: np.concatenate([o[k] for o in self.outs]) for k in self.outs[0]})
+        self.__init__()
 
 
 def _open_writer(path: Path, n: int, outputs: dict | None) -> ArrayWriter | None:
@@ -175,10 +207,13 @@ def _check_outputs(out: dict, n: int) -> None:
             raise ModelError(f"infer_outputs returned {len(v)} rows of {k!r} for a batch of {n} objects")
 
 
-def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, batch_size: int) -> dict:
+def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, batch_size: int,
+                  read_ahead: bool = False) -> dict:
     """Stream rows start..stop of `group` through `model.outputs` into `path`, resuming after the rows an
     earlier attempt wrote. Every batch must carry as many ids as latents, and the file ends with exactly
-    stop - start rows."""
+    stop - start rows. Outputs are written in blocks of about FLUSH_BYTES (or every FLUSH_S seconds): a
+    killed run loses at most that much work. `read_ahead` reads the next batches in a thread (worth it
+    when the model runs on a GPU; on a CPU the thread would take cores from torch)."""
     n, path = stop - start, Path(path)
     if _is_complete(path, n):
         log.info("%s is already complete", path.name)
@@ -189,25 +224,30 @@ def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, 
         _check_resumed_ids(writer, group, start, done)
         log.info("resuming %s after row %d of %d", path.name, done, n)
     t0, computed = time.monotonic(), 0
+    pending = _Pending()
     try:
         with Progress("infer", total=n) as progress:
             progress.advance(done)
-            for a, batch in _read_ahead(group, start + done, stop, batch_size):
+            for a, batch in _batches(group, start + done, stop, batch_size, read_ahead):
                 ids = batch["object_id"]
                 out = model.outputs(batch)
                 _check_outputs(out, len(ids))
                 if writer is None:
                     writer = _open_writer(path, n, out)
-                writer.append(ids, **out)
-                if writer.rows_written != a + len(ids) - start:
+                pending.add(ids, out)
+                if pending.full():
+                    pending.write(writer)
+                if writer.rows_written + pending.rows != a + len(ids) - start:
                     raise RunError(f"{path.name}: rows and input drifted apart at row {a}")
                 computed += len(ids)
                 progress.advance(len(ids))
         if writer is None:  # an empty share: still a valid, complete file
             writer = _open_writer(path, 0, {"latent": np.zeros((0, model.latent_dim or 0), "f4")})
+        pending.write(writer)
         writer.close()
     except BaseException:
         if writer is not None:
+            pending.write(writer)  # rows computed before the failure are good: keep them for --resume
             writer.close(complete=False)
         raise
     secs = time.monotonic() - t0
@@ -288,6 +328,7 @@ class TorchEngine:
         self.model.to(self.device).eval()
         self.data_set = train_data_set(self.source, self.description)
         self.latent_dim = self.description.get("latent_dim")
+        self.read_ahead = self.device.type != "cpu"
 
     def outputs(self, batch: dict) -> dict[str, np.ndarray]:
         import torch
@@ -312,6 +353,7 @@ class OnnxEngine:
         self.data_set, self.field = pre["data_set"], pre["input"].get("field", "image")
         self.latent_dim = pre.get("latent_dim")
         self.session = session(self.source / "model.onnx", device if device != "auto" else "cuda")
+        self.read_ahead = self.session.get_providers()[0] != "CPUExecutionProvider"
 
     def outputs(self, batch: dict) -> dict[str, np.ndarray]:
         from libhyrax.onnx_io import run_session
