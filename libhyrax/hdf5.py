@@ -37,7 +37,10 @@ def as_id_bytes(ids) -> np.ndarray:
     if ids.dtype.kind == "S":
         return ids
     if ids.dtype.kind == "U":
-        return np.char.encode(ids, "utf-8")
+        try:
+            return ids.astype("S")  # ASCII ids, the usual case: a cast, about 2x faster than encoding
+        except UnicodeEncodeError:
+            return np.char.encode(ids, "utf-8")
     if ids.dtype.kind in "iu":
         return ids.astype(str).astype("S")
     return np.array([str(i).encode("utf-8") for i in ids], dtype="S")
