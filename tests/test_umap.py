@@ -95,22 +95,41 @@ def test_fit_on_a_seeded_sample_and_reuse_the_reducer(workdir):
         umap(cfg, from_run=new_src, reducer=src)  # an infer run is not a umap run
 
 
-def test_umap_seeded_determinism_with_worker_processes(workdir):
+def umap_cfg(workdir, workers: int = 0) -> dict:
     kwargs = {"n_components": 2, "n_neighbors": 10, "n_epochs": 30}
-    cfg = cfg_for(workdir, algorithm="umap", fit_sample_size=400, umap={"kwargs": kwargs})
+    return cfg_for(workdir, algorithm="umap", fit_sample_size=400, umap={"kwargs": kwargs}, num_workers=workers)
+
+
+def test_umap_is_seeded_and_keeps_clusters_apart(workdir):
     x = blobs(1200)
-    src = make_infer_run(cfg, x)
-    serial = umap(cfg, from_run=src)
-    spawned = umap({**cfg, "reduce_dimensions": {**cfg["reduce_dimensions"], "num_workers": 2}}, from_run=src)
-    ids, emb = embedding(serial)
-    np.testing.assert_array_equal(emb, embedding(spawned)[1])
+    src = make_infer_run(cfg_for(workdir), x)
+    a, b = umap(umap_cfg(workdir), from_run=src), umap(umap_cfg(workdir), from_run=src)
+    ids, emb = embedding(a)
+    np.testing.assert_array_equal(emb, embedding(b)[1])
     assert np.isfinite(emb).all() and emb.shape == (1200, 2)
-    # the three clusters stay apart: every point is nearer its own cluster's centre than another's
+    # every point is nearer its own cluster's centre than another's
     labels = np.arange(1200) % 3
     centres = np.stack([emb[labels == k].mean(0) for k in range(3)])
     nearest = np.argmin(((emb[:, None] - centres[None]) ** 2).sum(-1), axis=1)
     assert (nearest == labels).mean() > 0.98
-    assert (serial.path / "reducer.pkl").is_file()
+    assert (a.path / "reducer.pkl").is_file()
+
+
+def test_spawned_workers_give_the_serial_result(workdir):
+    cfg = cfg_for(workdir, algorithm="pca", batch_size=100)
+    src = make_infer_run(cfg, blobs(1000))
+    serial = umap(cfg, from_run=src)
+    spawned = umap({**cfg, "reduce_dimensions": {**cfg["reduce_dimensions"], "num_workers": 2}}, from_run=src)
+    assert list(embedding(spawned)[0]) == list(embedding(serial)[0])
+    np.testing.assert_array_equal(embedding(spawned)[1], embedding(serial)[1])
+
+
+@pytest.mark.slow
+def test_umap_in_spawned_workers_equals_serial(workdir):
+    src = make_infer_run(cfg_for(workdir), blobs(1200))
+    serial = umap(umap_cfg(workdir), from_run=src)
+    spawned = umap(umap_cfg(workdir, workers=2), from_run=src, reducer=serial.path)
+    np.testing.assert_array_equal(embedding(spawned)[1], embedding(serial)[1])
 
 
 def test_sharded_latents_in_and_sharded_embedding_out(workdir):
