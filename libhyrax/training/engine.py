@@ -63,8 +63,7 @@ def set_rng_state(state: dict) -> None:
 def quiet(engine: Engine) -> Engine:
     """Ignite logs every epoch and every exception itself; Hyrax reports both once, its own way."""
     engine.logger = logging.getLogger("hyrax.ignite")
-    engine.logger.propagate = False
-    engine.logger.addHandler(logging.NullHandler())
+    engine.logger.setLevel(logging.CRITICAL + 1)
     return engine
 
 
