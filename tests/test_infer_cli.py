@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from libhyrax import hdf5
 
@@ -19,7 +18,6 @@ def hyrax_cmd(*args: str) -> str:
     return " ".join([sys.executable, "-m", "hyrax_cli", *args])
 
 
-@pytest.mark.slow
 def test_train_pipe_infer_then_export_and_onnx_engine(workdir, hyrax):
     pipe = subprocess.run(f"{hyrax_cmd('train', *TRAIN_FAST)} | {hyrax_cmd('infer')}", shell=True, cwd=workdir,
                           capture_output=True, text=True, timeout=900, env=os.environ.copy())
