@@ -71,7 +71,6 @@ def failed_runs(results: Path) -> list[Path]:
 
 # --- a run end to end ------------------------------------------------------------------------------
 
-@pytest.mark.slow  # about 25 s on 2 shared cores: 1,000 objects of 3x64x64
 def test_hyrax_train_with_no_config_trains_the_default_autoencoder_on_the_sample(workdir, hyrax):
     proc = hyrax("train", "--set", "train.epochs=1", cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
