@@ -113,6 +113,8 @@ def test_resume_after_a_crash_in_epoch_3_of_5_ends_with_the_uninterrupted_weight
     [crashed] = failed_runs(workdir / "results")
     assert json.loads((crashed / "provenance.json").read_text())["status"] == "failed"
     assert len(metrics(crashed)) == 2 and not (crashed / "model.pt").exists()
+    with pytest.raises(UsageError, match="already trained 2 epochs"):
+        train(resume=crashed, overrides=["train.epochs=1"])
     resumed = train(resume=crashed)
     assert resumed.path.name == crashed.name.removesuffix(".failed") and not crashed.exists()
     assert same_weights(weights(resumed), weights(whole), atol=1e-6)

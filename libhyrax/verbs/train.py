@@ -197,6 +197,10 @@ class Fit:
                 raise RunError(f"stopped at iteration {engine.state.iteration} (stop_at_iteration)")
             self.trainer.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at_iteration), stop)
         if self.state:
+            done = self.state["trainer"]["iteration"] // self.state["trainer"]["epoch_length"]
+            if self.epochs < done:
+                raise UsageError(f"the resumed run has already trained {done} epochs; set train.epochs to "
+                                 f"{done} or more (e.g. --set train.epochs={done + 5})")
             self.trainer.load_state_dict(self.state["trainer"])
             set_rng_state(self.state["rng"])
             log.info("resuming after epoch %d", self.trainer.state.epoch)
