@@ -99,6 +99,10 @@ def _train(cfg: dict, resume: Path | None, stop_at_iteration: int | None) -> Res
     seed = int(cfg["general"]["seed"])
     seed_everything(seed)
     state = load_checkpoint(resume / LAST) if resume else None  # every rank reads it before rank 0 moves it
+    done = state["trainer"]["iteration"] // state["trainer"]["epoch_length"] if state else 0
+    if done > int(cfg["train"]["epochs"]):
+        raise UsageError(f"the resumed run has already trained {done} epochs; set train.epochs to {done} or more "
+                         f"(e.g. --set train.epochs={done + 5})")
     group = open_group(cfg, "train")
     splits = _splits(cfg, group, resume)
     cls = model_class(cfg["model"]["name"])
@@ -197,10 +201,6 @@ class Fit:
                 raise RunError(f"stopped at iteration {engine.state.iteration} (stop_at_iteration)")
             self.trainer.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at_iteration), stop)
         if self.state:
-            done = self.state["trainer"]["iteration"] // self.state["trainer"]["epoch_length"]
-            if self.epochs < done:
-                raise UsageError(f"the resumed run has already trained {done} epochs; set train.epochs to "
-                                 f"{done} or more (e.g. --set train.epochs={done + 5})")
             self.trainer.load_state_dict(self.state["trainer"])
             set_rng_state(self.state["rng"])
             log.info("resuming after epoch %d", self.trainer.state.epoch)
