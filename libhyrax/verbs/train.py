@@ -117,7 +117,7 @@ def _train(cfg: dict, resume: Path | None, stop_at_iteration: int | None) -> Res
     optimizer = model.configure_optimizer(cfg)
     scheduler = model.configure_scheduler(optimizer, cfg)
     if state is not None:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"])  # names the layers when the config now builds another model
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
