@@ -31,7 +31,7 @@ def write_latents(cfg: dict, n: int, dim: int = 64, chunk: int = 200_000) -> Pat
         with hdf5.ArrayWriter(run.file("latents.h5"), n, {"latent": ((dim,), "<f4")}, id_length=12) as w:
             for s in range(0, n, chunk):
                 e = min(n, s + chunk)
-                ids = np.char.add("obj", np.arange(s, e).astype(str))
+                ids = np.array([f"obj{i}" for i in range(s, e)], dtype="S12")
                 w.append(ids, latent=centres[rng.integers(0, 20, e - s)] + rng.normal(size=(e - s, dim)).astype("f4"))
     return run.path
 
