@@ -35,7 +35,7 @@ def build_app() -> typer.Typer:
 
     for stage in STAGES:
         command = _command(stage)
-        app.command(stage.name, help=stage.help)(command)
+        app.command(stage.name, short_help=stage.help)(command)
         for alias in stage.aliases:
             app.command(alias, hidden=True, help=f"Alias of `{stage.name}`.")(_alias_command(alias, stage, command))
     return app
@@ -56,7 +56,7 @@ def stage_app(name: str) -> typer.Typer:
     """A one-command app for the `hyrax-<name>` executable."""
     stage = next(s for s in STAGES if s.name == name)
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command(stage.name, help=stage.help)(_command(stage))
+    app.command(stage.name, short_help=stage.help)(_command(stage))
     return app
 
 

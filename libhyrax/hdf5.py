@@ -97,7 +97,8 @@ class ArrayWriter:
         if stop > self.n_rows:
             raise RunError(f"{self.path.name}: writing rows {start}:{stop} past its {self.n_rows} rows")
         width = self.file["object_id"].dtype.itemsize
-        if n and ids.dtype.itemsize > width:
+        # a wide dtype may hold short ids (numpy pads): only the real lengths matter
+        if n and ids.dtype.itemsize > width and int(np.char.str_len(ids).max()) > width:
             raise RunError(f"object ids longer than {width} bytes can't be stored in {self.path.name}")
         self.file["object_id"][start:stop] = np.asarray(ids, dtype=self.file["object_id"].dtype)
         for name, arr in arrays.items():
