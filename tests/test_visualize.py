@@ -68,7 +68,7 @@ def test_page_has_points_columns_and_thumbnails(workdir):
     text = res.html.read_text()
     assert text.count("data:image/jpeg;base64,") == 50
     assert "https://cdn.bokeh.org" not in text and "<script" in text  # bokeh's JS is inlined
-    assert "gal00299" in text and "Save selected ids (CSV)" in text and "@thumb{safe}" in text
+    assert "gal00299" in text and "Save selected ids (CSV)" in text and "@_thumb{safe}" in text
 
 
 def test_thumbnails_are_lupton_rgb_or_grey():
@@ -246,3 +246,15 @@ def test_selection_comes_back_to_python_as_ids():
     follow_selection(source, selected)
     source.selected.indices = [1, 3]  # what a box/lasso selection in the browser sends back
     assert selected == ["o1", "o3"]
+
+
+def test_catalog_columns_named_x_and_y_do_not_move_the_points():
+    """The built-in sample's catalog has pixel positions x and y: the map must still plot the embedding."""
+    from libhyrax.viz.page import build_page
+
+    emb = np.array([[0.1, 0.2], [0.3, 0.4]], np.float32)
+    _, source = build_page(emb[:, 0], emb[:, 1], ["a", "b"], {"x": np.array([500.0, 900.0]),
+                                                              "y": np.array([10.0, 20.0])},
+                           color="x", fields=["x", "y"], thumbs=None)
+    assert np.allclose(source.data["_x"], emb[:, 0]) and np.allclose(source.data["_y"], emb[:, 1])
+    assert np.allclose(source.data["x"], [500.0, 900.0])  # the catalog column is still there to colour by

@@ -71,14 +71,16 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
     from bokeh.plotting import figure
 
     numeric = [c for c, v in columns.items() if np.asarray(v).dtype.kind in "fiub"]
-    data = {"x": np.asarray(x, np.float32), "y": np.asarray(y, np.float32), "object_id": list(object_id)}
+    # the plot's own columns start with "_" so that catalog columns (often named x and y: pixel
+    # positions) can't overwrite the embedding coordinates
+    data = {"_x": np.asarray(x, np.float32), "_y": np.asarray(y, np.float32), "object_id": list(object_id)}
     for name, values in columns.items():
         v = np.asarray(values)
         data[name] = v.astype(np.float32) if v.dtype.kind in "fiub" else [str(s) for s in v]
     if thumbs is not None:
-        data["thumb"] = thumbs
+        data["_thumb"] = thumbs
     color = color if color in numeric else None
-    data["_color"] = data[color] if color else np.zeros(len(data["x"]), np.float32)
+    data["_color"] = data[color] if color else np.zeros(len(data["_x"]), np.float32)
     source = ColumnDataSource(data)
 
     p = figure(title=title, output_backend="webgl", tools="pan,wheel_zoom,box_select,lasso_select,reset,save",
@@ -93,14 +95,14 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
     finite = data["_color"][np.isfinite(data["_color"])]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     mapper = LinearColorMapper(palette=cmap, low=lo, high=hi if hi > lo else lo + 1, nan_color="#bbbbbb")
-    n = len(data["x"])
+    n = len(data["_x"])
     size, alpha = (5, 0.8) if n < 20_000 else (3, 0.5)
-    points = p.scatter("x", "y", source=source, size=size, alpha=alpha, line_color=None,
+    points = p.scatter("_x", "_y", source=source, size=size, alpha=alpha, line_color=None,
                        fill_color={"field": "_color", "transform": mapper})
     tips = "<div><b>@object_id</b></div>" + "".join(
         f"<div>{html.escape(f)}: @{{{f}}}</div>" for f in fields if f in columns)
     if thumbs is not None:
-        tips += "<div>@thumb{safe}</div>"
+        tips += "<div>@_thumb{safe}</div>"
     p.add_tools(HoverTool(renderers=[points], tooltips=tips))
     bar = ColorBar(color_mapper=mapper, title=color or "", width=12)
     p.add_layout(bar, "right")
