@@ -12,8 +12,10 @@ them, read in input order without copying.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -126,7 +128,7 @@ class ArrayWriter:
 def write_arrays(path: str | os.PathLike, object_id, attrs: dict | None = None, **arrays) -> Path:
     """Write a whole (small) result in one go, atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     ids = as_id_bytes(object_id)
     columns = {k: (np.asarray(v).shape[1:], np.asarray(v).dtype.str) for k, v in arrays.items()}
     with ArrayWriter(tmp, len(ids), columns, id_length=max(ids.dtype.itemsize, 1), attrs=attrs) as w:
@@ -196,22 +198,40 @@ def assemble_shards(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "")
     for s in shards:
         with h5py.File(s, "r") as f:
             lengths.append(f["object_id"].shape[0])
+    target = run_dir / f"{stem}.h5"
+    try:
+        _write_vds(target, shards, lengths, names, meta, attrs | {"shards": count}, relative=True)
+    except PermissionError:
+        # a read-only run directory (another user's, an archive): a private copy of the small index file
+        import tempfile
+
+        digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:12]
+        target = Path(tempfile.gettempdir()) / f"hyrax-{digest}-{stem}.h5"
+        _write_vds(target, shards, lengths, names, meta, attrs | {"shards": count}, relative=False)
+    return target
+
+
+def _write_vds(target: Path, shards: list[Path], lengths: list[int], names, meta, attrs, relative: bool) -> None:
+    # a unique temporary name: every task of a Slurm array may assemble at once; os.replace keeps one
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     total = sum(lengths)
-    tmp = run_dir / f".{stem}.h5.tmp"
-    with h5py.File(tmp, "w") as out:
-        out.attrs.update(attrs)
-        out.attrs.update({"rows_written": total, "complete": True, "shards": count})
-        for name in names:
-            tail, dtype = meta[name]
-            layout = h5py.VirtualLayout(shape=(total, *tail), dtype=dtype)
-            start = 0
-            for s, n in zip(shards, lengths, strict=True):
-                # relative source paths: the run directory can be moved or copied whole
-                layout[start:start + n] = h5py.VirtualSource(f"./{s.name}", name, shape=(n, *tail))
-                start += n
-            out.create_virtual_dataset(name, layout)
-    os.replace(tmp, run_dir / f"{stem}.h5")
-    return run_dir / f"{stem}.h5"
+    try:
+        with h5py.File(tmp, "w") as out:
+            out.attrs.update(attrs)
+            out.attrs.update({"rows_written": total, "complete": True})
+            for name in names:
+                tail, dtype = meta[name]
+                layout = h5py.VirtualLayout(shape=(total, *tail), dtype=dtype)
+                start = 0
+                for s, n in zip(shards, lengths, strict=True):
+                    # relative source paths: the run directory can be moved or copied whole
+                    source = f"./{s.name}" if relative else str(s.resolve())
+                    layout[start:start + n] = h5py.VirtualSource(source, name, shape=(n, *tail))
+                    start += n
+                out.create_virtual_dataset(name, layout)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def result_file(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "") -> Path:

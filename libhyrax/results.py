@@ -123,10 +123,26 @@ class Run:
         write_json_atomic(self.path / PROVENANCE_FILE, self.provenance)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def unique_tmp(path: Path) -> Path:
+    """A temporary name beside `path` that no other process (a Slurm array task) can pick too."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def write_json_atomic(path: Path, data: Any, *, exclusive: bool = False) -> bool:
+    """Write JSON whole or not at all. `exclusive`: only when `path` doesn't exist yet (atomically, so of
+    several racing processes exactly one wins); returns whether this call wrote it."""
+    tmp = unique_tmp(path)
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    if not exclusive:
+        os.replace(tmp, path)
+        return True
+    try:
+        os.link(tmp, path)  # fails if path exists: create-if-absent, atomically
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
 
 
 def _new_provenance(stage: str, config: dict) -> dict:
@@ -283,7 +299,9 @@ def check_run(run_dir: str | os.PathLike, stages: str | tuple[str, ...]) -> Path
 def newest_run(stage: str, config: dict) -> Path:
     """The newest finished run of `stage` in the results directory (by its recorded finish time)."""
     root = results_root(config)
-    runs = [p for p in root.glob(f"*-{stage}-*") if p.is_dir() and is_complete(p)] if root.is_dir() else []
+    candidates = root.glob(f"*-{stage}-*") if root.is_dir() else []
+    # the recorded stage decides, not the name: a --run-name may contain "-train-"
+    runs = [p for p in candidates if p.is_dir() and is_complete(p) and read_provenance(p).get("stage") == stage]
     if not runs:
         raise UsageError(f"no finished `{stage}` run in {root}; run `hyrax {stage}` first or pass --from DIR")
     best = max(runs, key=lambda p: (read_provenance(p).get("finished") or "", p.name))

@@ -131,7 +131,8 @@ def _claim_directory(path: Path, stage: str, config: dict, shard: Shard, stems: 
     prov = {"stage": stage, "status": "sharded", "started": now().isoformat(), "finished": None,
             "sharded": {"count": shard.count, "stems": list(stems), "job_id": shard.job_id},
             "config_version": config.get("config_version"), "inputs": [], "upstream_runs": [], "error": None}
-    write_json_atomic(top, prov)  # two tasks racing here write the same facts; os.replace keeps one whole
+    if not write_json_atomic(top, prov, exclusive=True):  # another task of the array claimed it first
+        return _claim_directory(path, stage, config, shard, stems)
     cfg_tmp = path / f".{CONFIG_FILE}.{shard.tag}.tmp"
     cfg_tmp.write_text(dump_config(config), encoding="utf-8")
     os.replace(cfg_tmp, path / CONFIG_FILE)
