@@ -388,3 +388,15 @@ def test_two_cpu_processes_with_gloo_match_one_process(survey, workdir, shared_m
     assert len(l2) == 3 and np.all(np.isfinite(l2))
     np.testing.assert_allclose(l2, l1, rtol=0.1)
     assert len(list((workdir / "results").glob("*-train-*"))) == 2  # rank 1 wrote nothing
+
+
+
+def test_a_checkpoint_serves_as_a_weights_file(survey, workdir, shared_mlflow):
+    """`test.model_weights_file = .../checkpoints/best.pt` (or infer's, or fine-tuning from one)."""
+    from libhyrax.models import load_weights
+
+    run = train(small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=1))
+    model, _ = load_trained(run.path)
+    best = torch.load(run.path / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    load_weights(model, run.path / "checkpoints" / "best.pt")
+    assert all(torch.equal(model.state_dict()[k], best["model"][k]) for k in best["model"])
