@@ -107,22 +107,35 @@ class MLflowRun:
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i:i + 100])
 
+    def _call(self, what: str, fn, *args, **kwargs) -> None:
+        """Every store call: a failure (a site server down, SQLite locked by a concurrent job) turns
+        tracking off with one warning; training goes on, and metrics.csv still has everything."""
+        if self.client is None:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:
+            log.warning("MLflow %s failed, tracking is off for the rest of this run: %s: %s", what,
+                        type(e).__name__, e)
+            self.client = None
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.client is None:
             return
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        self._call("logging metrics", self.client.log_batch, self.run_id, metrics=batch)
 
     def log_artifact(self, path: Path) -> None:
         if self.client is not None and path.is_file():
-            self.client.log_artifact(self.run_id, str(path))
+            self._call("logging an artifact", self.client.log_artifact, self.run_id, str(path))
 
     def set_tag(self, key: str, value: str) -> None:
         if self.client is not None:
-            self.client.set_tag(self.run_id, key, value)
+            self._call("setting a tag", self.client.set_tag, self.run_id, key, value)
 
     def end(self, ok: bool) -> None:
         if self.client is not None:
-            self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+            self._call("ending the run", self.client.set_terminated, self.run_id, "FINISHED" if ok else "FAILED")
