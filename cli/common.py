@@ -27,14 +27,20 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def piped_run_dir() -> Path | None:
     """The results directory an upstream stage printed, when stdin is a pipe (`hyrax train | hyrax infer`).
-    The last non-empty line wins, so a pipe carrying several lines still works."""
+    The last non-empty line wins, so a pipe carrying several lines still works. An empty pipe means the
+    upstream stage failed: an error, not a silent fall-back to an older run."""
+    from libhyrax.errors import UsageError
+
     try:
         if not stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
             return None
         lines = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()]
     except (OSError, ValueError):
         return None
-    return Path(lines[-1]) if lines else None
+    if not lines:
+        raise UsageError("stdin is a pipe, but the stage before this one printed no results directory (did "
+                         "it fail?); pass --from DIR, or run this stage with </dev/null to use the newest run")
+    return Path(lines[-1])
 
 
 def input_run(from_run: Path | None) -> Path | None:

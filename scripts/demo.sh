@@ -3,6 +3,7 @@
 # with no config file at all. `make demo` runs it inside ./demo. Logs go to stderr; each stage prints
 # only its results directory on stdout, so the stages chain with pipes.
 set -euo pipefail
+exec </dev/null  # stages not in a pipe read no stdin (an empty pipe means "upstream failed")
 
 step() { printf '\n== %s\n' "$*" >&2; }
 

@@ -169,3 +169,15 @@ def test_failure_while_running_exits_1_and_marks_the_run_failed(workdir):
     assert proc.returncode == 1 and proc.stdout == ""
     assert "disk on fire" in proc.stderr and "--debug" in proc.stderr and "Traceback" not in proc.stderr
     assert len(list((workdir / "results").glob("*-train-*.failed"))) == 1
+
+
+def test_an_empty_pipe_is_an_error_not_a_stale_run(workdir):
+    """`hyrax train | hyrax infer` where train failed: infer must not fall back to an older train run."""
+    (workdir / "stage.py").write_text(PIPE_STAGE)
+    py = sys.executable
+    first = subprocess.run([py, "stage.py", "train"], cwd=workdir, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL)
+    assert first.returncode == 0  # an older train run exists
+    proc = subprocess.run(f"true | {py} stage.py infer train", shell=True, cwd=workdir, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "printed no results directory" in proc.stderr and proc.stdout == ""
