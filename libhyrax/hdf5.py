@@ -45,7 +45,8 @@ def as_id_bytes(ids) -> np.ndarray:
             return np.char.encode(ids, "utf-8")
     if ids.dtype.kind in "iu":
         return ids.astype(str).astype("S")
-    return np.array([str(i).encode("utf-8") for i in ids], dtype="S")
+    # object arrays: h5py gives variable-length strings as bytes objects; keep them as they are
+    return np.array([i if isinstance(i, bytes) else str(i).encode("utf-8") for i in ids], dtype="S")
 
 
 def chunk_rows(row_shape: tuple[int, ...], dtype) -> int:
