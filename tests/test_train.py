@@ -415,3 +415,25 @@ def test_an_mlflow_store_failure_mid_run_is_a_warning_not_a_failed_run(caplog):
     assert run.client is None  # tracking is off for the rest of the run
     run.log_metrics({"loss": 0.5}, step=2)
     run.end(ok=True)
+
+
+RANK_WITHOUT_VALUES = textwrap.dedent("""
+    import os, sys, torch
+    rank = int(sys.argv[1])
+    torch.distributed.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[2], rank=rank,
+                                         world_size=2)
+    from libhyrax.training.distributed import sum_over_ranks
+    out = sum_over_ranks({"loss": 2.0, "n": 3.0} if rank == 0 else {})
+    assert out == {"loss": 2.0, "n": 3.0}, out
+    torch.distributed.destroy_process_group()
+""")
+
+
+def test_a_rank_with_no_validation_batches_does_not_hang_the_others(tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_WITHOUT_VALUES)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), port]) for r in range(2)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]

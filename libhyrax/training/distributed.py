@@ -80,10 +80,16 @@ def average_gradients(params: list[torch.nn.Parameter], loss: torch.Tensor) -> f
 
 
 def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
-    if world_size() == 1 or not values:
+    """Sums over ranks. Every rank joins, even one with no values (fewer validation objects than ranks):
+    the key sets are merged first, so no rank waits forever in an all-reduce the others skipped."""
+    if world_size() == 1:
         return values
-    keys = sorted(values)
-    t = idist.all_reduce(torch.tensor([values[k] for k in keys], dtype=torch.float64))
+    key_sets: list = [None] * world_size()
+    torch.distributed.all_gather_object(key_sets, sorted(values))
+    keys = sorted(set().union(*key_sets))
+    if not keys:
+        return values
+    t = idist.all_reduce(torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64))
     return dict(zip(keys, t.tolist(), strict=True))
 
 
