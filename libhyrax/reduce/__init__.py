@@ -70,8 +70,8 @@ class Reducer:
         if path.is_dir():
             path = path / REDUCER_FILE
         if not path.is_file():
-            raise DataError(f"no fitted reducer at {path}; give a umap results directory made with "
-                            f"reduce_dimensions.save_fit_model = true")
+            raise DataError(f"no fitted reducer at {path}; give the results directory of a `hyrax umap` "
+                            f"run (each saves its reducer as {REDUCER_FILE})")
         import_heavy_for_unpickle()
         try:
             with open(path, "rb") as f:

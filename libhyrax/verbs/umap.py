@@ -17,6 +17,7 @@ In a sharded run every task fits the same seeded model (or loads `--reducer`) an
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -56,7 +57,8 @@ def umap(config=None, *, from_run=None, reducer=None, shard=None, resume=None, r
     else:
         from libhyrax.sharding import shared_run_name
 
-        key = f"{Path(src).resolve()}|{reducer}|{cfg['reduce_dimensions']['algorithm']}"
+        # the whole config is in the key: a rerun with other settings must not reuse finished shards
+        key = f"{Path(src).resolve()}|{reducer}|{json.dumps(cfg, sort_keys=True, default=str)}"
         ctx = sharded_run("umap", cfg, part, name=run_name or shared_run_name("umap", part, key), into=resume,
                           stems=("embedding",))
     with ctx as run:
