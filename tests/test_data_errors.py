@@ -113,3 +113,11 @@ def test_incomplete_file_and_rows_out_of_range(tmp_path, good):
     with pytest.raises(DataError, match="out of range"):
         open_file(good).read_rows([3, 10])
 
+
+
+def test_a_negative_split_fraction_is_an_error_not_ignored():
+    from libhyrax.data.split import make_splits
+    from libhyrax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        make_splits(10, {"train": -0.2, "test": 0.5}, seed=0)

@@ -18,9 +18,10 @@ from libhyrax.hdf5 import IdIndex, as_id_bytes, write_arrays
 def make_splits(n: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
     """Disjoint sorted row indices per split, sizes round(fraction * n) (the last split takes the
     rounding remainder when the fractions sum to 1). The same n, fractions and seed give the same split."""
-    fractions = {k: float(v) for k, v in fractions.items() if v is not False and float(v) > 0}
+    fractions = {k: float(v) for k, v in fractions.items() if v is not False}
     if any(v < 0 for v in fractions.values()) or sum(fractions.values()) > 1 + 1e-9:
         raise ConfigError(f"[split] fractions must be between 0 and 1 and sum to at most 1, not {fractions}")
+    fractions = {k: v for k, v in fractions.items() if v > 0}
     order = np.random.default_rng(seed).permutation(n)
     sizes = [int(round(f * n)) for f in fractions.values()]
     if sizes and abs(sum(fractions.values()) - 1) < 1e-9:
