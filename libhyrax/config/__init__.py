@@ -285,7 +285,8 @@ def _check_data_request(cfg: dict, source: str) -> list[str]:
 
 def resolve(config: dict | str | os.PathLike | None = None, overrides: list[str] | tuple = ()) -> dict:
     """What every libhyrax stage function calls on its `config` argument: None (defaults or
-    ./hyrax_config.toml), a path, or a dict (validated unless it is already a resolved config)."""
+    ./hyrax_config.toml), a path, or a dict. A dict is always validated again (cheap: a resolved config
+    resolves to itself), so a notebook's edits to a config are checked before a stage runs."""
     if isinstance(config, dict):
         return load_config(data=config, overrides=overrides)
     return load_config(config, overrides)
