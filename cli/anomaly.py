@@ -7,17 +7,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
+from hyrax_cli.common import (
+    ConfigOpt,
+    DebugOpt,
+    FromOpt,
+    RunNameOpt,
+    SetOpt,
+    ShardOpt,
+    input_run,
+    load,
+    run_stage,
+)
 
 MethodOpt = Annotated[str | None, typer.Option("--method", help="combined, knn, recon_error or "
                                                "isolation_forest (default: anomaly.method).", show_default=False)]
 IndexOpt = Annotated[Path | None, typer.Option("--index", help="The index run the knn score searches "
                                                "(with --set anomaly.knn_source=index).", show_default=False)]
 ShowOpt = Annotated[bool, typer.Option("--show", help="Also print the top anomalies to stderr.")]
-ShardOpt = Annotated[str | None, typer.Option("--shard", help="Score share I of N (0-based), e.g. 2/10; "
-                                              "default: the Slurm array task's share.", show_default=False)]
-RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="The shared directory's name of a sharded "
-                                                "run outside Slurm.", show_default=False)]
 
 
 def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = None, shard: ShardOpt = None,

@@ -21,6 +21,15 @@ FromOpt = Annotated[Path | None, typer.Option("--from", help="The results direct
                                                "path piped on stdin, else the newest finished run).",
                                                show_default=False)]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
+# sharded stages (infer, umap, anomaly): the same three options, so Slurm array scripts read alike
+ShardOpt = Annotated[str | None, typer.Option("--shard", help="Process share I of N (0-based), e.g. 2/10; "
+                                              "default: the Slurm array task's share, else everything.",
+                                              show_default=False)]
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="An interrupted run's results directory to "
+                                                "finish (for a sharded run: the shared directory).",
+                                                show_default=False)]
+RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="The shared directory's name for shards run "
+                                                "by a plain loop outside Slurm.", show_default=False)]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

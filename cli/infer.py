@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
+from hyrax_cli.common import (
+    ConfigOpt,
+    DebugOpt,
+    FromOpt,
+    ResumeOpt,
+    RunNameOpt,
+    SetOpt,
+    ShardOpt,
+    input_run,
+    load,
+    run_stage,
+)
 
-ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="An interrupted infer run to finish (its "
-                                                "results directory, .failed or .partial).", show_default=False)]
-ShardOpt = Annotated[str | None, typer.Option("--shard", help="Process share I of N (0-based), e.g. 2/10; "
-                                              "default: the Slurm array task's share.", show_default=False)]
 EngineOpt = Annotated[str | None, typer.Option("--engine", help="torch (a train run) or onnx (an export run); "
                                                "default: infer.engine.", show_default=False)]
-RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="The results directory's name (the shared "
-                                                "directory of a sharded run outside Slurm).", show_default=False)]
 
 
 def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None, resume: ResumeOpt = None,

@@ -6,16 +6,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
+from hyrax_cli.common import (
+    ConfigOpt,
+    DebugOpt,
+    FromOpt,
+    ResumeOpt,
+    RunNameOpt,
+    SetOpt,
+    ShardOpt,
+    input_run,
+    load,
+    run_stage,
+)
 
 ReducerOpt = Annotated[Path | None, typer.Option("--reducer", help="A umap results directory whose fitted "
                                                   "reducer maps these latents (no new fit).", show_default=False)]
-ShardOpt = Annotated[str | None, typer.Option("--shard", help="Map only share I of N (I/N); default: the "
-                                              "Slurm array task's share, else everything.", show_default=False)]
-ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="The sharded results directory to (re)write "
-                                                "this shard into.", show_default=False)]
-RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="The shared directory name for shards run "
-                                                "by a plain loop.", show_default=False)]
 
 
 def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None, reducer: ReducerOpt = None,
