@@ -51,30 +51,10 @@ def up(cin: int, cout: int, small: tuple[int, int], big: tuple[int, int], refine
     return nn.Sequential(*layers)
 
 
-class HyraxAutoencoder(HyraxModel):
-    """Three stride-2 stages (base, 2 base, 2 base channels) to `latent_dim`, mirrored back; MSE loss.
-    The reference Hyrax's default shape: 5 convolutions each way, base 32 channels, latent 64."""
-
-    final_layer = "identity"
-
-    def __init__(self, config, data_sample):
-        super().__init__(config, data_sample)
-        c, h, w = image_shape(data_sample, type(self).__name__)
-        p = self.params
-        base, self.latent_dim = int(p.get("base_channel_size", 32)), int(p.get("latent_dim", 64))
-        final = p.get("final_layer", self.final_layer)
-        if final not in FINAL_LAYERS:
-            raise ModelError(f"model.{type(self).__name__}.final_layer = {final!r}; use one of "
-                             f"{', '.join(FINAL_LAYERS)}")
-        sizes = halvings(h, w, 3)
-        self.bottom = (2 * base, *sizes[-1])
-        flat = 2 * base * sizes[-1][0] * sizes[-1][1]
-        # five convolutions each way; the full-resolution ones are thin (that is where the pixels are)
-        self.encoder = nn.Sequential(down(c, base), down(base, 2 * base), down(2 * base, 2 * base, refine=False),
-                                     nn.Flatten(), nn.Linear(flat, self.latent_dim))
-        self.expand = nn.Sequential(nn.Linear(self.latent_dim, flat), nn.GELU())
-        self.decoder = nn.Sequential(up(2 * base, 2 * base, sizes[3], sizes[2]), up(2 * base, base, sizes[2], sizes[1]),
-                                     up(base, c, sizes[1], sizes[0], refine=False), FINAL_LAYERS[final]())
+class Reconstructs:
+    """What every autoencoder here shares, given `encoder`, `expand`, `decoder` and `bottom` (the decoder's
+    input shape): encode, decode, the reconstruction loss, and the per-object reconstruction error that
+    `infer` saves as a cheap anomaly signal. A mixin, so it registers no model of its own."""
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
@@ -101,6 +81,31 @@ class HyraxAutoencoder(HyraxModel):
         recon = self.decode(z)
         return {"latent": z, "recon_error": (recon.float() - x.float()).pow(2).flatten(1).mean(1)}
 
+
+class HyraxAutoencoder(Reconstructs, HyraxModel):
+    """Three stride-2 stages (base, 2 base, 2 base channels) to `latent_dim`, mirrored back; MSE loss.
+    The reference Hyrax's default shape: 5 convolutions each way, base 32 channels, latent 64."""
+
+    final_layer = "identity"
+
+    def __init__(self, config, data_sample):
+        super().__init__(config, data_sample)
+        c, h, w = image_shape(data_sample, type(self).__name__)
+        p = self.params
+        base, self.latent_dim = int(p.get("base_channel_size", 32)), int(p.get("latent_dim", 64))
+        final = p.get("final_layer", self.final_layer)
+        if final not in FINAL_LAYERS:
+            raise ModelError(f"model.{type(self).__name__}.final_layer = {final!r}; use one of "
+                             f"{', '.join(FINAL_LAYERS)}")
+        sizes = halvings(h, w, 3)
+        self.bottom = (2 * base, *sizes[-1])
+        flat = 2 * base * sizes[-1][0] * sizes[-1][1]
+        # five convolutions each way; the full-resolution ones are thin (that is where the pixels are)
+        self.encoder = nn.Sequential(down(c, base), down(base, 2 * base), down(2 * base, 2 * base, refine=False),
+                                     nn.Flatten(), nn.Linear(flat, self.latent_dim))
+        self.expand = nn.Sequential(nn.Linear(self.latent_dim, flat), nn.GELU())
+        self.decoder = nn.Sequential(up(2 * base, 2 * base, sizes[3], sizes[2]), up(2 * base, base, sizes[2], sizes[1]),
+                                     up(base, c, sizes[1], sizes[0], refine=False), FINAL_LAYERS[final]())
 
 class HyraxAutoencoderV2(HyraxAutoencoder):
     """The autoencoder with a choice of final activation (`final_layer`) and of how the per-band losses

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from libhyrax.models.autoencoder import halvings, image_shape, up
+from libhyrax.models.autoencoder import Reconstructs, halvings, image_shape, up
 from libhyrax.models.base import HyraxModel
 
 
@@ -22,7 +22,7 @@ class ResBlock(nn.Module):
         return F.gelu(x + self.body(x))
 
 
-class ImageDCAE(HyraxModel):
+class ImageDCAE(Reconstructs, HyraxModel):
     """Four stride-2 stages (base, 2, 4, 4 x base channels), each followed by a residual block."""
 
     STAGES = 4
@@ -45,25 +45,3 @@ class ImageDCAE(HyraxModel):
             cout = chans[i] if i else base
             dec += [up(chans[i + 1], cout, sizes[i + 1], sizes[i]), ResBlock(cout)]
         self.decoder = nn.Sequential(*dec, nn.Conv2d(base, c, 3, padding=1))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.expand(z).view(-1, *self.bottom))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
-
-    def train_batch(self, x: torch.Tensor) -> dict:
-        recon = self(x)
-        loss = self.criterion(recon, x) if self.criterion is not None else F.mse_loss(recon, x)
-        return {"loss": loss}
-
-    def infer_batch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x)
-
-    def infer_outputs(self, x: torch.Tensor) -> dict:
-        z = self.encode(x)
-        recon = self.decode(z)
-        return {"latent": z, "recon_error": (recon.float() - x.float()).pow(2).flatten(1).mean(1)}
