@@ -296,17 +296,35 @@ def check_run(run_dir: str | os.PathLike, stages: str | tuple[str, ...]) -> Path
     return p
 
 
-def newest_run(stage: str, config: dict) -> Path:
-    """The newest finished run of `stage` in the results directory (by its recorded finish time)."""
+def newest_run(stage: str, config: dict, *, reading: str | os.PathLike | None = None) -> Path:
+    """The newest finished run of `stage` in the results directory (by its recorded finish time);
+    `reading`: only runs that read that run (e.g. the newest anomaly run of these latents)."""
     root = results_root(config)
     candidates = root.glob(f"*-{stage}-*") if root.is_dir() else []
     # the recorded stage decides, not the name: a --run-name may contain "-train-"
     runs = [p for p in candidates if p.is_dir() and is_complete(p) and read_provenance(p).get("stage") == stage]
+    if reading is not None:
+        target = str(Path(reading).resolve())
+        runs = [p for p in runs if target in read_provenance(p).get("upstream_runs", [])]
     if not runs:
-        raise UsageError(f"no finished `{stage}` run in {root}; run `hyrax {stage}` first or pass --from DIR")
+        of = f" of {reading}" if reading is not None else ""
+        raise UsageError(f"no finished `{stage}` run{of} in {root}; run `hyrax {stage}` first or pass --from DIR")
     best = max(runs, key=lambda p: (read_provenance(p).get("finished") or "", p.name))
     log.info("using the newest %s run: %s", stage, best)
     return best
+
+
+def upstream_of(run_dir: str | os.PathLike, stages: str | tuple[str, ...]) -> Path | None:
+    """The run of one of `stages` that `run_dir` read (the last one its provenance lists), or None.
+    An upstream run that was moved or deleted is skipped: provenance still names it."""
+    stages = (stages,) if isinstance(stages, str) else stages
+    for up in reversed(read_provenance(run_dir).get("upstream_runs", [])):
+        try:
+            if read_provenance(up).get("stage") in stages:
+                return Path(up)
+        except HyraxError:
+            continue
+    return None
 
 
 def find_input_run(stage: str | tuple[str, ...], config: dict, from_run: str | os.PathLike | None = None) -> Path:

@@ -26,7 +26,7 @@ import numpy as np
 from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.errors import DataError, UsageError
-from libhyrax.results import Result, find_input_run, is_complete, new_run, read_provenance, results_root
+from libhyrax.results import Result, find_input_run, new_run, newest_run, upstream_of
 
 log = logging.getLogger("hyrax.visualize")
 HTML_FILE = "visualize.html"
@@ -55,6 +55,8 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
         rng = np.random.default_rng(cfg["general"]["seed"])
         shown = np.arange(n) if n <= vz["max_points"] else np.sort(rng.choice(n, vz["max_points"], replace=False))
         infer_run = upstream_of(src, "infer")
+        if infer_run is None:
+            log.warning("%s names no infer run upstream; drawing the map without its columns", src)
         columns, group = gather_columns(infer_run, object_id[shown], cfg) if infer_run else ({}, None)
         fields = [f for f in vz["fields"] if f in columns] or list(columns)[:4]
         missing = [f for f in vz["fields"] if f not in columns]
@@ -100,18 +102,6 @@ def read_embedding(run_dir) -> tuple[np.ndarray, np.ndarray]:
     if len(ids) == 0:
         raise DataError(f"{run_dir}: the embedding holds no objects to draw")
     return ids, emb
-
-
-def upstream_of(run_dir, stage: str) -> Path | None:
-    """The `stage` run among a run's upstream runs (the newest listed)."""
-    for p in reversed(read_provenance(run_dir).get("upstream_runs", [])):
-        try:
-            if read_provenance(p).get("stage") == stage:
-                return Path(p)
-        except UsageError:
-            continue
-    log.warning("%s names no %s run upstream; drawing the map without its columns", run_dir, stage)
-    return None
 
 
 def _join(ids: np.ndarray, their_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -169,12 +159,11 @@ def open_infer_group(infer_run: Path):
 
 
 def newest_scores(infer_run: Path, cfg: dict) -> Path | None:
-    """The newest finished anomaly run that scored these latents."""
-    root = results_root(cfg)
-    target = str(infer_run.resolve())
-    runs = [p for p in root.glob("*-anomaly-*") if p.is_dir() and is_complete(p)] if root.is_dir() else []
-    runs = [p for p in runs if target in read_provenance(p).get("upstream_runs", [])]
-    return max(runs, key=lambda p: read_provenance(p).get("finished") or "") if runs else None
+    """The newest finished anomaly run that scored these latents, if any."""
+    try:
+        return newest_run("anomaly", cfg, reading=infer_run)
+    except UsageError:
+        return None
 
 
 def pick_color(wanted, columns: dict) -> str | None:
