@@ -208,3 +208,61 @@ def test_group_pickles_without_its_id_cache(cutout_file):
     g.object_ids()
     copy = pickle.loads(pickle.dumps(g))
     assert "_ids" not in copy.__dict__ and copy.read(3, 4)["object_id"].tolist() == ["obj-003"]
+
+
+def test_group_reads_ids_as_bytes_and_knows_their_width(cutout_file):
+    path, ids, images, _ = cutout_file
+    g = open_group(load_config(data=h5_request(path)), "train")
+    raw = g.read(3, 9, id_bytes=True)
+    assert raw["object_id"].dtype.kind == "S" and list(raw["object_id"]) == [i.encode() for i in ids[3:9]]
+    np.testing.assert_array_equal(raw["image"], g.read(3, 9)["image"])
+    assert g.id_width() == 7
+
+
+def test_in_place_transforms_never_touch_a_datasets_own_arrays():
+    from libhyrax.data import Dataset
+    from libhyrax.data.group import DataGroup
+    from libhyrax.data.request import DatasetSpec
+
+    images = np.random.default_rng(0).normal(size=(20, 1, 4, 4)).astype(np.float32)
+    images[3, 0, 1, 1] = np.nan
+    keep = images.copy()
+
+    class InMemory(Dataset):
+        def __len__(self):
+            return len(images)
+
+        def get_image(self, i):
+            return images[i]
+
+        def get_image_batch(self, start, stop):
+            return images[start:stop]  # a view of the dataset's own array
+
+        def get_object_id(self, i):
+            return f"m{i}"
+
+    g = DataGroup("train", {"m": DatasetSpec(dataset_class="InMemory")}, {"m": InMemory({}, None)}, Transform("asinh"))
+    out = g.read(0, 20)
+    np.testing.assert_array_equal(images, keep)  # unchanged (NaN included)
+    want = np.arcsinh(np.nan_to_num(keep, nan=0.0) / np.float32(0.1))
+    np.testing.assert_allclose(out["image"], want, rtol=1e-6)
+    np.testing.assert_allclose(g.read_rows([5, 3])["image"], want[[5, 3]], rtol=1e-6)
+    # a fresh buffer may be transformed in place: same values
+    buf = keep.copy()
+    np.testing.assert_allclose(Transform("asinh")(buf, inplace=True), want, rtol=1e-6)
+    t = Transform("none", nan_mode="quantile")
+    fixed = t(keep.copy(), inplace=True)
+    assert np.isfinite(fixed).all() and t.replaced_pixels == 1
+
+
+def test_loader_plan_is_lazy_and_matches_whole_epoch(cutout_file):
+    from libhyrax.data.loader import BatchPlan
+
+    path, ids, _, _ = cutout_file
+    g = open_group(load_config(data=h5_request(path)), "train")
+    loader = make_loader(g, None, 16, shuffle=False)
+    assert isinstance(loader.batches.plan, BatchPlan) and loader.batches.plan.idx is None
+    assert [len(b["object_id"]) for b in loader] == [16, 16, 16, 2]
+    plan = BatchPlan(None, 7, True, seed=2, epoch=1, block=5, n=50)
+    flat = np.concatenate([np.asarray(b) for b in plan])
+    assert sorted(flat.tolist()) == list(range(50)) and flat.tolist() != list(range(50))

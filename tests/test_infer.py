@@ -147,3 +147,22 @@ def test_resume_of_a_sharded_run_needs_the_shard(train_run, workdir):
     path = infer(from_run=train_run, shard="0/2").path
     with pytest.raises(UsageError, match="--shard I/2"):
         infer(from_run=train_run, resume=path)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_long_unicode_ids_and_worker_processes_keep_ids_and_order(train_run, full, workdir, workers):
+    """Ids wider than the writer's default 64 bytes (and not ASCII) come through unchanged; reading in
+    DataLoader worker processes (data_loader.num_workers) gives the same rows in the same order."""
+    from libhyrax.data import write_cutouts
+    from libhyrax.verbs.infer import infer
+
+    sample = open_group(resolve({"data_set": {"transform": "none"}}), "infer").read(0, 37)
+    ids = np.array([f"ø-{i:03d}-" + "x" * 90 for i in range(37)])
+    path = write_cutouts(workdir / "long.h5", ids, sample["image"])
+    spec = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(path), "fields": ["image", "object_id"]}
+    cfg = {"data_request": {"infer": {"c": spec}}, "data_loader": {"batch_size": 8, "num_workers": workers}}
+    got = read_latents(infer(cfg, from_run=train_run).path)
+    assert list(got["object_id"]) == list(ids)
+    by_id = dict(zip(full[1]["object_id"], full[1]["latent"], strict=True))
+    want = np.stack([by_id[i] for i in sample["object_id"]])
+    np.testing.assert_allclose(got["latent"], want, rtol=1e-5, atol=1e-6)

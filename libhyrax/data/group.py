@@ -24,7 +24,7 @@ from libhyrax.data.base import Dataset, dataset_class
 from libhyrax.data.request import DatasetSpec, parse_group, primary_name
 from libhyrax.data.transforms import Transform
 from libhyrax.errors import ConfigError, DataError, HyraxError, did_you_mean
-from libhyrax.hdf5 import IdIndex
+from libhyrax.hdf5 import IdIndex, as_id_bytes
 
 log = logging.getLogger("hyrax.data")
 
@@ -144,6 +144,17 @@ class DataGroup:
                 out.append(f"{friendly}.matched")
         return out
 
+    def id_width(self) -> int:
+        """Bytes (UTF-8) of the longest object id: the width a result file's /object_id needs."""
+        pds = self.datasets[self.primary]
+        if self.id_field == "object_id" and hasattr(pds, "id_width"):
+            return int(pds.id_width())
+        width, step = 1, 1 << 16
+        for a in range(0, len(self), step):
+            ids = as_id_bytes(np.asarray(pds.read([self.id_field], a, min(a + step, len(self)))[self.id_field]))
+            width = max(width, int(ids.dtype.itemsize))
+        return width
+
     def object_ids(self) -> np.ndarray:
         return self._ids
 
@@ -157,26 +168,48 @@ class DataGroup:
             raise DataError(f"data_request.{self.name} reads no 'image' field; add it to fields")
         return tuple(self.read(0, 1)["image"].shape[1:])
 
-    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Contiguous rows start..stop of every field (images transformed)."""
+    def read(self, start: int, stop: int, id_bytes: bool = False) -> dict[str, np.ndarray]:
+        """Contiguous rows start..stop of every field (images transformed). `id_bytes`: object ids as
+        UTF-8 bytes (as stored, no decoding; what result writers take) instead of str."""
         start, stop = max(0, int(start)), min(len(self), int(stop))
-        return self._gather(lambda ds, fields: ds.read(fields, start, stop),
-                            lambda friendly: self._maps[friendly][start:stop])
+        pds = self.datasets[self.primary]
+
+        def read_aligned(ds, fields):
+            if ds is pds and id_bytes and getattr(ds, "reads_id_bytes", False):
+                return ds.read(fields, start, stop, id_bytes=True)
+            return ds.read(fields, start, stop)
+
+        return self._gather(read_aligned, lambda friendly: self._maps[friendly][start:stop], id_bytes,
+                            self._image_fresh)
 
     def read_rows(self, indices) -> dict[str, np.ndarray]:
         """Any rows, in the order given."""
         rows = np.asarray(indices, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise DataError(f"rows out of range for {len(self)} objects")
+        # read_rows gathers into new arrays: the images can be transformed in place
         return self._gather(lambda ds, fields: ds.read_rows(fields, rows),
-                            lambda friendly: self._maps[friendly][rows])
+                            lambda friendly: self._maps[friendly][rows], False, True)
 
-    def _gather(self, read_aligned, mapped_rows) -> dict[str, np.ndarray]:
+    @cached_property
+    def _image_fresh(self) -> bool:
+        """Whether read() gets the images in a new array nobody else holds (then transformed in place)."""
+        for friendly, plan in self._plan.items():
+            if any(key == "image" for _, key in plan):
+                return self._maps.get(friendly) is not None or bool(
+                    getattr(self.datasets[friendly], "fresh_arrays", False))
+        return False
+
+    def _gather(self, read_aligned, mapped_rows, id_bytes: bool = False,
+                fresh: bool = False) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         pds = self.datasets[self.primary]
         raw = read_aligned(pds, [self.id_field] + [f for f, _ in self._plan[self.primary]])
         ids = np.asarray(raw[self.id_field])
-        out["object_id"] = ids if ids.dtype.kind == "U" else ids.astype(str)
+        if id_bytes:
+            out["object_id"] = ids if ids.dtype.kind == "S" else as_id_bytes(ids)
+        else:
+            out["object_id"] = ids if ids.dtype.kind == "U" else ids.astype(str)
         out |= {key: raw[f] for f, key in self._plan[self.primary]}
         for friendly, plan in self._plan.items():
             if friendly == self.primary or not plan and self._maps.get(friendly) is None:
@@ -197,7 +230,7 @@ class DataGroup:
                 full[hit] = got[f]
                 out[key] = full
         if "image" in out:
-            out["image"] = self.transform(out["image"])
+            out["image"] = self.transform(out["image"], inplace=fresh)
         return out
 
     # --- catalog ------------------------------------------------------------------------------------

@@ -14,16 +14,66 @@ import numpy as np
 log = logging.getLogger("hyrax.data")
 
 
+class BatchPlan:
+    """Row indices of each batch, computed when asked (item i: a sorted int64 array, or a `range` of
+    contiguous rows). Memory: the sorted `indices` (none when all rows are read) plus one int per block
+    when shuffling; no per-object Python objects. Every index appears exactly once per epoch."""
+
+    def __init__(self, indices, batch_size: int, shuffle: bool, seed: int, epoch: int = 0, block: int = 64,
+                 n: int | None = None):
+        if indices is None:
+            self.idx, self.n = None, int(n or 0)
+        else:
+            idx = np.asarray(indices, dtype=np.int64)
+            self.idx = idx if idx.size < 2 or (np.diff(idx) > 0).all() else np.sort(idx)
+            self.n = len(self.idx)
+        self.batch_size, self.block = max(int(batch_size), 1), max(int(block), 1)
+        self.order = self.ends = None
+        if shuffle and self.n:
+            n_blocks = -(-self.n // self.block)
+            self.order = np.random.default_rng([int(seed), int(epoch)]).permutation(n_blocks)
+            lengths = np.full(n_blocks, self.block, dtype=np.int64)
+            lengths[-1] = self.n - self.block * (n_blocks - 1)
+            self.ends = np.cumsum(lengths[self.order])  # end position of each shuffled block
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def positions(self, i: int):
+        """Positions (into the sorted indices) of batch i, in the shuffled order."""
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        a, b = i * self.batch_size, min((i + 1) * self.batch_size, self.n)
+        if self.order is None:
+            return range(a, b)
+        first, last = np.searchsorted(self.ends, [a, b - 1], side="right")
+        parts = []
+        for k in range(first, last + 1):  # the shuffled blocks this batch overlaps
+            blk_start = self.ends[k - 1] if k else 0  # position of block k in the shuffled sequence
+            lo, hi = max(a, blk_start), min(b, self.ends[k])
+            src = int(self.order[k]) * self.block + (lo - blk_start)
+            parts.append(np.arange(src, src + (hi - lo), dtype=np.int64))
+        return np.concatenate(parts)
+
+    def __getitem__(self, i: int):
+        pos = self.positions(i)
+        if isinstance(pos, range):
+            if self.idx is None:
+                return pos
+            return self.idx[pos.start:pos.stop]
+        rows = pos if self.idx is None else self.idx[pos]
+        return np.sort(rows)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 def batch_plan(indices, batch_size: int, shuffle: bool, seed: int, epoch: int = 0,
                block: int = 64) -> list[np.ndarray]:
-    """Row indices of each batch. Every index appears exactly once per epoch."""
-    idx = np.sort(np.asarray(indices, dtype=np.int64))
-    if shuffle:
-        rng = np.random.default_rng([int(seed), int(epoch)])
-        blocks = [idx[i:i + block] for i in range(0, len(idx), block)]
-        order = rng.permutation(len(blocks))
-        idx = np.concatenate([blocks[i] for i in order]) if blocks else idx
-    return [np.sort(idx[i:i + batch_size]) for i in range(0, len(idx), batch_size)]
+    """Row indices of each batch, as a list (small inputs, tests). Every index appears exactly once per
+    epoch. `make_loader` uses the lazy `BatchPlan` instead."""
+    plan = BatchPlan(indices, batch_size, shuffle, seed, epoch, block)
+    return [np.asarray(plan[i], dtype=np.int64) for i in range(len(plan))]
 
 
 class _Batches:
@@ -37,6 +87,8 @@ class _Batches:
 
     def __getitem__(self, i):
         rows = self.plan[i]
+        if isinstance(rows, range):
+            return self.group.read(rows.start, rows.stop)
         if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
             return self.group.read(int(rows[0]), int(rows[-1]) + 1)
         return self.group.read_rows(rows)
@@ -78,7 +130,5 @@ def make_loader(group, indices=None, batch_size: int = 256, shuffle: bool = Fals
     rows (default: data_loader.shuffle_block) are shuffled with (seed, epoch); pass the epoch number for
     a new order each epoch."""
     block = block or getattr(group, "shuffle_block", 64)
-    if indices is None:
-        indices = np.arange(len(group))
-    plan = batch_plan(indices, int(batch_size), shuffle, seed, epoch, block)
+    plan = BatchPlan(indices, int(batch_size), shuffle, seed, epoch, block, n=len(group))
     return BatchLoader(group, plan, num_workers)

@@ -60,11 +60,12 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
     n = len(group)
     start, stop = shard_range(n, the_shard.index, the_shard.count) if the_shard else (0, n)
     batch_size = int(cfg["data_loader"]["batch_size"])
+    num_workers = int(cfg["data_loader"].get("num_workers") or 0)
     if the_shard is None:
         with new_run("infer", cfg, resume=resume, name=run_name or None) as run:
             _record_inputs(run, model, group, engine)
             stats = write_latents(model, group, start, stop, run.file(f"{STEM}.h5"), batch_size,
-                                  model.read_ahead)
+                                  model.read_ahead, num_workers)
             run.record(n_objects=n, **stats)
         return Result(run.path)
     key = json.dumps([str(model.source.resolve()), engine, cfg["data_request"].get("infer")], default=str)
@@ -77,7 +78,8 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
             stats = {}
         else:
             partial = final.with_name(final.name + ".partial")
-            stats = write_latents(model, group, start, stop, partial, batch_size, model.read_ahead)
+            stats = write_latents(model, group, start, stop, partial, batch_size, model.read_ahead,
+                                  num_workers)
             os.replace(partial, final)  # a shard file under its final name is always complete
         run.record(n_objects=n, shard=str(the_shard), rows=[start, stop], **stats)
     return Result(run.path)
@@ -110,13 +112,50 @@ def _record_inputs(run, model, group, engine: str) -> None:
 
 # --- the streaming loop --------------------------------------------------------------------------
 
-def _batches(group, start: int, stop: int, batch_size: int, read_ahead: bool = False):
-    """Contiguous batches (first row, batch) of rows start..stop; with `read_ahead`, read by one thread
-    PREFETCH batches ahead of the model (h5py and numpy release the GIL for the bulk of a read; torch does
-    while it computes)."""
+class _Blocks:
+    """Map-style for a torch DataLoader: item `a` (a first row) is (a, rows a..a+batch_size of the group,
+    ids as bytes). Picklable: each worker opens its own h5py handles lazily."""
+
+    def __init__(self, group, stop: int, batch_size: int):
+        self.group, self.stop, self.batch_size = group, stop, batch_size
+
+    def __getitem__(self, a: int):
+        return a, self.group.read(a, min(a + self.batch_size, self.stop), id_bytes=True)
+
+
+class _BlockStarts:
+    """A sampler yielding the first row of each batch, lazily: memory does not grow with N."""
+
+    def __init__(self, start: int, stop: int, batch_size: int):
+        self.range = range(start, stop, batch_size)
+
+    def __iter__(self):
+        return iter(self.range)
+
+    def __len__(self) -> int:
+        return len(self.range)
+
+
+def _identity(item):
+    return item
+
+
+def _batches(group, start: int, stop: int, batch_size: int, read_ahead: bool = False, num_workers: int = 0):
+    """Contiguous batches (first row, batch) of rows start..stop, in order, object ids as UTF-8 bytes.
+    With `num_workers`, read by that many DataLoader worker processes (order kept); else with
+    `read_ahead`, read by one thread PREFETCH batches ahead of the model (h5py and numpy release the GIL
+    for the bulk of a read; torch does while it computes); else read in this thread."""
+    if num_workers > 0 and stop > start:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(_Blocks(group, stop, batch_size), batch_size=None,
+                            sampler=_BlockStarts(start, stop, batch_size), num_workers=num_workers,
+                            collate_fn=_identity, prefetch_factor=PREFETCH, persistent_workers=False)
+        yield from loader
+        return
     if not read_ahead:
         for a in range(start, stop, batch_size):
-            yield a, group.read(a, min(a + batch_size, stop))
+            yield a, group.read(a, min(a + batch_size, stop), id_bytes=True)
         return
     q: queue.Queue = queue.Queue(maxsize=PREFETCH)
     done = threading.Event()
@@ -126,7 +165,7 @@ def _batches(group, start: int, stop: int, batch_size: int, read_ahead: bool = F
             for a in range(start, stop, batch_size):
                 if done.is_set():
                     return
-                q.put((a, group.read(a, min(a + batch_size, stop))))
+                q.put((a, group.read(a, min(a + batch_size, stop), id_bytes=True)))
             q.put(None)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
             q.put(e)
@@ -172,8 +211,9 @@ class _Pending:
         self.__init__()
 
 
-def _open_writer(path: Path, n: int, outputs: dict | None) -> ArrayWriter | None:
-    """The writer of `path`: reopened after its last written row, or created from the first outputs."""
+def _open_writer(path: Path, n: int, outputs: dict | None, id_width: int = 64) -> ArrayWriter | None:
+    """The writer of `path`: reopened after its last written row, or created from the first outputs
+    with /object_id `id_width` bytes wide."""
     if outputs is None:
         if not path.exists():
             return None
@@ -184,7 +224,7 @@ def _open_writer(path: Path, n: int, outputs: dict | None) -> ArrayWriter | None
             path.unlink()
             return None
     columns = {k: (v.shape[1:], "<f4") for k, v in outputs.items()}
-    return ArrayWriter(path, n, columns)
+    return ArrayWriter(path, n, columns, id_length=id_width)
 
 
 def _is_complete(path: Path, n: int) -> bool:
@@ -208,12 +248,14 @@ def _check_outputs(out: dict, n: int) -> None:
 
 
 def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, batch_size: int,
-                  read_ahead: bool = False) -> dict:
+                  read_ahead: bool = False, num_workers: int = 0) -> dict:
     """Stream rows start..stop of `group` through `model.outputs` into `path`, resuming after the rows an
     earlier attempt wrote. Every batch must carry as many ids as latents, and the file ends with exactly
     stop - start rows. Outputs are written in blocks of about FLUSH_BYTES (or every FLUSH_S seconds): a
     killed run loses at most that much work. `read_ahead` reads the next batches in a thread (worth it
-    when the model runs on a GPU; on a CPU the thread would take cores from torch)."""
+    when the model runs on a GPU; on a CPU the thread would take cores from torch); `num_workers` > 0
+    reads in that many worker processes instead (data_loader.num_workers), in input order. The batches
+    handed to the model carry object ids as UTF-8 bytes (as stored and written: no decoding)."""
     n, path = stop - start, Path(path)
     if _is_complete(path, n):
         log.info("%s is already complete", path.name)
@@ -228,12 +270,13 @@ def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, 
     try:
         with Progress("infer", total=n) as progress:
             progress.advance(done)
-            for a, batch in _batches(group, start + done, stop, batch_size, read_ahead):
+            id_width = group.id_width() if writer is None else 0
+            for a, batch in _batches(group, start + done, stop, batch_size, read_ahead, num_workers):
                 ids = batch["object_id"]
                 out = model.outputs(batch)
                 _check_outputs(out, len(ids))
                 if writer is None:
-                    writer = _open_writer(path, n, out)
+                    writer = _open_writer(path, n, out, id_width)
                 pending.add(ids, out)
                 if pending.full():
                     pending.write(writer)
@@ -242,7 +285,7 @@ def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, 
                 computed += len(ids)
                 progress.advance(len(ids))
         if writer is None:  # an empty share: still a valid, complete file
-            writer = _open_writer(path, 0, {"latent": np.zeros((0, model.latent_dim or 0), "f4")})
+            writer = _open_writer(path, 0, {"latent": np.zeros((0, model.latent_dim or 0), "f4")}, id_width)
         pending.write(writer)
         writer.close()
     except BaseException:
