@@ -266,3 +266,35 @@ def test_loader_plan_is_lazy_and_matches_whole_epoch(cutout_file):
     plan = BatchPlan(None, 7, True, seed=2, epoch=1, block=5, n=50)
     flat = np.concatenate([np.asarray(b) for b in plan])
     assert sorted(flat.tolist()) == list(range(50)) and flat.tolist() != list(range(50))
+
+
+def test_read_ahead_keeps_order_raises_reader_errors_and_stops_early():
+    import threading
+
+    from libhyrax.data.loader import read_ahead
+
+    assert list(read_ahead(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    it = read_ahead(failing())
+    assert next(it) == 1
+    with pytest.raises(OSError, match="disk gone"):
+        next(it)
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    it = read_ahead(endless(), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # the consumer stops: the reader thread ends too
+    assert not any(t.name == "hyrax-read-ahead" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) < 10

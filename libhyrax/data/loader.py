@@ -8,6 +8,10 @@ epoch still sees every object once, in a new order.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import numpy as np
 
@@ -132,3 +136,45 @@ def make_loader(group, indices=None, batch_size: int = 256, shuffle: bool = Fals
     block = block or getattr(group, "shuffle_block", 64)
     plan = BatchPlan(indices, int(batch_size), shuffle, seed, epoch, block, n=len(group))
     return BatchLoader(group, plan, num_workers)
+
+
+T = TypeVar("T")
+
+
+def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate `items` in a thread, up to `depth` items ahead of the consumer: h5py and numpy release the
+    GIL for the bulk of a read, torch while it computes, so reading overlaps the model. An error in the
+    reader is raised in the consumer; a consumer that stops early (or fails) stops the reader."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            put(e)
+            return
+        put(end)
+
+    thread = threading.Thread(target=reader, daemon=True, name="hyrax-read-ahead")
+    thread.start()
+    try:
+        while (item := q.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

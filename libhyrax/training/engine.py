@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import queue
 import random
-import threading
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from libhyrax.data.loader import read_ahead
 from libhyrax.errors import ModelError, RunError
 from libhyrax.models import prepare, to_device
 from libhyrax.training import distributed as dist
@@ -73,39 +72,6 @@ def quiet(engine: Engine) -> Engine:
 
 
 # --- data ------------------------------------------------------------------------------------------
-
-def read_ahead(batches, depth: int = PREFETCH):
-    """Iterate `batches` in a thread, `depth` batches ahead (h5py and torch release the GIL)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def reader():
-        try:
-            for b in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(b, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as e:  # handed to the consumer
-            q.put(e)
-            return
-        q.put(end)
-
-    t = threading.Thread(target=reader, daemon=True, name="hyrax-read-ahead")
-    t.start()
-    try:
-        while (item := q.get()) is not end:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
 
 class EpochBatches:
     """The batches of one rank's rows, in a new seeded order each epoch (the engine's current epoch), so

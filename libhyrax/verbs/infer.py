@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from libhyrax.config import resolve
+from libhyrax.data.loader import read_ahead as read_in_thread
 from libhyrax.errors import ConfigError, DataError, ModelError, RunError, UsageError, unknown_choice
 from libhyrax.hdf5 import ArrayWriter, read_ids, shard_name, shard_range
 from libhyrax.log import Progress
@@ -157,33 +156,8 @@ def _batches(group, start: int, stop: int, batch_size: int, read_ahead: bool = F
         for a in range(start, stop, batch_size):
             yield a, group.read(a, min(a + batch_size, stop), id_bytes=True)
         return
-    q: queue.Queue = queue.Queue(maxsize=PREFETCH)
-    done = threading.Event()
-
-    def reader():
-        try:
-            for a in range(start, stop, batch_size):
-                if done.is_set():
-                    return
-                q.put((a, group.read(a, min(a + batch_size, stop), id_bytes=True)))
-            q.put(None)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            q.put(e)
-
-    thread = threading.Thread(target=reader, name="hyrax-infer-reader", daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        done.set()
-        while thread.is_alive():  # unblock a reader waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
+    yield from read_in_thread(((a, group.read(a, min(a + batch_size, stop), id_bytes=True))
+                           for a in range(start, stop, batch_size)), depth=PREFETCH)
 
 
 class _Pending:
