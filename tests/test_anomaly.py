@@ -125,3 +125,18 @@ def test_shards_equal_the_unsharded_run(survey_run):
                                        b[name][:].astype(float) if name != "object_id" else 0, rtol=1e-5)
         assert (a["object_id"][:] == b["object_id"][:]).all()
     assert (whole.path / "top_anomalies.csv").read_text() == (second.path / "top_anomalies.csv").read_text()
+
+
+def test_knn_through_a_chromadb_index(survey_run):
+    """The default backend's HNSW search gives (nearly) the exact knn score, batch after batch."""
+    from libhyrax.verbs.anomaly import anomaly
+    from libhyrax.verbs.index import index
+
+    cfg, infer_run = survey_run
+    exact = anomaly(cfg, from_run=infer_run, method="knn")
+    idx = index(cfg, from_run=infer_run, overrides=["vector_db.name=chromadb"])
+    via = anomaly(cfg, from_run=infer_run, method="knn", index_run=idx,
+                  overrides=["anomaly.knn_source=index", "anomaly.batch_size=700"])
+    with h5py.File(exact.path / "scores.h5") as a, h5py.File(via.path / "scores.h5") as b:
+        same = np.isclose(a["score"][:], b["score"][:], rtol=1e-4, atol=1e-4)
+        assert same.mean() > 0.98, same.mean()

@@ -113,7 +113,9 @@ def test_exact_is_exact_under_blocking(monkeypatch, tmp_path):
 
     ids, x = clustered(5000, 32, seed=1)
     full = build(tmp_path, "exact", ids, x).search(x[:50], k=10)
-    monkeypatch.setattr(exact, "BLOCK_ELEMENTS", 50 * 1024)  # 1024-row blocks
+    monkeypatch.setattr(exact, "ROWS_BLOCK", 1000)  # 5 row blocks; 50 queries in blocks of 16, 16, 16, 2
+    monkeypatch.setattr(exact, "BLOCK_ELEMENTS", 16 * 1000)
+    monkeypatch.setattr(exact, "Q_BLOCK", 16)
     (tmp_path / "again").mkdir()
     blocked = build(tmp_path / "again", "exact", ids, x).search(x[:50], k=10)
     brute = np.argsort(np.linalg.norm(x[None, :, :] - x[:50, None, :], axis=2), axis=1)[:, :10]
@@ -128,3 +130,14 @@ def test_chroma_recall_against_exact(tmp_path):
     approx, _ = build(tmp_path, "chromadb", ids, x, batch=5000).search(queries, k=10)
     recall = np.mean([len(set(a) & set(t)) / 10 for a, t in zip(approx, truth, strict=True)])
     assert recall >= 0.95, recall
+
+
+def test_chroma_many_queries_go_in_chunks(tmp_path):
+    """Queries beyond chromadb's maximum batch (anomaly's knn through an index) are sent in chunks."""
+    ids, x = clustered(300, 16, seed=4)
+    idx = build(tmp_path, "chromadb", ids, x)
+    whole = idx.search(x[:20], k=5)
+    idx._client.get_max_batch_size = lambda: 7  # 20 queries in chunks of 7, 7, 6
+    chunked = idx.search(x[:20], k=5)
+    assert (chunked[0] == whole[0]).all() and np.allclose(chunked[1], whole[1])
+    assert (chunked[0][:, 0] == ids[:20]).all()

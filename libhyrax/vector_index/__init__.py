@@ -81,8 +81,10 @@ class VectorIndex:
             raise DataError(f"{path} holds no vector index (no {META_FILE}); build one with `hyrax index`") from None
         index = backend_class(meta["backend"])(path, meta["dim"], **meta.get("params", {}))
         with h5py.File(path / IDS_FILE, "r") as f:
-            index._all_ids = np.char.encode(read_ids(f["object_id"]), "utf-8") if len(f["object_id"]) else \
-                np.array([], dtype="S1")
+            raw = f["object_id"][:]  # fixed-length UTF-8: bytes as stored, no decode/encode round trip
+            index._all_ids = raw.astype("S") if raw.dtype.kind in "SO" else as_id_bytes(read_ids(f["object_id"]))
+            if not len(index._all_ids):
+                index._all_ids = np.array([], dtype="S1")
         index._open()
         return index
 

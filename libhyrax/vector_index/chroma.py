@@ -57,10 +57,15 @@ class ChromaIndex(VectorIndex):
             self._collection.add(ids=[str(r) for r in rows[s:s + step]], embeddings=vectors[s:s + step])
 
     def _search(self, vectors, k):
-        res = self._collection.query(query_embeddings=vectors, n_results=k, include=["distances"])
-        width = min(len(r) for r in res["ids"])
-        rows = np.array([[int(i) for i in r[:width]] for r in res["ids"]], dtype=np.int64).reshape(len(vectors), width)
-        sq = np.array([d[:width] for d in res["distances"]], dtype=np.float64).reshape(len(vectors), width)
+        rows, sq = [], []
+        step = self._client.get_max_batch_size()  # many queries (anomaly's knn through the index): in chunks
+        for s in range(0, len(vectors), step):
+            res = self._collection.query(query_embeddings=vectors[s:s + step], n_results=k, include=["distances"])
+            rows += res["ids"]
+            sq += res["distances"]
+        width = min(len(r) for r in rows)
+        rows = np.array([r[:width] for r in rows], dtype=np.int64).reshape(len(vectors), width)
+        sq = np.array([d[:width] for d in sq], dtype=np.float64).reshape(len(vectors), width)
         return rows, np.sqrt(np.maximum(sq, 0.0))
 
     def _vectors(self, rows) -> np.ndarray:
