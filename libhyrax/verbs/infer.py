@@ -67,7 +67,9 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
                                   model.read_ahead, num_workers)
             run.record(n_objects=n, **stats)
         return Result(run.path)
-    key = json.dumps([str(model.source.resolve()), engine, cfg["data_request"].get("infer")], default=str)
+    # the whole config is in the key: a rerun with other settings (say infer.model_weights_file) must not
+    # find this run's finished shards and hand them back
+    key = json.dumps([str(model.source.resolve()), engine, cfg], sort_keys=True, default=str)
     name = run_name or shared_run_name("infer", the_shard, key)
     with sharded_run("infer", cfg, the_shard, name=name, into=resume, stems=(STEM,)) as run:
         _record_inputs(run, model, group, engine)
@@ -264,8 +266,10 @@ def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, 
         writer.close()
     except BaseException:
         if writer is not None:
-            pending.write(writer)  # rows computed before the failure are good: keep them for --resume
-            writer.close(complete=False)
+            try:
+                pending.write(writer)  # rows computed before the failure are good: keep them for --resume
+            finally:
+                writer.close(complete=False)  # even when that write fails: the original error is raised
         raise
     secs = time.monotonic() - t0
     log.info("wrote %d latents to %s (%.0f objects/s)", n, path.name, computed / max(secs, 1e-9))
