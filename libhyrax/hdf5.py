@@ -49,6 +49,14 @@ def as_id_bytes(ids) -> np.ndarray:
     return np.array([i if isinstance(i, bytes) else str(i).encode("utf-8") for i in ids], dtype="S")
 
 
+def check_id_width(ids: np.ndarray, ds: h5py.Dataset, where: str, error=DataError) -> None:
+    """Object ids (bytes) must fit the fixed width of the file's /object_id. A wide numpy dtype may hold
+    short ids (numpy pads): only the ids' real lengths count."""
+    width = ds.dtype.itemsize
+    if len(ids) and ids.dtype.itemsize > width and int(np.char.str_len(ids).max()) > width:
+        raise error(f"object ids longer than {width} bytes can't be stored in {where}")
+
+
 def chunk_rows(row_shape: tuple[int, ...], dtype) -> int:
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize or 1
     return int(max(1, min(65536, CHUNK_BYTES // max(row_bytes, 1))))
@@ -99,10 +107,7 @@ class ArrayWriter:
         start, stop = self.rows_written, self.rows_written + n
         if stop > self.n_rows:
             raise RunError(f"{self.path.name}: writing rows {start}:{stop} past its {self.n_rows} rows")
-        width = self.file["object_id"].dtype.itemsize
-        # a wide dtype may hold short ids (numpy pads): only the real lengths matter
-        if n and ids.dtype.itemsize > width and int(np.char.str_len(ids).max()) > width:
-            raise RunError(f"object ids longer than {width} bytes can't be stored in {self.path.name}")
+        check_id_width(ids, self.file["object_id"], self.path.name, RunError)
         self.file["object_id"][start:stop] = np.asarray(ids, dtype=self.file["object_id"].dtype)
         for name, arr in arrays.items():
             self.file[name][start:stop] = np.asarray(arr, dtype=self.file[name].dtype)

@@ -17,7 +17,7 @@ import numpy as np
 
 from libhyrax.data.base import Dataset
 from libhyrax.errors import DataError
-from libhyrax.hdf5 import IdIndex, as_id_bytes, chunk_rows, id_dtype, read_ids
+from libhyrax.hdf5 import IdIndex, as_id_bytes, check_id_width, chunk_rows, id_dtype, read_ids
 
 FORMAT, FORMAT_VERSION = "hyrax-cutouts", 1
 PLANES = ("images", "masks", "variance")  # per-pixel arrays; fields "image", "mask", "variance"
@@ -106,9 +106,7 @@ class CutoutWriter:
             if name in PLANES and arr.shape[1:] != self.shape:
                 raise DataError(f"{name} of shape {arr.shape[1:]} don't fit {self.path.name}, made for "
                                 f"{self.shape}")
-        width = self.file["object_id"].dtype.itemsize
-        if n and ids.dtype.itemsize > width:
-            raise DataError(f"object ids longer than {width} bytes can't be stored in {self.path.name}")
+        check_id_width(ids, self.file["object_id"], self.path.name)
         start, stop = self.rows_written, self.rows_written + n
         if self.n_rows is not None and stop > self.n_rows:
             raise DataError(f"{self.path.name}: writing rows {start}:{stop} past its {self.n_rows} rows")
