@@ -22,9 +22,9 @@ from libhyrax.errors import DataError
 
 METHODS = ("combined", "knn", "recon_error", "isolation_forest")
 log = logging.getLogger("hyrax.anomaly")
-# exact knn is all against all: N^2 distances. Measured on 2 CPU cores: ~2.5e8 distances/s unloaded
-# (1M objects: about an hour; 100k: under a minute); a GPU does 1M in minutes.
-CPU_DISTANCES_PER_S = 2.5e8
+# exact knn is all against all: N^2 distances. Measured on 2 shared CPU cores: ~2.2e8 distances/s
+# (1M objects: about 75 min; 100k: about 45 s); a GPU does 1M in minutes.
+CPU_DISTANCES_PER_S = 2.2e8
 
 
 class Scorer:

@@ -9,7 +9,7 @@ Writes `scores.h5` (/object_id, /score, and one array per method), `top_anomalie
 column (the synthetic survey), `evaluation.json`: precision@K and ROC AUC of each method against it.
 Latents are scored in batches of `anomaly.batch_size`; the knn method needs all latents in memory (or an
 index run: --set anomaly.knn_source=index). Exact knn is all against all, N^2 distances in constant extra
-memory: 100k objects take under a minute on 2 CPU cores, 1M about an hour (minutes on a GPU); through a
+memory: 100k objects take about 45 s on 2 CPU cores, 1M about 75 min (minutes on a GPU); through a
 ChromaDB index the time grows as N log N (benchmarks/bench_anomaly.py).
 """
 
