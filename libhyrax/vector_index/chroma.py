@@ -3,7 +3,10 @@
 Only explicit embeddings are stored (`embedding_function=None`: chromadb's default would download a model
 on first use), in batches of the client's maximum size, with the row number as chromadb's id. HNSW is
 configured for recall: the defaults gave recall@10 of 0.69 at 100k x 64; ef_search = ef_construction = 200
-with 32 neighbours gave 0.96 (docs: /work/shared/notes/libraries.md). chromadb returns squared L2
+with 32 neighbours gave 0.96 (docs: /work/shared/notes/libraries.md), but only 0.85 at 1M x 64 plain
+Gaussian vectors, where ef_search = 800 gave 0.97 at 7 ms a query by id (benchmarks/bench_search.py).
+ef_search costs nothing at build time. Larger `batch_size`/`sync_threshold` in chromadb's HNSW settings
+made no difference to insertion (CPU time at 50k). chromadb returns squared L2
 distances; we return their square root. Telemetry is off.
 """
 
@@ -24,7 +27,7 @@ class ChromaIndex(VectorIndex):
 
     backend = "chromadb"
 
-    def __init__(self, path, dim, ef_construction: int = 200, ef_search: int = 200, max_neighbors: int = 32,
+    def __init__(self, path, dim, ef_construction: int = 200, ef_search: int = 800, max_neighbors: int = 32,
                  **params):
         super().__init__(path, dim, ef_construction=ef_construction, ef_search=ef_search,
                          max_neighbors=max_neighbors, **params)
