@@ -22,9 +22,11 @@ from libhyrax.errors import DataError
 
 METHODS = ("combined", "knn", "recon_error", "isolation_forest")
 log = logging.getLogger("hyrax.anomaly")
-# exact knn is all against all: N^2 distances. Measured on 2 shared CPU cores: ~2.2e8 distances/s
-# (1M objects: about 75 min; 100k: about 45 s); a GPU does 1M in minutes.
-CPU_DISTANCES_PER_S = 2.2e8
+# exact knn is all against all: N^2 distances. Measured on 2 idle CPU cores: ~5e8 distances/s (100k objects
+# 20 s; 1M about 32 min), 2.2e8 with the cores shared. Through a ChromaDB index (ef_search 800) 1M took
+# about as long (10k objects in 19 s); the index's time grows as N log N, exact's as N^2.
+CPU_DISTANCES_PER_S = 5e8
+WARN_EXACT_CPU_N = 200_000  # exact knn over this many objects on a CPU logs a warning with the estimate
 
 
 class Scorer:
@@ -55,10 +57,11 @@ class KnnDistance(Scorer):
                 resolve_device(self.device))
             self.data_sq_ = (self.data_ * self.data_).sum(1)
             n = len(self.data_)
-            if self.data_.device.type == "cpu" and n >= 200_000:
-                log.warning("exact knn over %d objects on the CPU: %.1e distances, roughly %.0f min on 2 cores; "
-                            "an index is much faster at this size: `hyrax index`, then "
-                            "--set anomaly.knn_source=index", n, float(n) * n, n * n / CPU_DISTANCES_PER_S / 60)
+            if self.data_.device.type == "cpu" and n >= WARN_EXACT_CPU_N:
+                log.warning("exact knn over %d objects on the CPU: %.1e distances, roughly %.0f min on 2 idle "
+                            "cores. A GPU (general.device) is far faster; --shard I/N (or a Slurm array) splits "
+                            "the rows across machines; through an index (--set anomaly.knn_source=index) the time "
+                            "grows as N log N instead of N^2", n, float(n) * n, n * n / CPU_DISTANCES_PER_S / 60)
         else:
             n = len(self.index)
         if n < 2:

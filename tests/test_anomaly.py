@@ -140,3 +140,20 @@ def test_knn_through_a_chromadb_index(survey_run):
     with h5py.File(exact.path / "scores.h5") as a, h5py.File(via.path / "scores.h5") as b:
         same = np.isclose(a["score"][:], b["score"][:], rtol=1e-4, atol=1e-4)
         assert same.mean() > 0.98, same.mean()
+
+
+def test_exact_knn_on_a_cpu_warns_at_scale(monkeypatch, caplog):
+    """Exact knn is N^2: past a size, the log says how long and what else to do."""
+    import logging
+
+    import libhyrax.anomaly as anomaly_mod
+
+    x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="hyrax.anomaly"):
+        anomaly_mod.KnnDistance(3, "cpu").fit(x)
+    assert not caplog.records
+    monkeypatch.setattr(anomaly_mod, "WARN_EXACT_CPU_N", 50)
+    with caplog.at_level(logging.WARNING, logger="hyrax.anomaly"):
+        scorer = anomaly_mod.KnnDistance(3, "cpu").fit(x)
+    assert "2.5e+03 distances" in caplog.text and "knn_source=index" in caplog.text
+    assert scorer.score({"latent": x[:5]}).shape == (5,)

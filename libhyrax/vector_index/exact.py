@@ -13,8 +13,8 @@ from libhyrax.vector_index import VectorIndex
 
 VECTORS_FILE = "vectors.f32"
 # a (queries x rows) distance block of 64 MB of float32, allocated once per call. On 2 shared CPU cores
-# this ran at ~2.2e8 distances/s, the same as 4096 x 4096 blocks allocated afresh; skipping top-k on
-# rows a block can't improve (a min pass first) was slower.
+# this ran at ~2.2e8 distances/s (idle: ~5e8), the same as 4096 x 4096 blocks allocated afresh; skipping
+# top-k on rows a block can't improve (a min pass first) was slower.
 Q_BLOCK, ROWS_BLOCK = 1024, 16384
 BLOCK_ELEMENTS = Q_BLOCK * ROWS_BLOCK
 
@@ -35,7 +35,7 @@ def knn(data, queries, k: int, data_sq=None, q_block: int | None = None, rows_bl
     Blocked: `q_block` queries against `rows_block` rows at a time (defaults from Q_BLOCK, ROWS_BLOCK),
     in one reused distance buffer, with the running top k merged block by block, so memory beyond `data`
     is constant in N and Q (at most BLOCK_ELEMENTS x 4 bytes = 64 MB, plus Q x k for the answer). All
-    against all (anomaly's knn) is N^2 distances: on 2 CPU cores about 2.2e8 a second. Candidates come from
+    against all (anomaly's knn) is N^2 distances: on 2 idle CPU cores about 5e8 a second. Candidates come from
     ||x||^2 - 2 q.x (one fused matrix product per block); the k found are then re-measured as ||q - x||
     directly, so an object's distance to itself is exactly 0.
     """

@@ -9,8 +9,9 @@ Writes `scores.h5` (/object_id, /score, and one array per method), `top_anomalie
 column (the synthetic survey), `evaluation.json`: precision@K and ROC AUC of each method against it.
 Latents are scored in batches of `anomaly.batch_size`; the knn method needs all latents in memory (or an
 index run: --set anomaly.knn_source=index). Exact knn is all against all, N^2 distances in constant extra
-memory: 100k objects take about 45 s on 2 CPU cores, 1M about 75 min (minutes on a GPU); through a
-ChromaDB index the time grows as N log N (benchmarks/bench_anomaly.py).
+memory: 100k objects take about 20 s on 2 idle CPU cores, 1M about 32 min (a GPU is far faster; --shard splits
+the rows across tasks). Through a ChromaDB index 1M also took about 32 min on 2 cores, but that time grows
+as N log N (benchmarks/bench_anomaly.py).
 """
 
 from __future__ import annotations
