@@ -179,3 +179,34 @@ def test_done_when_the_default_pipeline(workdir, hyrax):
     assert first[:4] == [some_id, "1", some_id, "0"]
     ranked = hyrax("anomaly", "--show", cwd=workdir, input=infer.stdout, check=True)
     assert "-anomaly-" in ranked.stdout and "rank" in ranked.stderr
+
+
+def test_table_ids_stay_text_when_read_back(tmp_path):
+    from libhyrax.verbs.search import read_table, write_table
+
+    write_table(tmp_path / "t.csv", {"query": np.array(["00042"]), "object_id": np.array(["123456789012345678901234"]),
+                                     "rank": np.array([1]), "distance": np.array([0.5])})
+    t = read_table(tmp_path / "t.csv")
+    assert t["query"][0] == "00042" and t["object_id"][0] == "123456789012345678901234"
+    assert t["rank"][0] == 1 and t["distance"][0] == 0.5
+
+
+def test_catalog_rows_reads_given_rows_and_falls_back_to_ids_when_they_disagree(tmp_path):
+    from libhyrax.config import resolve
+    from libhyrax.data import write_cutouts
+    from libhyrax.results import new_run
+    from libhyrax.verbs.search import catalog_rows
+
+    ids = np.array([f"g{i:03d}" for i in range(40)])
+    write_cutouts(tmp_path / "c.h5", ids, np.zeros((40, 1, 16, 16), np.float32),
+                  catalog={"mag": np.arange(40, dtype=np.float32)}, bands=["r"])
+    cfg = resolve({"general": {"results_dir": str(tmp_path / "results")},
+                   "data_request": {"infer": {"c": {"dataset_class": "HyraxHDF5Dataset",
+                                                    "data_location": str(tmp_path / "c.h5"),
+                                                    "fields": ["image", "object_id"],
+                                                    "primary_id_field": "object_id"}}}})
+    with new_run("infer", cfg) as run:
+        pass
+    assert list(catalog_rows(run.path, ["g007", "g003"], rows=[7, 3])["mag"]) == [7.0, 3.0]
+    assert list(catalog_rows(run.path, ["g007", "g003"], rows=[1, 2])["mag"]) == [7.0, 3.0]  # wrong rows
+    assert list(catalog_rows(run.path, ["g039"])["mag"]) == [39.0]

@@ -243,23 +243,26 @@ class DataGroup:
                 cols += [c if c not in cols else f"{friendly}.{c}" for c in self.datasets[friendly].catalog_columns()]
         return cols
 
-    def catalog(self, column: str) -> np.ndarray:
-        """All values of a catalog column, one per object in group order."""
+    def catalog(self, column: str, rows=None) -> np.ndarray:
+        """The values of a catalog column, one per object in group order; with `rows`, only those rows
+        (read as contiguous runs: a table of k neighbours never reads a 100M-row column whole)."""
         pds = self.datasets[self.primary]
         if column in pds.catalog_columns():
-            return pds.column(column)
+            return pds.column(column) if rows is None else pds.read_rows([column], rows)[column]
         for friendly in self.specs:
             if friendly == self.primary:
                 continue
             ds = self.datasets[friendly]
             name = column.removeprefix(f"{friendly}.")
             if name in ds.catalog_columns():
-                values = ds.column(name)
-                rows = self._maps[friendly]
-                if rows is None:
-                    return values
-                full = _missing_fill(values, len(rows))
-                full[rows >= 0] = values[rows[rows >= 0]]
+                mapped = self._maps[friendly]
+                if mapped is None:  # index-aligned
+                    return ds.column(name) if rows is None else ds.read_rows([name], rows)[name]
+                theirs = mapped if rows is None else mapped[np.asarray(rows, dtype=np.int64)]
+                hit = theirs >= 0
+                values = ds.read_rows([name], theirs[hit])[name]
+                full = _missing_fill(values, len(theirs))
+                full[hit] = values
                 return full
         cols = self.catalog_columns()
         raise DataError(f"no catalog column {column!r}{did_you_mean(column, cols)} Columns: {', '.join(cols)}")

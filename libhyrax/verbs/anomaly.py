@@ -143,7 +143,7 @@ def _finish(run, cfg: dict, src, method: str, ids: np.ndarray, raw: dict[str, np
     table = {"rank": np.arange(1, top_k + 1), "object_id": ids[top], "score": score[top]}
     if method == "combined":
         table |= {name: values[top] for name, values in raw.items()}
-    table |= {c: v for c, v in catalog_rows(src, ids[top]).items() if c not in table}
+    table |= {c: v for c, v in catalog_rows(src, ids[top], rows=top).items() if c not in table}
     write_table(run.file("top_anomalies.csv"), table)
     evaluation = evaluate(src, ids, {"score": score, **raw}, top_k)
     if evaluation:

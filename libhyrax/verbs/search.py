@@ -25,7 +25,7 @@ import numpy as np
 from libhyrax.config import resolve
 from libhyrax.errors import DataError, HyraxError, ModelError, UsageError
 from libhyrax.hdf5 import IdIndex
-from libhyrax.results import Result, check_run, find_input_run, new_run
+from libhyrax.results import Result, check_run, find_input_run, new_run, unique_tmp
 from libhyrax.vector_index import VectorIndex
 from libhyrax.verbs.index import INDEX_DIR, model_run_of, upstream_of
 
@@ -90,7 +90,7 @@ def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids
             vectors = np.asarray(vectors, dtype=np.float32)
             queries = [f"vector {i}" for i in range(len(np.atleast_2d(vectors)))]
         ids, dist = idx.search(vectors, k)
-    table = neighbor_table(queries, ids, dist, catalog_rows(infer_run_of(src), ids.ravel()))
+    table = neighbor_table(queries, ids, dist, catalog_rows(infer_run_of(src), ids.ravel(), idx.rows(ids.ravel())))
     with new_run("search", cfg) as run:
         run.add_upstream(src)
         write_table(run.file(TABLE_FILE), table)
@@ -109,28 +109,42 @@ def infer_run_of(index_run: str | os.PathLike) -> Path | None:
     return upstream_of(index_run, ("infer",))
 
 
-def catalog_rows(infer_run: str | os.PathLike | None, object_ids) -> dict[str, np.ndarray]:
+def catalog_rows(infer_run: str | os.PathLike | None, object_ids, rows=None) -> dict[str, np.ndarray]:
     """The catalog columns of `object_ids` from the data the infer run read ({} when it can't be opened:
-    the table then has ids and distances only)."""
+    the table then has ids and distances only). `rows`: their rows in the latents, which are the data
+    group's rows (infer keeps input order), so only those rows are read; checked against the ids, with
+    a lookup by id when they disagree."""
     group = open_infer_data(infer_run)
     if group is None:
         return {}
     try:
-        rows = IdIndex(group.object_ids()).rows(np.asarray(object_ids))
+        wanted = np.asarray(object_ids).astype(str)
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            ok = (rows >= 0) & (rows < len(group))
+            if not ok.all() or not np.array_equal(_ids_at(group, rows), wanted):
+                rows = None
+        if rows is None:
+            rows = IdIndex(group.object_ids()).rows(wanted)
+        found = rows >= 0
         out = {}
         for column in group.catalog_columns():
-            values = np.asarray(group.catalog(column))
+            values = np.asarray(group.catalog(column, np.where(found, rows, 0)))
             if values.ndim != 1:
                 continue
-            picked = values[np.maximum(rows, 0)]
-            if (rows < 0).any():
-                picked = picked.astype(float if picked.dtype.kind in "fiub" else object)
-                picked[rows < 0] = np.nan if picked.dtype.kind == "f" else None
-            out[column] = picked
+            if not found.all():
+                values = values.astype(float if values.dtype.kind in "fiub" else object)
+                values[~found] = np.nan if values.dtype.kind == "f" else None
+            out[column] = values
         return out
     except HyraxError as e:
         log.warning("catalog columns left out: %s", e)
         return {}
+
+
+def _ids_at(group, rows: np.ndarray) -> np.ndarray:
+    """The object ids at `rows` of the group (only those rows are read)."""
+    return np.asarray(group.read_rows(rows)["object_id"]).astype(str)
 
 
 def open_infer_data(infer_run):
@@ -158,7 +172,7 @@ def format_table(columns: dict[str, np.ndarray], max_rows: int = 100) -> str:
 
 
 def write_table(path: Path, table: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = unique_tmp(path)
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(list(table))
@@ -174,14 +188,19 @@ def read_table(path: Path) -> dict[str, np.ndarray]:
     if not rows:
         return {}
     cols = {name: [r[j] for r in rows[1:]] for j, name in enumerate(rows[0])}
-    return {name: _typed(values) for name, values in cols.items()}
+    return {name: _typed(name, values) for name, values in cols.items()}
 
 
-def _typed(values: list[str]) -> np.ndarray:
+ID_COLUMNS = ("query", "object_id")  # always text: "00042" is not 42, and ids overflow int64
+
+
+def _typed(name: str, values: list[str]) -> np.ndarray:
+    if name in ID_COLUMNS:
+        return np.array(values, dtype=str)
     for dtype in (np.int64, np.float64):
         try:
             return np.array(values, dtype=dtype)
-        except ValueError:
+        except (ValueError, OverflowError):
             continue
     return np.array(values, dtype=str)
 
