@@ -23,7 +23,7 @@ class QdrantIndex(VectorIndex):
 
     def __init__(self, path, dim, url: str | bool = False, collection: str | bool = False,
                  ef_construction: int = 200, ef_search: int = 200, max_neighbors: int = 32, **params):
-        super().__init__(path, dim, url=url, collection=collection or f"hyrax-{path.name}"[:255],
+        super().__init__(path, dim, url=url, collection=collection or _collection_name(path),
                          ef_construction=ef_construction, ef_search=ef_search, max_neighbors=max_neighbors,
                          **params)
         self._client = None
@@ -73,3 +73,14 @@ class QdrantIndex(VectorIndex):
         got = self._client.retrieve(self.params["collection"], ids=[int(r) for r in uniq], with_vectors=True)
         by_id = {int(p.id): p.vector for p in got}
         return np.array([by_id[int(r)] for r in uniq], dtype=np.float32)[inverse]
+
+
+def _collection_name(path) -> str:
+    """A name no other index shares on a site server: the run directory's name plus a random tag (the
+    index folder itself is always called `index`). Stored in index.json, so reopening finds it."""
+    import re
+    import secrets
+    from pathlib import Path
+
+    run = re.sub(r"[^A-Za-z0-9_-]", "-", Path(path).resolve().parent.name.removesuffix(".partial"))
+    return f"hyrax-{run}-{secrets.token_hex(4)}"[:255]
