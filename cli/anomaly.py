@@ -11,6 +11,7 @@ from hyrax_cli.common import (
     ConfigOpt,
     DebugOpt,
     FromOpt,
+    ResumeOpt,
     RunNameOpt,
     SetOpt,
     ShardOpt,
@@ -27,7 +28,7 @@ ShowOpt = Annotated[bool, typer.Option("--show", help="Also print the top anomal
 
 
 def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = None, shard: ShardOpt = None,
-            run_name: RunNameOpt = None, config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None,
+            run_name: RunNameOpt = None, resume: ResumeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None,
             debug: DebugOpt = False) -> None:
     """Score every object (k-th neighbour distance, reconstruction error, isolation forest; combined by
     rank); writes scores.h5 and top_anomalies.csv (and evaluation.json when the data has is_anomaly).
@@ -41,7 +42,7 @@ def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = N
         from libhyrax.verbs.search import format_table, read_table
 
         res = anomaly(load(config, set_, debug), from_run=input_run(from_run), method=method, index_run=index,
-                      shard=shard, run_name=run_name)
+                      shard=shard, run_name=run_name, resume=resume)
         if show and res.file("top_anomalies.csv").exists():
             print(format_table(read_table(res.file("top_anomalies.csv")), max_rows=20), file=sys.stderr)
         return res

@@ -47,12 +47,13 @@ RAW_STEM = "raw_scores"  # a sharded run's per-shard method scores
 
 def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: str | None = None,
             index_run: str | os.PathLike | None = None, shard: str | Shard | None = None,
-            run_name: str | None = None, overrides=()) -> Result:
+            run_name: str | None = None, resume: str | os.PathLike | None = None, overrides=()) -> Result:
     """Score every object of an infer run (`from_run`, else the newest). `method`: one of METHODS
     (default anomaly.method). `index_run`: the index run the knn score searches when
     anomaly.knn_source = "index" (else the newest index run). `shard`: "I/N" (default: the Slurm array
     task's share): each shard scores its rows into `raw_scores.shard-*.h5` of one shared directory, and
-    the task that completes the set writes scores.h5 and top_anomalies.csv."""
+    the task that completes the set writes scores.h5 and top_anomalies.csv. `resume`: the shared
+    directory of a sharded run, to rerun a failed shard into."""
     cfg = resolve(config, overrides)
     the_shard = choose_shard(shard)
     acfg = cfg["anomaly"]
@@ -72,9 +73,10 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
                 raw = score_all(scorers, f, int(acfg["batch_size"]))
                 _finish(run, cfg, src, method, read_ids(f["object_id"]), raw)
             return Result(run.path)
-        key = json.dumps([str(Path(src).resolve()), method, acfg], default=str)
+        # the whole config is in the key: a rerun with other settings must not reuse finished shards
+        key = json.dumps([str(Path(src).resolve()), method, cfg], sort_keys=True, default=str)
         name = run_name or shared_run_name("anomaly", the_shard, key)
-        with sharded_run("anomaly", cfg, the_shard, name=name, stems=(RAW_STEM,)) as run:
+        with sharded_run("anomaly", cfg, the_shard, name=name, into=resume, stems=(RAW_STEM,)) as run:
             run.add_upstream(src)
             run.add_input(f.filename)
             start, stop = shard_range(n, the_shard.index, the_shard.count)
