@@ -193,11 +193,7 @@ def new_run(stage: str, config: dict, *, resume: str | os.PathLike | None = None
     try:
         yield run
     except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        run.provenance |= {"status": "interrupted" if interrupted else "failed", "finished": now().isoformat(),
-                           "error": f"{type(exc).__name__}: {exc}"}
-        run.save_provenance()
-        hlog.remove_handler(handler)
+        interrupted = mark_ended(run, handler, exc)
         failed = run.final_path.with_name(run.final_path.name + FAILED)
         if failed.exists():
             import shutil
@@ -207,11 +203,22 @@ def new_run(stage: str, config: dict, *, resume: str | os.PathLike | None = None
         log.error("%s %s; its results directory is kept as %s", stage,
                   "was interrupted" if interrupted else "failed", failed)
         raise
-    run.provenance |= {"status": "complete", "finished": now().isoformat()}
-    run.save_provenance()
-    hlog.remove_handler(handler)
+    mark_ended(run, handler)
     os.replace(run.path, run.final_path)
     run.path = run.final_path
+
+
+def mark_ended(run: Run, log_handler, exc: BaseException | None = None) -> bool:
+    """Record how a run ended (complete, failed or interrupted, with the error) in its provenance and
+    close its log file; returns whether it was interrupted."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    status = "complete" if exc is None else "interrupted" if interrupted else "failed"
+    run.provenance |= {"status": status, "finished": now().isoformat()}
+    if exc is not None:
+        run.provenance["error"] = f"{type(exc).__name__}: {exc}"
+    run.save_provenance()
+    hlog.remove_handler(log_handler)
+    return interrupted
 
 
 def _reopen(stage: str, path: Path, config: dict) -> Run:

@@ -33,6 +33,7 @@ from libhyrax.results import (
     PROVENANCE_FILE,
     Run,
     _new_provenance,
+    mark_ended,
     now,
     results_root,
     shard_provenance_name,
@@ -154,14 +155,8 @@ def sharded_run(stage: str, config: dict, shard: Shard, *, name: str | None = No
     try:
         yield run
     except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        run.provenance |= {"status": "interrupted" if interrupted else "failed", "finished": now().isoformat(),
-                           "error": f"{type(exc).__name__}: {exc}"}
-        run.save_provenance()
-        hlog.remove_handler(handler)
+        interrupted = mark_ended(run, handler, exc)
         log.error("%s shard %s %s; rerun it with --shard %s --resume %s", stage, shard,
                   "was interrupted" if interrupted else "failed", shard, path)
         raise
-    run.provenance |= {"status": "complete", "finished": now().isoformat()}
-    run.save_provenance()
-    hlog.remove_handler(handler)
+    mark_ended(run, handler)
