@@ -52,4 +52,5 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 1) -> str:
 def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> str:
     """'unknown model 'Foo'; did you mean 'Bar'? Known: a, b, c' — the astropy-registry style."""
     choices = sorted(set(choices))
-    return f"unknown {kind} {name!r}{did_you_mean(name, choices)} Known: {', '.join(choices) or '(none)'}"
+    hint = did_you_mean(name, choices)
+    return f"unknown {kind} {name!r}{hint}{' ' if hint else '; '}Known: {', '.join(choices) or '(none)'}"
