@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, load, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, ResumeOpt, SetOpt, load, run_stage
 
 
-def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = False) -> None:
+def command(config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = None, debug: DebugOpt = False) -> None:
     """Stack a folder of FITS cutouts (one file per object and band, plus a catalog) into one HDF5
     cutout file, cutouts.h5, in a new results directory; bad objects are listed in rejected.csv.
     With no config, build the built-in sample (Hubble eXtreme Deep Field galaxies).
@@ -16,6 +16,6 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = Fal
     def body():
         from libhyrax.verbs.prepare import prepare
 
-        return prepare(load(config, set_, debug))
+        return prepare(load(config, set_, debug), resume=resume)
 
     run_stage(body, debug)

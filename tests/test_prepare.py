@@ -99,3 +99,34 @@ def test_prepare_bad_folder_is_a_clear_error(workdir, hyrax):
     proc = hyrax("prepare", "--set", "prepare.fits_dir=nowhere")
     assert proc.returncode == 1 and "prepare.fits_dir nowhere is not a folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_interrupted_prepare_resumes_to_the_same_file(workdir, fits_folder, monkeypatch):
+    import libhyrax.verbs.prepare as prep
+
+    folder, _ = fits_folder
+    cfg = {"prepare": {"fits_dir": str(folder), "bands": ["g", "r", "i"]},
+           "general": {"results_dir": str(workdir / "results")}}
+    whole = prepare(cfg)
+    monkeypatch.setattr(prep, "BATCH", 4)
+    real, calls = prep.stack_bands, {"n": 0}
+
+    def dies_at_object_9(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt  # killed in the third batch (objects 8-11)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prep, "stack_bands", dies_at_object_9)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(cfg)
+    failed = next((workdir / "results").glob("*-prepare-*.failed"))
+    after = []
+    monkeypatch.setattr(prep, "stack_bands", lambda *a, **k: after.append(1) or real(*a, **k))
+    resumed = prepare(resume=failed)
+    assert len(after) == 4  # only the objects of the unfinished batch (8-11) were read again
+    a, b = HyraxHDF5Dataset({}, whole.file("cutouts.h5")), HyraxHDF5Dataset({}, resumed.file("cutouts.h5"))
+    assert b.column("object_id").tolist() == a.column("object_id").tolist()  # no gap, no duplicate
+    np.testing.assert_array_equal(b.column("image"), a.column("image"))
+    assert whole.file("rejected.csv").read_text() == resumed.file("rejected.csv").read_text()
+    assert resumed.provenance["stage_info"]["n_rejected"] == 5

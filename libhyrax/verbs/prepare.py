@@ -34,12 +34,18 @@ from libhyrax.results import Result, new_run
 log = logging.getLogger("hyrax.prepare")
 OUTPUT, REJECTED = "cutouts.h5", "rejected.csv"
 BATCH = 256
+NEXT_OBJECT, N_REJECTED = "prepare_next_object", "prepare_rejected"  # attributes that make resume exact
 
 
-def prepare(config=None, *, overrides=()) -> Result:
+def prepare(config=None, *, overrides=(), resume=None) -> Result:
+    """`resume`: an interrupted prepare run's directory; it goes on after the last batch it wrote."""
+    if resume:
+        from libhyrax.config import read_toml
+
+        config = read_toml(Path(resume) / "runtime_config.toml")  # the run's own settings
     cfg = resolve(config, overrides)
     p = cfg["prepare"]
-    with new_run("prepare", cfg) as run:
+    with new_run("prepare", cfg, resume=resume) as run:
         out = run.path / OUTPUT
         if not p["fits_dir"]:
             log.info("no prepare.fits_dir: building the built-in sample (Hubble eXtreme Deep Field)")
@@ -62,14 +68,22 @@ def prepare_fits(folder: Path, catalog: Path, out: Path, rejected_csv: Path, p: 
                                              p["filename_column"], p["bands"] or None, where=str(catalog))
     size = int(p["cutout_size"])
     id_length = max((len(i.encode("utf-8")) for i in ids), default=1)
-    written = n_rejected = 0
-    with open(rejected_csv, "w", newline="", encoding="utf-8") as fh, \
-            CutoutWriter(out, (len(bands), size, size), bands, id_length=id_length,
-                         attrs={"source": str(folder)}) as writer, \
+    with CutoutWriter(out, (len(bands), size, size), bands, id_length=id_length,
+                      attrs={"source": str(folder)}) as writer, \
+            open(rejected_csv, "a" if _resumed(writer, rejected_csv) else "w", newline="", encoding="utf-8") as fh, \
             Progress("prepare", total=len(ids)) as progress:
+        # catalog objects handled so far (written or rejected): stored with each batch, so a resumed run
+        # goes on after the last batch that reached the file
+        resuming = _resumed(writer, rejected_csv)
+        first = int(writer.file.attrs.get(NEXT_OBJECT, 0)) if resuming else 0
+        written, n_rejected = writer.rows_written, int(writer.file.attrs.get(N_REJECTED, 0)) if resuming else 0
+        if first:
+            log.info("resuming after %d of %d catalog objects", first, len(ids))
+            progress.advance(first)
         rejects = csv.writer(fh)
-        rejects.writerow(["object_id", "band", "filename", "reason"])
-        for start in range(0, len(ids), BATCH):
+        if not resuming:
+            rejects.writerow(["object_id", "band", "filename", "reason"])
+        for start in range(first, len(ids), BATCH):
             stop = min(start + BATCH, len(ids))
             images, keep = [], []
             for i in range(start, stop):  # one object's files at a time: FITS I/O is per file anyway
@@ -79,12 +93,22 @@ def prepare_fits(folder: Path, catalog: Path, out: Path, rejected_csv: Path, p: 
                 except BadCutout as e:
                     rejects.writerow([ids[i], e.band, e.filename, e.reason])
                     n_rejected += 1
+            fh.flush()  # the batch's rejections reach the disk before the batch is marked done
+            # set before append, which flushes: the batch and the mark reach the file together
+            writer.file.attrs.update({NEXT_OBJECT: stop, N_REJECTED: n_rejected})
             if keep:
                 writer.append(ids[keep], np.stack(images), catalog={k: v[keep] for k, v in extra.items()})
                 written += len(keep)
+            else:
+                writer.file.flush()
             progress.advance(stop - start)
     if n_rejected:
         log.warning("%d of %d objects rejected; see %s", n_rejected, len(ids), rejected_csv)
     if not written:
         raise DataError(f"no object of {catalog} could be used ({n_rejected} rejected); see {rejected_csv}")
     return written, n_rejected
+
+
+def _resumed(writer: CutoutWriter, rejected_csv: Path) -> bool:
+    """Whether the writer reopened an interrupted file of this stage (else everything starts afresh)."""
+    return NEXT_OBJECT in writer.file.attrs and rejected_csv.exists()
