@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from libhyrax import log as hlog
-from libhyrax.errors import HyraxError, UsageError
+from libhyrax.errors import HyraxError, RunError, UsageError
 
 log = logging.getLogger("hyrax.results")
 
@@ -52,7 +52,7 @@ def run_name(stage: str, when: dt.datetime | None = None) -> str:
     """YYYYMMDD-HHMMSS-<stage>-<uid>: the random uid keeps two jobs starting in the same second on a
     shared filesystem apart."""
     when = when or now()
-    return f"{when:%Y%m%d-%H%M%S}-{stage}-{secrets.token_hex(3)}"
+    return f"{when:%Y%m%d-%H%M%S}-{stage}-{secrets.token_hex(4)}"
 
 
 def package_versions() -> dict[str, str]:
@@ -182,9 +182,7 @@ def new_run(stage: str, config: dict, *, resume: str | os.PathLike | None = None
     if resume is not None:
         run = _reopen(stage, Path(resume), config)
     else:
-        final = root / (name or run_name(stage))
-        work = final.with_name(final.name + PARTIAL)
-        work.mkdir(parents=True, exist_ok=False)
+        final, work = _claim_new_directory(root, stage, name)
         run = Run(stage, final, work, config, _new_provenance(stage, config))
     (run.path / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
     run.save_provenance()
@@ -206,6 +204,25 @@ def new_run(stage: str, config: dict, *, resume: str | os.PathLike | None = None
     mark_ended(run, handler)
     os.replace(run.path, run.final_path)
     run.path = run.final_path
+
+
+def _claim_new_directory(root: Path, stage: str, name: str | None) -> tuple[Path, Path]:
+    """A new run's final and working paths. mkdir is the claim: on the rare uid clash with a job that
+    started in the same second (or an existing final directory) a fresh uid is drawn; a given `name`
+    that is taken is an error."""
+    root.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        final = root / (name or run_name(stage))
+        work = final.with_name(final.name + PARTIAL)
+        try:
+            if final.exists():
+                raise FileExistsError(final)
+            work.mkdir()
+            return final, work
+        except FileExistsError:
+            if name:
+                raise UsageError(f"{final} already exists; choose another run name") from None
+    raise RunError(f"could not make a new results directory in {root}")
 
 
 def mark_ended(run: Run, log_handler, exc: BaseException | None = None) -> bool:

@@ -11,7 +11,7 @@ from libhyrax.config import load_config, read_toml
 from libhyrax.errors import UsageError
 from libhyrax.results import Result, check_run, find_input_run, new_run, read_provenance, run_name
 
-NAME = re.compile(r"^\d{8}-\d{6}-train-[0-9a-f]{6}$")
+NAME = re.compile(r"^\d{8}-\d{6}-train-[0-9a-f]{8}$")
 
 
 @pytest.fixture
@@ -19,9 +19,23 @@ def cfg(workdir):
     return load_config(overrides=[f"general.results_dir='{workdir / 'results'}'"])
 
 
-def test_run_names_are_dated_and_unique():
+def test_run_names_are_dated_and_random():
     names = {run_name("train") for _ in range(200)}
-    assert len(names) == 200 and all(NAME.match(n) for n in names)
+    assert all(NAME.match(n) for n in names) and len(names) >= 199  # 32 random bits: a clash is rare
+
+
+def test_a_uid_clash_draws_a_new_name(cfg, monkeypatch):
+    """Two jobs starting in the same second with the same uid (forced here) still get two directories."""
+    import libhyrax.results as results
+
+    names = iter(["20260101-000000-train-aaaaaaaa", "20260101-000000-train-aaaaaaaa",
+                  "20260101-000000-train-bbbbbbbb"])
+    monkeypatch.setattr(results, "run_name", lambda stage, when=None: next(names))
+    with new_run("train", cfg) as first:
+        pass
+    with new_run("train", cfg) as second:
+        pass
+    assert first.path.name.endswith("aaaaaaaa") and second.path.name.endswith("bbbbbbbb")
 
 
 def test_successful_run_is_renamed_and_complete(cfg, workdir):
