@@ -425,7 +425,8 @@ RANK_WITHOUT_VALUES = textwrap.dedent("""
     from libhyrax.training.distributed import sum_over_ranks
     out = sum_over_ranks({"loss": 2.0, "n": 3.0} if rank == 0 else {})
     assert out == {"loss": 2.0, "n": 3.0}, out
-    torch.distributed.destroy_process_group()
+    torch.distributed.barrier()
+    os._exit(0)  # gloo's teardown can abort when two ranks exit at once; the check above is what counts
 """)
 
 
