@@ -35,6 +35,7 @@ def distributed(device: str):
     idist.initialize(backend)
     try:
         yield
+        idist.barrier()  # every rank is done with its collectives before any of them tears the group down
     finally:
         idist.finalize()
 
