@@ -308,12 +308,3 @@ def dump_config(cfg: dict) -> str:
 
     update(doc, cfg)
     return tomlkit.dumps(doc)
-
-
-def get(cfg: dict, dotted: str, default: Any = None) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
