@@ -43,7 +43,7 @@ import numpy as np
 
 from libhyrax.config import load_config
 from libhyrax.hdf5 import write_arrays
-from libhyrax.results import new_run
+from libhyrax.runs import open_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_search import vectors  # noqa: E402  the same data as the search benchmark
@@ -53,7 +53,7 @@ def survey_quality(n: int, root: Path, device: str) -> dict:
     from sklearn.decomposition import PCA
 
     from libhyrax.data.synthetic import generate_survey
-    from libhyrax.verbs.anomaly import anomaly
+    from libhyrax.stages.anomaly import anomaly
 
     path = generate_survey(root / "survey.h5", n=n, size=32, seed=7)
     with h5py.File(path, "r") as f:
@@ -67,7 +67,7 @@ def survey_quality(n: int, root: Path, device: str) -> dict:
         "data_request": {"infer": {"survey": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(path),
                                               "fields": ["image", "object_id", "is_anomaly", "anomaly_kind"],
                                               "primary_id_field": "object_id"}}}})
-    with new_run("infer", cfg) as run:
+    with open_run("infer", cfg) as run:
         write_arrays(run.file("latents.h5"), ids, latent=latents, recon_error=recon)
     res = anomaly(cfg, from_run=run.path)
     return json.loads((res.path / "evaluation.json").read_text())
@@ -79,20 +79,20 @@ def peak_rss_mb() -> float:
 
 def scoring_time(n: int, root: Path, device: str, data: str = "clustered", methods=("knn", "isolation_forest",
                  "combined"), shard: str | None = None, knn_source: str = "exact", index: Path | None = None) -> dict:
-    from libhyrax.verbs.anomaly import anomaly
+    from libhyrax.stages.anomaly import anomaly
 
     rng = np.random.default_rng(0)
     latents = vectors(n, 64, data=data)
     cfg = load_config(data={"general": {"results_dir": str(root / f"results-{n}"), "device": device}})
-    with new_run("infer", cfg) as run:
+    with open_run("infer", cfg) as run:
         write_arrays(run.file("latents.h5"), np.char.add("obj_", np.arange(n).astype(str)), latent=latents,
                      recon_error=rng.random(n).astype(np.float32))
     del latents
     index_run = None
     if knn_source == "index":
-        from libhyrax.verbs.index import INDEX_DIR
+        from libhyrax.stages.index import INDEX_DIR
 
-        with new_run("index", cfg) as irun:  # wraps the prebuilt index folder as an index run
+        with open_run("index", cfg) as irun:  # wraps the prebuilt index folder as an index run
             irun.add_upstream(run.path)
             os.symlink(Path(index).resolve(), irun.file(INDEX_DIR))
         index_run = irun.path

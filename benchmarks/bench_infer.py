@@ -56,14 +56,14 @@ def make_train_run(cfg: dict) -> Path:
     from libhyrax.config import resolve
     from libhyrax.data import open_group
     from libhyrax.models import build_model, describe, model_class, prepare, save_trained
-    from libhyrax.results import new_run
+    from libhyrax.runs import open_run
 
     torch.manual_seed(0)
     cfg = resolve(cfg)
     cls = model_class(cfg["model"]["name"])
     sample = prepare(cls, open_group(cfg, "train").read(0, 1))
     model = build_model(cls, cfg, sample)
-    with new_run("train", cfg) as run:
+    with open_run("train", cfg) as run:
         save_trained(run.path, model, describe(model, cfg, sample))
     return run.final_path
 
@@ -104,7 +104,7 @@ def plain_loop(train_run: Path, cutouts: Path, n: int, batch_size: int, device: 
 def hyrax_infer(cfg: dict, train_run: Path) -> tuple[float, float, Path]:
     """libhyrax.infer over the whole file: (objects/s of its loop, objects/s wall incl. setup, run dir)."""
     from libhyrax.results import read_provenance
-    from libhyrax.verbs.infer import infer
+    from libhyrax.stages.infer import infer
 
     t0 = time.perf_counter()
     result = infer(cfg, from_run=train_run)
@@ -115,7 +115,7 @@ def hyrax_infer(cfg: dict, train_run: Path) -> tuple[float, float, Path]:
 
 PEAK_SCRIPT = """
 import json, resource, sys, time
-from libhyrax.verbs.infer import infer
+from libhyrax.stages.infer import infer
 cfg, train_run = json.loads(sys.argv[1]), sys.argv[2]
 t0 = time.perf_counter()
 result = infer(cfg, from_run=train_run)

@@ -83,7 +83,7 @@ def plain_loop(path: Path, cfg: dict, args) -> list[float]:
 
 def hyrax_epochs(cfg: dict) -> list[float]:
     from libhyrax.config import load_config
-    from libhyrax.verbs.train import train
+    from libhyrax.stages.train import train
 
     run = train(load_config(data=cfg))
     with open(run.path / "metrics.csv", newline="") as f:

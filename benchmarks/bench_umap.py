@@ -21,13 +21,14 @@ import numpy as np
 
 from libhyrax import hdf5
 from libhyrax.config import resolve
-from libhyrax.results import new_run, read_provenance
+from libhyrax.results import read_provenance
+from libhyrax.runs import open_run
 
 
 def write_latents(cfg: dict, n: int, dim: int = 64, chunk: int = 200_000) -> Path:
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=4, size=(20, dim)).astype(np.float32)
-    with new_run("infer", cfg) as run:
+    with open_run("infer", cfg) as run:
         with hdf5.ArrayWriter(run.file("latents.h5"), n, {"latent": ((dim,), "<f4")}, id_length=12) as w:
             for s in range(0, n, chunk):
                 e = min(n, s + chunk)
@@ -37,7 +38,7 @@ def write_latents(cfg: dict, n: int, dim: int = 64, chunk: int = 200_000) -> Pat
 
 
 def bench(n: int, workers: int, algorithm: str, fit_sample_size: int | None) -> None:
-    from libhyrax.verbs.umap import umap
+    from libhyrax.stages.umap import umap
 
     with tempfile.TemporaryDirectory() as tmp:
         over = {"general": {"results_dir": str(Path(tmp) / "results")},

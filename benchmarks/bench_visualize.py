@@ -21,7 +21,8 @@ import numpy as np
 
 from libhyrax import hdf5
 from libhyrax.config import resolve
-from libhyrax.results import new_run, read_provenance
+from libhyrax.results import read_provenance
+from libhyrax.runs import open_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -29,10 +30,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 def make_runs(cfg: dict, n: int) -> Path:
     rng = np.random.default_rng(0)
     ids = np.char.add("obj", np.arange(n).astype(str))
-    with new_run("infer", cfg) as infer:
+    with open_run("infer", cfg) as infer:
         hdf5.write_arrays(infer.file("latents.h5"), ids, latent=np.zeros((n, 1), np.float32),
                           recon_error=rng.gamma(2, size=n).astype(np.float32))
-    with new_run("umap", cfg) as umap:
+    with open_run("umap", cfg) as umap:
         umap.add_upstream(infer.path)
         centres = rng.normal(scale=5, size=(30, 2))
         emb = centres[rng.integers(0, 30, n)] + rng.normal(size=(n, 2))
@@ -64,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sizes", nargs="*", type=int, default=[1_000_000])
     args = ap.parse_args()
-    from libhyrax.verbs.visualize import visualize
+    from libhyrax.stages.visualize import visualize
 
     print(f"python {sys.version.split()[0]}", flush=True)
     for n in args.sizes:

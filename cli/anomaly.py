@@ -16,7 +16,6 @@ from hyrax_cli.common import (
     SetOpt,
     ShardOpt,
     input_run,
-    load,
     run_stage,
 )
 
@@ -38,10 +37,10 @@ def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = N
     """
 
     def body():
-        from libhyrax.verbs.anomaly import anomaly
-        from libhyrax.verbs.search import format_table, read_table
+        from libhyrax.stages.anomaly import anomaly
+        from libhyrax.stages.search import format_table, read_table
 
-        res = anomaly(load(config, set_, debug), from_run=input_run(from_run), method=method, index_run=index,
+        res = anomaly(config, overrides=set_ or (), from_run=input_run(from_run), method=method, index_run=index,
                       shard=shard, run_name=run_name, resume=resume)
         if show and res.file("top_anomalies.csv").exists():
             print(format_table(read_table(res.file("top_anomalies.csv")), max_rows=20), file=sys.stderr)

@@ -56,23 +56,13 @@ def input_run(from_run: Path | None) -> Path | None:
     return from_run or piped_run_dir()
 
 
-def load(config: Path | None, overrides: list[str] | None, debug: bool = False) -> dict:
-    """The resolved config, with logging set up at its level."""
-    from libhyrax.config import load_config
-    from libhyrax.log import setup_logging
-
-    setup_logging("debug" if debug else "info")
-    cfg = load_config(config, overrides or [])
-    setup_logging("debug" if debug else cfg["general"]["log_level"])
-    return cfg
-
-
 def run_stage(body: Callable[[], object], debug: bool = False) -> None:
-    """Run a stage body; print its results directory on stdout; exit with the contract's code."""
+    """Run a stage body; print its results directory on stdout; exit with the contract's code. The stage
+    resolves its config itself, once (its `general.log_level` then applies, unless --debug pins it)."""
     from libhyrax.errors import HyraxError
     from libhyrax.log import setup_logging
 
-    setup_logging("debug" if debug else "info")
+    setup_logging("debug" if debug else "info", pin=debug)
     try:
         result = body()
     except HyraxError as e:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, load, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, run_stage
 
 
 def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = False) -> None:
@@ -14,8 +14,8 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = Fal
     """
 
     def body() -> None:
-        from libhyrax.config import dump_config
+        from libhyrax.config import dump_config, resolve
 
-        sys.stdout.write(dump_config(load(config, set_, debug)))
+        sys.stdout.write(dump_config(resolve(config, set_ or ())))
 
     run_stage(body, debug)

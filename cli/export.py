@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, run_stage
 
 OpsetOpt = Annotated[int | None, typer.Option("--opset", help="The ONNX opset (default: onnx.opset_version).",
                                               show_default=False)]
@@ -27,8 +27,8 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = N
     """
 
     def body():
-        from libhyrax.verbs.export import export
+        from libhyrax.stages.export import export
 
-        return export(load(config, set_, debug), from_run=input_run(from_run), opset=opset)
+        return export(config, overrides=set_ or (), from_run=input_run(from_run), opset=opset)
 
     run_stage(body, debug)

@@ -14,7 +14,6 @@ from hyrax_cli.common import (
     SetOpt,
     ShardOpt,
     input_run,
-    load,
     run_stage,
 )
 
@@ -41,9 +40,9 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = N
     """
 
     def body():
-        from libhyrax.verbs.infer import infer
+        from libhyrax.stages.infer import infer
 
-        return infer(load(config, set_, debug), from_run=input_run(from_run), resume=resume, shard=shard,
+        return infer(config, overrides=set_ or (), from_run=input_run(from_run), resume=resume, shard=shard,
                      engine=engine, run_name=run_name)
 
     run_stage(body, debug)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, ResumeOpt, SetOpt, load, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, ResumeOpt, SetOpt, run_stage
 
 
 def command(config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = None, debug: DebugOpt = False) -> None:
@@ -14,8 +14,8 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = N
     """
 
     def body():
-        from libhyrax.verbs.prepare import prepare
+        from libhyrax.stages.prepare import prepare
 
-        return prepare(load(config, set_, debug), resume=resume)
+        return prepare(config, overrides=set_ or (), resume=resume)
 
     run_stage(body, debug)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, run_stage
 
 IdOpt = Annotated[list[str] | None, typer.Option("--id", help="An object id to search around (repeatable).",
                                                  show_default=False)]
@@ -34,9 +34,9 @@ def command(id_: IdOpt = None, vector: VectorOpt = None, image: ImageOpt = None,
     """
 
     def body():
-        from libhyrax.verbs.search import search
+        from libhyrax.stages.search import search
 
-        hits = search(load(config, set_, debug), from_run=input_run(from_run), object_ids=id_ or None,
+        hits = search(config, overrides=set_ or (), from_run=input_run(from_run), object_ids=id_ or None,
                       vectors=_vectors(vector), image=image, k=k, model_run=model)
         if show:
             print(hits.format(), file=sys.stderr)

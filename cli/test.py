@@ -1,8 +1,8 @@
-"""hyrax test: evaluate a trained run on its test split (see libhyrax.verbs.test)."""
+"""hyrax test: evaluate a trained run on its test split (see libhyrax.stages.test)."""
 
 from __future__ import annotations
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, run_stage
 
 
 def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None, debug: DebugOpt = False) -> None:
@@ -13,8 +13,8 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = N
     """
 
     def body():
-        from libhyrax.verbs.test import test
+        from libhyrax.stages.test import test
 
-        return test(load(config, set_, debug), from_run=input_run(from_run))
+        return test(config, overrides=set_ or (), from_run=input_run(from_run))
 
     run_stage(body, debug)

@@ -1,4 +1,4 @@
-"""hyrax train: fit a model on the train split (see libhyrax.verbs.train)."""
+"""hyrax train: fit a model on the train split (see libhyrax.stages.train)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, load, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, run_stage
 
 ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="An interrupted train run to continue from its "
                                                 "last checkpoint (with its own config).", show_default=False)]
@@ -19,11 +19,10 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = N
     """
 
     def body():
-        from libhyrax.verbs.train import train
+        from libhyrax.stages.train import train
 
         if resume is not None:
-            load(None, [], debug)  # logging only: a resumed run keeps its own config
             return train(overrides=set_ or (), resume=resume)
-        return train(load(config, set_, debug))
+        return train(config, overrides=set_ or ())
 
     run_stage(body, debug)

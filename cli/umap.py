@@ -15,7 +15,6 @@ from hyrax_cli.common import (
     SetOpt,
     ShardOpt,
     input_run,
-    load,
     run_stage,
 )
 
@@ -38,9 +37,9 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = N
     """
 
     def body():
-        from libhyrax.verbs.umap import umap
+        from libhyrax.stages.umap import umap
 
-        return umap(load(config, set_, debug), from_run=input_run(from_run), reducer=reducer, shard=shard,
+        return umap(config, overrides=set_ or (), from_run=input_run(from_run), reducer=reducer, shard=shard,
                     resume=resume, run_name=run_name)
 
     run_stage(body, debug)

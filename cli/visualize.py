@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, load, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, run_stage
 
 
 def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None,
@@ -17,8 +17,8 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = N
     """
 
     def body():
-        from libhyrax.verbs.visualize import visualize
+        from libhyrax.stages.visualize import visualize
 
-        return visualize(load(config, set_, debug), from_run=input_run(from_run))
+        return visualize(config, overrides=set_ or (), from_run=input_run(from_run))
 
     run_stage(body, debug)

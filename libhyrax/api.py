@@ -49,8 +49,9 @@ class Hyrax:
         def run_stage(**kwargs) -> Result:
             import libhyrax
 
-            if stage.needs and "from_run" not in kwargs and stage.needs in self.results:
-                kwargs["from_run"] = self.results[stage.needs].path
+            made = [self.results[n] for n in stage.needs if n in self.results]
+            if made and "from_run" not in kwargs:
+                kwargs["from_run"] = made[0].path
             result = getattr(libhyrax, stage.name)(self.config, **kwargs)
             self.results[stage.name] = result
             return result

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from libhyrax.errors import DataError, RunError
+from libhyrax.sharding import shard_name, shard_range  # noqa: F401  (re-exported: stages read shards here)
 
 FORMAT, FORMAT_VERSION = "hyrax-arrays", 1
 CHUNK_BYTES = 1 << 20  # ~1 MiB chunks: contiguous batch reads touch few chunks
@@ -151,19 +152,6 @@ def read_ids(ds: h5py.Dataset, start: int = 0, stop: int | None = None) -> np.nd
 
 # --- shards ----------------------------------------------------------------------------------------
 
-def shard_name(stem: str, index: int, count: int) -> str:
-    return f"{stem}.shard-{index:04d}-of-{count:04d}.h5"
-
-
-def shard_range(n_rows: int, index: int, count: int) -> tuple[int, int]:
-    """The contiguous rows shard `index` of `count` handles (sizes differ by at most one)."""
-    if not 0 <= index < count:
-        raise DataError(f"shard {index} of {count} does not exist (shards are 0..{count - 1})")
-    base, extra = divmod(n_rows, count)
-    start = index * base + min(index, extra)
-    return start, start + base + (1 if index < extra else 0)
-
-
 def _shard_files(run_dir: Path, stem: str) -> tuple[int, dict[int, Path]]:
     found: dict[int, Path] = {}
     count = 0
@@ -175,7 +163,8 @@ def _shard_files(run_dir: Path, stem: str) -> tuple[int, dict[int, Path]]:
     return count, found
 
 
-def _is_complete(path: Path) -> bool:
+def is_complete_file(path: Path) -> bool:
+    """Whether `path` is an array file whose writer finished it."""
     try:
         with h5py.File(path, "r") as f:
             return bool(f.attrs.get("complete"))
@@ -190,7 +179,7 @@ def assemble_shards(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "")
     count, found = _shard_files(run_dir, stem)
     if not count:
         raise DataError(f"{run_dir} has no {stem}.h5 and no {stem} shards")
-    bad = [i for i in range(count) if i not in found or not _is_complete(found[i])]
+    bad = [i for i in range(count) if i not in found or not is_complete_file(found[i])]
     if bad:
         names = ", ".join(shard_name(stem, i, count) for i in bad)
         hint = f"; rerun it with: {rerun_hint.format(shard=f'{bad[0]}/{count}')}" if rerun_hint else ""

@@ -15,13 +15,15 @@ from typing import TypeVar
 T = TypeVar("T")
 PLAIN_EVERY_S = 30.0
 _configured = False
+_pinned = False  # --debug: the level stays, whatever a config's general.log_level says
 
 
-def setup_logging(level: str = "info") -> None:
+def setup_logging(level: str = "info", pin: bool = False) -> None:
     """Idempotent: route the `hyrax` logger to stderr (rich on a terminal) at `level`."""
-    global _configured
+    global _configured, _pinned
     logger = logging.getLogger("hyrax")
     logger.setLevel(level.upper())
+    _pinned = _pinned or pin
     if _configured:
         return
     if sys.stderr.isatty():
@@ -35,6 +37,12 @@ def setup_logging(level: str = "info") -> None:
     logger.addHandler(handler)
     logger.propagate = False
     _configured = True
+
+
+def apply_config_level(level: str) -> None:
+    """A resolved config's `general.log_level`, unless --debug pinned the level."""
+    if not _pinned:
+        logging.getLogger("hyrax").setLevel(str(level).upper())
 
 
 def add_file_log(path) -> logging.Handler:

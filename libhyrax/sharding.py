@@ -1,5 +1,5 @@
 """Sharding a stage over Slurm array tasks (or a plain shell loop): which share of the input a process
-handles, and the one results directory all shares write into.
+handles, and the name of the one results directory all shares write into (libhyrax.runs opens it).
 
     sbatch --array=0-9 --wrap 'hyrax infer --from results/<train-run>'      # 10 shards, automatically
     for i in 0 1 2; do hyrax infer --shard $i/3; done                        # a plain loop
@@ -9,38 +9,18 @@ of SLURM_ARRAY_TASK_COUNT. All tasks of one array job write into `slurm-<SLURM_A
 (a plain loop: `shards-<key>-<stage>-<N>`, the key derived from the inputs, or `--run-name`), so no task
 needs to know another's directory.
 
-A sharded results directory is created directly under its final name. Its `provenance.json` says it is
-sharded into N; each task writes its output shard atomically (`<stem>.shard-IIII-of-NNNN.h5`, renamed from
-`.partial` when complete), its own `provenance.shard-IIII-of-NNNN.json` and its own log. The run counts as
-finished when every shard's provenance says complete (libhyrax.results.read_provenance merges them).
+Each task writes its rows to `<stem>.shard-IIII-of-NNNN.h5` (marked complete when written), its own
+`provenance.shard-IIII-of-NNNN.json` and its own log; see libhyrax.runs for the lifecycle.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import os
 from collections.abc import Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
-from libhyrax import log as hlog
-from libhyrax.errors import UsageError
-from libhyrax.results import (
-    CONFIG_FILE,
-    PROVENANCE_FILE,
-    Run,
-    _new_provenance,
-    mark_ended,
-    now,
-    results_root,
-    shard_provenance_name,
-    write_json_atomic,
-)
-
-log = logging.getLogger("hyrax.sharding")
+from libhyrax.errors import DataError, UsageError
 
 
 @dataclass(frozen=True)
@@ -107,56 +87,14 @@ def shared_run_name(stage: str, shard: Shard, key: str = "") -> str:
     return f"shards-{digest}-{stage}-{shard.count}"
 
 
-class ShardRun(Run):
-    """One task's view of a shared sharded results directory: its provenance is its own file."""
-
-    shard: Shard
-
-    def save_provenance(self) -> None:
-        write_json_atomic(self.path / shard_provenance_name(self.shard.index, self.shard.count), self.provenance)
+def shard_name(stem: str, index: int, count: int) -> str:
+    return f"{stem}.shard-{index:04d}-of-{count:04d}.h5"
 
 
-def _claim_directory(path: Path, stage: str, config: dict, shard: Shard, stems: tuple[str, ...]) -> None:
-    """Make the shared directory and its top provenance.json, or check an existing one matches."""
-    from libhyrax.config import dump_config
-
-    path.mkdir(parents=True, exist_ok=True)
-    top = path / PROVENANCE_FILE
-    if top.exists():
-        prov = json.loads(top.read_text(encoding="utf-8"))
-        info = prov.get("sharded") or {}
-        if prov.get("stage") != stage or info.get("count") != shard.count:
-            raise UsageError(f"{path} already holds a {prov.get('stage')} run in {info.get('count')} shards; "
-                             f"this task is {stage} shard {shard}: pick another --run-name or --resume")
-        return
-    prov = {"stage": stage, "status": "sharded", "started": now().isoformat(), "finished": None,
-            "sharded": {"count": shard.count, "stems": list(stems), "job_id": shard.job_id},
-            "config_version": config.get("config_version"), "inputs": [], "upstream_runs": [], "error": None}
-    if not write_json_atomic(top, prov, exclusive=True):  # another task of the array claimed it first
-        return _claim_directory(path, stage, config, shard, stems)
-    cfg_tmp = path / f".{CONFIG_FILE}.{shard.tag}.tmp"
-    cfg_tmp.write_text(dump_config(config), encoding="utf-8")
-    os.replace(cfg_tmp, path / CONFIG_FILE)
-
-
-@contextmanager
-def sharded_run(stage: str, config: dict, shard: Shard, *, name: str | None = None, into: str | os.PathLike | None = None,
-                stems: tuple[str, ...] = ("latents",)):
-    """Like :func:`libhyrax.results.new_run`, for one shard of a shared directory (`into`, else
-    `results_dir/name`). Yields a :class:`ShardRun`; the task's provenance records success or failure."""
-    path = Path(into) if into else results_root(config) / (name or shared_run_name(stage, shard))
-    _claim_directory(path, stage, config, shard, stems)
-    run = ShardRun(stage, path, path, config, _new_provenance(stage, config))
-    run.shard = shard
-    run.provenance["shard"] = {"index": shard.index, "count": shard.count}
-    run.save_provenance()
-    handler = hlog.add_file_log(path / f"{stage}.{shard.tag}.log")
-    log.info("%s shard %s: writing into %s", stage, shard, path)
-    try:
-        yield run
-    except BaseException as exc:
-        interrupted = mark_ended(run, handler, exc)
-        log.error("%s shard %s %s; rerun it with --shard %s --resume %s", stage, shard,
-                  "was interrupted" if interrupted else "failed", shard, path)
-        raise
-    mark_ended(run, handler)
+def shard_range(n_rows: int, index: int, count: int) -> tuple[int, int]:
+    """The contiguous rows shard `index` of `count` handles (sizes differ by at most one)."""
+    if not 0 <= index < count:
+        raise DataError(f"shard {index} of {count} does not exist (shards are 0..{count - 1})")
+    base, extra = divmod(n_rows, count)
+    start = index * base + min(index, extra)
+    return start, start + base + (1 if index < extra else 0)

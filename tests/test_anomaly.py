@@ -9,11 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-from libhyrax.anomaly import combine_by_rank, precision_at_k, roc_auc
 from libhyrax.config import load_config
 from libhyrax.errors import DataError, UsageError
 from libhyrax.hdf5 import write_arrays
-from libhyrax.results import new_run
+from libhyrax.runs import open_run
+from libhyrax.scorers import combine_by_rank, precision_at_k, roc_auc
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +38,13 @@ def survey_run(tmp_path_factory):
         "data_request": {"infer": {"survey": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(path),
                                               "fields": ["image", "object_id", "is_anomaly", "anomaly_kind", "mag"],
                                               "primary_id_field": "object_id"}}}})
-    with new_run("infer", cfg) as run:
+    with open_run("infer", cfg) as run:
         write_arrays(run.file("latents.h5"), ids, latent=latents, recon_error=recon)
     return cfg, run.path
 
 
 def test_combined_ranking_beats_random(survey_run):
-    from libhyrax.verbs.anomaly import anomaly
+    from libhyrax.stages.anomaly import anomaly
 
     cfg, infer_run = survey_run
     res = anomaly(cfg, from_run=infer_run)
@@ -69,8 +69,8 @@ def test_combined_ranking_beats_random(survey_run):
 
 
 def test_knn_through_an_index_matches_exact(survey_run):
-    from libhyrax.verbs.anomaly import anomaly
-    from libhyrax.verbs.index import index
+    from libhyrax.stages.anomaly import anomaly
+    from libhyrax.stages.index import index
 
     cfg, infer_run = survey_run
     exact = anomaly(cfg, from_run=infer_run, method="knn", overrides=["anomaly.batch_size=300"])
@@ -82,10 +82,10 @@ def test_knn_through_an_index_matches_exact(survey_run):
 
 
 def test_bad_input(tmp_path):
-    from libhyrax.verbs.anomaly import anomaly
+    from libhyrax.stages.anomaly import anomaly
 
     cfg = load_config(data={"general": {"results_dir": str(tmp_path / "results")}})
-    with new_run("infer", cfg) as run:
+    with open_run("infer", cfg) as run:
         write_arrays(run.file("latents.h5"), [f"o{i}" for i in range(30)],
                      latent=np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32))
     with pytest.raises(UsageError, match="unknown anomaly method 'knnn'; did you mean knn"):
@@ -110,7 +110,7 @@ def test_metrics_by_hand():
 
 def test_shards_equal_the_unsharded_run(survey_run):
     from libhyrax.results import read_provenance
-    from libhyrax.verbs.anomaly import anomaly
+    from libhyrax.stages.anomaly import anomaly
 
     cfg, infer_run = survey_run
     whole = anomaly(cfg, from_run=infer_run)
@@ -129,8 +129,8 @@ def test_shards_equal_the_unsharded_run(survey_run):
 
 def test_knn_through_a_chromadb_index(survey_run):
     """The default backend's HNSW search gives (nearly) the exact knn score, batch after batch."""
-    from libhyrax.verbs.anomaly import anomaly
-    from libhyrax.verbs.index import index
+    from libhyrax.stages.anomaly import anomaly
+    from libhyrax.stages.index import index
 
     cfg, infer_run = survey_run
     exact = anomaly(cfg, from_run=infer_run, method="knn")
@@ -146,7 +146,7 @@ def test_exact_knn_on_a_cpu_warns_at_scale(monkeypatch, caplog):
     """Exact knn is N^2: past a size, the log says how long and what else to do."""
     import logging
 
-    import libhyrax.anomaly as anomaly_mod
+    import libhyrax.scorers as anomaly_mod
 
     x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
     with caplog.at_level(logging.WARNING, logger="hyrax.anomaly"):

@@ -79,14 +79,15 @@ PIPE_STAGE = textwrap.dedent("""
     import sys
     from hyrax_cli.common import input_run, run_stage
     from libhyrax.config import load_config
-    from libhyrax.results import Result, find_input_run, new_run
+    from libhyrax.results import Result, find_run
+    from libhyrax.runs import open_run
 
     stage, needs = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
 
     def body():
         cfg = load_config()
-        upstream = find_input_run(needs, cfg, input_run(None)) if needs else None
-        with new_run(stage, cfg) as run:
+        upstream = find_run(needs, cfg, input_run(None)).path if needs else None
+        with open_run(stage, cfg) as run:
             if upstream:
                 run.add_upstream(upstream)
             print("log line that must not reach stdout", file=sys.stderr)
@@ -105,11 +106,11 @@ def test_stdout_carries_only_the_path_through_a_real_pipe(workdir):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 1 and "-infer-" in lines[0] and Path(lines[0]).is_dir()
-    from libhyrax.results import read_provenance
+    from libhyrax.results import Result, read_provenance
 
-    upstream = read_provenance(lines[0])["upstream_runs"]
     trains = list((workdir / "results").glob("*-train-*"))
-    assert upstream == [str(trains[0].resolve())]
+    assert read_provenance(lines[0])["upstream_runs"] == [trains[0].name]  # beside it: by name
+    assert Result(lines[0]).find("train") == Result(trains[0])
 
 
 def test_usage_error_exits_2_keeps_stdout_empty(workdir):
@@ -158,10 +159,10 @@ def test_failure_while_running_exits_1_and_marks_the_run_failed(workdir):
     (workdir / "stage.py").write_text(textwrap.dedent("""
         from hyrax_cli.common import run_stage
         from libhyrax.config import load_config
-        from libhyrax.results import new_run
+        from libhyrax.runs import open_run
 
         def body():
-            with new_run("train", load_config()):
+            with open_run("train", load_config()):
                 raise RuntimeError("disk on fire")
         run_stage(body)
     """))

@@ -14,14 +14,14 @@ from test_infer import make_train_run, read_latents
 
 from libhyrax import hdf5
 from libhyrax.errors import ModelError
-from libhyrax.results import read_provenance
+from libhyrax.results import read_provenance, upstream_paths
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A train run (crop and asinh scale differ from the defaults), its export and two infer runs."""
-    from libhyrax.verbs.export import export
-    from libhyrax.verbs.infer import infer
+    from libhyrax.stages.export import export
+    from libhyrax.stages.infer import infer
 
     root = tmp_path_factory.mktemp("onnx") / "results"
     train = make_train_run(root, asinh_scale=0.3, crop_to=48)
@@ -54,7 +54,7 @@ def test_onnx_engine_matches_torch(runs):
     assert list(t["object_id"]) == list(o["object_id"]) and len(t["object_id"]) == 1000
     np.testing.assert_allclose(o["latent"], t["latent"], atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(o["recon_error"], t["recon_error"], atol=1e-4, rtol=1e-3)
-    assert read_provenance(by_onnx)["upstream_runs"] == [str(runs[1].resolve())]
+    assert [u.resolve() for u in upstream_paths(by_onnx)] == [runs[1].resolve()]
 
 
 def test_plain_onnxruntime_script_needs_only_the_two_files(runs, tmp_path):
@@ -90,7 +90,7 @@ def test_plain_onnxruntime_script_needs_only_the_two_files(runs, tmp_path):
 
 
 def test_export_fails_when_onnxruntime_differs_beyond_tolerance(runs, workdir):
-    from libhyrax.verbs.export import export
+    from libhyrax.stages.export import export
 
     with pytest.raises(ModelError, match=r"differ by up to [0-9.e-]+ in '(latent|recon_error)'"):
         export({"onnx": {"tolerance": 1e-12}}, from_run=runs[0])
@@ -99,7 +99,7 @@ def test_export_fails_when_onnxruntime_differs_beyond_tolerance(runs, workdir):
 
 
 def test_onnx_engine_of_a_sharded_run(runs, workdir):
-    from libhyrax.verbs.infer import infer
+    from libhyrax.stages.infer import infer
 
     path = [infer(from_run=runs[1], engine="onnx", shard=f"{i}/2").path for i in range(2)][0]
     with hdf5.open_result(path, "latents") as f:

@@ -11,7 +11,8 @@ from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.data import open_group
 from libhyrax.errors import UsageError
-from libhyrax.results import find_input_run, new_run, read_provenance
+from libhyrax.results import find_run, read_provenance, upstream_paths
+from libhyrax.runs import open_run
 
 SMALL_MODEL = {"model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8}}}
 
@@ -26,7 +27,7 @@ def make_train_run(root, **data_set):
     cfg = resolve({**SMALL_MODEL, "general": {"results_dir": str(root)}, "data_set": data_set})
     sample = prepare(HyraxAutoencoder, open_group(cfg, "train").read(0, 1))
     model = build_model(HyraxAutoencoder, cfg, sample)
-    with new_run("train", cfg) as run:
+    with open_run("train", cfg) as run:
         save_trained(run.path, model, describe(model, cfg, sample))
     return run.final_path
 
@@ -44,7 +45,7 @@ def read_latents(run_dir):
 @pytest.fixture(scope="module")
 def full(train_run, tmp_path_factory):
     """One unsharded run over the whole sample, shared by the comparisons below."""
-    from libhyrax.verbs.infer import infer
+    from libhyrax.stages.infer import infer
 
     root = tmp_path_factory.mktemp("full") / "results"
     result = infer({"general": {"results_dir": str(root)}}, from_run=train_run)
@@ -71,11 +72,11 @@ def test_latents_of_every_object_in_input_order(train_run, full):
     np.testing.assert_allclose(got["recon_error"][500:505], want["recon_error"].numpy(), rtol=1e-5)
     prov = read_provenance(path)
     assert prov["status"] == "complete" and prov["stage_info"]["n_objects"] == len(group)
-    assert prov["upstream_runs"] == [str(train_run.resolve())]
+    assert [u.resolve() for u in upstream_paths(path)] == [train_run.resolve()]
 
 
 def test_uses_the_train_runs_transforms_not_the_current_config(train_run, full, workdir):
-    from libhyrax.verbs.infer import infer
+    from libhyrax.stages.infer import infer
 
     result = infer({"data_set": {"asinh_scale": 5.0, "crop_to": 32}}, from_run=train_run)
     np.testing.assert_array_equal(read_latents(result.path)["latent"], full[1]["latent"])
@@ -83,7 +84,7 @@ def test_uses_the_train_runs_transforms_not_the_current_config(train_run, full, 
 
 
 def test_failed_run_resumes_to_the_exact_result(train_run, full, workdir, monkeypatch):
-    from libhyrax.verbs import infer as infer_mod
+    from libhyrax.stages import infer as infer_mod
 
     real, calls = infer_mod.TorchEngine.outputs, []
 
@@ -121,7 +122,7 @@ def test_three_slurm_array_tasks_read_back_as_the_unsharded_run(train_run, full,
     run_dir = workdir / "results" / "slurm-4242-infer-array"
     assert outs == ["results/slurm-4242-infer-array"] * 2
     with pytest.raises(UsageError, match=r"1/3 \(missing\).*--shard 1/3 --resume"):  # as downstream stages read it
-        find_input_run("infer", {}, run_dir)
+        find_run("infer", {}, run_dir)
     hyrax("infer", "--from", str(train_run), cwd=workdir, env={**env, "SLURM_ARRAY_TASK_ID": "6"}, check=True)
     assert sorted(x.name for x in run_dir.glob("latents.*")) == [
         f"latents.shard-000{i}-of-0003.h5" for i in range(3)]
@@ -134,7 +135,7 @@ def test_three_slurm_array_tasks_read_back_as_the_unsharded_run(train_run, full,
 
 
 def test_plain_loop_shards_share_one_directory(train_run, full, workdir):
-    from libhyrax.verbs.infer import infer
+    from libhyrax.stages.infer import infer
 
     paths = {infer(from_run=train_run, shard=f"{i}/2").path for i in (1, 0)}
     assert len(paths) == 1
@@ -142,7 +143,7 @@ def test_plain_loop_shards_share_one_directory(train_run, full, workdir):
 
 
 def test_resume_of_a_sharded_run_needs_the_shard(train_run, workdir):
-    from libhyrax.verbs.infer import infer
+    from libhyrax.stages.infer import infer
 
     path = infer(from_run=train_run, shard="0/2").path
     with pytest.raises(UsageError, match="--shard I/2"):
@@ -154,7 +155,7 @@ def test_long_unicode_ids_and_worker_processes_keep_ids_and_order(train_run, ful
     """Ids wider than the writer's default 64 bytes (and not ASCII) come through unchanged; reading in
     DataLoader worker processes (data_loader.num_workers) gives the same rows in the same order."""
     from libhyrax.data import write_cutouts
-    from libhyrax.verbs.infer import infer
+    from libhyrax.stages.infer import infer
 
     sample = open_group(resolve({"data_set": {"transform": "none"}}), "infer").read(0, 37)
     ids = np.array([f"ø-{i:03d}-" + "x" * 90 for i in range(37)])

@@ -16,7 +16,7 @@ import pytest
 from libhyrax import hdf5
 from libhyrax.data import open_group, write_cutouts
 from libhyrax.errors import ModelError
-from libhyrax.verbs.infer import write_latents
+from libhyrax.stages.infer import write_latents
 
 N = 203
 
@@ -109,7 +109,7 @@ def test_sigkill_mid_run_then_resume(group, tmp_path):
         import sys, time
         import numpy as np
         from libhyrax.data import open_group
-        from libhyrax.verbs import infer
+        from libhyrax.stages import infer
         infer.FLUSH_BYTES = 1  # write every batch, so the kill lands between written batches
         cfg = {{"data_request": {{"infer": {{"d": {{"dataset_class": "HyraxHDF5Dataset",
                "fields": ["image", "object_id"], "data_location": {location!r},

@@ -10,7 +10,7 @@ import pytest
 
 from libhyrax.data import HyraxHDF5Dataset, open_group, sample_path
 from libhyrax.errors import DataError
-from libhyrax.verbs.prepare import prepare
+from libhyrax.stages.prepare import prepare
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_prepare_bad_folder_is_a_clear_error(workdir, hyrax):
 
 
 def test_an_interrupted_prepare_resumes_to_the_same_file(workdir, fits_folder, monkeypatch):
-    import libhyrax.verbs.prepare as prep
+    import libhyrax.stages.prepare as prep
 
     folder, _ = fits_folder
     cfg = {"prepare": {"fits_dir": str(folder), "bands": ["g", "r", "i"]},

@@ -7,7 +7,7 @@ import multiprocessing as mp
 import numpy as np
 
 from libhyrax import hdf5
-from libhyrax.results import write_json_atomic
+from libhyrax.runs import write_json_atomic
 
 TASKS = 12
 

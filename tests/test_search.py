@@ -10,7 +10,7 @@ import pytest
 from libhyrax.config import load_config
 from libhyrax.errors import DataError, ModelError, UsageError
 from libhyrax.hdf5 import write_arrays
-from libhyrax.results import new_run
+from libhyrax.runs import open_run
 
 
 def make_infer_run(root, n: int = 400, dim: int = 16, seed: int = 0, shards: int = 0, catalog: bool = True):
@@ -28,11 +28,11 @@ def make_infer_run(root, n: int = 400, dim: int = 16, seed: int = 0, shards: int
                                                                "data_location": str(root / "cutouts.h5"),
                                                                "fields": ["image", "object_id"] + (["mag"] if catalog else []),
                                                                "primary_id_field": "object_id"}}}})
-    with new_run("train", cfg) as train:
+    with open_run("train", cfg) as train:
         pass
     centres = rng.normal(size=(8, dim)) * 3
     latents = (centres[rng.integers(0, 8, n)] + rng.normal(size=(n, dim))).astype(np.float32)
-    with new_run("infer", cfg) as run:
+    with open_run("infer", cfg) as run:
         run.add_upstream(train.path)
         if shards:
             from libhyrax.hdf5 import shard_name, shard_range
@@ -48,8 +48,8 @@ def make_infer_run(root, n: int = 400, dim: int = 16, seed: int = 0, shards: int
 
 @pytest.mark.parametrize("backend", ["exact", "chromadb"])
 def test_index_then_search_by_id(tmp_path, backend):
-    from libhyrax.verbs.index import index
-    from libhyrax.verbs.search import search
+    from libhyrax.stages.index import index
+    from libhyrax.stages.search import search
 
     cfg, infer_run, train_run, ids, x = make_infer_run(tmp_path, shards=3 if backend == "exact" else 0)
     res = index(cfg, from_run=infer_run, overrides=[f"vector_db.name={backend}", "vector_db.batch_size=64"])
@@ -72,8 +72,8 @@ def test_index_then_search_by_id(tmp_path, backend):
 
 
 def test_search_bad_input(tmp_path):
-    from libhyrax.verbs.index import index
-    from libhyrax.verbs.search import search
+    from libhyrax.stages.index import index
+    from libhyrax.stages.search import search
 
     cfg, infer_run, *_ = make_infer_run(tmp_path, catalog=False)
     res = index(cfg, from_run=infer_run, overrides=["vector_db.name=exact"])
@@ -96,12 +96,12 @@ def test_search_bad_input(tmp_path):
 
 
 def test_image_from_another_model_is_refused(tmp_path):
-    from libhyrax.verbs.index import index
-    from libhyrax.verbs.search import search
+    from libhyrax.stages.index import index
+    from libhyrax.stages.search import search
 
     cfg, infer_run, train_run, *_ = make_infer_run(tmp_path)
     res = index(cfg, from_run=infer_run, overrides=["vector_db.name=exact"])
-    with new_run("train", cfg) as other:
+    with open_run("train", cfg) as other:
         pass
     np.save(tmp_path / "q.npy", np.zeros((3, 8, 8), np.float32))
     with pytest.raises(ModelError, match=f"model trained in {train_run.resolve()}.*model of {other.path.resolve()}"):
@@ -109,10 +109,10 @@ def test_image_from_another_model_is_refused(tmp_path):
 
 
 def test_index_refuses_empty_latents(tmp_path):
-    from libhyrax.verbs.index import index
+    from libhyrax.stages.index import index
 
     cfg = load_config(data={"general": {"results_dir": str(tmp_path / "results")}})
-    with new_run("infer", cfg) as run:
+    with open_run("infer", cfg) as run:
         write_arrays(run.file("latents.h5"), np.array([], dtype=str), latent=np.zeros((0, 4), np.float32))
     with pytest.raises(DataError, match="holds no latents"):
         index(cfg, from_run=run.path)
@@ -121,8 +121,8 @@ def test_index_refuses_empty_latents(tmp_path):
 def test_show_neighbors_writes_a_png(tmp_path):
     import zlib
 
-    from libhyrax.verbs.index import index
-    from libhyrax.verbs.search import search, show_neighbors
+    from libhyrax.stages.index import index
+    from libhyrax.stages.search import search, show_neighbors
 
     cfg, infer_run, *_ = make_infer_run(tmp_path, n=100)
     res = index(cfg, from_run=infer_run, overrides=["vector_db.name=exact"])
@@ -182,7 +182,7 @@ def test_done_when_the_default_pipeline(workdir, hyrax):
 
 
 def test_table_ids_stay_text_when_read_back(tmp_path):
-    from libhyrax.verbs.search import read_table, write_table
+    from libhyrax.stages.search import read_table, write_table
 
     write_table(tmp_path / "t.csv", {"query": np.array(["00042"]), "object_id": np.array(["123456789012345678901234"]),
                                      "rank": np.array([1]), "distance": np.array([0.5])})
@@ -194,8 +194,8 @@ def test_table_ids_stay_text_when_read_back(tmp_path):
 def test_catalog_rows_reads_given_rows_and_falls_back_to_ids_when_they_disagree(tmp_path):
     from libhyrax.config import resolve
     from libhyrax.data import write_cutouts
-    from libhyrax.results import new_run
-    from libhyrax.verbs.search import catalog_rows
+    from libhyrax.runs import open_run
+    from libhyrax.stages.search import catalog_rows
 
     ids = np.array([f"g{i:03d}" for i in range(40)])
     write_cutouts(tmp_path / "c.h5", ids, np.zeros((40, 1, 16, 16), np.float32),
@@ -205,7 +205,7 @@ def test_catalog_rows_reads_given_rows_and_falls_back_to_ids_when_they_disagree(
                                                     "data_location": str(tmp_path / "c.h5"),
                                                     "fields": ["image", "object_id"],
                                                     "primary_id_field": "object_id"}}}})
-    with new_run("infer", cfg) as run:
+    with open_run("infer", cfg) as run:
         pass
     assert list(catalog_rows(run.path, ["g007", "g003"], rows=[7, 3])["mag"]) == [7.0, 3.0]
     assert list(catalog_rows(run.path, ["g007", "g003"], rows=[1, 2])["mag"]) == [7.0, 3.0]  # wrong rows

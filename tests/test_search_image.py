@@ -9,7 +9,7 @@ import pytest
 from libhyrax.config import resolve
 from libhyrax.data import open_group, sample_path
 from libhyrax.errors import ModelError
-from libhyrax.results import new_run
+from libhyrax.runs import open_run
 
 SMALL_MODEL = {"model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8}}}
 
@@ -24,15 +24,15 @@ def make_train_run(root):
     cfg = resolve({**SMALL_MODEL, "general": {"results_dir": str(root)}, "data_set": {"asinh_scale": 0.2}})
     sample = prepare(HyraxAutoencoder, open_group(cfg, "train").read(0, 1))
     model = build_model(HyraxAutoencoder, cfg, sample)
-    with new_run("train", cfg) as run:
+    with open_run("train", cfg) as run:
         save_trained(run.path, model, describe(model, cfg, sample))
     return cfg, run.final_path
 
 
 @pytest.fixture(scope="module")
 def index_run(tmp_path_factory):
-    from libhyrax.verbs.index import index
-    from libhyrax.verbs.infer import infer
+    from libhyrax.stages.index import index
+    from libhyrax.stages.infer import infer
 
     root = tmp_path_factory.mktemp("image") / "results"
     cfg, train_run = make_train_run(root)
@@ -41,7 +41,7 @@ def index_run(tmp_path_factory):
 
 
 def test_search_by_image_finds_the_object(index_run, tmp_path):
-    from libhyrax.verbs.search import search
+    from libhyrax.stages.search import search
 
     cfg, train_run, idx = index_run
     with h5py.File(sample_path(), "r") as f:

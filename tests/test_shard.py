@@ -7,8 +7,9 @@ import pytest
 
 from libhyrax import hdf5
 from libhyrax.errors import DataError, UsageError
-from libhyrax.results import check_run, find_input_run, is_complete, read_provenance
-from libhyrax.sharding import Shard, choose_shard, parse_shard, shard_from_env, sharded_run, shared_run_name
+from libhyrax.results import check_run, find_run, is_complete, read_provenance
+from libhyrax.runs import open_run
+from libhyrax.sharding import Shard, choose_shard, parse_shard, shard_from_env, shared_run_name
 
 
 def slurm(task, lo=0, step=1, count=3, job="777"):
@@ -49,7 +50,7 @@ def test_shared_run_name_is_the_same_for_every_task():
 
 def write_shard(cfg, shard, n_total, fail=False):
     start, stop = hdf5.shard_range(n_total, shard.index, shard.count)
-    with sharded_run("infer", cfg, shard) as run:
+    with open_run("infer", cfg, shard=shard) as run:
         run.add_upstream(run.path.parent / "train-run")
         if fail:
             raise RuntimeError("boom")
@@ -77,7 +78,7 @@ def test_sharded_run_completes_when_all_shards_do(workdir):
     for t in (1, 2):  # the failed task is rerun, the last one runs
         write_shard(cfg, shard_from_env(slurm(t, count=3)), 10)
     assert check_run(path, "infer") == path
-    assert find_input_run("infer", cfg) == path
+    assert find_run("infer", cfg).path == path
     prov = read_provenance(path)
     assert prov["status"] == "complete" and len(prov["upstream_runs"]) == 1
     with hdf5.open_result(path, "latents") as f:

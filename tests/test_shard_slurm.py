@@ -15,7 +15,7 @@ from libhyrax.results import read_provenance
 
 @pytest.mark.slurm
 def test_sbatch_array_of_three_infer_tasks(slurm, workdir):
-    from libhyrax.verbs.infer import infer
+    from libhyrax.stages.infer import infer
 
     train = make_train_run(workdir / "results")
     full = read_latents(infer(from_run=train).path)

@@ -20,7 +20,7 @@ from torch import nn
 
 from libhyrax.errors import ModelError, RunError, UsageError
 from libhyrax.models import HyraxModel, load_trained
-from libhyrax.verbs.train import train
+from libhyrax.stages.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -178,7 +178,7 @@ def test_train_piped_into_test_for_hyrax_cnn_on_a_labelled_survey(survey, workdi
 def test_mlflow_holds_params_metrics_and_tags_read_back_with_its_client(survey, workdir):
     from mlflow import MlflowClient
 
-    from libhyrax.verbs.test import test as run_test
+    from libhyrax.stages.test import test as run_test
 
     cfg = small_config(survey, workdir / "results", model="HyraxCNN", epochs=2)
     trained = train(cfg)
@@ -204,7 +204,7 @@ def test_mlflow_holds_params_metrics_and_tags_read_back_with_its_client(survey, 
 
 
 def test_test_stage_needs_a_test_split(survey, workdir, shared_mlflow):
-    from libhyrax.verbs.test import test as run_test
+    from libhyrax.stages.test import test as run_test
 
     cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=1)
     cfg["split"] = {"train": 0.9, "validate": 0.1, "test": 0.0}
@@ -288,7 +288,7 @@ def test_fine_tuning_weights_that_dont_fit_name_the_layers(survey, workdir, shar
 
 
 def test_resume_refuses_what_is_not_an_interrupted_train_run(survey, workdir, shared_mlflow):
-    from libhyrax.verbs.test import test as run_test
+    from libhyrax.stages.test import test as run_test
 
     cfg = small_config(survey, workdir / "results", model="HyraxCNN", mlflow_uri=shared_mlflow, epochs=1)
     done = train(cfg)

@@ -14,8 +14,9 @@ import pytest
 from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.errors import UsageError
-from libhyrax.results import new_run, read_provenance
-from libhyrax.verbs.visualize import visualize
+from libhyrax.results import read_provenance
+from libhyrax.runs import open_run
+from libhyrax.stages.visualize import visualize
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -47,10 +48,10 @@ def make_runs(workdir: Path, n: int = 300, bands: int = 3, cutouts: bool = True,
                                                   "fields": ["image", "object_id"],
                                                   "primary_id_field": "object_id"}}}
     full = resolve(cfg)
-    with new_run("infer", full) as infer:
+    with open_run("infer", full) as infer:
         hdf5.write_arrays(infer.file("latents.h5"), ids, latent=rng.normal(size=(n, 8)).astype(np.float32),
                           recon_error=np.arange(n, dtype=np.float32))
-    with new_run("umap", full) as umap:
+    with open_run("umap", full) as umap:
         umap.add_upstream(infer.path)
         emb = np.stack([np.cos(np.arange(n)), np.sin(np.arange(n))], 1) * np.arange(n)[:, None] / n
         hdf5.write_arrays(umap.file("embedding.h5"), ids, embedding=emb.astype(np.float32))
@@ -236,7 +237,7 @@ def test_in_jupyter_the_map_shows_inline_with_a_live_selection(workdir):
 def test_selection_comes_back_to_python_as_ids():
     from bokeh.document import Document
 
-    from libhyrax.verbs.visualize import follow_selection
+    from libhyrax.stages.visualize import follow_selection
     from libhyrax.viz.page import build_page
 
     layout, source = build_page(np.arange(5.0), np.arange(5.0), [f"o{i}" for i in range(5)], {}, color=None,

@@ -286,10 +286,17 @@ def _check_data_request(cfg: dict, source: str) -> list[str]:
 def resolve(config: dict | str | os.PathLike | None = None, overrides: list[str] | tuple = ()) -> dict:
     """What every libhyrax stage function calls on its `config` argument: None (defaults or
     ./hyrax_config.toml), a path, or a dict. A dict is always validated again (cheap: a resolved config
-    resolves to itself), so a notebook's edits to a config are checked before a stage runs."""
+    resolves to itself), so a notebook's edits to a config are checked before a stage runs. The CLI
+    hands a stage its file and --set overrides, so a command resolves its config once, here. The config's
+    `general.log_level` applies from here on (unless --debug pinned the level)."""
+    from libhyrax.log import apply_config_level
+
     if isinstance(config, dict):
-        return load_config(data=config, overrides=overrides)
-    return load_config(config, overrides)
+        cfg = load_config(data=config, overrides=overrides)
+    else:
+        cfg = load_config(config, overrides)
+    apply_config_level(cfg["general"]["log_level"])
+    return cfg
 
 
 def dump_config(cfg: dict) -> str:

@@ -8,6 +8,7 @@ skipping bad objects (listed in rejected.csv). Both use the helpers here.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from libhyrax.data.base import Dataset
 from libhyrax.data.transforms import center_crop
-from libhyrax.errors import DataError, did_you_mean
+from libhyrax.errors import DataError, UsageError, did_you_mean
 
 log = logging.getLogger("hyrax.data")
 TABLE_SUFFIXES = (".fits", ".fit", ".csv", ".ecsv", ".parquet", ".hdf5", ".h5", ".txt", ".dat", ".vot", ".xml")
@@ -200,3 +201,22 @@ class FitsImageDataset(Dataset):
         out = {f: self.extra[f][start:stop] for f in fields if f in self.extra}
         rest = [f for f in fields if f not in self.extra]
         return out | (super().read(rest, start, stop) if rest else {})
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """A cutout (bands, H, W) or a stack (N, bands, H, W) from .npy or FITS."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"image file {p} does not exist")
+    if p.suffix == ".npy":
+        img = np.load(p)
+    elif p.suffix.lower() in (".fits", ".fit", ".fz") or p.name.lower().endswith(".fits.gz"):
+        from astropy.io import fits
+
+        img = fits.getdata(p)
+    else:
+        raise UsageError(f"image file {p}: use a .npy array or a FITS file (bands x height x width)")
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 2:
+        img = img[None]
+    return img[None] if img.ndim == 3 else img

@@ -11,7 +11,8 @@ import os
 import time
 from pathlib import Path
 
-from libhyrax.results import SLURM_VARS, results_root
+from libhyrax.results import results_root
+from libhyrax.runs import SLURM_VARS
 
 log = logging.getLogger("hyrax.train")
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from libhyrax.config import read_toml, resolve
 from libhyrax.errors import UsageError
-from libhyrax.results import CONFIG_FILE, Result, find_input_run, new_run
+from libhyrax.results import CONFIG_FILE, Result, input_run
+from libhyrax.runs import open_run
 
 log = logging.getLogger("hyrax.test")
 
@@ -37,7 +38,7 @@ def test(config=None, *, from_run=None, overrides=()) -> Result:
     from libhyrax.training.tracking import METRICS_FILE, MetricsCSV, MLflowRun
 
     cfg = resolve(config, overrides)
-    src = find_input_run("train", cfg, from_run)
+    src = input_run("test", cfg, from_run).path
     trained = read_toml(src / CONFIG_FILE)
     data_cfg = {**cfg, "data_request": trained["data_request"], "data_set": trained["data_set"]}
     group = open_group(data_cfg, "train")
@@ -54,7 +55,7 @@ def test(config=None, *, from_run=None, overrides=()) -> Result:
     predictions: list = []
     evaluator = create_evaluator(model, device, bool(cfg["train"]["mixed_precision"]), predictions)
     means = EpochMeans(evaluator)
-    with new_run("test", cfg) as run:
+    with open_run("test", cfg) as run:
         run.add_upstream(src)
         if weights:
             run.add_input(weights)

@@ -29,7 +29,8 @@ from libhyrax.data.hdf5_dataset import CutoutWriter
 from libhyrax.data.sample import build_sample
 from libhyrax.errors import DataError
 from libhyrax.log import Progress
-from libhyrax.results import Result, new_run
+from libhyrax.results import Result
+from libhyrax.runs import open_run
 
 log = logging.getLogger("hyrax.prepare")
 OUTPUT, REJECTED = "cutouts.h5", "rejected.csv"
@@ -45,7 +46,7 @@ def prepare(config=None, *, overrides=(), resume=None) -> Result:
         config = read_toml(Path(resume) / "runtime_config.toml")  # the run's own settings
     cfg = resolve(config, overrides)
     p = cfg["prepare"]
-    with new_run("prepare", cfg, resume=resume) as run:
+    with open_run("prepare", cfg, resume=resume) as run:
         out = run.path / OUTPUT
         if not p["fits_dir"]:
             log.info("no prepare.fits_dir: building the built-in sample (Hubble eXtreme Deep Field)")

@@ -18,7 +18,6 @@ images get the train run's `[data_set]` transforms (never the current config's).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -28,11 +27,12 @@ import numpy as np
 
 from libhyrax.config import resolve
 from libhyrax.data.loader import read_ahead as read_in_thread
-from libhyrax.errors import ConfigError, DataError, ModelError, RunError, UsageError, unknown_choice
-from libhyrax.hdf5 import ArrayWriter, read_ids, shard_name, shard_range
+from libhyrax.errors import ConfigError, DataError, ModelError, RunError, unknown_choice
+from libhyrax.hdf5 import ArrayWriter, read_ids
 from libhyrax.log import Progress
-from libhyrax.results import Result, find_input_run, new_run, read_provenance
-from libhyrax.sharding import Shard, choose_shard, sharded_run, shared_run_name
+from libhyrax.results import Result, find_run
+from libhyrax.runs import open_run
+from libhyrax.sharding import Shard
 
 log = logging.getLogger("hyrax.infer")
 
@@ -52,49 +52,17 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
     """
     cfg = resolve(config, overrides)
     engine = engine or cfg["infer"]["engine"]
-    the_shard = choose_shard(shard)
-    _check_resume(resume, the_shard)
     model = load_engine(engine, cfg, from_run)
     group = _open_group(cfg, model.data_set)
     n = len(group)
-    start, stop = shard_range(n, the_shard.index, the_shard.count) if the_shard else (0, n)
-    batch_size = int(cfg["data_loader"]["batch_size"])
-    num_workers = int(cfg["data_loader"].get("num_workers") or 0)
-    if the_shard is None:
-        with new_run("infer", cfg, resume=resume, name=run_name or None) as run:
-            _record_inputs(run, model, group, engine)
-            stats = write_latents(model, group, start, stop, run.file(f"{STEM}.h5"), batch_size,
-                                  model.read_ahead, num_workers)
-            run.record(n_objects=n, **stats)
-        return Result(run.path)
-    # the whole config is in the key: a rerun with other settings (say infer.model_weights_file) must not
-    # find this run's finished shards and hand them back
-    key = json.dumps([str(model.source.resolve()), engine, cfg], sort_keys=True, default=str)
-    name = run_name or shared_run_name("infer", the_shard, key)
-    with sharded_run("infer", cfg, the_shard, name=name, into=resume, stems=(STEM,)) as run:
+    with open_run("infer", cfg, shard=shard, resume=resume, name=run_name,
+                  key=[str(model.source.resolve()), engine]) as run:
         _record_inputs(run, model, group, engine)
-        final = run.file(shard_name(STEM, the_shard.index, the_shard.count))
-        if final.exists():
-            log.info("shard %s is already complete: %s", the_shard, final)
-            stats = {}
-        else:
-            partial = final.with_name(final.name + ".partial")
-            stats = write_latents(model, group, start, stop, partial, batch_size, model.read_ahead,
-                                  num_workers)
-            os.replace(partial, final)  # a shard file under its final name is always complete
-        run.record(n_objects=n, shard=str(the_shard), rows=[start, stop], **stats)
+        start, stop = run.rows(n)
+        stats = write_latents(model, group, start, stop, run.output(STEM), int(cfg["data_loader"]["batch_size"]),
+                              model.read_ahead, int(cfg["data_loader"].get("num_workers") or 0))
+        run.record(n_objects=n, rows=[start, stop], **({"shard": str(run.shard)} if run.shard else {}), **stats)
     return Result(run.path)
-
-
-def _check_resume(resume, shard: Shard | None) -> None:
-    if resume is None:
-        return
-    prov = read_provenance(resume)
-    if prov.get("sharded") and shard is None:
-        count = prov["sharded"]["count"]
-        raise UsageError(f"{resume} is sharded into {count}; resume one shard with --shard I/{count} --resume")
-    if shard is not None and not prov.get("sharded"):
-        raise UsageError(f"{resume} is not a sharded run; resume it without --shard")
 
 
 def _open_group(cfg: dict, data_set: dict):
@@ -293,11 +261,11 @@ def load_engine(engine: str, cfg: dict, from_run=None):
     if engine not in ENGINES:
         raise ConfigError(unknown_choice("infer.engine", engine, ENGINES))
     if engine == "onnx":
-        return OnnxEngine(find_input_run("export", cfg, from_run), cfg["general"]["device"])
+        return OnnxEngine(find_run("export", cfg, from_run).path, cfg["general"]["device"])
     weights = cfg["infer"]["model_weights_file"]
     if weights and not from_run:
         return TorchEngine(train_run_of(weights), cfg["general"]["device"], weights)
-    return TorchEngine(find_input_run("train", cfg, from_run), cfg["general"]["device"], weights or None)
+    return TorchEngine(find_run("train", cfg, from_run).path, cfg["general"]["device"], weights or None)
 
 
 def train_run_of(weights: str | os.PathLike) -> Path:

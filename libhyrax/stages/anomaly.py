@@ -2,7 +2,7 @@
 
     hyrax train | hyrax infer | hyrax anomaly --show        # prints the top anomalies to stderr
     hyrax anomaly --method knn --from results/<infer-run>
-    libhyrax.anomaly(from_run=latents_run)                  # a notebook
+    libhyrax.scorers(from_run=latents_run)                  # a notebook
 
 Writes `scores.h5` (/object_id, /score, and one array per method), `top_anomalies.csv` (the top
 `anomaly.top_k` with their scores and catalog columns), and, when the data has an `is_anomaly` catalog
@@ -19,11 +19,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 
-from libhyrax.anomaly import (
+from libhyrax.config import resolve
+from libhyrax.errors import DataError, HyraxError, UsageError, unknown_choice
+from libhyrax.hdf5 import IdIndex, open_result, read_ids, write_arrays
+from libhyrax.log import Progress
+from libhyrax.results import INDEX_DIR, Result, find_run, input_run
+from libhyrax.runs import open_run
+from libhyrax.scorers import (
     METHODS,
     IsolationForestScore,
     KnnDistance,
@@ -32,13 +37,8 @@ from libhyrax.anomaly import (
     precision_at_k,
     roc_auc,
 )
-from libhyrax.config import resolve
-from libhyrax.errors import DataError, HyraxError, UsageError, unknown_choice
-from libhyrax.hdf5 import IdIndex, open_result, read_ids, shard_name, shard_range, write_arrays
-from libhyrax.log import Progress
-from libhyrax.results import Result, find_input_run, new_run
-from libhyrax.sharding import Shard, choose_shard, sharded_run, shared_run_name
-from libhyrax.verbs.search import catalog_rows, open_infer_data, write_table
+from libhyrax.sharding import Shard
+from libhyrax.tables import catalog_rows, write_table
 
 log = logging.getLogger("hyrax.anomaly")
 TRUTH_COLUMN = "is_anomaly"
@@ -50,46 +50,38 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
             run_name: str | None = None, resume: str | os.PathLike | None = None, overrides=()) -> Result:
     """Score every object of an infer run (`from_run`, else the newest). `method`: one of METHODS
     (default anomaly.method). `index_run`: the index run the knn score searches when
-    anomaly.knn_source = "index" (else the newest index run). `shard`: "I/N" (default: the Slurm array
+    anomaly.knn_source = "index" (else the newest index run of these latents). `shard`: "I/N" (default: the Slurm array
     task's share): each shard scores its rows into `raw_scores.shard-*.h5` of one shared directory, and
     the task that completes the set writes scores.h5 and top_anomalies.csv. `resume`: the shared
     directory of a sharded run, to rerun a failed shard into."""
     cfg = resolve(config, overrides)
-    the_shard = choose_shard(shard)
     acfg = cfg["anomaly"]
     method = method or acfg["method"]
     if method not in METHODS:
         raise UsageError(unknown_choice("anomaly method", method, METHODS))
-    src = find_input_run("infer", cfg, from_run)
-    with open_result(src, "latents") as f:
+    src = input_run("anomaly", cfg, from_run)
+    with open_result(src.path, "latents") as f:
         n = f["object_id"].shape[0]
         if n == 0:
             raise DataError(f"{src} holds no latents (0 objects): nothing to score")
-        scorers = make_scorers(method, cfg, f, index_run)
-        if the_shard is None:
-            with new_run("anomaly", cfg) as run:
-                run.add_upstream(src)
-                run.add_input(f.filename)
-                raw = score_all(scorers, f, int(acfg["batch_size"]))
-                _finish(run, cfg, src, method, read_ids(f["object_id"]), raw)
-            return Result(run.path)
-        # the whole config is in the key: a rerun with other settings must not reuse finished shards
-        key = json.dumps([str(Path(src).resolve()), method, cfg], sort_keys=True, default=str)
-        name = run_name or shared_run_name("anomaly", the_shard, key)
-        with sharded_run("anomaly", cfg, the_shard, name=name, into=resume, stems=(RAW_STEM,)) as run:
-            run.add_upstream(src)
+        scorers = make_scorers(method, cfg, f, src, index_run)
+        with open_run("anomaly", cfg, shard=shard, resume=resume, name=run_name,
+                      key=[str(src.path.resolve()), method]) as run:
+            run.add_upstream(src.path)
             run.add_input(f.filename)
-            start, stop = shard_range(n, the_shard.index, the_shard.count)
+            start, stop = run.rows(n)
             raw = score_all(scorers, f, int(acfg["batch_size"]), start, stop)
-            path = run.file(shard_name(RAW_STEM, the_shard.index, the_shard.count))
-            write_arrays(path, read_ids(f["object_id"], start, stop), **raw)
-            if all(run.file(shard_name(RAW_STEM, i, the_shard.count)).exists() for i in range(the_shard.count)):
-                with open_result(run.path, RAW_STEM) as r:  # every shard is in: rank them all together
-                    _finish(run, cfg, src, method, read_ids(r["object_id"]), {m: r[m][:] for m in raw})
+            if run.shard is None:
+                _finish(run, cfg, src, method, read_ids(f["object_id"]), raw)
+            else:  # each shard writes its raw scores; the task that completes the set ranks them all together
+                write_arrays(run.output(RAW_STEM), read_ids(f["object_id"], start, stop), **raw)
+                if run.shards_complete(RAW_STEM):
+                    with open_result(run.path, RAW_STEM) as r:
+                        _finish(run, cfg, src, method, read_ids(r["object_id"]), {m: r[m][:] for m in raw})
     return Result(run.path)
 
 
-def make_scorers(method: str, cfg: dict, f, index_run=None) -> list:
+def make_scorers(method: str, cfg: dict, f, src: Result, index_run=None) -> list:
     """The scorers `method` needs, fitted; "combined" uses every one the latents allow."""
     acfg = cfg["anomaly"]
     names = [m for m in METHODS[1:] if method in (m, "combined")]
@@ -104,9 +96,9 @@ def make_scorers(method: str, cfg: dict, f, index_run=None) -> list:
             index = None
             if acfg["knn_source"] == "index":
                 from libhyrax.vector_index import VectorIndex
-                from libhyrax.verbs.index import INDEX_DIR
 
-                index = VectorIndex.open(Path(find_input_run("index", cfg, index_run)) / INDEX_DIR)
+                # the index of these latents: another infer run's index would score against other objects
+                index = VectorIndex.open(find_run("index", cfg, index_run, reading=src.path).file(INDEX_DIR))
             elif acfg["knn_source"] != "exact":
                 raise UsageError(unknown_choice("anomaly.knn_source", acfg["knn_source"], ("exact", "index")))
             scorers.append(KnnDistance(acfg["k"], cfg["general"]["device"], index))
@@ -137,7 +129,7 @@ def score_all(scorers: list, f, batch_size: int, first: int = 0, last: int | Non
     return out
 
 
-def _finish(run, cfg: dict, src, method: str, ids: np.ndarray, raw: dict[str, np.ndarray]) -> None:
+def _finish(run, cfg: dict, src: Result, method: str, ids: np.ndarray, raw: dict[str, np.ndarray]) -> None:
     score = combine_by_rank(raw) if method == "combined" else raw[method]
     write_arrays(run.file("scores.h5"), ids, attrs={"method": method}, score=score, **raw)
     top_k = min(int(cfg["anomaly"]["top_k"]), len(ids))
@@ -145,9 +137,10 @@ def _finish(run, cfg: dict, src, method: str, ids: np.ndarray, raw: dict[str, np
     table = {"rank": np.arange(1, top_k + 1), "object_id": ids[top], "score": score[top]}
     if method == "combined":
         table |= {name: values[top] for name, values in raw.items()}
-    table |= {c: v for c, v in catalog_rows(src, ids[top], rows=top).items() if c not in table}
+    group = src.data_group()  # the data of the latents: catalog columns and, for the synthetic survey, the truth
+    table |= {c: v for c, v in catalog_rows(group, ids[top], rows=top).items() if c not in table}
     write_table(run.file("top_anomalies.csv"), table)
-    evaluation = evaluate(src, ids, {"score": score, **raw}, top_k)
+    evaluation = evaluate(group, ids, {"score": score, **raw}, top_k)
     if evaluation:
         (run.file("evaluation.json")).write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
         log.info("against %s: precision@%d = %.3f (random: %.3f), ROC AUC = %.3f", TRUTH_COLUMN, top_k,
@@ -155,9 +148,8 @@ def _finish(run, cfg: dict, src, method: str, ids: np.ndarray, raw: dict[str, np
     run.record(n_objects=len(ids), method=method, methods=list(raw), top_k=top_k, evaluation=evaluation or None)
 
 
-def evaluate(infer_run, ids: np.ndarray, scores: dict[str, np.ndarray], k: int) -> dict:
-    """Precision@k and ROC AUC of each score against the data's `is_anomaly` column ({} without one)."""
-    group = open_infer_data(infer_run)
+def evaluate(group, ids: np.ndarray, scores: dict[str, np.ndarray], k: int) -> dict:
+    """Precision@k and ROC AUC of each score against the data group's `is_anomaly` column ({} without one)."""
     if group is None:
         return {}
     try:

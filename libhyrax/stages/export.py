@@ -22,7 +22,8 @@ import numpy as np
 
 from libhyrax.config import resolve
 from libhyrax.errors import ModelError
-from libhyrax.results import Result, find_input_run, new_run
+from libhyrax.results import Result, input_run
+from libhyrax.runs import open_run
 
 log = logging.getLogger("hyrax.export")
 
@@ -33,19 +34,19 @@ def export(config=None, *, from_run=None, overrides=(), opset: int | None = None
     """Export the model of a train run (default: the newest finished one) to ONNX; returns the export run."""
     from libhyrax import onnx_io
     from libhyrax.models import load_trained
-    from libhyrax.verbs.infer import _open_group, train_data_set
+    from libhyrax.stages.infer import _open_group, train_data_set
 
     cfg = resolve(config, overrides)
     opset = int(opset or cfg["onnx"]["opset_version"])
     tolerance = float(cfg["onnx"]["tolerance"])
-    src = find_input_run("train", cfg, from_run)
+    src = input_run("export", cfg, from_run).path
     model, desc = load_trained(src, device="cpu")
     data_set = train_data_set(src, desc)
     group = _open_group(cfg, data_set)
     batch = group.read(0, min(len(group), CHECK_ROWS))
     x = _image_input(model, batch)
     primary = group.datasets[group.primary]
-    with new_run("export", cfg) as run:
+    with open_run("export", cfg) as run:
         run.add_upstream(src)
         onnx_path = run.file("model.onnx")
         names = onnx_io.export_model(model, x[:2], onnx_path, opset)

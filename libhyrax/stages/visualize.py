@@ -26,7 +26,8 @@ import numpy as np
 from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.errors import DataError, UsageError
-from libhyrax.results import Result, find_input_run, new_run, newest_run, upstream_of
+from libhyrax.results import Result, input_run, newest_run, results_root
+from libhyrax.runs import open_run
 
 log = logging.getLogger("hyrax.visualize")
 HTML_FILE = "visualize.html"
@@ -47,14 +48,14 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
     """Write `visualize.html` for a umap run (`from_run`, else the newest); in Jupyter, show it inline."""
     cfg = resolve(config, overrides)
     vz = cfg["visualize"]
-    src = find_input_run("umap", cfg, from_run)
-    with new_run("visualize", cfg) as run:
-        run.add_upstream(src)
-        object_id, emb = read_embedding(src)
+    src = input_run("visualize", cfg, from_run)
+    with open_run("visualize", cfg) as run:
+        run.add_upstream(src.path)
+        object_id, emb = read_embedding(src.path)
         n = len(object_id)
         rng = np.random.default_rng(cfg["general"]["seed"])
         shown = np.arange(n) if n <= vz["max_points"] else np.sort(rng.choice(n, vz["max_points"], replace=False))
-        infer_run = upstream_of(src, "infer")
+        infer_run = src.find("infer")
         if infer_run is None:
             log.warning("%s names no infer run upstream; drawing the map without its columns", src)
         columns, group = gather_columns(infer_run, object_id[shown], cfg) if infer_run else ({}, None)
@@ -72,7 +73,7 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
             density = density_image(emb[:, 0], emb[:, 1])
         from libhyrax.viz.page import build_page, write_html
 
-        title = f"Hyrax map of {n:,} objects ({Path(src).name})"
+        title = f"Hyrax map of {n:,} objects ({src.path.name})"
         layout, _ = build_page(emb[shown, 0], emb[shown, 1], object_id[shown], columns, color=color,
                                fields=fields, thumbs=thumbs, density=density, cmap=vz["cmap"], title=title)
         size = write_html(layout, run.file(HTML_FILE), title)
@@ -118,11 +119,11 @@ def _join(ids: np.ndarray, their_ids: np.ndarray, values: np.ndarray) -> np.ndar
     return out
 
 
-def gather_columns(infer_run: Path, ids: np.ndarray, cfg: dict):
+def gather_columns(infer_run: Result, ids: np.ndarray, cfg: dict):
     """Per-object columns for `ids`: catalog columns of the infer run's data, recon_error, score; and the
     opened data group (None when it can't be opened)."""
     columns: dict[str, np.ndarray] = {}
-    with hdf5.open_result(infer_run, "latents") as f:
+    with hdf5.open_result(infer_run.path, "latents") as f:
         if "recon_error" in f:
             columns["recon_error"] = _join(ids, hdf5.read_ids(f["object_id"]), f["recon_error"][:])
     scores = newest_scores(infer_run, cfg)
@@ -130,7 +131,7 @@ def gather_columns(infer_run: Path, ids: np.ndarray, cfg: dict):
         with hdf5.open_result(scores, "scores") as f:
             if "score" in f:
                 columns["score"] = _join(ids, hdf5.read_ids(f["object_id"]), f["score"][:])
-    group = open_infer_group(infer_run)
+    group = infer_run.data_group()
     if group is not None:
         try:
             gids = group.object_ids()
@@ -144,26 +145,15 @@ def gather_columns(infer_run: Path, ids: np.ndarray, cfg: dict):
     return columns, group
 
 
-def open_infer_group(infer_run: Path):
-    """The data group the infer run read, from its runtime_config.toml; None (with a warning) if it
-    can't be opened, e.g. the data moved."""
-    try:
-        from libhyrax.config import read_toml
-        from libhyrax.data import open_group
-
-        return open_group(read_toml(infer_run / "runtime_config.toml"), "infer")
-    except Exception as e:
-        log.warning("the data of %s can't be opened (%s: %s); no catalog columns or thumbnails", infer_run,
-                    type(e).__name__, e)
-        return None
-
-
-def newest_scores(infer_run: Path, cfg: dict) -> Path | None:
-    """The newest finished anomaly run that scored these latents, if any."""
-    try:
-        return newest_run("anomaly", cfg, reading=infer_run)
-    except UsageError:
-        return None
+def newest_scores(infer_run: Result, cfg: dict) -> Path | None:
+    """The newest finished anomaly run that scored these latents, if any: beside them (a results tree read
+    where it lies, or moved), else in this config's results directory."""
+    for root in dict.fromkeys([infer_run.path.parent.resolve(), results_root(cfg).resolve()]):
+        try:
+            return newest_run("anomaly", cfg, reading=infer_run.path, root=root)
+        except UsageError:
+            continue
+    return None
 
 
 def pick_color(wanted, columns: dict) -> str | None:

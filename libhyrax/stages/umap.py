@@ -17,7 +17,6 @@ In a sharded run every task fits the same seeded model (or loads `--reducer`) an
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -31,8 +30,9 @@ from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.errors import DataError
 from libhyrax.log import Progress
-from libhyrax.reduce import REDUCER_FILE, Reducer, make_reducer
-from libhyrax.results import Result, check_run, find_input_run, new_run
+from libhyrax.reducers import REDUCER_FILE, Reducer, make_reducer
+from libhyrax.results import Result, check_run, input_run
+from libhyrax.runs import open_run
 
 log = logging.getLogger("hyrax.umap")
 BUILT_IN = ("umap", "pca")
@@ -46,31 +46,15 @@ def umap(config=None, *, from_run=None, reducer=None, shard=None, resume=None, r
     fitting one. `shard`: "I/N" (else the Slurm array task's share); `resume`: a sharded run to rerun a
     shard into; `run_name`: the shared directory's name for a plain loop of shards.
     """
-    from libhyrax.sharding import choose_shard, sharded_run
-
     cfg = resolve(config, overrides)
-    src = find_input_run("infer", cfg, from_run)
-    part = choose_shard(shard)
+    src = input_run("umap", cfg, from_run).path
     latents = hdf5.result_file(src, "latents", rerun_hint=f"hyrax infer --shard {{shard}} --resume {src}")
-    if part is None:
-        ctx = new_run("umap", cfg)
-    else:
-        from libhyrax.sharding import shared_run_name
-
-        # the whole config is in the key: a rerun with other settings must not reuse finished shards
-        key = f"{Path(src).resolve()}|{reducer}|{json.dumps(cfg, sort_keys=True, default=str)}"
-        ctx = sharded_run("umap", cfg, part, name=run_name or shared_run_name("umap", part, key), into=resume,
-                          stems=("embedding",))
-    with ctx as run:
+    with open_run("umap", cfg, shard=shard, resume=resume, name=run_name, key=[str(src.resolve()), str(reducer)]) as run:
         run.add_upstream(src)
         run.add_input(latents)
         red = _fitted_reducer(cfg, latents, reducer, run)
-        if part is None:
-            out, start, stop = run.file("embedding.h5"), 0, n_rows(latents)
-        else:
-            start, stop = hdf5.shard_range(n_rows(latents), part.index, part.count)
-            out = run.file(hdf5.shard_name("embedding", part.index, part.count))
-        stats = transform_file(red, latents, out, start, stop, cfg["reduce_dimensions"])
+        start, stop = run.rows(n_rows(latents))
+        stats = transform_file(red, latents, run.output("embedding"), start, stop, cfg["reduce_dimensions"])
         run.record(algorithm=type(red).name or type(red).__name__, **stats)
     return Result(run.path)
 

@@ -33,7 +33,8 @@ from libhyrax.errors import DataError, RunError, UsageError
 from libhyrax.log import Progress
 from libhyrax.models import build_model, describe, load_weights, model_class, prepare, save_trained
 from libhyrax.models.base import first_rows
-from libhyrax.results import CONFIG_FILE, Result, new_run, read_provenance
+from libhyrax.results import CONFIG_FILE, Result, read_provenance
+from libhyrax.runs import open_run
 from libhyrax.training import distributed as dist
 from libhyrax.training.engine import (
     EpochBatches,
@@ -122,7 +123,7 @@ def _train(cfg: dict, resume: Path | None, stop_at_iteration: int | None) -> Res
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
     dist.barrier()
-    with (new_run("train", cfg, resume=resume) if rank0 else nullcontext()) as run:
+    with (open_run("train", cfg, resume=resume) if rank0 else nullcontext()) as run:
         if run is not None:
             _record_inputs(run, cfg, group, splits, resume, cls, device)
         fit = Fit(cfg, model, optimizer, scheduler, group, splits, device, run, state)

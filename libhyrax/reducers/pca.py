@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from libhyrax.reduce import Reducer
+from libhyrax.reducers import Reducer
 
 
 class PCAReducer(Reducer):

@@ -12,42 +12,41 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from libhyrax.config import resolve
 from libhyrax.errors import DataError
 from libhyrax.hdf5 import open_result, read_ids
 from libhyrax.log import Progress
-from libhyrax.results import Result, find_input_run, new_run, read_provenance
+from libhyrax.results import INDEX_DIR, Result, input_run
+from libhyrax.runs import open_run
 from libhyrax.vector_index import VectorIndex, backend_params
 
 log = logging.getLogger("hyrax.index")
-INDEX_DIR = "index"
 
 
 def index(config=None, *, from_run: str | os.PathLike | None = None, overrides=()) -> Result:
     """Build a vector index of the latents of an infer run (`from_run`, else the newest)."""
     cfg = resolve(config, overrides)
-    src = find_input_run("infer", cfg, from_run)
+    src = input_run("index", cfg, from_run)
     backend = cfg["vector_db"]["name"]
     params = backend_params(cfg, backend)
     if backend == "exact" and params.get("device") in ("auto", False):
         params["device"] = cfg["general"]["device"]
     batch = int(cfg["vector_db"]["batch_size"])
-    with open_result(src, "latents") as f:
+    with open_result(src.path, "latents") as f:
         if "latent" not in f:
             raise DataError(f"{f.filename} has no /latent array; is {src} an infer run?")
         n, dim = f["latent"].shape
         if n == 0:
             raise DataError(f"{src} holds no latents (0 objects): nothing to index")
-        with new_run("index", cfg) as run:
+        with open_run("index", cfg) as run:
             _build(run, f, src, backend, params, batch)
     return Result(run.path)
 
 
-def _build(run, f, src, backend: str, params: dict, batch: int) -> None:
+def _build(run, f, src: Result, backend: str, params: dict, batch: int) -> None:
     n, dim = f["latent"].shape
-    run.add_upstream(src)
+    run.add_upstream(src.path)
     run.add_input(f.filename)
     idx = VectorIndex.create(run.file(INDEX_DIR), dim, backend=backend, **params)
     with Progress(f"index ({backend})", total=n) as p:
@@ -56,25 +55,7 @@ def _build(run, f, src, backend: str, params: dict, batch: int) -> None:
             idx.add(read_ids(f["object_id"], start, stop), f["latent"][start:stop])
             p.advance(stop - start)
     idx.persist()
-    run.record(n_objects=int(n), dim=int(dim), backend=backend, infer_run=str(Path(src).resolve()),
-               model_run=model_run_of(src))
+    model_run = src.find("train")  # through an export run when the latents came from ONNX
+    run.record(n_objects=int(n), dim=int(dim), backend=backend, infer_run=str(src.path.resolve()),
+               model_run=str(model_run.path.resolve()) if model_run else None)
     log.info("indexed %d vectors of length %d with %s", n, dim, backend)
-
-
-def upstream_of(run_dir: str | os.PathLike, stages: tuple[str, ...]) -> Path | None:
-    """The first upstream run of `run_dir` whose stage is one of `stages`, or None."""
-    for up in read_provenance(run_dir).get("upstream_runs", []):
-        try:
-            if read_provenance(up).get("stage") in stages:
-                return Path(up)
-        except Exception:  # an upstream run moved or deleted: provenance still names it
-            continue
-    return None
-
-
-def model_run_of(infer_run: str | os.PathLike) -> str | None:
-    """The train run whose model made an infer run's latents (through an export run when ONNX)."""
-    up = upstream_of(infer_run, ("train", "export"))
-    if up is not None and read_provenance(up).get("stage") == "export":
-        up = upstream_of(up, ("train",))
-    return str(up.resolve()) if up is not None else None

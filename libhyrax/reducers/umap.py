@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from libhyrax.reduce import Reducer, import_heavy_for_unpickle
+from libhyrax.reducers import Reducer, import_heavy_for_unpickle
 
 
 class UMAPReducer(Reducer):

@@ -1,0 +1,371 @@
+"""The run lifecycle, one home for every stage: open a results directory for a stage (new, resumed, or
+one shard of a shared sharded run), write outputs into it, and finish or fail it.
+
+    with open_run("infer", cfg, shard=shard, resume=resume, name=run_name, key=[src]) as run:
+        run.add_upstream(src)                       # lineage (recorded relative to the results tree)
+        start, stop = run.rows(n)                   # this process's rows: all of them, or its shard's
+        write(run.output("latents"), start, stop)   # latents.h5, or latents.shard-IIII-of-NNNN.h5
+        run.record(n_objects=n)                     # stage facts into provenance
+    return Result(run.path)
+
+Plain run: written as `<name>.partial`, renamed to `<name>` on success, to `<name>.failed` (error in
+provenance.json) on any exception or interrupt; `resume` reopens a `.failed` or `.partial` run.
+
+Sharded run (`--shard I/N` or a Slurm array task, see libhyrax.sharding): every task writes into one
+shared directory, created under its final name: `slurm-<array job>-<stage>-array`, or for a plain loop
+`shards-<key>-<stage>-<N>` where the key is a digest of the whole config and the stage's inputs (so a
+rerun with other settings never finds this run's finished shards), or `name`. Its `provenance.json` says
+it is sharded into N; each task writes its own output shard, `provenance.shard-IIII-of-NNNN.json` and log.
+The run counts as finished when every shard's provenance says complete (results.read_provenance merges
+them). `resume` is the shared directory to rerun a shard into.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from libhyrax import log as hlog
+from libhyrax import stages
+from libhyrax.errors import RunError, UsageError
+from libhyrax.results import (
+    CONFIG_FILE,
+    FAILED,
+    PARTIAL,
+    PROVENANCE_FILE,
+    read_provenance,
+    recorded_path,
+    results_root,
+    shard_provenance_name,
+)
+from libhyrax.sharding import Shard, choose_shard, shard_name, shard_range, shared_run_name
+
+log = logging.getLogger("hyrax.runs")
+
+# versions recorded in provenance; read from package metadata, so nothing heavy is imported
+RECORDED_PACKAGES = ("hyrax-toolkit", "numpy", "torch", "pytorch-ignite", "h5py", "astropy", "mlflow",
+                     "umap-learn", "scikit-learn", "chromadb", "onnxruntime", "bokeh", "tomlkit")
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
+              "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP", "SLURM_JOB_NAME", "SLURM_PROCID",
+              "SLURM_NTASKS", "SLURM_CLUSTER_NAME", "SLURM_JOB_PARTITION")
+
+
+@dataclass
+class Run:
+    """A results directory being written. Stages write outputs under `run.path`."""
+
+    stage: str
+    final_path: Path
+    path: Path
+    config: dict
+    provenance: dict = field(default_factory=dict)
+    shard: Shard | None = None
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def output(self, stem: str) -> Path:
+        """Where this process writes the array file `stem`: `<stem>.h5`, or in a sharded run its shard,
+        `<stem>.shard-IIII-of-NNNN.h5` (read back as one through libhyrax.hdf5.open_result)."""
+        if self.shard is None:
+            return self.file(f"{stem}.h5")
+        return self.file(shard_name(stem, self.shard.index, self.shard.count))
+
+    def rows(self, n: int) -> tuple[int, int]:
+        """The rows of an n-row input this process handles: all, or its shard's contiguous share."""
+        return shard_range(n, self.shard.index, self.shard.count) if self.shard else (0, n)
+
+    def shards_complete(self, stem: str) -> bool:
+        """Whether every shard of `stem` is written (always true for a plain run's own output)."""
+        from libhyrax.hdf5 import is_complete_file
+
+        count = self.shard.count if self.shard else 1
+        paths = [self.file(shard_name(stem, i, count)) for i in range(count)] if self.shard else [self.output(stem)]
+        return all(is_complete_file(p) for p in paths)
+
+    def add_input(self, path: str | os.PathLike) -> None:
+        rec = file_record(path)
+        if rec["path"] not in [r["path"] for r in self.provenance["inputs"]]:
+            self.provenance["inputs"].append(rec)
+            self.save_provenance()
+
+    def add_upstream(self, run_dir: str | os.PathLike) -> None:
+        """Record a run this one read: by name when it lies beside this run, else by absolute path."""
+        p = recorded_path(self.final_path, run_dir)
+        if p not in self.provenance["upstream_runs"]:
+            self.provenance["upstream_runs"].append(p)
+            self.save_provenance()
+
+    def record(self, **fields: Any) -> None:
+        """Add stage-specific facts to provenance.json (e.g. the split sizes, a shard)."""
+        self.provenance.setdefault("stage_info", {}).update(fields)
+        self.save_provenance()
+
+    def save_provenance(self) -> None:
+        name = PROVENANCE_FILE if self.shard is None else shard_provenance_name(self.shard.index, self.shard.count)
+        write_json_atomic(self.path / name, self.provenance)
+
+
+@contextmanager
+def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resume: str | os.PathLike | None = None,
+             name: str | None = None, key=()):
+    """Open a results directory for `stage` (see the module docstring); yields a :class:`Run`.
+
+    shard: "I/N", a Shard, or None (then the Slurm array task's share when in an array job), for the
+    stages the registry marks `shards`.
+    resume: a run to continue (a plain run's `.failed`/`.partial` directory, or a sharded run's shared
+    directory). name: the run's directory name (`--run-name`). key: what, besides the config, a plain
+    loop of shards must agree on (e.g. the input run), so its tasks compute the same directory name.
+    """
+    if not stages.get(stage).shards:
+        if shard is not None:
+            raise UsageError(f"`hyrax {stage}` does not run in shards; leave out --shard")
+        the_shard = None  # a train run in a Slurm array job is one whole run, not a share of one
+    else:
+        the_shard = choose_shard(shard)
+    if resume is not None:
+        _check_resume_matches(Path(resume), stage, the_shard)
+    if the_shard is None:
+        run = _open_plain(stage, config, resume, name)
+    else:
+        run = _open_shard(stage, config, the_shard, resume, name, key)
+    handler = hlog.add_file_log(run.path / (f"{stage}.log" if the_shard is None else f"{stage}.{the_shard.tag}.log"))
+    log.info("%s%s: writing %s", stage, f" shard {the_shard}" if the_shard else "", run.final_path)
+    try:
+        yield run
+    except BaseException as exc:
+        interrupted = mark_ended(run, handler, exc)
+        how = "was interrupted" if interrupted else "failed"
+        if the_shard is not None:
+            log.error("%s shard %s %s; rerun it with --shard %s --resume %s", stage, the_shard, how, the_shard,
+                      run.path)
+            raise
+        failed = run.final_path.with_name(run.final_path.name + FAILED)
+        if failed.exists():
+            shutil.rmtree(failed)
+        os.replace(run.path, failed)
+        log.error("%s %s; its results directory is kept as %s (continue it with --resume %s)", stage, how,
+                  failed, failed)
+        raise
+    mark_ended(run, handler)
+    if the_shard is None:
+        os.replace(run.path, run.final_path)
+        run.path = run.final_path
+
+
+def _check_resume_matches(path: Path, stage: str, shard: Shard | None) -> None:
+    prov = read_provenance(path)
+    if prov.get("stage") != stage:
+        raise UsageError(f"--resume {path} is a {prov.get('stage')!r} run, not a {stage} run")
+    if prov.get("sharded") and shard is None:
+        count = prov["sharded"]["count"]
+        raise UsageError(f"{path} is sharded into {count}; resume one shard with --shard I/{count} --resume {path}")
+    if shard is not None and not prov.get("sharded"):
+        raise UsageError(f"{path} is not a sharded run; resume it without --shard")
+
+
+# --- plain runs -------------------------------------------------------------------------------------
+
+def _open_plain(stage: str, config: dict, resume: str | os.PathLike | None, name: str | None) -> Run:
+    from libhyrax.config import dump_config
+
+    if resume is not None:
+        run = _reopen(stage, Path(resume), config)
+    else:
+        final, work = _claim_new_directory(results_root(config), stage, name)
+        run = Run(stage, final, work, config, new_provenance(stage, config))
+    (run.path / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
+    run.save_provenance()
+    return run
+
+
+def _claim_new_directory(root: Path, stage: str, name: str | None) -> tuple[Path, Path]:
+    """A new run's final and working paths. mkdir is the claim: on the rare uid clash with a job that
+    started in the same second (or an existing final directory) a fresh uid is drawn; a given `name`
+    that is taken is an error."""
+    root.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        final = root / (name or run_name(stage))
+        work = final.with_name(final.name + PARTIAL)
+        try:
+            if final.exists():
+                raise FileExistsError(final)
+            work.mkdir()
+            return final, work
+        except FileExistsError:
+            if name:
+                raise UsageError(f"{final} already exists; choose another run name") from None
+    raise RunError(f"could not make a new results directory in {root}")
+
+
+def _reopen(stage: str, path: Path, config: dict) -> Run:
+    prov = read_provenance(path)
+    if prov.get("status") == "complete":
+        raise UsageError(f"--resume {path}: that run already finished; nothing to resume")
+    name = path.name.removesuffix(FAILED).removesuffix(PARTIAL)
+    final = path.with_name(name)
+    work = final.with_name(name + PARTIAL)
+    if path != work:
+        os.replace(path, work)
+    prov |= {"status": "running", "error": None}
+    prov.setdefault("resumed", []).append(now().isoformat())
+    return Run(stage, final, work, config, prov)
+
+
+# --- shards of a shared run ---------------------------------------------------------------------------
+
+def _open_shard(stage: str, config: dict, shard: Shard, resume, name: str | None, key) -> Run:
+    if resume is not None:
+        path = Path(resume)
+    else:
+        # the whole config is in the key: a rerun with other settings must not find this run's shards
+        digest_of = json.dumps([config, key], sort_keys=True, default=str)
+        path = results_root(config) / (name or shared_run_name(stage, shard, digest_of))
+    _claim_shared_directory(path, stage, config, shard)
+    run = Run(stage, path, path, config, new_provenance(stage, config), shard)
+    run.provenance["shard"] = {"index": shard.index, "count": shard.count}
+    run.save_provenance()
+    return run
+
+
+def _claim_shared_directory(path: Path, stage: str, config: dict, shard: Shard) -> None:
+    """Make the shared directory and its top provenance.json, or check an existing one matches."""
+    from libhyrax.config import dump_config
+
+    path.mkdir(parents=True, exist_ok=True)
+    top = path / PROVENANCE_FILE
+    if top.exists():
+        prov = json.loads(top.read_text(encoding="utf-8"))
+        info = prov.get("sharded") or {}
+        if prov.get("stage") != stage or info.get("count") != shard.count:
+            raise UsageError(f"{path} already holds a {prov.get('stage')} run in {info.get('count')} shards; "
+                             f"this task is {stage} shard {shard}: pick another --run-name or --resume")
+        return
+    prov = {"stage": stage, "status": "sharded", "started": now().isoformat(), "finished": None,
+            "sharded": {"count": shard.count, "job_id": shard.job_id},
+            "config_version": config.get("config_version"), "inputs": [], "upstream_runs": [], "error": None}
+    if not write_json_atomic(top, prov, exclusive=True):  # another task of the array claimed it first
+        return _claim_shared_directory(path, stage, config, shard)
+    cfg_tmp = path / f".{CONFIG_FILE}.{shard.tag}.tmp"
+    cfg_tmp.write_text(dump_config(config), encoding="utf-8")
+    os.replace(cfg_tmp, path / CONFIG_FILE)
+
+
+# --- ending a run -------------------------------------------------------------------------------------
+
+def mark_ended(run: Run, log_handler, exc: BaseException | None = None) -> bool:
+    """Record how a run ended (complete, failed or interrupted, with the error) in its provenance and
+    close its log file; returns whether it was interrupted."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    status = "complete" if exc is None else "interrupted" if interrupted else "failed"
+    run.provenance |= {"status": status, "finished": now().isoformat()}
+    if exc is not None:
+        run.provenance["error"] = f"{type(exc).__name__}: {exc}"
+    run.save_provenance()
+    hlog.remove_handler(log_handler)
+    return interrupted
+
+
+# --- names, provenance and atomic files ------------------------------------------------------------------
+
+def now() -> dt.datetime:
+    return dt.datetime.now().astimezone()
+
+
+def run_name(stage: str, when: dt.datetime | None = None) -> str:
+    """YYYYMMDD-HHMMSS-<stage>-<uid>: the random uid keeps two jobs starting in the same second on a
+    shared filesystem apart."""
+    when = when or now()
+    return f"{when:%Y%m%d-%H%M%S}-{stage}-{secrets.token_hex(4)}"
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the Hyrax source when it runs from a git checkout."""
+    src = Path(__file__).resolve().parent.parent
+    if not (src / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def file_record(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    rec: dict[str, Any] = {"path": str(p.resolve())}
+    if p.exists():
+        st = p.stat()
+        rec |= {"size": st.st_size, "mtime": dt.datetime.fromtimestamp(st.st_mtime).astimezone().isoformat()}
+    return rec
+
+
+def new_provenance(stage: str, config: dict) -> dict:
+    slurm = {k: os.environ[k] for k in SLURM_VARS if k in os.environ}
+    return {
+        "stage": stage,
+        "status": "running",
+        "started": now().isoformat(),
+        "finished": None,
+        "command_line": sys.argv,
+        "cwd": os.getcwd(),
+        "host": socket.gethostname(),
+        "user": getpass.getuser(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "seed": config.get("general", {}).get("seed"),
+        "slurm": slurm or None,
+        "inputs": [],
+        "upstream_runs": [],
+        "error": None,
+    }
+
+
+def unique_tmp(path: Path) -> Path:
+    """A temporary name beside `path` that no other process (a Slurm array task) can pick too."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def write_json_atomic(path: Path, data: Any, *, exclusive: bool = False) -> bool:
+    """Write JSON whole or not at all. `exclusive`: only when `path` doesn't exist yet (atomically, so of
+    several racing processes exactly one wins); returns whether this call wrote it."""
+    tmp = unique_tmp(path)
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    if not exclusive:
+        os.replace(tmp, path)
+        return True
+    try:
+        os.link(tmp, path)  # fails if path exists: create-if-absent, atomically
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()

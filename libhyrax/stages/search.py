@@ -1,0 +1,152 @@
+"""`search`: the k nearest objects of an object id, a vector or an image, with distances and catalog columns.
+
+    hyrax search --id <object_id> --show                  # the newest index run; prints a table to stderr
+    hyrax search --vector query.npy -k 20 --from results/<index-run>
+    hyrax search --image cutout.npy                      # through the model that made the index's latents
+
+    hits = libhyrax.search(object_ids=["hxdf_0042"])     # a notebook: the same table
+    hits.to_pandas(); libhyrax.show_neighbors(hits)      # the neighbours' cutouts as a grid
+
+Each search writes `neighbors.csv` (query, rank, object_id, distance, catalog columns) into its results
+directory. Object id -> vector is an O(log N) lookup in the index; distances are L2. The catalog columns
+come from the data of the index's infer run, and an image goes through the model that made its latents:
+both are found by walking the index run's lineage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from libhyrax.config import resolve
+from libhyrax.errors import DataError, ModelError, UsageError
+from libhyrax.hdf5 import IdIndex
+from libhyrax.results import INDEX_DIR, Result, check_run, input_run
+from libhyrax.runs import open_run
+from libhyrax.tables import catalog_rows, cell, format_table, read_table, write_table
+from libhyrax.vector_index import VectorIndex
+
+log = logging.getLogger("hyrax.search")
+TABLE_FILE = "neighbors.csv"
+
+
+class Neighbors(Result):
+    """A search's results directory and its table: `hits["distance"]`, `len(hits)`, `hits.to_pandas()`."""
+
+    def __init__(self, path, columns: dict[str, np.ndarray] | None = None):
+        super().__init__(path)
+        self.columns = columns if columns is not None else read_table(Path(path) / TABLE_FILE)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return self.columns[column]
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.columns)
+
+    def format(self, max_rows: int = 100) -> str:
+        return format_table(self.columns, max_rows)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{c}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{cell(self.columns[c][i])}</td>" for c in self.columns) + "</tr>"
+                       for i in range(min(len(self), 200)))
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids=None, vectors=None,
+           image: str | os.PathLike | None = None, k: int | None = None,
+           model_run: str | os.PathLike | None = None, overrides=()) -> Neighbors:
+    """The `k` nearest objects of each query: `object_ids`, `vectors` (Q, D) or an `image` file (.npy or
+    FITS, bands x H x W) run through the model of the index's latents. `from_run`: an index run (else the
+    newest). `model_run`: the train run the image must go through (refused if the index's latents came
+    from another model)."""
+    cfg = resolve(config, overrides)
+    k = int(k or cfg["search"]["k"])
+    if k < 1:
+        raise UsageError(f"k must be at least 1, not {k}")
+    given = [name for name, v in (("object ids", object_ids), ("vectors", vectors), ("an image", image))
+             if v is not None and (not isinstance(v, list | tuple) or len(v))]
+    if len(given) != 1:
+        raise UsageError("give exactly one query: object ids (--id), vectors (--vector) or an image (--image)"
+                         + (f"; got {' and '.join(given)}" if given else ""))
+    src = input_run("search", cfg, from_run)
+    idx = VectorIndex.open(src.file(INDEX_DIR))
+    if object_ids is not None:
+        queries = [str(i) for i in np.atleast_1d(np.asarray(object_ids))]
+        ids, dist = idx.search_by_id(queries, k)
+    else:
+        if image is not None:
+            vectors = embed_image(image, src, model_run)
+            queries = [Path(image).name] * len(vectors)
+        else:
+            vectors = np.asarray(vectors, dtype=np.float32)
+            queries = [f"vector {i}" for i in range(len(np.atleast_2d(vectors)))]
+        ids, dist = idx.search(vectors, k)
+    infer_run = src.find("infer")
+    group = infer_run.data_group() if infer_run else None
+    table = neighbor_table(queries, ids, dist, catalog_rows(group, ids.ravel(), idx.rows(ids.ravel())))
+    with open_run("search", cfg) as run:
+        run.add_upstream(src.path)
+        write_table(run.file(TABLE_FILE), table)
+        run.record(n_queries=len(queries), k=k, query=queries[:20], backend=type(idx).backend)
+    return Neighbors(run.path, table)
+
+
+def neighbor_table(queries, ids: np.ndarray, dist: np.ndarray, catalog: dict[str, np.ndarray]) -> dict:
+    q, width = ids.shape
+    table = {"query": np.repeat(np.asarray(queries, dtype=str), width),
+             "rank": np.tile(np.arange(1, width + 1), q), "object_id": ids.ravel(), "distance": dist.ravel()}
+    return table | {c: v for c, v in catalog.items() if c not in table}
+
+
+# --- search by image ---------------------------------------------------------------------------------
+
+def embed_image(image, index_run: Result, model_run=None) -> np.ndarray:
+    """The latent vector(s) of an image file, through the model whose latents the index holds."""
+    made_by = index_run.find("train")  # through the infer run (and its export run, for ONNX latents)
+    made_by = str(made_by.path.resolve()) if made_by else None
+    if model_run is not None:
+        model_run = str(check_run(model_run, "train").resolve())
+        if made_by and model_run != made_by:
+            raise ModelError(f"the index {index_run} holds latents of the model trained in {made_by}, but the "
+                             f"query image would go through the model of {model_run}: distances between "
+                             "latents of different models mean nothing. Build an index from that model's "
+                             f"latents (hyrax infer --from {model_run} | hyrax index) or leave out --model")
+    model_run = model_run or made_by
+    if model_run is None:
+        raise UsageError(f"can't tell which model made the latents of {index_run}; pass --model <train run>")
+    from libhyrax.data.fits import read_image
+    from libhyrax.data.transforms import Transform
+    from libhyrax.engines import TorchEngine
+
+    engine = TorchEngine(Path(model_run), device="cpu")  # the weights and transforms infer used
+    images = Transform.from_config({"data_set": engine.data_set})(read_image(image))
+    return np.asarray(engine.outputs({"image": images})["latent"], dtype=np.float32)
+
+
+def show_neighbors(result: Neighbors | str | os.PathLike, *, max_queries: int = 10, pad: int = 2,
+                   path: str | os.PathLike | None = None):
+    """The neighbours' cutouts as a grid (a :class:`libhyrax.viz.mosaic.Mosaic`), one row per query,
+    nearest on the left. `path`: also write it as a PNG."""
+    from libhyrax.viz.mosaic import mosaic
+
+    hits = result if isinstance(result, Neighbors) else Neighbors(check_run(result, "search"))
+    infer_run = hits.find("infer")
+    group = infer_run.data_group() if infer_run else None
+    if group is None:
+        raise DataError(f"the cutouts of {hits.path} can't be read: the data of its infer run can't be opened")
+    queries = list(dict.fromkeys(hits["query"].tolist()))[:max_queries]
+    id_rows = IdIndex(group.object_ids())
+    grid = []
+    for q in queries:
+        rows = id_rows.rows(hits["object_id"][hits["query"] == q])
+        grid.append(list(group.read_rows(rows[rows >= 0])["image"]))
+    return mosaic(grid, pad, path)

@@ -1,1 +1,0 @@
-"""One module per stage; each defines the stage's plain typed function."""
