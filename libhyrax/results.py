@@ -135,24 +135,35 @@ def check_run(run_dir: str | os.PathLike, stage_names: str | tuple[str, ...]) ->
     return p
 
 
-def newest_run(stage: str, config: dict, *, reading: str | os.PathLike | None = None,
-               root: str | os.PathLike | None = None) -> Path:
-    """The newest finished run of `stage` in the results directory (by its recorded finish time);
-    `reading`: only runs that read that run (e.g. the newest anomaly run of these latents); `root`:
-    another results directory to look in (e.g. the one `reading` lies in)."""
-    root = Path(root) if root is not None else results_root(config)
+def newest_run(stage: str, config: dict, *, reading: str | os.PathLike | None = None) -> Path:
+    """The newest finished run of `stage` in the results directory (by its recorded finish time).
+    `reading`: only runs that read that run (e.g. the newest anomaly run of these latents), looked for
+    first beside it (a results tree read where it lies, or moved there), then in the results directory."""
+    roots = [results_root(config)]
+    if reading is not None:
+        roots.insert(0, Path(reading).parent)
+    runs: list[Path] = []
+    for root in dict.fromkeys(r.resolve() for r in roots):
+        runs = _finished_runs(root, stage, reading)
+        if runs:
+            break
+    if not runs:
+        of = f" of {reading}" if reading is not None else ""
+        raise UsageError(f"no finished `{stage}` run{of} in {results_root(config)}; run `hyrax {stage}` first "
+                         f"or pass --from DIR")
+    best = max(runs, key=lambda p: (read_provenance(p).get("finished") or "", p.name))
+    log.info("using the newest %s run: %s", stage, best)
+    return best
+
+
+def _finished_runs(root: Path, stage: str, reading: str | os.PathLike | None) -> list[Path]:
     candidates = root.glob(f"*-{stage}-*") if root.is_dir() else []
     # the recorded stage decides, not the name: a --run-name may contain "-train-"
     runs = [p for p in candidates if p.is_dir() and is_complete(p) and read_provenance(p).get("stage") == stage]
     if reading is not None:
         target = Path(reading).resolve()
         runs = [p for p in runs if target in {u.resolve() for u in upstream_paths(p)}]
-    if not runs:
-        of = f" of {reading}" if reading is not None else ""
-        raise UsageError(f"no finished `{stage}` run{of} in {root}; run `hyrax {stage}` first or pass --from DIR")
-    best = max(runs, key=lambda p: (read_provenance(p).get("finished") or "", p.name))
-    log.info("using the newest %s run: %s", stage, best)
-    return best
+    return runs
 
 
 def find_run(stage_names: str | tuple[str, ...], config: dict, given: str | os.PathLike | None = None, *,

@@ -22,6 +22,17 @@ def test_readme_opens_with_the_two_commands():
     assert [ln.split("#")[0].strip() for ln in first.strip().splitlines()] == ["make demo", "make test"]
 
 
+def test_readme_stage_table_is_the_stage_registry():
+    """The table says what each stage reads and writes, as the registry does (and a test in test_lineage
+    runs every stage and checks it writes those files): it can't drift from the code."""
+    from libhyrax.stages import STAGES
+
+    rows = ["| stage | reads | writes |", "|---|---|---|"]
+    rows += [f"| `{s.name}` | {s.reads} | {', '.join(f'`{w}`' for w in s.writes)} |" for s in STAGES if s.makes_run]
+    table = "\n".join(rows)
+    assert table in README, f"update the README's stage table to:\n{table}"
+
+
 def test_readme_toml_example_is_a_valid_config(tmp_path):
     from libhyrax.config import load_config
 

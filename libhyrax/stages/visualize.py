@@ -26,7 +26,7 @@ import numpy as np
 from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.errors import DataError, UsageError
-from libhyrax.results import Result, input_run, newest_run, results_root
+from libhyrax.results import Result, input_run, newest_run
 from libhyrax.runs import open_run
 
 log = logging.getLogger("hyrax.visualize")
@@ -146,14 +146,11 @@ def gather_columns(infer_run: Result, ids: np.ndarray, cfg: dict):
 
 
 def newest_scores(infer_run: Result, cfg: dict) -> Path | None:
-    """The newest finished anomaly run that scored these latents, if any: beside them (a results tree read
-    where it lies, or moved), else in this config's results directory."""
-    for root in dict.fromkeys([infer_run.path.parent.resolve(), results_root(cfg).resolve()]):
-        try:
-            return newest_run("anomaly", cfg, reading=infer_run.path, root=root)
-        except UsageError:
-            continue
-    return None
+    """The newest finished anomaly run that scored these latents, if any."""
+    try:
+        return newest_run("anomaly", cfg, reading=infer_run.path)
+    except UsageError:
+        return None
 
 
 def pick_color(wanted, columns: dict) -> str | None:
