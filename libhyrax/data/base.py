@@ -18,22 +18,21 @@ getter `get_<field>_batch(start, stop) -> numpy` over a contiguous range (much f
             return f"obj-{index}"
 
 Subclassing registers the class under its name, so a config can say `dataset_class = "MyCutouts"` as
-soon as the class is defined (in a notebook too); a class elsewhere can also be named by its import path
-(`my_pkg.data.MyCutouts`). `check_dataset(MyCutouts)` tells you, in plain words, what is missing.
+soon as the class is defined (in a notebook too: running the cell again replaces the class); a class
+elsewhere can also be named by its import path (`my_pkg.data.MyCutouts`). Two different classes can't share
+a name (see libhyrax.registry). `check_dataset(MyCutouts)` tells you, in plain words, what is missing.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-
 import numpy as np
 
-from libhyrax.errors import ConfigError, unknown_choice
+from libhyrax.registry import Registry
 
-log = logging.getLogger("hyrax.data")
-
-REGISTRY: dict[str, type[Dataset]] = {}
+# every Dataset subclass registers here under its class name, as it is defined
+REGISTRY: Registry[type[Dataset]] = Registry(
+    "dataset_class", import_paths=True,
+    rename_hint="rename one of the classes (a dataset class is registered under its class name)")
 
 
 class Dataset:
@@ -42,11 +41,7 @@ class Dataset:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        old = REGISTRY.get(cls.__name__)
-        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-            log.warning("dataset class %s from %s replaces the one from %s; name either by its import path "
-                        "to be explicit", cls.__name__, cls.__module__, old.__module__)
-        REGISTRY[cls.__name__] = cls
+        REGISTRY.register(cls.__name__, cls)
 
     def __init__(self, config: dict | None = None, data_location: str | None = None):
         self.config = config or {}
@@ -115,16 +110,4 @@ def dataset_class(name: str) -> type[Dataset]:
     """A registered class by name, or any class by import path (`pkg.module.Class`)."""
     from libhyrax.data import builtins_loaded  # noqa: F401  (registers the built-in classes)
 
-    if name in REGISTRY:
-        return REGISTRY[name]
-    if "." in name:
-        module, _, attr = name.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(f"dataset_class {name!r} can't be imported ({e}); check the import path "
-                              "and that its package is installed") from None
-        if not isinstance(cls, type):
-            raise ConfigError(f"dataset_class {name!r} is not a class")
-        return cls
-    raise ConfigError(unknown_choice("dataset_class", name, REGISTRY))
+    return REGISTRY.lookup(name)

@@ -1,7 +1,8 @@
 """The model contract: one small base class, a registry by name, and import-path lookup.
 
 A model is a ``torch.nn.Module``. Subclass :class:`HyraxModel` (registered under its class name) or
-decorate any module with ``@hyrax_model``. It may be written in a notebook::
+decorate any module with ``@hyrax_model``. It may be written in a notebook (running its cell again replaces
+the class; a different class can't take a name already registered, see libhyrax.registry)::
 
     from libhyrax.models import HyraxModel
     import torch.nn.functional as F
@@ -34,19 +35,21 @@ and builds ``self.criterion`` from ``[criterion]`` when a config names one. Chec
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from libhyrax.errors import ConfigError, ModelError, unknown_choice
+from libhyrax import registry
+from libhyrax.errors import ConfigError, ModelError
+from libhyrax.registry import Registry
 
-MODELS: dict[str, type] = {}
+# a model class by name: every HyraxModel subclass, and every @hyrax_model class
+MODELS: Registry[type[nn.Module]] = Registry(
+    "model", import_paths=True, base=nn.Module,
+    rename_hint="rename one of the classes, or register yours under another name with @hyrax_model(name=...)")
 SOURCE_MODULE = "hyrax_model_source"  # the module name a saved model_source.py is loaded under
-# classes from these modules may be replaced silently: a notebook cell run twice
-REPLACEABLE_MODULES = ("__main__",)
 
 
 class HyraxModel(nn.Module):
@@ -125,52 +128,25 @@ def hyrax_model(cls: type | None = None, *, name: str | None = None):
     return wrap(cls) if cls is not None else wrap
 
 
-def _replaceable(old: type, new: type) -> bool:
-    same = (old.__module__, old.__qualname__) == (new.__module__, new.__qualname__)
-    return same or old.__module__.startswith(REPLACEABLE_MODULES)
-
-
 def register(cls: type, name: str | None = None) -> None:
-    """Add `cls` to the registry; refuses to silently replace another module's model of that name."""
+    """Add `cls` to MODELS under `name` (its class name by default), with the registry's clash policy."""
     if cls.__module__.startswith(SOURCE_MODULE):
         return  # a saved model_source.py being loaded: load_trained takes the class directly
-    name = name or cls.__name__
-    old = MODELS.get(name)
-    if old is not None and old is not cls and not _replaceable(old, cls):
-        raise ModelError(f"a model named {name!r} is already registered ({old.__module__}.{old.__qualname__}); "
-                         f"register {cls.__module__}.{cls.__qualname__} under another name with "
-                         f"@hyrax_model(name=...)")
-    MODELS[name] = cls
+    MODELS.register(name or cls.__name__, cls)
 
 
 def import_object(path: str, key: str) -> Any:
     """The object at import path ``pkg.module.Name``; a ConfigError naming the config key otherwise."""
-    if not isinstance(path, str) or "." not in path:
-        raise ConfigError(f"{key} = {path!r} must be an import path like torch.optim.Adam")
-    module, attr = path.rsplit(".", 1)
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-    except ImportError as e:
-        raise ConfigError(f"{key} = {path!r}: module {module!r} can't be imported ({e})") from None
-    except AttributeError:
-        raise ConfigError(f"{key} = {path!r}: {module} has no {attr!r}") from None
-    return obj
+    return registry.import_object(path, key)
 
 
 def model_class(name: str) -> type:
     """A model class by registered name or import path; unknown names list the known ones."""
-    if name in MODELS:
-        return MODELS[name]
-    if isinstance(name, str) and "." in name:
-        cls = import_object(name, "model.name")
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise ModelError(f"model.name = {name!r} is not a torch.nn.Module class")
-        return cls
-    raise ConfigError(unknown_choice("model", name, MODELS))
+    return MODELS.lookup(name)
 
 
 def registered_name(cls: type) -> str | None:
-    return next((n for n, c in MODELS.items() if c is cls), None)
+    return MODELS.name_of(cls)
 
 
 # --- what the framework does around a model ---------------------------------------------------------

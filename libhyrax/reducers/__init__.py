@@ -9,7 +9,8 @@
 
 Construction only stores keyword arguments (`self.kwargs`); `fit` returns `self`; fitted state ends in
 `_`. `save(path)`/`Reducer.load(path)` pickle the fitted object, so a reducer fitted once (`hyrax umap`)
-maps new data later (`hyrax umap --reducer RUN_DIR`). Subclasses register themselves by `name`.
+maps new data later (`hyrax umap --reducer RUN_DIR`). Subclasses register themselves by `name`
+(two different classes can't share one; see libhyrax.registry).
 Built in: `umap` (umap-learn) and `pca` (scikit-learn). Nothing heavy is imported until `fit`/`load`.
 """
 
@@ -22,10 +23,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from libhyrax.errors import ConfigError, DataError, unknown_choice
+from libhyrax.errors import DataError
+from libhyrax.registry import Registry
 
 REDUCER_FILE = "reducer.pkl"
-REGISTRY: dict[str, type[Reducer]] = {}
+# the built-ins, imported when first named (umap-learn and scikit-learn load later still, in fit)
+BUILT_IN = {"umap": "libhyrax.reducers.umap", "pca": "libhyrax.reducers.pca"}
 
 
 class Reducer:
@@ -37,10 +40,7 @@ class Reducer:
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         if cls.name:
-            known = REGISTRY.get(cls.name)
-            if known is not None and known.__qualname__ != cls.__qualname__:
-                raise ConfigError(f"reducer name {cls.name!r} is taken by {known.__module__}.{known.__qualname__}")
-            REGISTRY[cls.name] = cls
+            REGISTRY.register(cls.name, cls)
 
     @property
     def n_components(self) -> int:
@@ -92,24 +92,15 @@ def import_heavy_for_unpickle() -> None:
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "hyrax-numba"))
 
 
+# defined after Reducer: an import path must name a Reducer subclass
+REGISTRY: Registry[type[Reducer]] = Registry(
+    "reduce_dimensions.algorithm", import_paths=True, base=Reducer, lazy=BUILT_IN,
+    rename_hint="give one of the classes another `name = ...`")
+
+
 def make_reducer(algorithm: str, kwargs: dict) -> Reducer:
     """A new (unfitted) reducer: a registered name (`umap`, `pca`) or an import path `pkg.mod.Class`."""
-    from libhyrax.reduce import pca, umap  # noqa: F401  (register the built-ins)
-
-    if algorithm in REGISTRY:
-        return REGISTRY[algorithm](**kwargs)
-    if "." in algorithm:
-        import importlib
-
-        module, _, attr = algorithm.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(f"reduce_dimensions.algorithm {algorithm!r} can't be imported: {e}") from None
-        if not (isinstance(cls, type) and issubclass(cls, Reducer)):
-            raise ConfigError(f"reduce_dimensions.algorithm {algorithm!r} is not a libhyrax.Reducer subclass")
-        return cls(**kwargs)
-    raise ConfigError(unknown_choice("reduce_dimensions.algorithm", algorithm, REGISTRY))
+    return REGISTRY.lookup(algorithm)(**kwargs)
 
 
 __all__ = ["REDUCER_FILE", "REGISTRY", "Reducer", "make_reducer"]

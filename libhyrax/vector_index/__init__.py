@@ -18,7 +18,8 @@ id table (`libhyrax.hdf5.IdIndex`), so an object id -> vector lookup is O(log N)
     ids, distances = idx.search_by_id(["obj_17"], k=10)
 
 A new backend subclasses VectorIndex, sets `backend = "name"` and implements the five hooks `_create`,
-`_open`, `_add`, `_search`, `_vectors` (and `_persist` when it buffers). Subclasses register themselves.
+`_open`, `_add`, `_search`, `_vectors` (and `_persist` when it buffers). Subclasses register themselves
+under `backend` (two different classes can't share one; see libhyrax.registry).
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from libhyrax.errors import DataError, UsageError, unknown_choice
+from libhyrax.errors import DataError, UsageError
 from libhyrax.hdf5 import IdIndex, as_id_bytes, read_ids, write_arrays
+from libhyrax.registry import Registry
 
 META_FILE, IDS_FILE = "index.json", "object_ids.h5"
 # built-in backends, imported only when used
 BUILT_IN = {"chromadb": "libhyrax.vector_index.chroma", "exact": "libhyrax.vector_index.exact",
             "qdrant": "libhyrax.vector_index.qdrant"}
-_REGISTRY: dict[str, type[VectorIndex]] = {}
+REGISTRY: Registry[type[VectorIndex]] = Registry(
+    "vector index backend", error=UsageError, lazy=BUILT_IN,
+    rename_hint="give one of the classes another `backend = ...`")
 
 
 class VectorIndex:
@@ -48,7 +52,7 @@ class VectorIndex:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.backend != "base":
-            _REGISTRY[cls.backend] = cls
+            REGISTRY.register(cls.backend, cls)
 
     def __init__(self, path: str | os.PathLike, dim: int, **params):
         self.path, self.dim, self.params = Path(path), int(dim), params
@@ -194,13 +198,7 @@ class VectorIndex:
 
 def backend_class(name: str) -> type[VectorIndex]:
     """The VectorIndex subclass called `name` (built-in ones are imported on first use)."""
-    if name not in _REGISTRY and name in BUILT_IN:
-        import importlib
-
-        importlib.import_module(BUILT_IN[name])
-    if name not in _REGISTRY:
-        raise UsageError(unknown_choice("vector index backend", name, set(BUILT_IN) | set(_REGISTRY)))
-    return _REGISTRY[name]
+    return REGISTRY.lookup(name)
 
 
 def backend_params(cfg: dict, name: str) -> dict:
