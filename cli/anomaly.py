@@ -38,7 +38,7 @@ def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = N
 
     def body():
         from libhyrax.stages.anomaly import anomaly
-        from libhyrax.stages.search import format_table, read_table
+        from libhyrax.tables import format_table, read_table
 
         res = anomaly(config, overrides=set_ or (), from_run=input_run(from_run), method=method, index_run=index,
                       shard=shard, run_name=run_name, resume=resume)

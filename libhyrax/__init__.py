@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 
+from libhyrax import stages as _stages
+
 __version__ = "0.1.0"
 
 # name -> "module:attribute". This is the public API; tests check it is exactly this.
@@ -23,17 +25,6 @@ _API = {
     "dump_config": "libhyrax.config:dump_config",
     "Result": "libhyrax.results:Result",
     "Hyrax": "libhyrax.api:Hyrax",
-    # stages: each a plain function returning a Result
-    "prepare": "libhyrax.stages.prepare:prepare",
-    "train": "libhyrax.stages.train:train",
-    "test": "libhyrax.stages.test:test",
-    "infer": "libhyrax.stages.infer:infer",
-    "export": "libhyrax.stages.export:export",
-    "umap": "libhyrax.stages.umap:umap",
-    "visualize": "libhyrax.stages.visualize:visualize",
-    "index": "libhyrax.stages.index:index",
-    "search": "libhyrax.stages.search:search",
-    "anomaly": "libhyrax.stages.anomaly:anomaly",
     # extension points (one small base class each) and their checkers
     "Dataset": "libhyrax.data:Dataset",
     "check_dataset": "libhyrax.data:check_dataset",
@@ -54,6 +45,9 @@ _API = {
     "ModelError": "libhyrax.errors:ModelError",
     "RunError": "libhyrax.errors:RunError",
 }
+
+# stages: each a plain function returning a Result, one per stage of the registry
+_API |= {s.name: f"libhyrax.stages.{s.name}:{s.name}" for s in _stages.STAGES if s.makes_run}
 
 __all__ = sorted(_API) + ["__version__"]
 

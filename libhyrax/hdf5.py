@@ -5,7 +5,8 @@
     attrs: format = "hyrax-arrays", format_version, rows_written, complete, plus stage attributes
 
 Writing streams into preallocated, chunked datasets and records `rows_written` after each batch, so an
-interrupted write resumes where it stopped. A result written by N shards is
+interrupted write resumes where it stopped (`ArrayWriter`; `BufferedWriter` when the batches are small and
+many, as in `infer`). A result written by N shards is
 `<stem>.shard-IIII-of-NNNN.h5` files plus, once all are complete, `<stem>.h5`: a virtual dataset over
 them, read in input order without copying.
 """
@@ -13,9 +14,11 @@ them, read in input order without copying.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,8 +28,11 @@ import numpy as np
 from libhyrax.errors import DataError, RunError
 from libhyrax.sharding import shard_name, shard_range  # noqa: F401  (re-exported: stages read shards here)
 
+log = logging.getLogger("hyrax.hdf5")
+
 FORMAT, FORMAT_VERSION = "hyrax-arrays", 1
 CHUNK_BYTES = 1 << 20  # ~1 MiB chunks: contiguous batch reads touch few chunks
+FLUSH_BYTES, FLUSH_S = 4 << 20, 10.0  # BufferedWriter writes blocks of about this size, or this often
 SHARD_RE = re.compile(r"^(?P<stem>.+)\.shard-(?P<i>\d{4})-of-(?P<n>\d{4})\.h5$")
 
 
@@ -87,6 +93,21 @@ class ArrayWriter:
             self._create(columns, id_length, attrs or {})
         self.rows_written = int(self.file.attrs["rows_written"])
 
+    @classmethod
+    def reopen(cls, path: str | os.PathLike, n_rows: int) -> ArrayWriter | None:
+        """The writer of `path`, reopened after its last written row to resume it; None when there is no
+        file yet, or when a writer killed in the middle of a metadata write left one that can't be opened
+        (it is deleted, to be written again from the start)."""
+        path = Path(path)
+        if not path.exists():
+            return None
+        try:
+            return cls(path, n_rows, {})
+        except OSError as e:
+            log.warning("%s can't be reopened (%s); writing it again from the start", path.name, e)
+            path.unlink()
+            return None
+
     def _create(self, columns, id_length, attrs) -> None:
         f = self.file
         f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "rows_written": 0, "complete": False})
@@ -144,6 +165,79 @@ def write_arrays(path: str | os.PathLike, object_id, attrs: dict | None = None, 
     return path
 
 
+class BufferedWriter:
+    """An ArrayWriter fed in blocks: `append` keeps rows in memory and writes them once they reach about
+    FLUSH_BYTES, or FLUSH_S seconds after the last write. HDF5 writes (and their flushes) cost per call,
+    so few large ones; a killed process loses at most one block.
+
+        out = BufferedWriter("latents.h5", n)     # an incomplete file resumes after out.rows_written
+        for ids, latent in batches:               # the rows after out.rows_written
+            if not out.started:
+                out.create({"latent": latent}, id_length=64)
+            out.append(ids, latent=latent)
+        out.close()                               # after an error: out.close(complete=False)
+
+    `rows` counts the rows written (by this or an earlier attempt) plus those still buffered.
+    """
+
+    def __init__(self, path: str | os.PathLike, n_rows: int):
+        self.path, self.n_rows = Path(path), int(n_rows)
+        self.writer = ArrayWriter.reopen(self.path, self.n_rows)
+        self._clear()
+
+    def _clear(self) -> None:
+        self.ids, self.arrays = [], []
+        self.buffered = self.nbytes = 0
+        self.since = time.monotonic()
+
+    @property
+    def started(self) -> bool:
+        return self.writer is not None
+
+    @property
+    def rows_written(self) -> int:
+        return self.writer.rows_written if self.writer else 0
+
+    @property
+    def rows(self) -> int:
+        return self.rows_written + self.buffered
+
+    def create(self, like: dict, id_length: int, dtype: str = "<f4") -> None:
+        """Create the file: one `dtype` column per array of `like`, shaped like its rows, and /object_id
+        `id_length` bytes wide."""
+        columns = {k: (np.shape(v)[1:], dtype) for k, v in like.items()}
+        self.writer = ArrayWriter(self.path, self.n_rows, columns, id_length=id_length)
+
+    def append(self, object_id, **arrays) -> None:
+        self.ids.append(object_id)
+        self.arrays.append(arrays)
+        self.buffered += len(object_id)
+        self.nbytes += sum(v.nbytes for v in arrays.values())
+        if self.nbytes >= FLUSH_BYTES or time.monotonic() - self.since >= FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffered:
+            self.writer.append(np.concatenate(self.ids),
+                               **{k: np.concatenate([a[k] for a in self.arrays]) for k in self.arrays[0]})
+        self._clear()
+
+    def close(self, complete: bool = True) -> None:
+        """Write what is buffered and close: `complete` checks that all n_rows are written and marks the
+        file complete. After an error, `complete=False` keeps the rows appended before it for a resume,
+        and closes the file even when that write fails."""
+        if self.writer is None:
+            return
+        if complete:
+            self.flush()
+            self.writer.close()
+            return
+        try:
+            self.flush()
+        finally:
+            self.writer.close(complete=False)
+
+
 def read_ids(ds: h5py.Dataset, start: int = 0, stop: int | None = None) -> np.ndarray:
     """Object ids as a numpy str array."""
     raw = ds[start:stop]
@@ -163,12 +257,12 @@ def _shard_files(run_dir: Path, stem: str) -> tuple[int, dict[int, Path]]:
     return count, found
 
 
-def is_complete_file(path: Path) -> bool:
-    """Whether `path` is an array file whose writer finished it."""
+def is_complete_file(path: str | os.PathLike, n_rows: int | None = None) -> bool:
+    """Whether `path` is an array file whose writer finished it (with `n_rows` rows, when given)."""
     try:
         with h5py.File(path, "r") as f:
-            return bool(f.attrs.get("complete"))
-    except OSError:
+            return bool(f.attrs.get("complete")) and (n_rows is None or f["object_id"].shape[0] == n_rows)
+    except (OSError, KeyError):
         return False
 
 

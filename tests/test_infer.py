@@ -84,9 +84,10 @@ def test_uses_the_train_runs_transforms_not_the_current_config(train_run, full, 
 
 
 def test_failed_run_resumes_to_the_exact_result(train_run, full, workdir, monkeypatch):
-    from libhyrax.stages import infer as infer_mod
+    from libhyrax.engines import TorchEngine
+    from libhyrax.stages.infer import infer
 
-    real, calls = infer_mod.TorchEngine.outputs, []
+    real, calls = TorchEngine.outputs, []
 
     def failing(self, batch):
         calls.append(1)
@@ -94,15 +95,15 @@ def test_failed_run_resumes_to_the_exact_result(train_run, full, workdir, monkey
             raise RuntimeError("node lost")
         return real(self, batch)
 
-    monkeypatch.setattr(infer_mod.TorchEngine, "outputs", failing)
+    monkeypatch.setattr(TorchEngine, "outputs", failing)
     with pytest.raises(RuntimeError, match="node lost"):
-        infer_mod.infer({"data_loader": {"batch_size": 128}}, from_run=train_run)
+        infer({"data_loader": {"batch_size": 128}}, from_run=train_run)
     failed = next((workdir / "results").glob("*-infer-*.failed"))
     assert read_provenance(failed)["status"] == "failed"
     with h5py.File(failed / "latents.h5") as f:
         assert f.attrs["rows_written"] == 256
-    monkeypatch.setattr(infer_mod.TorchEngine, "outputs", real)
-    result = infer_mod.infer({"data_loader": {"batch_size": 128}}, from_run=train_run, resume=failed)
+    monkeypatch.setattr(TorchEngine, "outputs", real)
+    result = infer({"data_loader": {"batch_size": 128}}, from_run=train_run, resume=failed)
     assert result.path == failed.with_name(failed.name.removesuffix(".failed"))
     got = read_latents(result.path)
     assert list(got["object_id"]) == list(full[1]["object_id"])

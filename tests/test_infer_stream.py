@@ -109,8 +109,9 @@ def test_sigkill_mid_run_then_resume(group, tmp_path):
         import sys, time
         import numpy as np
         from libhyrax.data import open_group
+        from libhyrax import hdf5
         from libhyrax.stages import infer
-        infer.FLUSH_BYTES = 1  # write every batch, so the kill lands between written batches
+        hdf5.FLUSH_BYTES = 1  # write every batch, so the kill lands between written batches
         cfg = {{"data_request": {{"infer": {{"d": {{"dataset_class": "HyraxHDF5Dataset",
                "fields": ["image", "object_id"], "data_location": {location!r},
                "primary_id_field": "object_id"}}}}}}, "data_set": {{"transform": "none"}}}}

@@ -182,7 +182,7 @@ def test_done_when_the_default_pipeline(workdir, hyrax):
 
 
 def test_table_ids_stay_text_when_read_back(tmp_path):
-    from libhyrax.stages.search import read_table, write_table
+    from libhyrax.tables import read_table, write_table
 
     write_table(tmp_path / "t.csv", {"query": np.array(["00042"]), "object_id": np.array(["123456789012345678901234"]),
                                      "rank": np.array([1]), "distance": np.array([0.5])})
@@ -194,8 +194,9 @@ def test_table_ids_stay_text_when_read_back(tmp_path):
 def test_catalog_rows_reads_given_rows_and_falls_back_to_ids_when_they_disagree(tmp_path):
     from libhyrax.config import resolve
     from libhyrax.data import write_cutouts
+    from libhyrax.results import Result
     from libhyrax.runs import open_run
-    from libhyrax.stages.search import catalog_rows
+    from libhyrax.tables import catalog_rows
 
     ids = np.array([f"g{i:03d}" for i in range(40)])
     write_cutouts(tmp_path / "c.h5", ids, np.zeros((40, 1, 16, 16), np.float32),
@@ -207,6 +208,8 @@ def test_catalog_rows_reads_given_rows_and_falls_back_to_ids_when_they_disagree(
                                                     "primary_id_field": "object_id"}}}})
     with open_run("infer", cfg) as run:
         pass
-    assert list(catalog_rows(run.path, ["g007", "g003"], rows=[7, 3])["mag"]) == [7.0, 3.0]
-    assert list(catalog_rows(run.path, ["g007", "g003"], rows=[1, 2])["mag"]) == [7.0, 3.0]  # wrong rows
-    assert list(catalog_rows(run.path, ["g039"])["mag"]) == [39.0]
+    group = Result(run.path).data_group()  # the data the infer run read, from its recorded config
+    assert list(catalog_rows(group, ["g007", "g003"], rows=[7, 3])["mag"]) == [7.0, 3.0]
+    assert list(catalog_rows(group, ["g007", "g003"], rows=[1, 2])["mag"]) == [7.0, 3.0]  # wrong rows
+    assert list(catalog_rows(group, ["g039"])["mag"]) == [39.0]
+    assert catalog_rows(None, ["g039"]) == {}  # no data: the table keeps ids and scores only

@@ -2,7 +2,8 @@
 
 Shuffling single rows would make h5py read row by row (about 10x slower); shuffling blocks of
 `block` contiguous rows, then batches made of whole blocks, keeps every read contiguous while each
-epoch still sees every object once, in a new order.
+epoch still sees every object once, in a new order. Inference reads rows in input order instead
+(`contiguous_batches`), ahead of the model in a thread or in DataLoader worker processes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TypeVar
 import numpy as np
 
 log = logging.getLogger("hyrax.data")
+PREFETCH = 2  # batches read ahead of the model (by the read-ahead thread, or by each DataLoader worker)
 
 
 class BatchPlan:
@@ -121,7 +123,7 @@ class BatchLoader:
             from torch.utils.data import DataLoader
 
             loader = DataLoader(self.batches, batch_size=None, shuffle=False, num_workers=self.num_workers,
-                                collate_fn=_identity, persistent_workers=False, prefetch_factor=2)
+                                collate_fn=_identity, persistent_workers=False, prefetch_factor=PREFETCH)
             yield from loader
         if transform.replaced_pixels > before:
             log.info("replaced %d NaN/inf pixels (data_set.nan_mode=%s)", transform.replaced_pixels - before,
@@ -178,3 +180,61 @@ def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+# --- input order: contiguous batches for inference ---------------------------------------------------
+
+def contiguous_batches(group, start: int, stop: int, batch_size: int, read_ahead: bool = False,
+                       num_workers: int = 0) -> Iterator[tuple[int, dict]]:
+    """Contiguous batches (first row, batch) of `group` rows start..stop, in order, object ids as UTF-8
+    bytes (as stored: no decoding). With `num_workers`, read by that many DataLoader worker processes
+    (order kept); else with `read_ahead`, read by one thread PREFETCH batches ahead of the consumer (worth
+    it when the model runs on a GPU; on a CPU the thread would take cores from torch); else read in this
+    thread."""
+    if num_workers > 0 and stop > start:
+        yield from _read_in_workers(group, start, stop, batch_size, num_workers)
+    elif read_ahead:
+        yield from _read_in_thread(group, start, stop, batch_size)
+    else:
+        yield from _read_blocks(group, start, stop, batch_size)
+
+
+def _read_blocks(group, start: int, stop: int, batch_size: int) -> Iterator[tuple[int, dict]]:
+    for a in range(start, stop, batch_size):
+        yield a, group.read(a, min(a + batch_size, stop), id_bytes=True)
+
+
+def _read_in_thread(group, start: int, stop: int, batch_size: int) -> Iterator[tuple[int, dict]]:
+    return read_ahead(_read_blocks(group, start, stop, batch_size), depth=PREFETCH)
+
+
+def _read_in_workers(group, start: int, stop: int, batch_size: int, num_workers: int):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(_Blocks(group, stop, batch_size), batch_size=None,
+                      sampler=_BlockStarts(start, stop, batch_size), num_workers=num_workers,
+                      collate_fn=_identity, prefetch_factor=PREFETCH, persistent_workers=False)
+
+
+class _Blocks:
+    """Map-style for a torch DataLoader: item `a` (a first row) is (a, rows a..a+batch_size of the group,
+    ids as bytes). Picklable: each worker opens its own h5py handles lazily."""
+
+    def __init__(self, group, stop: int, batch_size: int):
+        self.group, self.stop, self.batch_size = group, stop, batch_size
+
+    def __getitem__(self, a: int):
+        return a, self.group.read(a, min(a + self.batch_size, self.stop), id_bytes=True)
+
+
+class _BlockStarts:
+    """A sampler yielding the first row of each batch, lazily: memory does not grow with N."""
+
+    def __init__(self, start: int, stop: int, batch_size: int):
+        self.range = range(start, stop, batch_size)
+
+    def __iter__(self):
+        return iter(self.range)
+
+    def __len__(self) -> int:
+        return len(self.range)

@@ -21,6 +21,7 @@ import logging
 import numpy as np
 
 from libhyrax.config import resolve
+from libhyrax.engines import model_input_group, train_data_set
 from libhyrax.errors import ModelError
 from libhyrax.results import Result, input_run
 from libhyrax.runs import open_run
@@ -34,7 +35,6 @@ def export(config=None, *, from_run=None, overrides=(), opset: int | None = None
     """Export the model of a train run (default: the newest finished one) to ONNX; returns the export run."""
     from libhyrax import onnx_io
     from libhyrax.models import load_trained
-    from libhyrax.stages.infer import _open_group, train_data_set
 
     cfg = resolve(config, overrides)
     opset = int(opset or cfg["onnx"]["opset_version"])
@@ -42,7 +42,7 @@ def export(config=None, *, from_run=None, overrides=(), opset: int | None = None
     src = input_run("export", cfg, from_run).path
     model, desc = load_trained(src, device="cpu")
     data_set = train_data_set(src, desc)
-    group = _open_group(cfg, data_set)
+    group = model_input_group(cfg, data_set)
     batch = group.read(0, min(len(group), CHECK_ROWS))
     x = _image_input(model, batch)
     primary = group.datasets[group.primary]

@@ -1,0 +1,46 @@
+"""The layout docs/architecture.md describes, checked: stages never import each other, and the registry is
+the one list of stages."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import libhyrax
+from libhyrax.stages import STAGES
+
+STAGE_DIR = Path(libhyrax.__file__).parent / "stages"
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return names
+
+
+def test_no_stage_module_imports_another_stage():
+    for path in sorted(STAGE_DIR.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        others = {f"libhyrax.stages.{s.name}" for s in STAGES} - {f"libhyrax.stages.{path.stem}"}
+        bad = imported_modules(path) & others
+        assert not bad, f"{path.name} imports {bad}: ask the input run's lineage (Result.find) instead"
+
+
+def test_every_stage_that_makes_a_run_has_a_module_a_cli_command_and_an_api_function():
+    from importlib import import_module
+
+    for stage in STAGES:
+        cli = import_module(f"hyrax_cli.{stage.name}")
+        assert callable(cli.command)
+        if stage.makes_run:
+            assert (STAGE_DIR / f"{stage.name}.py").is_file()
+            assert getattr(libhyrax, stage.name) is getattr(import_module(f"libhyrax.stages.{stage.name}"), stage.name)
+    modules = {p.stem for p in STAGE_DIR.glob("*.py")} - {"__init__"}
+    assert modules == {s.name for s in STAGES if s.makes_run}, "a stage module that the registry doesn't list"
