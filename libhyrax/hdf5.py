@@ -69,6 +69,34 @@ def chunk_rows(row_shape: tuple[int, ...], dtype) -> int:
     return int(max(1, min(65536, CHUNK_BYTES // max(row_bytes, 1))))
 
 
+def reopen_unfinished(path: Path, fmt: str, fits=None) -> h5py.File | None:
+    """An unfinished file of format `fmt` (no `complete` attribute yet), opened to resume writing after its
+    `rows_written`; None when there is none to resume: no file, a finished one, another format, one that
+    `fits(file)` rejects, or one a writer killed in the middle of a metadata write left unreadable (logged;
+    the caller writes it again from the start). The one resume rule of ArrayWriter and CutoutWriter.
+
+    A file another process holds open for writing is never taken for a damaged one: that is an error."""
+    if not path.exists():
+        return None
+    try:
+        f = h5py.File(path, "a")
+    except OSError as e:
+        if "unable to lock file" in str(e).lower() or getattr(e, "errno", None) in (11, 35):
+            raise RunError(f"{path} is open for writing in another process; wait for it to end, or stop it, "
+                           "before writing this file") from None
+        log.warning("%s can't be reopened (%s); writing it again from the start", path.name, e)
+        return None
+    try:
+        if f.attrs.get("format") == fmt and not f.attrs.get("complete") and (fits is None or fits(f)):
+            return f
+    except BaseException:
+        if f.id.valid:
+            f.close()
+        raise
+    f.close()
+    return None
+
+
 class ArrayWriter:
     """Stream rows into `path`: `append(object_id, latent=..., recon_error=...)`, then `close()`.
 
@@ -80,33 +108,28 @@ class ArrayWriter:
     def __init__(self, path: str | os.PathLike, n_rows: int, columns: dict[str, tuple[tuple[int, ...], str]],
                  id_length: int = 64, attrs: dict | None = None):
         self.path, self.n_rows = Path(path), int(n_rows)
-        exists = self.path.exists()
-        self.file = h5py.File(self.path, "a" if exists else "w")
-        if exists and self.file.attrs.get("format") == FORMAT and not self.file.attrs.get("complete"):
-            missing = [c for c in columns if c not in self.file]
-            if missing or self.file["object_id"].shape[0] != self.n_rows:
-                raise RunError(f"{self.path} was started with other columns or length; delete it and rerun")
-        else:
-            if exists:
-                self.file.close()
-                self.file = h5py.File(self.path, "w")
+        self.file = reopen_unfinished(self.path, FORMAT, lambda f: self._same_layout(f, columns))
+        if self.file is None:
+            self.file = h5py.File(self.path, "w")
             self._create(columns, id_length, attrs or {})
         self.rows_written = int(self.file.attrs["rows_written"])
 
+    def _same_layout(self, f: h5py.File, columns) -> bool:
+        if [c for c in columns if c not in f] or f["object_id"].shape[0] != self.n_rows:
+            f.close()
+            raise RunError(f"{self.path} was started with other columns or length; delete it and rerun")
+        return True
+
     @classmethod
     def reopen(cls, path: str | os.PathLike, n_rows: int) -> ArrayWriter | None:
-        """The writer of `path`, reopened after its last written row to resume it; None when there is no
-        file yet, or when a writer killed in the middle of a metadata write left one that can't be opened
-        (it is deleted, to be written again from the start)."""
+        """The writer of an unfinished `path`, reopened after its last written row to resume it; None when
+        there is nothing to resume (see :func:`reopen_unfinished`)."""
         path = Path(path)
-        if not path.exists():
+        f = reopen_unfinished(path, FORMAT)
+        if f is None:
             return None
-        try:
-            return cls(path, n_rows, {})
-        except OSError as e:
-            log.warning("%s can't be reopened (%s); writing it again from the start", path.name, e)
-            path.unlink()
-            return None
+        f.close()
+        return cls(path, n_rows, {})
 
     def _create(self, columns, id_length, attrs) -> None:
         f = self.file

@@ -17,7 +17,15 @@ import numpy as np
 
 from libhyrax.data.base import Dataset
 from libhyrax.errors import DataError
-from libhyrax.hdf5 import IdIndex, as_id_bytes, check_id_width, chunk_rows, id_dtype, read_ids
+from libhyrax.hdf5 import (
+    IdIndex,
+    as_id_bytes,
+    check_id_width,
+    chunk_rows,
+    id_dtype,
+    read_ids,
+    reopen_unfinished,
+)
 
 FORMAT, FORMAT_VERSION = "hyrax-cutouts", 1
 PLANES = ("images", "masks", "variance")  # per-pixel arrays; fields "image", "mask", "variance"
@@ -49,19 +57,8 @@ class CutoutWriter:
         self.path, self.shape, self.n_rows = Path(path), tuple(int(s) for s in shape), n_rows
         if len(self.shape) != 3:
             raise DataError(f"cutouts must be (bands, height, width), not shape {self.shape}")
-        resume = False
-        if self.path.exists():
-            try:
-                f = h5py.File(self.path, "a")
-                resume = (f.attrs.get("format") == FORMAT and not f.attrs.get("complete")
-                          and f["images"].shape[1:] == self.shape)
-                if not resume:
-                    f.close()
-            except OSError:
-                resume = False
-        if resume:
-            self.file = f
-        else:
+        self.file = reopen_unfinished(self.path, FORMAT, lambda f: f["images"].shape[1:] == self.shape)
+        if self.file is None:
             self.file = h5py.File(self.path, "w")
             self._create(bands, pixel_scale, planes, id_length, attrs or {})
         self.rows_written = int(self.file.attrs["rows_written"])
