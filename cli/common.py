@@ -28,8 +28,21 @@ ShardOpt = Annotated[str | None, typer.Option("--shard", help="Process share I o
 ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="An interrupted run's results directory to "
                                                 "finish (for a sharded run: the shared directory).",
                                                 show_default=False)]
+def _plain_name(name: str | None) -> str | None:
+    if name is not None:
+        from libhyrax.errors import UsageError
+        from libhyrax.runs import check_run_name
+
+        try:
+            check_run_name(name)
+        except UsageError as e:
+            raise typer.BadParameter(str(e)) from None
+    return name
+
+
 RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="The shared directory's name for shards run "
-                                                "by a plain loop outside Slurm.", show_default=False)]
+                                                "by a plain loop outside Slurm.", show_default=False,
+                                                callback=_plain_name)]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -61,22 +74,23 @@ def run_stage(body: Callable[[], object], debug: bool = False) -> None:
     resolves its config itself, once (its `general.log_level` then applies, unless --debug pins it)."""
     from libhyrax.errors import HyraxError
     from libhyrax.log import setup_logging
+    from libhyrax.redact import text as safe
 
     setup_logging("debug" if debug else "info", pin=debug)
     try:
         result = body()
     except HyraxError as e:
         if debug:
-            traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+            print(safe(traceback.format_exc()), file=sys.stderr, end="")
+        print(f"error: {safe(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated: Slurm's time limit, scancel)
+        print(f"interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", EXIT_INTERRUPTED))
     except Exception as e:  # a bug or an unexpected failure: short message, traceback on --debug
         if debug:
-            traceback.print_exc()
-        print(f"error: {type(e).__name__}: {e}\n(rerun with --debug for the traceback)", file=sys.stderr)
+            print(safe(traceback.format_exc()), file=sys.stderr, end="")
+        print(f"error: {type(e).__name__}: {safe(str(e))}\n(rerun with --debug for the traceback)", file=sys.stderr)
         sys.exit(EXIT_FAILURE)
     if result is not None:
         print(os.fspath(getattr(result, "path", result)), flush=True)

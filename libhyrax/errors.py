@@ -7,6 +7,9 @@
     ├── ModelError             exit 1: a model class or weights that break the model contract
     └── RunError               exit 1: a stage failed part-way (its results directory is marked failed)
 
+    KeyboardInterrupt          exit 130: Ctrl-C (the run is marked interrupted and can be resumed)
+    └── Terminated             exit 143: SIGTERM, as Slurm sends at a job's time limit or on scancel
+
 Every message says what is wrong and what to do about it; the CLI prints it without a traceback
 (``--debug`` shows one).
 """
@@ -39,6 +42,16 @@ class ModelError(HyraxError):
 
 class RunError(HyraxError):
     pass
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (Slurm's time limit, scancel, a container stop): handled like Ctrl-C, so the run
+    in progress writes what it has, is marked interrupted and says how to resume."""
+
+    exit_code = 143
+
+    def __init__(self, signal_name: str = "SIGTERM"):
+        super().__init__(f"received {signal_name} (a Slurm time limit, scancel, or kill)")
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 1) -> str:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from libhyrax import redact
+
 T = TypeVar("T")
 PLAIN_EVERY_S = 30.0
 _configured = False
@@ -34,6 +36,7 @@ def setup_logging(level: str = "info", pin: bool = False) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(redact.Filter())  # no password or token reaches the terminal
     logger.addHandler(handler)
     logger.propagate = False
     _configured = True
@@ -48,6 +51,7 @@ def apply_config_level(level: str) -> None:
 def add_file_log(path) -> logging.Handler:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(redact.Filter())  # nor a stage's log file
     logging.getLogger("hyrax").addHandler(handler)
     return handler
 

@@ -39,17 +39,19 @@ from pathlib import Path
 from typing import Any
 
 from libhyrax import log as hlog
-from libhyrax import stages
-from libhyrax.errors import RunError, UsageError
+from libhyrax import redact, stages
+from libhyrax.errors import RunError, Terminated, UsageError
 from libhyrax.results import (
     CONFIG_FILE,
     FAILED,
     PARTIAL,
     PROVENANCE_FILE,
+    Result,
     read_provenance,
     recorded_path,
     results_root,
     shard_provenance_name,
+    upstream_paths,
 )
 from libhyrax.sharding import Shard, choose_shard, shard_name, shard_range, shared_run_name
 
@@ -73,6 +75,12 @@ class Run:
     config: dict
     provenance: dict = field(default_factory=dict)
     shard: Shard | None = None
+    claim: Claim | None = None
+
+    def release(self) -> None:
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -136,8 +144,11 @@ def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resu
         the_shard = None  # a train run in a Slurm array job is one whole run, not a share of one
     else:
         the_shard = choose_shard(shard)
+    if name is not None:
+        check_run_name(name)
     if resume is not None:
-        _check_resume_matches(Path(resume), stage, the_shard)
+        resume = _existing_run_dir(Path(resume))
+        _check_resume_matches(resume, stage, the_shard)
     if the_shard is None:
         run = _open_plain(stage, config, resume, name)
     else:
@@ -145,25 +156,102 @@ def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resu
     handler = hlog.add_file_log(run.path / (f"{stage}.log" if the_shard is None else f"{stage}.{the_shard.tag}.log"))
     log.info("%s%s: writing %s", stage, f" shard {the_shard}" if the_shard else "", run.final_path)
     try:
-        yield run
+        with terminate_as_interrupt():
+            yield run
     except BaseException as exc:
         interrupted = mark_ended(run, handler, exc)
-        how = "was interrupted" if interrupted else "failed"
-        if the_shard is not None:
-            log.error("%s shard %s %s; rerun it with --shard %s --resume %s", stage, the_shard, how, the_shard,
-                      run.path)
+        how = f"was interrupted ({exc})" if interrupted else "failed"
+        try:
+            if the_shard is not None:
+                log.error("%s shard %s %s; rerun it with: hyrax %s --shard %s --resume %s", stage, the_shard, how,
+                          stage, the_shard, run.path)
+                raise
+            failed = run.final_path.with_name(run.final_path.name + FAILED)
+            if failed.exists():
+                shutil.rmtree(failed)
+            os.replace(run.path, failed)
+            log.error("%s %s; its results directory is kept as %s; continue it with: hyrax %s --resume %s",
+                      stage, how, failed, stage, failed)
             raise
-        failed = run.final_path.with_name(run.final_path.name + FAILED)
-        if failed.exists():
-            shutil.rmtree(failed)
-        os.replace(run.path, failed)
-        log.error("%s %s; its results directory is kept as %s (continue it with --resume %s)", stage, how,
-                  failed, failed)
-        raise
+        finally:
+            run.release()
     mark_ended(run, handler)
     if the_shard is None:
         os.replace(run.path, run.final_path)
         run.path = run.final_path
+        (run.path / CLAIM_FILE).unlink(missing_ok=True)  # finished: nothing can reopen it
+    run.release()
+
+
+# settings a resumed run may change: they don't change what it writes
+RESUME_MAY_CHANGE = ("general.log_level", "general.device", "general.results_dir", "general.trusted_runs",
+                     "general.mlflow_tracking_uri", "data_loader.num_workers")
+
+
+def resume_inputs(stage: str, resume: str | os.PathLike, config=None, overrides=(),
+                  from_run: str | os.PathLike | None = None) -> tuple[dict, list[Result]]:
+    """What a resumed run continues with: exactly what it started with. Returns its own config (its
+    runtime_config.toml) and the runs it read (its lineage, main input first).
+
+    A config or --set given with --resume must agree with the run's own on everything that changes its
+    results (else a UsageError names the keys); `from_run`, when given, must be the run it read (else a
+    UsageError: half the rows from one model and half from another would look like one result). An input
+    file whose size changed since is refused too."""
+    from libhyrax.config import read_toml, resolve
+
+    path = _existing_run_dir(Path(resume))
+    prov = read_provenance(path)
+    if prov.get("stage") != stage:
+        raise UsageError(f"--resume {path} is a {prov.get('stage')!r} run, not a {stage} run")
+    own = resolve(read_toml(path / CONFIG_FILE))
+    if config is not None or overrides:
+        differ = _differences(own, resolve(config, overrides))
+        if differ:
+            raise UsageError(f"--resume {path}: a resumed run continues with its own settings, but "
+                             f"{', '.join(differ[:5])} differ{'s' if len(differ) == 1 else ''} from them; leave "
+                             f"out -c/--set (its settings are in {path / CONFIG_FILE}), or start a new run")
+    upstream = [Result(p) for p in upstream_paths(path)]
+    if from_run is not None:
+        given = Path(from_run).resolve()
+        if upstream and given not in {u.path.resolve() for u in upstream}:
+            raise UsageError(f"--resume {path} continues from {upstream[0].path}, not {from_run}: its rows so far "
+                             f"came from that run; leave out --from, or start a new run to use {from_run}")
+    missing = [u.path for u in upstream if not (u.path / PROVENANCE_FILE).is_file()]
+    if missing:
+        raise UsageError(f"--resume {path}: the run it read, {missing[0]}, is gone (moved or deleted); put it "
+                         "back beside this run, or start a new run")
+    for rec in prov.get("inputs", []):
+        file = Path(rec["path"])
+        if "size" in rec and file.is_file() and file.stat().st_size != rec["size"]:
+            raise UsageError(f"--resume {path}: its input {file} changed since the run started (size "
+                             f"{rec['size']} -> {file.stat().st_size}); start a new run")
+    return own, upstream
+
+
+def same_as_recorded(option: str, given, recorded):
+    """An option a resumed run recorded in its config (--engine, --method): given again, it must agree."""
+    if given is not None and given != recorded:
+        raise UsageError(f"the resumed run was started with {option} {recorded}, not {given}; leave out {option}")
+    return recorded
+
+
+def upstream_of_stage(upstream: list[Result], *stage_names: str) -> Result | None:
+    """The first of a resumed run's recorded input runs whose stage is one of `stage_names`."""
+    return next((u for u in upstream if u.stage in stage_names), None)
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        name = f"{prefix}{k}"
+        if name in RESUME_MAY_CHANGE:
+            continue
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _differences(va, vb, name + ".")
+        elif redact.value(k, va) != redact.value(k, vb):
+            keys.append(name)
+    return keys
 
 
 def _check_resume_matches(path: Path, stage: str, shard: Shard | None) -> None:
@@ -177,6 +265,79 @@ def _check_resume_matches(path: Path, stage: str, shard: Shard | None) -> None:
         raise UsageError(f"{path} is not a sharded run; resume it without --shard")
 
 
+def check_run_name(name: str) -> str:
+    """A run name is one directory name inside results_dir: `--run-name ../x` must not write elsewhere."""
+    bad = not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith(".")
+    if bad or name.endswith((PARTIAL, FAILED)):
+        raise UsageError(f"--run-name {name!r} must be a plain directory name (letters, digits, - _ .; no '/', "
+                         f"not starting with '.', not ending in {PARTIAL} or {FAILED})")
+    return name
+
+
+# --- claims: one writer per run (or per shard) ---------------------------------------------------------
+
+CLAIM_FILE = ".hyrax-claim"
+
+
+@dataclass
+class Claim:
+    """An exclusive lock on a run being written, held by this process (flock: the system drops it when the
+    process dies, even by kill -9, so a crashed writer never blocks a resume). The lock file says who
+    holds it, for the message a second writer gets."""
+
+    path: Path
+    fd: int
+
+    @classmethod
+    def take(cls, path: Path) -> Claim | None:
+        import fcntl
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise UsageError(f"{path.parent} is being written by {holder}; wait for it to end (or stop it) "
+                             "before resuming it") from None
+        except OSError as e:  # a file system without locks (some Lustre mounts): go on, unprotected
+            log.warning("can't lock %s (%s); two writers of this run would not be stopped", path, e)
+            return cls(path, fd)
+        who = f"pid {os.getpid()} on {socket.gethostname()} since {now():%Y-%m-%d %H:%M:%S}"
+        job = os.environ.get("SLURM_JOB_ID")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{who}{f' (Slurm job {job})' if job else ''}\n".encode(), 0)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        try:
+            os.ftruncate(self.fd, 0)
+        finally:
+            os.close(self.fd)  # closing drops the lock
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """SIGTERM (Slurm's time limit and scancel, `docker stop`) raises :class:`Terminated` like Ctrl-C
+    raises KeyboardInterrupt: the stage writes what it has, the run is marked interrupted and the log says
+    how to resume. Only the main thread can take signals; elsewhere this does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # --- plain runs -------------------------------------------------------------------------------------
 
 def _open_plain(stage: str, config: dict, resume: str | os.PathLike | None, name: str | None) -> Run:
@@ -186,7 +347,7 @@ def _open_plain(stage: str, config: dict, resume: str | os.PathLike | None, name
         run = _reopen(stage, Path(resume), config)
     else:
         final, work = _claim_new_directory(results_root(config), stage, name)
-        run = Run(stage, final, work, config, new_provenance(stage, config))
+        run = Run(stage, final, work, config, new_provenance(stage, config), claim=Claim.take(work / CLAIM_FILE))
     (run.path / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
     run.save_provenance()
     return run
@@ -212,17 +373,35 @@ def _claim_new_directory(root: Path, stage: str, name: str | None) -> tuple[Path
 
 
 def _reopen(stage: str, path: Path, config: dict) -> Run:
-    prov = read_provenance(path)
-    if prov.get("status") == "complete":
-        raise UsageError(f"--resume {path}: that run already finished; nothing to resume")
-    name = path.name.removesuffix(FAILED).removesuffix(PARTIAL)
-    final = path.with_name(name)
-    work = final.with_name(name + PARTIAL)
-    if path != work:
-        os.replace(path, work)
+    claim = Claim.take(path / CLAIM_FILE)  # before anything moves: a run still being written is refused
+    try:
+        prov = read_provenance(path)
+        if prov.get("status") == "complete":
+            raise UsageError(f"--resume {path}: that run already finished; nothing to resume")
+        name = path.name.removesuffix(FAILED).removesuffix(PARTIAL)
+        final = path.with_name(name)
+        work = final.with_name(name + PARTIAL)
+        if path != work:
+            os.replace(path, work)  # the claim is on the lock file itself, so it moves along
+    except BaseException:
+        claim.release()
+        raise
     prov |= {"status": "running", "error": None}
     prov.setdefault("resumed", []).append(now().isoformat())
-    return Run(stage, final, work, config, prov)
+    return Run(stage, final, work, config, prov, claim=claim)
+
+
+def _existing_run_dir(path: Path) -> Path:
+    """The run `--resume` names, under whichever name it has now: `X.failed` that another process has
+    since reopened is `X.partial`, and that process's claim then refuses this one with its name."""
+    if path.exists():
+        return path
+    name = path.name.removesuffix(FAILED).removesuffix(PARTIAL)
+    for suffix in (PARTIAL, FAILED, ""):
+        other = path.with_name(name + suffix)
+        if other.exists():
+            return other
+    raise UsageError(f"--resume {path}: no such results directory")
 
 
 # --- shards of a shared run ---------------------------------------------------------------------------
@@ -235,7 +414,8 @@ def _open_shard(stage: str, config: dict, shard: Shard, resume, name: str | None
         digest_of = json.dumps([config, key], sort_keys=True, default=str)
         path = results_root(config) / (name or shared_run_name(stage, shard, digest_of))
     _claim_shared_directory(path, stage, config, shard)
-    run = Run(stage, path, path, config, new_provenance(stage, config), shard)
+    claim = Claim.take(path / f"{CLAIM_FILE}.{shard.tag}")  # one writer per shard
+    run = Run(stage, path, path, config, new_provenance(stage, config), shard, claim)
     run.provenance["shard"] = {"index": shard.index, "count": shard.count}
     run.save_provenance()
     return run
@@ -273,7 +453,7 @@ def mark_ended(run: Run, log_handler, exc: BaseException | None = None) -> bool:
     status = "complete" if exc is None else "interrupted" if interrupted else "failed"
     run.provenance |= {"status": status, "finished": now().isoformat()}
     if exc is not None:
-        run.provenance["error"] = f"{type(exc).__name__}: {exc}"
+        run.provenance["error"] = redact.text(f"{type(exc).__name__}: {exc}")
     run.save_provenance()
     hlog.remove_handler(log_handler)
     return interrupted
@@ -333,7 +513,7 @@ def new_provenance(stage: str, config: dict) -> dict:
         "status": "running",
         "started": now().isoformat(),
         "finished": None,
-        "command_line": sys.argv,
+        "command_line": [redact.text(a) for a in sys.argv],
         "cwd": os.getcwd(),
         "host": socket.gethostname(),
         "user": getpass.getuser(),

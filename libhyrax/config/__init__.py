@@ -300,7 +300,11 @@ def resolve(config: dict | str | os.PathLike | None = None, overrides: list[str]
 
 
 def dump_config(cfg: dict) -> str:
-    """TOML text of `cfg`, keeping the defaults' comments where the keys are the defaults'."""
+    """TOML text of `cfg`, keeping the defaults' comments where the keys are the defaults'. Secrets (URL
+    credentials, keys named like passwords or tokens) are masked: this text is saved and printed."""
+    from libhyrax import redact
+
+    cfg = redact.config(cfg)
     doc = tomlkit.parse(DEFAULTS_FILE.read_text(encoding="utf-8"))
 
     def update(target, values: dict) -> None:

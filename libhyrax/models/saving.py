@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from libhyrax import trust
 from libhyrax.errors import ModelError, UsageError
 from libhyrax.models.base import MODELS, SOURCE_MODULE, build_model, import_object, registered_name
 
@@ -71,6 +72,7 @@ def save_trained(run_dir: str | os.PathLike, model: nn.Module, description: dict
     run_dir = Path(run_dir)
     if description.get("source_file"):
         (run_dir / SOURCE).write_text(class_source(type(model)), encoding="utf-8")
+        trust.sign(run_dir / SOURCE)  # this account wrote it: its own later runs may load it
     torch.save(model.state_dict(), run_dir / WEIGHTS)
     (run_dir / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
 
@@ -120,19 +122,29 @@ def _load_source(path: Path, class_name: str) -> type:
 
 # --- loading ---------------------------------------------------------------------------------------
 
-def model_class_for(desc: dict, run_dir: Path) -> type:
+def model_class_for(desc: dict, run_dir: Path, trusted_runs=()) -> type:
+    """The class of a train run's model. A class from a notebook is rebuilt from the run's
+    model_source.py, which runs it as Python: only when this account's Hyrax wrote it (signed) or the user
+    trusts the run (general.trusted_runs). An import path must name a torch module class."""
     if desc.get("source_file"):
-        return _load_source(run_dir / desc["source_file"], desc["class"])
+        source = run_dir / SOURCE  # always this name: model.json can't point the loader at another file
+        trust.check_loadable(source, "the Python source of a model class defined in a notebook",
+                             trusted_runs)
+        return _load_source(source, desc["class"])
     cls = MODELS.get(desc["name"])
     if cls is not None and f"{cls.__module__}.{cls.__qualname__}" == desc["import_path"]:
         return cls
     try:
-        return import_object(desc["import_path"], "the model's import path")
+        found = import_object(desc["import_path"], "the model's import path")
     except Exception:
         if cls is not None:
             return cls
         raise ModelError(f"the model class {desc['import_path']} of {run_dir} can't be imported; install the "
                          "package that defines it") from None
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise ModelError(f"{run_dir / DESCRIPTION} names {desc['import_path']!r} as its model class, which is not "
+                         "a torch module class; the file is damaged or was edited")
+    return found
 
 
 def sample_from(desc: dict):
@@ -153,14 +165,17 @@ def read_description(run_dir: str | os.PathLike) -> dict:
     return desc
 
 
-def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """The model of a train run, with its final weights, in eval mode on `device`; and its model.json."""
+def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                 trusted_runs=()) -> tuple[nn.Module, dict]:
+    """The model of a train run, with its final weights, in eval mode on `device`; and its model.json.
+    `trusted_runs` (general.trusted_runs): runs whose notebook model source may run though this account's
+    Hyrax didn't write it (libhyrax.trust)."""
     from libhyrax.config import read_toml
 
     run_dir = Path(run_dir)
     desc = read_description(run_dir)
     config = read_toml(run_dir / "runtime_config.toml")
-    model = build_model(model_class_for(desc, run_dir), config, sample_from(desc))
+    model = build_model(model_class_for(desc, run_dir, trusted_runs), config, sample_from(desc))
     load_weights(model, run_dir / WEIGHTS)
     return model.to(device).eval(), desc
 

@@ -9,7 +9,8 @@
 
 Construction only stores keyword arguments (`self.kwargs`); `fit` returns `self`; fitted state ends in
 `_`. `save(path)`/`Reducer.load(path)` pickle the fitted object, so a reducer fitted once (`hyrax umap`)
-maps new data later (`hyrax umap --reducer RUN_DIR`). Subclasses register themselves by `name`
+maps new data later (`hyrax umap --reducer RUN_DIR`). Unpickling runs code, so `save` signs the file and
+`load` refuses one this account's Hyrax didn't write unless its run is trusted (libhyrax.trust). Subclasses register themselves by `name`
 (two different classes can't share one; see libhyrax.registry).
 Built in: `umap` (umap-learn) and `pca` (scikit-learn). Nothing heavy is imported until `fit`/`load`.
 """
@@ -23,6 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from libhyrax import trust
 from libhyrax.errors import DataError
 from libhyrax.registry import Registry
 
@@ -60,18 +62,22 @@ class Reducer:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # shards of one run may save at once
         with open(tmp, "wb") as f:
             pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        trust.sign(tmp)
+        os.replace(tmp.with_name(tmp.name + trust.SUFFIX), path.with_name(path.name + trust.SUFFIX))
         os.replace(tmp, path)
         return path
 
     @staticmethod
-    def load(path: str | os.PathLike) -> Reducer:
-        """A fitted reducer from a file written by `save`, or from a umap run's directory."""
+    def load(path: str | os.PathLike, trusted_runs=()) -> Reducer:
+        """A fitted reducer from a file written by `save`, or from a umap run's directory. It must be
+        signed by this account's Hyrax, or lie in one of `trusted_runs` (general.trusted_runs)."""
         path = Path(path)
         if path.is_dir():
             path = path / REDUCER_FILE
         if not path.is_file():
             raise DataError(f"no fitted reducer at {path}; give the results directory of a `hyrax umap` "
                             f"run (each saves its reducer as {REDUCER_FILE})")
+        trust.check_loadable(path, "a pickled reducer", trusted_runs)
         import_heavy_for_unpickle()
         try:
             with open(path, "rb") as f:

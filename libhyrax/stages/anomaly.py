@@ -27,7 +27,7 @@ from libhyrax.errors import DataError, HyraxError, UsageError, unknown_choice
 from libhyrax.hdf5 import IdIndex, open_result, read_ids, write_arrays
 from libhyrax.log import Progress
 from libhyrax.results import INDEX_DIR, Result, find_run, input_run
-from libhyrax.runs import open_run
+from libhyrax.runs import open_run, resume_inputs, same_as_recorded, upstream_of_stage
 from libhyrax.scorers import (
     METHODS,
     IsolationForestScore,
@@ -54,9 +54,16 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
     task's share): each shard scores its rows into `raw_scores.shard-*.h5` of one shared directory, and
     the task that completes the set writes scores.h5 and top_anomalies.csv. `resume`: the shared
     directory of a sharded run, to rerun a failed shard into."""
-    cfg = resolve(config, overrides)
+    if resume is None:
+        cfg = resolve(config, overrides)
+        cfg["anomaly"]["method"] = method or cfg["anomaly"]["method"]
+    else:  # a shard rerun into a shared run: exactly the latents, index and settings the others used
+        cfg, upstream = resume_inputs("anomaly", resume, config, overrides, from_run)
+        same_as_recorded("--method", method, cfg["anomaly"]["method"])
+        from_run = upstream_of_stage(upstream, "infer") or from_run
+        index_run = upstream_of_stage(upstream, "index") or index_run
     acfg = cfg["anomaly"]
-    method = method or acfg["method"]
+    method = acfg["method"]
     if method not in METHODS:
         raise UsageError(unknown_choice("anomaly method", method, METHODS))
     src = input_run("anomaly", cfg, from_run)
@@ -64,10 +71,12 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
         n = f["object_id"].shape[0]
         if n == 0:
             raise DataError(f"{src} holds no latents (0 objects): nothing to score")
-        scorers = make_scorers(method, cfg, f, src, index_run)
-        with open_run("anomaly", cfg, shard=shard, resume=resume, name=run_name,
-                      key=[str(src.path.resolve()), method]) as run:
+        index = _index_of(src, cfg, index_run) if "knn" in _methods(method, f) and acfg["knn_source"] == "index" else None
+        scorers = make_scorers(method, cfg, f, index)
+        with open_run("anomaly", cfg, shard=shard, resume=resume, name=run_name, key=[str(src.path.resolve())]) as run:
             run.add_upstream(src.path)
+            if index is not None:
+                run.add_upstream(index.path.parent)
             run.add_input(f.filename)
             start, stop = run.rows(n)
             raw = score_all(scorers, f, int(acfg["batch_size"]), start, stop)
@@ -81,26 +90,35 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
     return Result(run.path)
 
 
-def make_scorers(method: str, cfg: dict, f, src: Result, index_run=None) -> list:
-    """The scorers `method` needs, fitted; "combined" uses every one the latents allow."""
-    acfg = cfg["anomaly"]
+def _methods(method: str, f) -> list[str]:
+    """The scoring methods `method` needs; "combined" uses every one the latents allow."""
     names = [m for m in METHODS[1:] if method in (m, "combined")]
     if "recon_error" not in f:
         if method == "recon_error":
             raise DataError(f"{f.filename} has no /recon_error (the model gives none); use --method knn "
                             "or isolation_forest")
         names = [m for m in names if m != "recon_error"]
-    scorers = []
-    for name in names:
-        if name == "knn":
-            index = None
-            if acfg["knn_source"] == "index":
-                from libhyrax.vector_index import VectorIndex
+    return names
 
-                # the index of these latents: another infer run's index would score against other objects
-                index = VectorIndex.open(find_run("index", cfg, index_run, reading=src.path).file(INDEX_DIR))
-            elif acfg["knn_source"] != "exact":
-                raise UsageError(unknown_choice("anomaly.knn_source", acfg["knn_source"], ("exact", "index")))
+
+def _index_of(src: Result, cfg: dict, index_run=None):
+    """The vector index of these latents (an index of another infer run would score against other
+    objects): `index_run`, else the newest index run that read `src`."""
+    from libhyrax.vector_index import VectorIndex
+
+    index_dir = find_run("index", cfg, index_run, reading=src.path).file(INDEX_DIR)
+    return VectorIndex.open(index_dir, cfg["general"]["trusted_runs"])
+
+
+def make_scorers(method: str, cfg: dict, f, index=None) -> list:
+    """The scorers `method` needs, fitted. `index`: the vector index the knn score searches
+    (anomaly.knn_source = "index"), else exact knn."""
+    acfg = cfg["anomaly"]
+    if acfg["knn_source"] not in ("exact", "index"):
+        raise UsageError(unknown_choice("anomaly.knn_source", acfg["knn_source"], ("exact", "index")))
+    scorers = []
+    for name in _methods(method, f):
+        if name == "knn":
             scorers.append(KnnDistance(acfg["k"], cfg["general"]["device"], index))
         elif name == "recon_error":
             scorers.append(ReconError())

@@ -35,7 +35,7 @@ from libhyrax.errors import DataError, ModelError, RunError
 from libhyrax.hdf5 import BufferedWriter, is_complete_file, read_ids
 from libhyrax.log import Progress
 from libhyrax.results import Result
-from libhyrax.runs import open_run
+from libhyrax.runs import open_run, resume_inputs, same_as_recorded, upstream_of_stage
 from libhyrax.sharding import Shard, choose_shard
 
 log = logging.getLogger("hyrax.infer")
@@ -51,9 +51,15 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
     resume: an interrupted infer run to finish. shard: "I/N" (default: the Slurm array task's share).
     run_name: the shared directory's name for a sharded run outside Slurm.
     """
-    cfg = resolve(config, overrides)
-    engine = engine or cfg["infer"]["engine"]
     shard = choose_shard(shard)  # a bad --shard fails before the model loads
+    if resume is None:
+        cfg = resolve(config, overrides)
+        cfg["infer"]["engine"] = engine or cfg["infer"]["engine"]
+    else:  # exactly the model, data and settings it started with
+        cfg, upstream = resume_inputs("infer", resume, config, overrides, from_run)
+        same_as_recorded("--engine", engine, cfg["infer"]["engine"])
+        from_run = upstream_of_stage(upstream, "train", "export") or from_run
+    engine = cfg["infer"]["engine"]
     model = load_engine(engine, cfg, from_run)
     group = model_input_group(cfg, model.data_set)
     n = len(group)

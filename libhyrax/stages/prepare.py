@@ -30,7 +30,7 @@ from libhyrax.data.sample import build_sample
 from libhyrax.errors import DataError
 from libhyrax.log import Progress
 from libhyrax.results import Result
-from libhyrax.runs import open_run
+from libhyrax.runs import open_run, resume_inputs
 
 log = logging.getLogger("hyrax.prepare")
 OUTPUT, REJECTED = "cutouts.h5", "rejected.csv"
@@ -40,11 +40,10 @@ NEXT_OBJECT, N_REJECTED = "prepare_next_object", "prepare_rejected"  # attribute
 
 def prepare(config=None, *, overrides=(), resume=None) -> Result:
     """`resume`: an interrupted prepare run's directory; it goes on after the last batch it wrote."""
-    if resume:
-        from libhyrax.config import read_toml
-
-        config = read_toml(Path(resume) / "runtime_config.toml")  # the run's own settings
-    cfg = resolve(config, overrides)
+    if resume:  # the run's own settings: the same FITS folder, catalog and cut-outs as before
+        cfg, _ = resume_inputs("prepare", resume, config, overrides)
+    else:
+        cfg = resolve(config, overrides)
     p = cfg["prepare"]
     with open_run("prepare", cfg, resume=resume) as run:
         out = run.path / OUTPUT

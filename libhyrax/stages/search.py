@@ -78,7 +78,7 @@ def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids
         raise UsageError("give exactly one query: object ids (--id), vectors (--vector) or an image (--image)"
                          + (f"; got {' and '.join(given)}" if given else ""))
     src = input_run("search", cfg, from_run)
-    idx = VectorIndex.open(src.file(INDEX_DIR))
+    idx = VectorIndex.open(src.file(INDEX_DIR), cfg["general"]["trusted_runs"])
     if object_ids is not None:
         queries = [str(i) for i in np.atleast_1d(np.asarray(object_ids))]
         ids, dist = idx.search_by_id(queries, k)

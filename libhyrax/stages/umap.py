@@ -28,11 +28,11 @@ import numpy as np
 
 from libhyrax import hdf5
 from libhyrax.config import resolve
-from libhyrax.errors import DataError
+from libhyrax.errors import DataError, UsageError
 from libhyrax.log import Progress
 from libhyrax.reducers import REDUCER_FILE, Reducer, make_reducer
 from libhyrax.results import Result, check_run, input_run
-from libhyrax.runs import open_run
+from libhyrax.runs import open_run, resume_inputs, upstream_of_stage
 
 log = logging.getLogger("hyrax.umap")
 BUILT_IN = ("umap", "pca")
@@ -46,10 +46,20 @@ def umap(config=None, *, from_run=None, reducer=None, shard=None, resume=None, r
     fitting one. `shard`: "I/N" (else the Slurm array task's share); `resume`: a sharded run to rerun a
     shard into; `run_name`: the shared directory's name for a plain loop of shards.
     """
-    cfg = resolve(config, overrides)
+    if resume is None:
+        cfg = resolve(config, overrides)
+    else:  # exactly the latents, reducer and settings it started with
+        cfg, upstream = resume_inputs("umap", resume, config, overrides, from_run)
+        from_run = upstream_of_stage(upstream, "infer") or from_run
+        reused = upstream_of_stage(upstream, "umap")
+        if reducer is not None and (reused is None or Path(reducer).resolve() != reused.path.resolve()):
+            started = "without --reducer" if reused is None else f"with --reducer {reused.path}"
+            raise UsageError(f"--resume {resume} was started {started}; leave out --reducer")
+        reducer = reused.path if reused is not None else None
     src = input_run("umap", cfg, from_run).path
     latents = hdf5.result_file(src, "latents", rerun_hint=f"hyrax infer --shard {{shard}} --resume {src}")
-    with open_run("umap", cfg, shard=shard, resume=resume, name=run_name, key=[str(src.resolve()), str(reducer)]) as run:
+    key = [str(src.resolve()), str(reducer)]
+    with open_run("umap", cfg, shard=shard, resume=resume, name=run_name, key=key) as run:
         run.add_upstream(src)
         run.add_input(latents)
         red = _fitted_reducer(cfg, latents, reducer, run)
@@ -71,7 +81,7 @@ def _fitted_reducer(cfg: dict, latents: Path, reducer_from, run) -> Reducer:
         if path.is_dir():
             check_run(path, "umap")
             run.add_upstream(path)
-        red = Reducer.load(path)
+        red = Reducer.load(path, cfg["general"]["trusted_runs"])
         log.info("using the fitted reducer %r from %s", red, path)
         return red
     algorithm = rd["algorithm"]

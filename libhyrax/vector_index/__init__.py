@@ -31,6 +31,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from libhyrax import trust
 from libhyrax.errors import DataError, UsageError
 from libhyrax.hdf5 import IdIndex, as_id_bytes, read_ids, write_arrays
 from libhyrax.registry import Registry
@@ -48,6 +49,9 @@ class VectorIndex:
     """Base class of the vector index backends. Construction only stores parameters."""
 
     backend = "base"
+    # files (a glob inside the index) that the backend's library loads with pickle, or None; Hyrax signs
+    # them when it persists the index and refuses to open ones it didn't write (libhyrax.trust)
+    pickled_files: str | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -76,8 +80,9 @@ class VectorIndex:
         return index
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> VectorIndex:
-        """An index written by `persist()`, with the backend it was built with."""
+    def open(cls, path: str | os.PathLike, trusted_runs=()) -> VectorIndex:
+        """An index written by `persist()`, with the backend it was built with. `trusted_runs`
+        (general.trusted_runs): runs whose pickled index folder may load though this account didn't write it."""
         path = Path(path)
         try:
             meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
@@ -89,6 +94,9 @@ class VectorIndex:
             index._all_ids = raw.astype("S") if raw.dtype.kind in "SO" else as_id_bytes(read_ids(f["object_id"]))
             if not len(index._all_ids):
                 index._all_ids = np.array([], dtype="S1")
+        for file in sorted(path.glob(index.pickled_files)) if index.pickled_files else ():
+            trust.check_loadable(file, f"part of a {index.backend} index kept with pickle", trusted_runs,
+                                 run=path.parent)
         index._open()
         return index
 
@@ -111,6 +119,8 @@ class VectorIndex:
         IdIndex(ids)  # refuses duplicate object ids before anything is written
         write_arrays(self.path / IDS_FILE, ids)
         self._persist()
+        for file in self.path.glob(self.pickled_files) if self.pickled_files else ():
+            trust.sign(file)
         meta = {"backend": self.backend, "dim": self.dim, "count": len(ids), "params": self.params}
         (self.path / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 

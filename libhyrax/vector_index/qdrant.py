@@ -28,6 +28,11 @@ class QdrantIndex(VectorIndex):
                          **params)
         self._client = None
 
+    @property
+    def pickled_files(self) -> str | None:
+        # qdrant-client's local mode keeps points pickled in SQLite; a server keeps nothing here
+        return None if self.params["url"] else "qdrant/**/*.sqlite"
+
     def _connect(self):
         try:
             from qdrant_client import QdrantClient
