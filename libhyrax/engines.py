@@ -32,8 +32,9 @@ def load_engine(engine: str, cfg: dict, from_run=None):
         return OnnxEngine(find_run("export", cfg, from_run).path, cfg["general"]["device"])
     weights = cfg["infer"]["model_weights_file"]
     if weights and not from_run:
-        return TorchEngine(train_run_of(weights), cfg["general"]["device"], weights)
-    return TorchEngine(find_run("train", cfg, from_run).path, cfg["general"]["device"], weights or None)
+        return TorchEngine(train_run_of(weights), cfg["general"]["device"], weights, cfg["general"]["trusted_runs"])
+    return TorchEngine(find_run("train", cfg, from_run).path, cfg["general"]["device"], weights or None,
+                       cfg["general"]["trusted_runs"])
 
 
 def model_input_group(cfg: dict, data_set: dict):
@@ -70,14 +71,16 @@ def train_data_set(train_run: Path, description: dict) -> dict:
 class TorchEngine:
     """A trained model from a train run, on `device`; `outputs(batch)` -> numpy infer_outputs."""
 
-    def __init__(self, train_run: Path, device: str = "auto", weights: str | os.PathLike | None = None):
+    def __init__(self, train_run: Path, device: str = "auto", weights: str | os.PathLike | None = None,
+                 trusted_runs=()):
         from libhyrax.models import load_trained
         from libhyrax.models.saving import load_weights
         from libhyrax.training.engine import pick_device
 
         self.source = Path(train_run)
         self.device = pick_device(device)
-        self.model, self.description = load_trained(self.source, device="cpu")
+        # trusted_runs: runs whose notebook model source may run though this account didn't write it
+        self.model, self.description = load_trained(self.source, device="cpu", trusted_runs=trusted_runs)
         if weights:
             load_weights(self.model, weights)  # a checkpoint of this run instead of its final weights
         self.model.to(self.device).eval()

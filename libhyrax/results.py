@@ -256,8 +256,11 @@ class Result:
         """Like :meth:`find`, or a UsageError saying which run is missing."""
         found = self.find(*stage_names)
         if found is None:
-            raise UsageError(f"{self.path} has no {' or '.join(stage_names)} run upstream (moved or deleted?); "
-                             f"pass the run with its option, e.g. --from")
+            gone = [str(p) for r in (self, *self.lineage()) for p in upstream_paths(r.path)
+                    if not (p / PROVENANCE_FILE).is_file()]
+            why = (f"; it read {', '.join(gone)}, which is gone (moved or deleted): put it back beside the run"
+                   if gone else "")
+            raise UsageError(f"{self.path} has no {' or '.join(stage_names)} run upstream{why}")
         return found
 
     def data_group(self, group: str = "infer"):

@@ -61,6 +61,9 @@ def test_a_deleted_upstream_run_is_skipped(cfg):
     train, infer, umap = chain(cfg, ("train", []), ("infer", [0]), ("umap", [1]))
     shutil.rmtree(train.path)
     assert umap.find("infer") == infer and umap.find("train") is None
+    # a stage that needs it fails loudly, naming the run that is gone (never a map without its catalog)
+    with pytest.raises(UsageError, match=f"no train run upstream; it read .*{train.path.name}, which is gone"):
+        umap.require("train")
 
 
 def test_provenance_from_before_relative_lineage_still_chains_after_a_move(cfg, tmp_path):

@@ -216,6 +216,65 @@ def test_sigterm_marks_the_run_interrupted_and_it_resumes(workdir):
     assert len(got["object_id"]) == 200 and read_provenance(again.stdout.strip())["status"] == "complete"
 
 
+# --- 4. empty inputs and all-NaN bands ----------------------------------------------------------------------
+
+def test_an_all_nan_band_is_rejected_by_prepare(workdir, caplog):
+    import csv
+
+    from astropy.io import fits
+
+    from libhyrax.stages.prepare import prepare
+
+    folder = workdir / "cutouts"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        for band in "gr":
+            data = rng.normal(size=(20, 20)).astype("f4")
+            if i == 2 and band == "r":
+                data[:] = np.nan
+            fits.PrimaryHDU(data).writeto(folder / f"o{i}_{band}.fits")
+            rows.append(f"o{i},{band},o{i}_{band}.fits")
+    (folder / "catalog.csv").write_text("object_id,filter,filename\n" + "\n".join(rows) + "\n")
+    result = prepare({"prepare": {"fits_dir": str(folder), "bands": ["g", "r"], "cutout_size": 16}})
+    with open(result.file("rejected.csv")) as fh:
+        rejected = list(csv.DictReader(fh))
+    assert [(r["object_id"], r["band"], r["reason"]) for r in rejected] == [("o2", "r", "every pixel is NaN or inf")]
+    assert result.provenance["stage_info"]["n_objects"] == 3
+    assert ".partial" not in caplog.text  # messages name no directory that is renamed when the run ends
+
+
+def test_infer_on_no_objects_is_an_error(workdir):
+    from libhyrax.data import write_cutouts
+    from libhyrax.errors import DataError
+    from libhyrax.stages.infer import infer
+
+    train = make_train_run(workdir / "results")
+    write_cutouts(workdir / "empty.h5", np.array([], dtype=str), np.zeros((0, 3, 64, 64), "f4"))
+    cut = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(workdir / "empty.h5"),
+           "fields": ["image", "object_id"], "primary_id_field": "object_id"}
+    with pytest.raises(DataError, match="holds no objects"):
+        infer({"data_request": {"infer": {"c": cut}}}, from_run=train)
+    assert not list((workdir / "results").glob("*-infer-*"))
+
+
+def test_nan_pixels_replaced_in_worker_processes_are_counted(workdir):
+    from libhyrax.data import write_cutouts
+    from libhyrax.stages.infer import infer
+
+    train = make_train_run(workdir / "results")
+    images = np.random.default_rng(0).normal(size=(40, 3, 64, 64)).astype("f4")
+    images[::4, 0, :2, :5] = np.nan  # 10 objects x 10 pixels
+    write_cutouts(workdir / "nan.h5", np.array([f"n{i}" for i in range(40)]), images)
+    cut = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(workdir / "nan.h5"),
+           "fields": ["image", "object_id"], "primary_id_field": "object_id"}
+    for workers in (0, 2):
+        res = infer({"data_request": {"infer": {"c": cut}}, "data_loader": {"num_workers": workers, "batch_size": 8}},
+                    from_run=train)
+        assert res.provenance["stage_info"]["nan_pixels_replaced"] == 100, workers
+
+
 # --- 5. no code runs from data --------------------------------------------------------------------------------
 
 class Payload:

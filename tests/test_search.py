@@ -77,10 +77,15 @@ def test_search_bad_input(tmp_path):
 
     cfg, infer_run, *_ = make_infer_run(tmp_path, catalog=False)
     res = index(cfg, from_run=infer_run, overrides=["vector_db.name=exact"])
-    with pytest.raises(DataError, match="'obj_04x' is not in the index.*close ids: obj_0"):
+    # the user's query mistakes are usage errors (exit 2 from the CLI)
+    with pytest.raises(UsageError, match="'obj_04x' is not in the index.*close ids: obj_0"):
         search(cfg, from_run=res, object_ids=["obj_04x"])
-    with pytest.raises(DataError, match="length 3; this index holds vectors of length 16"):
+    with pytest.raises(UsageError, match="length 3; this index holds vectors of length 16"):
         search(cfg, from_run=res, vectors=[1.0, 2.0, 3.0])
+    with pytest.raises(UsageError, match="NaN or infinite"):
+        search(cfg, from_run=res, vectors=np.full(16, np.nan))
+    with pytest.raises(UsageError, match="k must be at least 1, not 0"):
+        search(cfg, from_run=res, object_ids=["obj_0001"], k=0)
     with pytest.raises(UsageError, match="exactly one query"):
         search(cfg, from_run=res, object_ids=["obj_0001"], vectors=np.zeros(16))
     with pytest.raises(UsageError, match="exactly one query"):
@@ -155,10 +160,10 @@ def test_cli_index_search_anomaly(workdir, hyrax):
     with open(found.stdout.strip() + "/neighbors.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
     bad = hyrax("search", "--id", "obj_9999", cwd=workdir)
-    assert bad.returncode == 1 and "'obj_9999' is not in the index" in bad.stderr and "close ids" in bad.stderr
+    assert bad.returncode == 2 and "'obj_9999' is not in the index" in bad.stderr and "close ids" in bad.stderr
     assert "Traceback" not in bad.stderr and bad.stdout == ""
     wrong = hyrax("search", "--vector", "1,2,3", cwd=workdir)
-    assert wrong.returncode == 1 and "length 3; this index holds vectors of length 16" in wrong.stderr
+    assert wrong.returncode == 2 and "length 3; this index holds vectors of length 16" in wrong.stderr
     ranked = hyrax("anomaly", "--show", "--set", "anomaly.top_k=7", cwd=workdir, check=True)
     assert "-anomaly-" in ranked.stdout and ranked.stderr.count("obj_") >= 7
 

@@ -140,7 +140,12 @@ def stack_bands(files, bands, folder: Path, size: int | None) -> np.ndarray:
     for band, name, p in zip(bands, files, planes, strict=True):
         if min(p.shape) < target:
             raise BadCutout(f"cutout {p.shape[0]}x{p.shape[1]} is smaller than {target}x{target}", band, name)
-    return np.stack([center_crop(p, target) for p in planes])
+    cut = [center_crop(p, target) for p in planes]
+    for band, name, p in zip(bands, files, cut, strict=True):
+        if not np.isfinite(p).any():
+            # nothing to learn from, and after NaN replacement it would look like the most normal object
+            raise BadCutout("every pixel is NaN or inf", band, name)
+    return np.stack(cut)
 
 
 class FitsImageDataset(Dataset):

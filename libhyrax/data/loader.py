@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -92,12 +93,36 @@ class _Batches:
         return len(self.plan)
 
     def __getitem__(self, i):
+        return counted(self.group, self._read, i)
+
+    def _read(self, i):
         rows = self.plan[i]
         if isinstance(rows, range):
             return self.group.read(rows.start, rows.stop)
         if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
             return self.group.read(int(rows[0]), int(rows[-1]) + 1)
         return self.group.read_rows(rows)
+
+
+REPLACED = "_nan_pixels_replaced"  # a worker's count of replaced pixels, carried home with its batch
+
+
+def counted(group, read, *args):
+    """`read(*args)`; in a DataLoader worker process, the batch also carries how many NaN/inf pixels the
+    worker's copy of the transform replaced, so the main process can count them (else they are lost
+    with the worker)."""
+    before = group.transform.replaced_pixels
+    batch = read(*args)
+    data = sys.modules.get("torch.utils.data")  # not loaded: not in a worker (and torch stays unloaded)
+    if data is not None and data.get_worker_info() is not None:
+        (batch[1] if isinstance(batch, tuple) else batch)[REPLACED] = group.transform.replaced_pixels - before
+    return batch
+
+
+def add_worker_counts(group, batch: dict) -> dict:
+    """Take a worker's replaced-pixel count off its batch into this process's transform."""
+    group.transform.replaced_pixels += batch.pop(REPLACED, 0)
+    return batch
 
 
 def _identity(batch):
@@ -124,7 +149,8 @@ class BatchLoader:
 
             loader = DataLoader(self.batches, batch_size=None, shuffle=False, num_workers=self.num_workers,
                                 collate_fn=_identity, persistent_workers=False, prefetch_factor=PREFETCH)
-            yield from loader
+            for batch in loader:
+                yield add_worker_counts(self.batches.group, batch)
         if transform.replaced_pixels > before:
             log.info("replaced %d NaN/inf pixels (data_set.nan_mode=%s)", transform.replaced_pixels - before,
                      transform.nan_mode)
@@ -211,9 +237,11 @@ def _read_in_thread(group, start: int, stop: int, batch_size: int) -> Iterator[t
 def _read_in_workers(group, start: int, stop: int, batch_size: int, num_workers: int):
     from torch.utils.data import DataLoader
 
-    return DataLoader(_Blocks(group, stop, batch_size), batch_size=None,
-                      sampler=_BlockStarts(start, stop, batch_size), num_workers=num_workers,
-                      collate_fn=_identity, prefetch_factor=PREFETCH, persistent_workers=False)
+    loader = DataLoader(_Blocks(group, stop, batch_size), batch_size=None,
+                        sampler=_BlockStarts(start, stop, batch_size), num_workers=num_workers,
+                        collate_fn=_identity, prefetch_factor=PREFETCH, persistent_workers=False)
+    for a, batch in loader:
+        yield a, add_worker_counts(group, batch)
 
 
 class _Blocks:
@@ -224,6 +252,9 @@ class _Blocks:
         self.group, self.stop, self.batch_size = group, stop, batch_size
 
     def __getitem__(self, a: int):
+        return counted(self.group, self._read, a)
+
+    def _read(self, a: int):
         return a, self.group.read(a, min(a + self.batch_size, self.stop), id_bytes=True)
 
 

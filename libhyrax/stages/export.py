@@ -40,7 +40,7 @@ def export(config=None, *, from_run=None, overrides=(), opset: int | None = None
     opset = int(opset or cfg["onnx"]["opset_version"])
     tolerance = float(cfg["onnx"]["tolerance"])
     src = input_run("export", cfg, from_run).path
-    model, desc = load_trained(src, device="cpu")
+    model, desc = load_trained(src, device="cpu", trusted_runs=cfg["general"]["trusted_runs"])
     data_set = train_data_set(src, desc)
     group = model_input_group(cfg, data_set)
     batch = group.read(0, min(len(group), CHECK_ROWS))

@@ -63,13 +63,20 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
     model = load_engine(engine, cfg, from_run)
     group = model_input_group(cfg, model.data_set)
     n = len(group)
+    if n == 0:
+        raise DataError("the infer data group holds no objects; check data_request.infer (or .train) in the "
+                        "config: its data_location may be empty or filtered to nothing")
     with open_run("infer", cfg, shard=shard, resume=resume, name=run_name,
                   key=[str(model.source.resolve()), engine]) as run:
         _record_inputs(run, model, group, engine)
         start, stop = run.rows(n)
         stats = write_latents(model, group, start, stop, run.output(STEM), int(cfg["data_loader"]["batch_size"]),
                               model.read_ahead, int(cfg["data_loader"].get("num_workers") or 0))
-        run.record(n_objects=n, rows=[start, stop], **({"shard": str(run.shard)} if run.shard else {}), **stats)
+        replaced = group.transform.replaced_pixels  # over every reader, worker processes included
+        if replaced:
+            log.warning("replaced %d NaN/inf pixels in all (data_set.nan_mode=%s)", replaced, group.transform.nan_mode)
+        run.record(n_objects=n, rows=[start, stop], nan_pixels_replaced=replaced,
+                   **({"shard": str(run.shard)} if run.shard else {}), **stats)
     return Result(run.path)
 
 

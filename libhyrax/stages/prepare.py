@@ -102,10 +102,13 @@ def prepare_fits(folder: Path, catalog: Path, out: Path, rejected_csv: Path, p: 
             else:
                 writer.file.flush()
             progress.advance(stop - start)
+    # named without its directory: the run's directory is renamed when it ends (to its final or .failed name)
     if n_rejected:
-        log.warning("%d of %d objects rejected; see %s", n_rejected, len(ids), rejected_csv)
+        log.warning("%d of %d objects rejected; their reasons are in %s in the results directory", n_rejected,
+                    len(ids), rejected_csv.name)
     if not written:
-        raise DataError(f"no object of {catalog} could be used ({n_rejected} rejected); see {rejected_csv}")
+        raise DataError(f"no object of {catalog} could be used ({n_rejected} rejected); their reasons are in "
+                        f"{rejected_csv.name} in the results directory")
     return written, n_rejected
 
 

@@ -69,7 +69,7 @@ def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids
     newest). `model_run`: the train run the image must go through (refused if the index's latents came
     from another model)."""
     cfg = resolve(config, overrides)
-    k = int(k or cfg["search"]["k"])
+    k = int(cfg["search"]["k"] if k is None else k)
     if k < 1:
         raise UsageError(f"k must be at least 1, not {k}")
     given = [name for name, v in (("object ids", object_ids), ("vectors", vectors), ("an image", image))
@@ -79,19 +79,21 @@ def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids
                          + (f"; got {' and '.join(given)}" if given else ""))
     src = input_run("search", cfg, from_run)
     idx = VectorIndex.open(src.file(INDEX_DIR), cfg["general"]["trusted_runs"])
-    if object_ids is not None:
-        queries = [str(i) for i in np.atleast_1d(np.asarray(object_ids))]
-        ids, dist = idx.search_by_id(queries, k)
-    else:
-        if image is not None:
-            vectors = embed_image(image, src, model_run)
-            queries = [Path(image).name] * len(vectors)
+    try:  # an unknown id or a vector of the wrong length is the user's to fix: a usage error (exit 2)
+        if object_ids is not None:
+            queries = [str(i) for i in np.atleast_1d(np.asarray(object_ids))]
+            ids, dist = idx.search_by_id(queries, k)
         else:
-            vectors = np.asarray(vectors, dtype=np.float32)
-            queries = [f"vector {i}" for i in range(len(np.atleast_2d(vectors)))]
-        ids, dist = idx.search(vectors, k)
-    infer_run = src.find("infer")
-    group = infer_run.data_group() if infer_run else None
+            if image is not None:
+                vectors = embed_image(image, src, model_run, cfg["general"]["trusted_runs"])
+                queries = [Path(image).name] * len(vectors)
+            else:
+                vectors = np.asarray(vectors, dtype=np.float32)
+                queries = [f"vector {i}" for i in range(len(np.atleast_2d(vectors)))]
+            ids, dist = idx.search(vectors, k)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    group = src.require("infer").data_group()  # the catalog of the objects the index holds
     table = neighbor_table(queries, ids, dist, catalog_rows(group, ids.ravel(), idx.rows(ids.ravel())))
     with open_run("search", cfg) as run:
         run.add_upstream(src.path)
@@ -109,25 +111,22 @@ def neighbor_table(queries, ids: np.ndarray, dist: np.ndarray, catalog: dict[str
 
 # --- search by image ---------------------------------------------------------------------------------
 
-def embed_image(image, index_run: Result, model_run=None) -> np.ndarray:
-    """The latent vector(s) of an image file, through the model whose latents the index holds."""
-    made_by = index_run.find("train")  # through the infer run (and its export run, for ONNX latents)
-    made_by = str(made_by.path.resolve()) if made_by else None
+def embed_image(image, index_run: Result, model_run=None, trusted_runs=()) -> np.ndarray:
+    """The latent vector(s) of an image file, through the model whose latents the index holds (found
+    through its lineage: a `model_run` given must be that model)."""
+    made_by = str(index_run.require("train").path.resolve())  # through its infer (and export) run
     if model_run is not None:
         model_run = str(check_run(model_run, "train").resolve())
-        if made_by and model_run != made_by:
+        if model_run != made_by:
             raise ModelError(f"the index {index_run} holds latents of the model trained in {made_by}, but the "
                              f"query image would go through the model of {model_run}: distances between "
                              "latents of different models mean nothing. Build an index from that model's "
                              f"latents (hyrax infer --from {model_run} | hyrax index) or leave out --model")
-    model_run = model_run or made_by
-    if model_run is None:
-        raise UsageError(f"can't tell which model made the latents of {index_run}; pass --model <train run>")
     from libhyrax.data.fits import read_image
     from libhyrax.data.transforms import Transform
     from libhyrax.engines import TorchEngine
 
-    engine = TorchEngine(Path(model_run), device="cpu")  # the weights and transforms infer used
+    engine = TorchEngine(Path(made_by), device="cpu", trusted_runs=trusted_runs)  # the weights and transforms infer used
     images = Transform.from_config({"data_set": engine.data_set})(read_image(image))
     return np.asarray(engine.outputs({"image": images})["latent"], dtype=np.float32)
 

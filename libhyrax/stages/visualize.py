@@ -55,10 +55,8 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
         n = len(object_id)
         rng = np.random.default_rng(cfg["general"]["seed"])
         shown = np.arange(n) if n <= vz["max_points"] else np.sort(rng.choice(n, vz["max_points"], replace=False))
-        infer_run = src.find("infer")
-        if infer_run is None:
-            log.warning("%s names no infer run upstream; drawing the map without its columns", src)
-        columns, group = gather_columns(infer_run, object_id[shown], cfg) if infer_run else ({}, None)
+        infer_run = src.require("infer")  # its catalog, recon_error and scores colour the map
+        columns, group = gather_columns(infer_run, object_id[shown], cfg)
         fields = [f for f in vz["fields"] if f in columns] or list(columns)[:4]
         missing = [f for f in vz["fields"] if f not in columns]
         if missing:
