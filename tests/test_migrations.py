@@ -19,7 +19,8 @@ STEP_CASES = {
     2: ({"data_loader": {"shuffle": False, "batch_size": 8}},
         {"data_loader": {"batch_size": 8}, "train": {"shuffle": False}}),
     3: ({"data_request": {"train": {"d": {"dataset_class": "X", "split_fraction": 0.6}}}},
-        {"data_request": {"train": {"d": {"dataset_class": "X"}}}, "split": {"train": 0.6}}),
+        {"data_request": {"train": {"d": {"dataset_class": "X"}}},
+         "split": {"train": 0.6, "validate": 0.2, "test": 0.2}}),
     4: ({"umap": {"fit_sample_size": 500, "save_fit_umap": True, "parallel": False, "UMAP": {"n_neighbors": 5}}},
         {"reduce": {"algorithm": "umap", "save_fit_model": True, "parallel": False,
                     "umap": {"fit_sample_size": 500, "kwargs": {"n_neighbors": 5}}}}),
@@ -110,7 +111,7 @@ def test_whole_chain_from_a_version_1_reference_config(tmp_path, caplog):
     assert cfg["train"]["shuffle"] is False and cfg["train"]["epochs"] == 4
     assert cfg["data_loader"]["batch_size"] == 64
     assert cfg["data_set"]["transform"] == "tanh"
-    assert cfg["split"]["train"] == 0.7
+    assert cfg["split"]["train"] == 0.7 and cfg["split"]["validate"] == cfg["split"]["test"] == 0.15
     assert cfg["data_request"]["train"]["cutouts"]["data_location"] == "cutouts.h5"
     assert "split_fraction" not in cfg["data_request"]["train"]["cutouts"]
     assert cfg["reduce_dimensions"]["fit_sample_size"] == 4096
@@ -144,3 +145,26 @@ def test_the_reference_v7_defaults_file_loads():
             node[leaf] = values.get(line, False)
     cfg = load_config(data=tomlkit.parse(tomlkit.dumps(doc)).unwrap())
     assert cfg["config_version"] == 8 and cfg["train"]["epochs"] == 10
+
+
+def test_a_notebook_style_whole_train_split_runs(tmp_path):
+    """`split_fraction = 1.0` on the train data meant "train on all of it": it must run, not just load."""
+    from libhyrax.data.split import make_splits
+
+    ref = tmp_path / "nb.toml"
+    ref.write_text(textwrap.dedent("""
+        config_version = 3
+        [data_request.train.sample]
+        dataset_class = "HyraxSample"
+        split_fraction = 1.0
+    """))
+    cfg = load_config(ref)
+    assert (cfg["split"]["train"], cfg["split"]["validate"], cfg["split"]["test"]) == (1.0, 0.0, 0.0)
+    fractions = {k: v for k, v in cfg["split"].items() if k in ("train", "validate", "test")}
+    assert len(make_splits(100, fractions, 0)["train"]) == 100
+
+
+def test_a_reference_colormap_name_draws(tmp_path):
+    ref = tmp_path / "v7.toml"
+    ref.write_text('config_version = 7\n[visualize]\ncmap = "viridis"\n')
+    assert load_config(ref)["visualize"]["cmap"] == "Viridis256"

@@ -48,6 +48,9 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
     """Write `visualize.html` for a umap run (`from_run`, else the newest); in Jupyter, show it inline."""
     cfg = resolve(config, overrides)
     vz = cfg["visualize"]
+    from libhyrax.viz.page import palette
+
+    vz["cmap"] = palette(vz["cmap"])  # a bad name fails before any work
     src = input_run("visualize", cfg, from_run)
     with open_run("visualize", cfg) as run:
         run.add_upstream(src.path)

@@ -41,6 +41,22 @@ document.body.appendChild(a); a.click(); a.remove();
 """
 
 
+def palette(name: str) -> str:
+    """A bokeh palette name for `visualize.cmap`: a bokeh name ("Viridis256"), or a matplotlib-style one
+    ("viridis", as reference configs have it); anything else is a ConfigError listing the choices."""
+    import bokeh.palettes as palettes
+
+    from libhyrax.errors import ConfigError, unknown_choice
+
+    known = [n for n in dir(palettes) if n.endswith("256")]
+    if name in known or name in getattr(palettes, "__palettes__", ()):
+        return name
+    lowered = {n.lower().removesuffix("256"): n for n in known} | {"gray": "Greys256", "grey": "Greys256"}
+    if str(name).lower() in lowered:
+        return lowered[str(name).lower()]
+    raise ConfigError(unknown_choice("visualize.cmap", name, known))
+
+
 def density_image(x: np.ndarray, y: np.ndarray, bins: int = 512):
     """log(1 + counts) of a 2-D histogram, with its extent (x0, y0, width, height)."""
     xr = (float(np.min(x)), float(np.max(x)))

@@ -4,11 +4,17 @@
   `[optimizer.kwargs]` / `[scheduler.kwargs]` of the class that `optimizer.name` / `scheduler.name` picks;
 - `reduce_dimensions.<algorithm>.fit_sample_size` becomes `reduce_dimensions.fit_sample_size`;
 - `split.rng_seed` becomes `split.seed`; `criterion.band_loss_reduction` moves to the model that uses it;
+- a matplotlib colormap name in `visualize.cmap` ("viridis") becomes the bokeh palette ("Viridis256");
 - `false`/empty placeholders of the reference (`model.name = ""`, `data_set.nan_mode = false`) are
   dropped so our defaults apply; a `crop_to = [w, h]` becomes one size.
 """
 
 from libhyrax.config.migrations import has_path, move, pop_path, set_path, step
+
+# the reference drew with matplotlib colormap names; our map is bokeh, whose palettes have these names
+MATPLOTLIB_TO_BOKEH = {n.lower(): f"{n}256" for n in ("Viridis", "Magma", "Inferno", "Plasma", "Cividis", "Turbo",
+                                                      "Greys", "Blues", "Greens", "Oranges", "Purples", "Reds")}
+MATPLOTLIB_TO_BOKEH |= {"gray": "Greys256", "grey": "Greys256"}
 
 
 @step(7, "reference Hyrax v7 -> Hyrax v8 (optimizer/scheduler kwargs tables, reduce and split keys)")
@@ -35,6 +41,10 @@ def migrate(cfg: dict) -> list[str]:
                 set_path(cfg, placeholder, value)
             else:
                 done.append(f"{placeholder} = {value!r} dropped (our default applies)")
+    cmap = (cfg.get("visualize") or {}).get("cmap")
+    if isinstance(cmap, str) and cmap.lower() in MATPLOTLIB_TO_BOKEH:
+        cfg["visualize"]["cmap"] = MATPLOTLIB_TO_BOKEH[cmap.lower()]
+        done.append(f"visualize.cmap {cmap!r} -> {cfg['visualize']['cmap']!r} (a bokeh palette)")
     crop = (cfg.get("data_set") or {}).get("crop_to")
     if isinstance(crop, list) and crop:
         cfg["data_set"]["crop_to"] = int(crop[0])
