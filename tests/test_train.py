@@ -402,6 +402,23 @@ def test_a_checkpoint_serves_as_a_weights_file(survey, workdir, shared_mlflow):
     assert all(torch.equal(model.state_dict()[k], best["model"][k]) for k in best["model"])
 
 
+def test_the_handlers_attach_to_any_ignite_engine():
+    """Best epoch and early stopping read only the trainer's state.metrics (one epoch = one batch here)."""
+    from ignite.engine import Engine, Events
+
+    from libhyrax.training.handlers import attach_best_epoch, attach_early_stopping
+
+    losses = iter([3.0, 2.0, 2.5, 2.4, 2.6, 1.0])
+    trainer = Engine(lambda engine, batch: None)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED,
+                              lambda engine: setattr(engine.state, "metrics", {"train_loss": next(losses)}))
+    best = attach_best_epoch(trainer)
+    attach_early_stopping(trainer, best, patience=3)
+    trainer.run([0], max_epochs=10)
+    assert trainer.state.epoch == 5  # epochs 3, 4 and 5 don't beat epoch 2
+    assert best.state_dict() == {"best_score": 2.0, "best_epoch": 2, "bad_epochs": 3}
+
+
 def test_an_mlflow_store_failure_mid_run_is_a_warning_not_a_failed_run(caplog):
     from libhyrax.training.tracking import MLflowRun
 

@@ -18,40 +18,38 @@ the run is logged to MLflow (`results/mlflow.db`).
 from __future__ import annotations
 
 import logging
-import math
-import shutil
-import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-import torch
-from ignite.engine import Events
 
-from libhyrax.config import read_toml, resolve
-from libhyrax.errors import DataError, RunError, UsageError
-from libhyrax.log import Progress
+from libhyrax.config import resolve
+from libhyrax.errors import DataError
 from libhyrax.models import build_model, describe, load_weights, model_class, prepare, save_trained
 from libhyrax.models.base import first_rows
-from libhyrax.results import CONFIG_FILE, Result, read_provenance
+from libhyrax.results import Result
 from libhyrax.runs import open_run
 from libhyrax.training import distributed as dist
 from libhyrax.training.engine import (
     EpochBatches,
-    EpochMeans,
     create_evaluator,
     create_trainer,
-    load_checkpoint,
     pick_device,
-    rng_state,
-    save_checkpoint,
     seed_everything,
-    set_rng_state,
 )
-from libhyrax.training.tracking import METRICS_FILE, MetricsCSV, MLflowRun
+from libhyrax.training.handlers import (
+    attach_best_epoch,
+    attach_checkpoints,
+    attach_early_stopping,
+    attach_epoch_metrics,
+    attach_logging,
+    attach_progress,
+    attach_scheduler,
+    attach_stop_at,
+)
+from libhyrax.training.resume import Resumed, resume_run
+from libhyrax.training.tracking import METRICS_FILE, MLflowRun
 
 log = logging.getLogger("hyrax.train")
-LAST, BEST = "checkpoints/last.pt", "checkpoints/best.pt"
 
 
 def train(config=None, *, overrides=(), resume=None, stop_at_iteration: int | None = None) -> Result | None:
@@ -61,26 +59,69 @@ def train(config=None, *, overrides=(), resume=None, stop_at_iteration: int | No
     config (plus `overrides`, e.g. more epochs) and ends as an uninterrupted run would have.
     stop_at_iteration: stop with an error after that many steps (to test resuming).
     """
-    resume = Path(resume) if resume else None
-    cfg = _resume_config(resume, overrides) if resume else resolve(config, overrides)
+    resumed = resume_run(resume, overrides) if resume else None
+    cfg = resumed.config if resumed else resolve(config, overrides)
     with dist.distributed(cfg["general"]["device"]):
-        return _train(cfg, resume, stop_at_iteration)
+        return _train(cfg, resumed, stop_at_iteration)
 
 
-def _resume_config(resume: Path, overrides) -> dict:
-    prov = read_provenance(resume)
-    if prov.get("stage") != "train":
-        raise UsageError(f"--resume {resume} is a {prov.get('stage')!r} run, not a train run")
-    if not (resume / LAST).is_file():
-        raise UsageError(f"--resume {resume}: it has no checkpoint (it stopped in its first epoch); "
-                         "start a new run instead")
-    return resolve(read_toml(resume / CONFIG_FILE), overrides)
+def _train(cfg: dict, resumed: Resumed | None, stop_at_iteration: int | None) -> Result | None:
+    from libhyrax.data import open_group
+
+    tcfg, epochs = cfg["train"], int(cfg["train"]["epochs"])
+    device = pick_device(cfg["general"]["device"])
+    seed_everything(int(cfg["general"]["seed"]))
+    group = open_group(cfg, "train")
+    splits = _splits(cfg, group, resumed)
+
+    cls = model_class(cfg["model"]["name"])
+    sample = first_rows(prepare(cls, group.read(0, 1)), 1)
+    model = _build_model(cls, cfg, sample, device, fine_tune=resumed is None)
+    optimizer = model.configure_optimizer(cfg)
+    scheduler = model.configure_scheduler(optimizer, cfg)
+
+    mixed = bool(tcfg["mixed_precision"])
+    trainer, evaluator = create_trainer(model, optimizer, device, mixed), create_evaluator(model, device, mixed)
+    train_data, val_data = _batches(cfg, group, splits, trainer)
+    rank0 = dist.rank() == 0
+    progress = attach_progress(trainer, epochs, len(train_data.indices) * dist.world_size()) if rank0 else None
+    attach_epoch_metrics(trainer, optimizer, evaluator, val_data)
+    attach_scheduler(trainer, scheduler)
+    best = attach_best_epoch(trainer)
+    attach_early_stopping(trainer, best, tcfg["early_stopping_patience"])
+    if stop_at_iteration:
+        attach_stop_at(trainer, stop_at_iteration)
+    if resumed is not None:
+        resumed.restore(model, optimizer, scheduler, trainer, best)
+    dist.barrier()  # every rank has read the resumed run's files before rank 0 moves its directory
+
+    if not rank0:  # the other ranks train their share; only rank 0 writes
+        trainer.run(train_data, max_epochs=epochs)
+        return None
+    with open_run("train", cfg, resume=resumed.path if resumed else None) as run:
+        _record_inputs(run, cfg, group, splits, resumed, cls, device)
+        with MLflowRun(cfg, "train", run.final_path, tcfg["experiment_name"], tcfg["run_name"] or None,
+                       run_id=resumed.mlflow_run_id if resumed else None) as tracker:
+            if tracker.run_id:
+                run.record(mlflow_run_id=tracker.run_id)
+            attach_logging(trainer, run, tracker, best, epochs)
+            attach_checkpoints(trainer, run.path, model, optimizer, scheduler, best, tracker.run_id)
+            with progress:
+                trainer.run(train_data, max_epochs=epochs)
+
+            desc = describe(model, cfg, sample)
+            save_trained(run.path, model, desc)
+            run.record(epochs_done=trainer.state.epoch, best_epoch=best.epoch, best_score=best.score,
+                       latent_dim=desc["latent_dim"], **trainer.state.metrics)
+            tracker.log_artifact(run.file("model.json"))
+            tracker.log_artifact(run.file(METRICS_FILE))
+    return Result(run.path)
 
 
-def _splits(cfg: dict, group, resume: Path | None) -> dict[str, np.ndarray]:
+def _splits(cfg: dict, group, resumed: Resumed | None) -> dict[str, np.ndarray]:
     from libhyrax.data.split import load_splits, make_splits
 
-    source = resume or cfg["split"]["from_run"]
+    source = resumed.path if resumed else cfg["split"]["from_run"]
     if source:
         return load_splits(Path(source) / "split.h5", group.object_ids())
     fractions = {k: v for k, v in cfg["split"].items() if k not in ("seed", "from_run")}
@@ -92,60 +133,39 @@ def _splits(cfg: dict, group, resume: Path | None) -> dict[str, np.ndarray]:
     return splits
 
 
-def _train(cfg: dict, resume: Path | None, stop_at_iteration: int | None) -> Result | None:
-    from libhyrax.data import open_group
-
-    rank0 = dist.rank() == 0
-    device = pick_device(cfg["general"]["device"])
-    seed = int(cfg["general"]["seed"])
-    seed_everything(seed)
-    state = load_checkpoint(resume / LAST) if resume else None  # every rank reads it before rank 0 moves it
-    done = state["trainer"]["iteration"] // state["trainer"]["epoch_length"] if state else 0
-    if done > int(cfg["train"]["epochs"]):
-        raise UsageError(f"the resumed run has already trained {done} epochs; set train.epochs to {done} or more "
-                         f"(e.g. --set train.epochs={done + 5})")
-    group = open_group(cfg, "train")
-    splits = _splits(cfg, group, resume)
-    cls = model_class(cfg["model"]["name"])
-    sample = first_rows(prepare(cls, group.read(0, 1)), 1)
+def _build_model(cls, cfg: dict, sample, device, fine_tune: bool):
+    """The model on the device, the same on every rank; from `train.model_weights_file` when fine-tuning
+    (a resumed run's weights come from its checkpoint instead)."""
     model = build_model(cls, cfg, sample)
     weights = cfg["train"]["model_weights_file"]
-    if weights and state is None:
+    if weights and fine_tune:
         load_weights(model, weights)
         log.info("starting from the weights in %s", weights)
     model.to(device)
     dist.broadcast_parameters(model)
-    optimizer = model.configure_optimizer(cfg)
-    scheduler = model.configure_scheduler(optimizer, cfg)
-    if state is not None:
-        load_weights(model, state["model"])  # names the layers when the config now builds another model
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-    dist.barrier()
-    with (open_run("train", cfg, resume=resume) if rank0 else nullcontext()) as run:
-        if run is not None:
-            _record_inputs(run, cfg, group, splits, resume, cls, device)
-        fit = Fit(cfg, model, optimizer, scheduler, group, splits, device, run, state)
-        fit.run(stop_at_iteration)
-        if run is not None:
-            desc = describe(model, cfg, sample)
-            save_trained(run.path, model, desc)
-            run.record(epochs_done=fit.trainer.state.epoch, best_epoch=fit.best_epoch,
-                       best_score=fit.best_score, latent_dim=desc["latent_dim"], **fit.last_row)
-            fit.tracker.log_artifact(run.file("model.json"))
-            fit.tracker.log_artifact(run.file(METRICS_FILE))
-            fit.tracker.end(ok=True)
-    return Result(run.path) if run is not None else None
+    return model
 
 
-def _record_inputs(run, cfg, group, splits, resume, cls, device) -> None:
+def _batches(cfg: dict, group, splits: dict, trainer) -> tuple[EpochBatches, EpochBatches | None]:
+    """This rank's train and validation batches; the train batches in a new order each epoch."""
+    lcfg = cfg["data_loader"]
+    seed, workers = int(cfg["general"]["seed"]), int(lcfg["num_workers"])
+    batch = max(1, int(lcfg["batch_size"]) // dist.world_size())  # the global batch is split over ranks
+    train = EpochBatches(group, dist.share(splits["train"], equal=True), batch, bool(cfg["train"]["shuffle"]),
+                         seed, workers, trainer)
+    validate = splits.get("validate", np.zeros(0, dtype=np.int64))
+    if not len(validate):
+        return train, None
+    return train, EpochBatches(group, dist.share(validate, equal=False), batch, False, seed, workers)
+
+
+def _record_inputs(run, cfg, group, splits, resumed, cls, device) -> None:
     from libhyrax.data.split import save_splits
 
     for spec in group.specs.values():
         if spec.data_location:
             run.add_input(spec.data_location)
-    if resume is None:
+    if resumed is None:
         save_splits(run.file("split.h5"), splits, group.object_ids())
     if cfg["split"]["from_run"]:
         run.add_upstream(cfg["split"]["from_run"])
@@ -153,123 +173,3 @@ def _record_inputs(run, cfg, group, splits, resume, cls, device) -> None:
         run.add_input(cfg["train"]["model_weights_file"])
     run.record(model=cls.__name__, device=str(device), world_size=dist.world_size(),
                split_sizes={k: len(v) for k, v in splits.items()})
-
-
-class Fit:
-    """The training loop as Ignite engines plus epoch-end handlers: validate, record, checkpoint, step
-    the scheduler, stop early."""
-
-    def __init__(self, cfg, model, optimizer, scheduler, group, splits, device, run, state):
-        self.cfg, self.model, self.optimizer, self.scheduler, self.run_ = cfg, model, optimizer, scheduler, run
-        self.state = state
-        tcfg, lcfg = cfg["train"], cfg["data_loader"]
-        self.epochs, self.patience = int(tcfg["epochs"]), tcfg["early_stopping_patience"]
-        mixed, workers, seed = bool(tcfg["mixed_precision"]), int(lcfg["num_workers"]), int(cfg["general"]["seed"])
-        batch = max(1, int(lcfg["batch_size"]) // dist.world_size())  # the global batch is split over ranks
-        self.trainer = create_trainer(model, optimizer, device, mixed)
-        self.train_data = EpochBatches(group, dist.share(splits["train"], equal=True), batch, bool(tcfg["shuffle"]),
-                                       seed, workers, self.trainer)
-        self.n_train = len(self.train_data.indices) * dist.world_size()
-        validate = splits.get("validate", np.zeros(0, dtype=np.int64))
-        self.val_data = (EpochBatches(group, dist.share(validate, equal=False), batch, False, seed, workers)
-                         if len(validate) else None)
-        self.evaluator = create_evaluator(model, device, mixed)
-        self.train_means, self.val_means = EpochMeans(self.trainer), EpochMeans(self.evaluator)
-        state = state or {}
-        self.best_score, self.best_epoch = state.get("best_score", math.inf), state.get("best_epoch")
-        self.bad_epochs = state.get("bad_epochs", 0)
-        self.last_row: dict = {}
-        self.progress: Progress | None = None
-        if run is not None:
-            upto = state["trainer"]["iteration"] // state["trainer"]["epoch_length"] if state else None
-            self.csv = MetricsCSV(run.file(METRICS_FILE), keep_epochs_upto=upto)
-            self.tracker = MLflowRun(cfg, "train", run.final_path, tcfg["experiment_name"],
-                                     tcfg["run_name"] or None, run_id=state.get("mlflow_run_id"))
-            if self.tracker.run_id:
-                run.record(mlflow_run_id=self.tracker.run_id)
-        self._attach()
-
-    def _attach(self) -> None:
-        t = self.trainer
-        t.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
-        if self.run_ is not None:
-            t.add_event_handler(Events.ITERATION_COMPLETED, self._advance)
-        t.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
-
-    def run(self, stop_at_iteration: int | None) -> None:
-        if stop_at_iteration:
-            def stop(engine):
-                raise RunError(f"stopped at iteration {engine.state.iteration} (stop_at_iteration)")
-            self.trainer.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at_iteration), stop)
-        if self.state:
-            self.trainer.load_state_dict(self.state["trainer"])
-            set_rng_state(self.state["rng"])
-            log.info("resuming after epoch %d", self.trainer.state.epoch)
-        try:
-            self.trainer.run(self.train_data, max_epochs=self.epochs)
-        except BaseException:
-            if self.run_ is not None:
-                self.tracker.end(ok=False)
-            raise
-        finally:
-            self._close_progress()
-
-    def _epoch_started(self, engine) -> None:
-        self.started = time.monotonic()
-        if self.run_ is not None:
-            self.progress = Progress(f"epoch {engine.state.epoch}/{self.epochs}", total=self.n_train).__enter__()
-
-    def _advance(self, engine) -> None:
-        out = engine.state.output
-        self.progress.advance(int(out["n"]) * dist.world_size())
-        self.progress.set(loss=out["loss"])
-
-    def _close_progress(self) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(None, None, None)
-            self.progress = None
-
-    def _epoch_completed(self, engine) -> None:
-        self._close_progress()
-        epoch = engine.state.epoch
-        row = {"epoch": epoch} | {f"train_{k}": v for k, v in self.train_means.means().items()}
-        if self.val_data is not None:
-            self.evaluator.run(self.val_data)
-            row |= {f"val_{k}": v for k, v in self.val_means.means().items()}
-        row |= {"lr": self.optimizer.param_groups[0]["lr"], "seconds": round(time.monotonic() - self.started, 3)}
-        self._step_scheduler(row)
-        score = row.get("val_loss", row["train_loss"])
-        improved = score < self.best_score
-        if improved:
-            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
-        else:
-            self.bad_epochs += 1
-        self.last_row = {k: v for k, v in row.items() if k != "epoch"}
-        if self.run_ is not None:
-            self._record(epoch, row, improved)
-        if self.patience and self.bad_epochs >= int(self.patience):
-            log.info("stopping early: no better validation loss for %d epochs (best: epoch %d)",
-                     self.bad_epochs, self.best_epoch)
-            engine.terminate()
-
-    def _step_scheduler(self, row: dict) -> None:
-        if self.scheduler is None:
-            return
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(row.get("val_loss", row["train_loss"]))
-        else:
-            self.scheduler.step()
-
-    def _record(self, epoch: int, row: dict, improved: bool) -> None:
-        self.csv.add(row)
-        self.tracker.log_metrics(self.last_row, step=epoch)
-        last = self.run_.file(LAST)
-        save_checkpoint(last, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                        scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
-                        trainer=self.trainer.state_dict(), rng=rng_state(), best_score=self.best_score,
-                        best_epoch=self.best_epoch, bad_epochs=self.bad_epochs, mlflow_run_id=self.tracker.run_id)
-        if improved:
-            shutil.copyfile(last, self.run_.file(BEST + ".tmp"))
-            Path(self.run_.file(BEST + ".tmp")).replace(self.run_.file(BEST))
-        figs = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_")))
-        log.info("epoch %d/%d: %s (%.1f s)%s", epoch, self.epochs, figs, row["seconds"], " *" if improved else "")

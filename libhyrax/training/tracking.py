@@ -70,7 +70,8 @@ def tracking_uri(cfg: dict) -> str:
 
 class MLflowRun:
     """One MLflow run through the client API (no global state): params, per-epoch metrics, tags.
-    A failure to reach the store is a warning, never a failed training run."""
+    A failure to reach the store is a warning, never a failed training run. As a context manager it
+    ends the run at exit: FINISHED, or FAILED when the body raised."""
 
     def __init__(self, cfg: dict, stage: str, run_dir: Path, experiment: str, run_name: str | None,
                  run_id: str | None = None):
@@ -140,3 +141,9 @@ class MLflowRun:
     def end(self, ok: bool) -> None:
         if self.client is not None:
             self._call("ending the run", self.client.set_terminated, self.run_id, "FINISHED" if ok else "FAILED")
+
+    def __enter__(self) -> MLflowRun:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.end(ok=exc_type is None)
