@@ -205,7 +205,7 @@ def resume_inputs(stage: str, resume: str | os.PathLike, config=None, overrides=
         raise UsageError(f"--resume {path} is a {prov.get('stage')!r} run, not a {stage} run")
     own = resolve(read_toml(path / CONFIG_FILE))
     if config is not None or overrides:
-        differ = _differences(own, resolve(config, overrides))
+        differ = differences(own, resolve(config, overrides))
         if differ:
             raise UsageError(f"--resume {path}: a resumed run continues with its own settings, but "
                              f"{', '.join(differ[:5])} differ{'s' if len(differ) == 1 else ''} from them; leave "
@@ -240,7 +240,8 @@ def upstream_of_stage(upstream: list[Result], *stage_names: str) -> Result | Non
     return next((u for u in upstream if u.stage in stage_names), None)
 
 
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs, apart from RESUME_MAY_CHANGE."""
     keys = []
     for k in sorted(set(a) | set(b)):
         name = f"{prefix}{k}"
@@ -248,7 +249,7 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
             continue
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _differences(va, vb, name + ".")
+            keys += differences(va, vb, name + ".")
         elif redact.value(k, va) != redact.value(k, vb):
             keys.append(name)
     return keys

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from libhyrax.errors import ModelError, RunError, UsageError
+from libhyrax.errors import ConfigError, ModelError, RunError, UsageError
 from libhyrax.models import HyraxModel, load_trained
 from libhyrax.stages.train import train
 
@@ -115,6 +115,8 @@ def test_resume_after_a_crash_in_epoch_3_of_5_ends_with_the_uninterrupted_weight
     assert len(metrics(crashed)) == 2 and not (crashed / "model.pt").exists()
     with pytest.raises(UsageError, match="already trained 2 epochs"):
         train(resume=crashed, overrides=["train.epochs=1"])
+    with pytest.raises(UsageError, match="only train.epochs may change, not optimizer.kwargs.lr"):
+        train(resume=crashed, overrides=["optimizer.kwargs.lr=0.5"])  # half one training, half another
     resumed = train(resume=crashed)
     assert resumed.path.name == crashed.name.removesuffix(".failed") and not crashed.exists()
     assert same_weights(weights(resumed), weights(whole), atol=1e-6)
@@ -455,3 +457,28 @@ def test_a_rank_with_no_validation_batches_does_not_hang_the_others(tmp_path):
         port = str(s.getsockname()[1])
     procs = [subprocess.Popen([sys.executable, str(script), str(r), port]) for r in range(2)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
+
+
+def test_train_epochs_below_one_is_a_config_error(survey, workdir, shared_mlflow):
+    cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=-1)
+    with pytest.raises(ConfigError, match="train.epochs must be at least 1, not -1"):
+        train(cfg)
+
+
+def test_a_run_that_died_after_its_last_checkpoint_is_not_trained_again(survey, workdir, shared_mlflow, monkeypatch):
+    import libhyrax.stages.train as stage
+
+    cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=2)
+    whole = train(cfg)
+
+    def lost(*args, **kwargs):
+        raise RuntimeError("node lost while saving the model")
+
+    monkeypatch.setattr(stage, "save_trained", lost)
+    with pytest.raises(RuntimeError, match="node lost"):
+        train(cfg)
+    monkeypatch.undo()
+    [crashed] = failed_runs(workdir / "results")
+    resumed = train(resume=crashed)
+    assert same_weights(weights(resumed), weights(whole))
+    assert [r["epoch"] for r in metrics(resumed)] == ["1", "2"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax.config import resolve
-from libhyrax.errors import DataError
+from libhyrax.errors import ConfigError, DataError
 from libhyrax.models import build_model, describe, load_weights, model_class, prepare, save_trained
 from libhyrax.models.base import first_rows
 from libhyrax.results import Result
@@ -61,6 +61,8 @@ def train(config=None, *, overrides=(), resume=None, stop_at_iteration: int | No
     """
     resumed = resume_run(resume, overrides) if resume else None
     cfg = resumed.config if resumed else resolve(config, overrides)
+    if int(cfg["train"]["epochs"]) < 1:
+        raise ConfigError(f"train.epochs must be at least 1, not {cfg['train']['epochs']}")
     with dist.distributed(cfg["general"]["device"]):
         return _train(cfg, resumed, stop_at_iteration)
 
@@ -96,7 +98,8 @@ def _train(cfg: dict, resumed: Resumed | None, stop_at_iteration: int | None) ->
     dist.barrier()  # every rank has read the resumed run's files before rank 0 moves its directory
 
     if not rank0:  # the other ranks train their share; only rank 0 writes
-        trainer.run(train_data, max_epochs=epochs)
+        if resumed is None or resumed.epochs_done < epochs:
+            trainer.run(train_data, max_epochs=epochs)
         return None
     with open_run("train", cfg, resume=resumed.path if resumed else None) as run:
         _record_inputs(run, cfg, group, splits, resumed, cls, device)
@@ -106,8 +109,13 @@ def _train(cfg: dict, resumed: Resumed | None, stop_at_iteration: int | None) ->
                 run.record(mlflow_run_id=tracker.run_id)
             attach_logging(trainer, run, tracker, best, epochs)
             attach_checkpoints(trainer, run.path, model, optimizer, scheduler, best, tracker.run_id)
-            with progress:
-                trainer.run(train_data, max_epochs=epochs)
+            if resumed is not None and resumed.epochs_done >= epochs:
+                # it stopped after its last epoch's checkpoint (say while saving the model): nothing is left
+                # to train, and Ignite would start over on a finished state
+                log.info("all %d epochs were trained before the interruption; saving the model", epochs)
+            else:
+                with progress:
+                    trainer.run(train_data, max_epochs=epochs)
 
             desc = describe(model, cfg, sample)
             save_trained(run.path, model, desc)

@@ -23,6 +23,7 @@ from libhyrax.config import read_toml, resolve
 from libhyrax.errors import UsageError
 from libhyrax.models import load_weights
 from libhyrax.results import CONFIG_FILE, read_provenance
+from libhyrax.runs import differences
 from libhyrax.training.engine import load_checkpoint, set_rng_state
 from libhyrax.training.handlers import LAST, BestEpoch
 
@@ -72,7 +73,13 @@ def resume_run(path, overrides=()) -> Resumed:
     if not (path / LAST).is_file():
         raise UsageError(f"--resume {path}: it has no checkpoint (it stopped in its first epoch); "
                          "start a new run instead")
-    resumed = Resumed(path, resolve(read_toml(path / CONFIG_FILE), overrides), load_checkpoint(path / LAST))
+    own = resolve(read_toml(path / CONFIG_FILE))
+    resumed = Resumed(path, resolve(own, overrides), load_checkpoint(path / LAST))
+    # more epochs is the one thing a resumed run may be asked for: anything else would mix two trainings
+    changed = [k for k in differences(own, resumed.config) if k != "train.epochs"]
+    if changed:
+        raise UsageError(f"--resume {path}: a resumed run continues with its own settings; only train.epochs may "
+                         f"change, not {', '.join(changed[:5])} (start a new run for other settings)")
     done = resumed.epochs_done
     if done > int(resumed.config["train"]["epochs"]):
         raise UsageError(f"the resumed run has already trained {done} epochs; set train.epochs to {done} or more "
