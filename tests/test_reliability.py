@@ -404,6 +404,61 @@ def test_credentials_in_a_url_are_never_written_or_printed(workdir, hyrax, monke
     assert "alice:***@127.0.0.1" in next((workdir / "results").rglob("index.log")).read_text()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_training_with_an_unreachable_tracking_server_goes_on_at_once_and_keeps_its_secret(
+        tmp_path, workdir, capfd, caplog, monkeypatch):
+    import time
+
+    from test_train import small_config
+
+    from libhyrax.data.synthetic import generate_survey
+    from libhyrax.stages.train import train
+
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    secret = "s3cr3t-Token-42"
+    uri = f"http://alice:{secret}@127.0.0.1:{free_port()}/"  # nothing listens there
+    survey = generate_survey(tmp_path / "survey.h5", n=64, size=16, seed=0)
+    t0 = time.monotonic()
+    run = train(small_config(survey, workdir / "results", mlflow_uri=uri, epochs=1))
+    assert time.monotonic() - t0 < 60  # MLflow alone would retry for minutes
+    out = capfd.readouterr()
+    assert "tracking is off" in caplog.text and secret not in out.out + out.err + caplog.text
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == secret  # where MLflow looks for it
+    for path in (workdir / "results").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), f"{path} holds the secret"
+    assert (run.path / "model.pt").is_file()
+
+
+def test_mlflow_artifacts_are_not_written_outside_a_moved_tree(tmp_path, workdir):
+    import shutil
+
+    from test_train import small_config
+
+    from libhyrax.data.synthetic import generate_survey
+    from libhyrax.stages.test import test
+    from libhyrax.stages.train import train
+
+    survey = generate_survey(tmp_path / "survey.h5", n=64, size=16, seed=0)
+    old = workdir / "scratch" / "results"
+    trained = train(small_config(survey, old, epochs=1))
+    new = workdir / "project" / "results"
+    new.parent.mkdir()
+    shutil.move(str(old), new)
+    moved_train = new / trained.path.name
+    result = test(small_config(survey, new, epochs=1), from_run=moved_train)
+    assert not old.exists(), "MLflow recreated folders at the old location"
+    assert (result.path / "test_metrics.json").is_file()
+
+
 # --- 8. run names --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "x.failed", ""])

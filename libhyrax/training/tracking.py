@@ -1,7 +1,14 @@
 """What a train or test run records: `metrics.csv` in its results directory (self-contained) and an MLflow
 run. The MLflow store is a SQLite file in `general.results_dir` (one per results folder, so its runs can be
 compared: `mlflow ui --backend-store-uri sqlite:///results/mlflow.db`), artifacts beside it in
-`mlartifacts/`; `general.mlflow_tracking_uri` points at a site server instead. Telemetry is off."""
+`mlartifacts/`; `general.mlflow_tracking_uri` points at a site server instead. Telemetry is off.
+
+A site server's credentials go in MLflow's own environment variables (MLFLOW_TRACKING_USERNAME and
+MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN); credentials written into the URL are moved there for
+this process, and the URL is recorded and logged without them. A server that doesn't answer within
+PROBE_TIMEOUT_S turns tracking off with one warning before training starts, instead of MLflow's minutes of
+retries. Artifacts are logged only where the experiment keeps them inside this results tree (a tree that
+was moved still names its old place: its artifacts are in each run's directory anyway)."""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import os
 import time
 from pathlib import Path
 
+from libhyrax import redact
 from libhyrax.results import results_root
 from libhyrax.runs import SLURM_VARS
 
@@ -19,6 +27,7 @@ log = logging.getLogger("hyrax.train")
 METRICS_FILE = "metrics.csv"
 STORE = "mlflow.db"
 MAX_PARAM_LEN = 6000  # MLflow's limit on a parameter's value
+PROBE_TIMEOUT_S = 3.0
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
@@ -60,12 +69,41 @@ class MetricsCSV:
 
 
 def tracking_uri(cfg: dict) -> str:
+    """The store's URI, without credentials (those go to MLflow's environment variables)."""
     uri = cfg["general"].get("mlflow_tracking_uri")
     if uri:
-        return str(uri)
+        return _credentials_to_environment(str(uri))
     root = results_root(cfg).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / STORE}"
+
+
+def _credentials_to_environment(uri: str) -> str:
+    """MLflow reads a server's credentials from MLFLOW_TRACKING_USERNAME/PASSWORD (or _TOKEN); a URL
+    that carries them has them moved there (unless already set), so no URL with a secret reaches MLflow,
+    its store, or our logs."""
+    from libhyrax.redact import url_credentials
+
+    bare, user, password = url_credentials(uri)
+    if user is not None and password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
+    elif user is not None:  # https://<token>@host/
+        os.environ.setdefault("MLFLOW_TRACKING_TOKEN", user)
+    return bare
+
+
+def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Raise OSError when an http(s) tracking server doesn't accept a connection within `timeout`."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    with socket.create_connection((parts.hostname, port), timeout=timeout):
+        pass
 
 
 class MLflowRun:
@@ -90,7 +128,13 @@ class MLflowRun:
         for name in ("mlflow", "alembic", "sqlalchemy"):  # mlflow sets its logger's level when imported
             logging.getLogger(name).setLevel(logging.WARNING)
 
-        self.client = MlflowClient(tracking_uri=tracking_uri(cfg))
+        uri = tracking_uri(cfg)
+        # MLflow retries an unreachable server for minutes; one quick look first, and shorter retries after
+        probe(uri)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        self.results_root = results_root(cfg).resolve()
+        self.client = MlflowClient(tracking_uri=uri)
         if run_id:
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
@@ -105,7 +149,7 @@ class MLflowRun:
         tags |= {f"slurm.{k.lower().removeprefix('slurm_')}": os.environ[k] for k in SLURM_VARS if k in os.environ}
         run = self.client.create_run(exp_id, run_name=run_name or run_dir.name, tags=tags)
         self.run_id = run.info.run_id
-        params = [Param(k, v) for k, v in flatten(cfg).items()]
+        params = [Param(k, v) for k, v in flatten(redact.config(cfg)).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i:i + 100])
 
@@ -131,8 +175,27 @@ class MLflowRun:
         self._call("logging metrics", self.client.log_batch, self.run_id, metrics=batch)
 
     def log_artifact(self, path: Path) -> None:
-        if self.client is not None and path.is_file():
+        if self.client is not None and path.is_file() and self._artifacts_stay_in_the_tree():
             self._call("logging an artifact", self.client.log_artifact, self.run_id, str(path))
+
+    def _artifacts_stay_in_the_tree(self) -> bool:
+        """False (with a warning) when this run's artifacts would be written to a local folder outside the
+        current results tree: an experiment made before the tree moved names the old place."""
+        from urllib.parse import unquote, urlsplit
+
+        try:
+            where = self.client.get_run(self.run_id).info.artifact_uri
+        except Exception:
+            return True  # the store can't say: log_artifact itself reports the failure
+        parts = urlsplit(where)
+        if parts.scheme not in ("", "file"):
+            return True  # a server's artifact store
+        folder = Path(unquote(parts.path)).resolve()
+        if folder == self.results_root or self.results_root in folder.parents:
+            return True
+        log.warning("MLflow keeps this experiment's artifacts in %s, outside the results tree %s (moved?); "
+                    "not logging artifacts there (they are in the run's directory)", folder, self.results_root)
+        return False
 
     def set_tag(self, key: str, value: str) -> None:
         if self.client is not None:
