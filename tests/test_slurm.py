@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,32 @@ def test_pipeline_failure_cancels_the_stages_after_it(slurm, tmp_path):
     assert states == {"train": ["COMPLETED"], "infer": ["COMPLETED", "FAILED"], "umap": ["CANCELLED"],
                       "visualize": ["CANCELLED"], "index": ["CANCELLED"], "anomaly": ["CANCELLED"]}
     assert [line.split()[0] for line in calls.read_text().splitlines()].count("umap") == 0
+
+
+@pytest.mark.slow
+def test_scancel_marks_a_training_run_interrupted_and_it_resumes(slurm, tmp_path):
+    """Slurm's SIGTERM (scancel, the time limit) reaches the stage: the run is kept as .failed with status
+    interrupted and the signal's name, the job log says how to go on, and --resume finishes it."""
+    import json
+
+    small = ("--set", "model.HyraxAutoencoder.base_channel_size=4", "--set", "model.HyraxAutoencoder.latent_dim=8",
+             "--set", "data_loader.batch_size=64")
+    job = slurm.sbatch("--cpus-per-task=1", "--mem-per-cpu=2G", str(REPO / "apptainer" / "hyrax.sbatch"), "train",
+                       "--set", "train.epochs=500", *small, cwd=tmp_path, env={"HYRAX": f"{sys.executable} -m hyrax_cli"})
+    log = tmp_path / f"hyrax-{job}.out"
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "results").glob("*-train-*.partial/checkpoints/last.pt")):
+        assert time.monotonic() < deadline, log.read_text() if log.exists() else "no job log"
+        time.sleep(0.5)
+    subprocess.run(["scancel", job], check=True)
+    [task] = slurm.wait(job, timeout=120)
+    [failed] = list((tmp_path / "results").glob("*-train-*.failed"))
+    prov = json.loads((failed / "provenance.json").read_text())
+    assert prov["status"] == "interrupted" and "SIGTERM" in prov["error"], prov
+    text = log.read_text()
+    assert "interrupted: received SIGTERM" in text and f"hyrax train --resume results/{failed.name}" in text
+    done = subprocess.run([sys.executable, "-m", "hyrax_cli", "train", "--resume", str(failed),
+                           "--set", "train.epochs=2"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("SLURM_")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / done.stdout.strip() / "provenance.json").read_text())["status"] == "complete"

@@ -26,6 +26,9 @@ def test_script_parses_and_is_executable(path):
 def test_sbatch_scripts_run_the_image_unless_told_otherwise(path):
     text = path.read_text()
     assert "set -euo pipefail" in text and "#SBATCH --time=" in text
+    # the time limit's SIGTERM reaches the stage early enough to mark its run interrupted (exit 143)
+    assert re.search(r"^#SBATCH --signal=(B:)?TERM@\d+$", text, re.M)
+    assert ("exec $HYRAX" in text) == ("--signal=B:TERM" in text)  # the batch shell is the stage itself
     assert "HYRAX=${HYRAX:-apptainer run " in text and "${HYRAX_SIF:-hyrax" in text
 
 
