@@ -3,6 +3,8 @@ latents in input order, the train run's transforms, resume, 3 Slurm-array shards
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -83,26 +85,34 @@ def test_uses_the_train_runs_transforms_not_the_current_config(train_run, full, 
     assert read_provenance(result.path)["stage_info"]["data_set"]["asinh_scale"] == 0.2
 
 
-def test_failed_run_resumes_to_the_exact_result(train_run, full, workdir, monkeypatch):
+def interrupted_infer(train_run, monkeypatch, cfg, batch: int = 3):
+    """An infer run from `train_run` that failed in its `batch`th batch; returns its .failed directory."""
     from libhyrax.engines import TorchEngine
     from libhyrax.stages.infer import infer
 
     real, calls = TorchEngine.outputs, []
 
-    def failing(self, batch):
+    def failing(self, batch_):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == batch:
             raise RuntimeError("node lost")
-        return real(self, batch)
+        return real(self, batch_)
 
     monkeypatch.setattr(TorchEngine, "outputs", failing)
     with pytest.raises(RuntimeError, match="node lost"):
-        infer({"data_loader": {"batch_size": 128}}, from_run=train_run)
-    failed = next((workdir / "results").glob("*-infer-*.failed"))
+        infer(cfg, from_run=train_run)
+    monkeypatch.setattr(TorchEngine, "outputs", real)
+    return next(Path(cfg["general"]["results_dir"]).glob("*-infer-*.failed"))
+
+
+def test_failed_run_resumes_to_the_exact_result(train_run, full, workdir, monkeypatch):
+    from libhyrax.stages.infer import infer
+
+    cfg = resolve({"data_loader": {"batch_size": 128}})
+    failed = interrupted_infer(train_run, monkeypatch, cfg)
     assert read_provenance(failed)["status"] == "failed"
     with h5py.File(failed / "latents.h5") as f:
         assert f.attrs["rows_written"] == 256
-    monkeypatch.setattr(TorchEngine, "outputs", real)
     result = infer({"data_loader": {"batch_size": 128}}, from_run=train_run, resume=failed)
     assert result.path == failed.with_name(failed.name.removesuffix(".failed"))
     got = read_latents(result.path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_infer import make_train_run, read_latents
+from test_infer import interrupted_infer, make_train_run, read_latents
 
 from libhyrax.config import resolve
 from libhyrax.errors import UsageError
@@ -27,26 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # --- 1. a resumed run continues with exactly what it started with ---------------------------------------
-
-def interrupted_infer(train_run, monkeypatch, cfg):
-    """An infer run from `train_run` that failed after two batches; returns its .failed directory."""
-    from libhyrax.engines import TorchEngine
-    from libhyrax.stages.infer import infer
-
-    real, calls = TorchEngine.outputs, []
-
-    def failing(self, batch):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("node lost")
-        return real(self, batch)
-
-    monkeypatch.setattr(TorchEngine, "outputs", failing)
-    with pytest.raises(RuntimeError, match="node lost"):
-        infer(cfg, from_run=train_run)
-    monkeypatch.setattr(TorchEngine, "outputs", real)
-    return next(Path(cfg["general"]["results_dir"]).glob("*-infer-*.failed"))
-
 
 def test_resume_continues_with_its_own_model_not_the_newest(workdir, monkeypatch):
     from libhyrax.stages.infer import infer
