@@ -364,6 +364,21 @@ def test_an_index_kept_with_pickle_is_signed_and_checked(tmp_path, colleague_key
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_qdrant_local_index_is_signed_and_an_edited_one_refused(tmp_path):
+    pytest.importorskip("qdrant_client")
+    from libhyrax.vector_index import VectorIndex
+
+    idx = VectorIndex.create(tmp_path / "run" / "index", 4, backend="qdrant")
+    idx.add(["a", "b", "c"], np.eye(3, 4, dtype="f4"))
+    idx.persist()
+    assert VectorIndex.open(tmp_path / "run" / "index").search(np.eye(1, 4, dtype="f4"), 1)[0][0, 0] == "a"
+    [store] = (tmp_path / "run" / "index" / "qdrant").rglob("*.sqlite")  # qdrant-client pickles points in it
+    with open(store, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(UsageError, match="refusing to load .*storage.sqlite"):
+        VectorIndex.open(tmp_path / "run" / "index")
+
+
 # --- 6. secrets ---------------------------------------------------------------------------------------------------
 
 def test_credentials_in_a_url_are_never_written_or_printed(workdir, hyrax, monkeypatch, caplog):

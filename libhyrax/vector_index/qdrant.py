@@ -59,7 +59,7 @@ class QdrantIndex(VectorIndex):
         from qdrant_client import models
 
         for s in range(0, len(rows), BATCH):
-            self._client.upsert(self.params["collection"], wait=True, points=models.Batch(
+            (self._client or self._connect()).upsert(self.params["collection"], wait=True, points=models.Batch(
                 ids=[int(r) for r in rows[s:s + BATCH]], vectors=vectors[s:s + BATCH].tolist()))
 
     def _search(self, vectors, k):
@@ -67,15 +67,22 @@ class QdrantIndex(VectorIndex):
 
         params = models.SearchParams(hnsw_ef=int(self.params["ef_search"]))
         requests = [models.QueryRequest(query=v.tolist(), limit=k, params=params) for v in vectors]
-        answers = self._client.query_batch_points(self.params["collection"], requests=requests)
+        answers = (self._client or self._connect()).query_batch_points(self.params["collection"], requests=requests)
         width = min(len(a.points) for a in answers)
         rows = np.array([[p.id for p in a.points[:width]] for a in answers], dtype=np.int64)
         dist = np.array([[p.score for p in a.points[:width]] for a in answers], dtype=np.float32)
         return rows.reshape(len(vectors), width), dist.reshape(len(vectors), width)
 
+    def _persist(self) -> None:
+        # the local mode's client holds a lock on its folder until closed: close it, so the index can be
+        # opened again (by `search`, `anomaly`, or this process); a later call reconnects
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def _vectors(self, rows) -> np.ndarray:
         uniq, inverse = np.unique(rows, return_inverse=True)
-        got = self._client.retrieve(self.params["collection"], ids=[int(r) for r in uniq], with_vectors=True)
+        got = (self._client or self._connect()).retrieve(self.params["collection"], ids=[int(r) for r in uniq], with_vectors=True)
         by_id = {int(p.id): p.vector for p in got}
         return np.array([by_id[int(r)] for r in uniq], dtype=np.float32)[inverse]
 
