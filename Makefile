@@ -18,6 +18,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	# compile UMAP's numba code into ~/.cache/hyrax-numba now: the first `hyrax umap` then takes seconds
+	$(BIN)/python -m libhyrax.reducers.warm || echo "warning: UMAP's numba cache was not warmed"
 	touch $(STAMP)
 
 # The whole pipeline on the built-in sample (real galaxies from the Hubble eXtreme Deep Field).

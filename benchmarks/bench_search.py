@@ -1,7 +1,7 @@
 """Benchmark the vector index backends: build time, peak memory, search latency (p50, p95) by object id
 and by vector, and recall@10 of each approximate backend against exact search.
 
-    .venv/bin/python benchmarks/bench_search.py                          # 100k x 64, exact and chromadb
+    .venv/bin/python benchmarks/bench_search.py                          # 100k x 64, exact, chromadb, qdrant
     .venv/bin/python benchmarks/bench_search.py --n 1000000 --backends exact
     .venv/bin/python benchmarks/bench_search.py --n 100000 --data clustered gaussian --json out.json
     .venv/bin/python benchmarks/bench_search.py --n 1000000 --data gaussian --keep /tmp/idx   # keep the indexes
@@ -92,7 +92,7 @@ def measure(backend: str, n: int, dim: int, folder: Path, n_queries: int, device
     from libhyrax.vector_index import VectorIndex
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    __import__("chromadb" if backend == "chromadb" else "torch")  # the library's own memory, apart
+    __import__({"chromadb": "chromadb", "qdrant": "qdrant_client"}.get(backend, "torch"))  # the library's memory, apart
     import_rss = rss_mb()
     x = vectors(n, dim, data=data)
     rows, qv = queries(x, n_queries)
@@ -141,7 +141,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[100_000])
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--data", nargs="+", default=["clustered"], choices=["clustered", "gaussian"])
-    ap.add_argument("--backends", default="exact,chromadb")
+    ap.add_argument("--backends", default="exact,chromadb,qdrant")
     ap.add_argument("--keep", type=Path, help="build the indexes in KEEP/<data>-<n>/<backend> and keep them")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--device", default="auto")
