@@ -2,7 +2,8 @@
 
     attrs: format="hyrax-cutouts", format_version, bands, pixel_scale (when known), rows_written, complete
     /object_id        (N,) UTF-8 strings, unique
-    /images           (N, C, H, W) float32, chunked by whole rows (~1 MiB) so contiguous batches are cheap
+    /images           (N, C, H, W) float32 (or float16: half the bytes to read; read back as float32),
+                      chunked by whole rows (~1 MiB) so contiguous batches are cheap
     /catalog/<col>    (N,) one array per catalog column
     /masks, /variance (N, C, H, W), optional
 """
@@ -28,6 +29,8 @@ from libhyrax.hdf5 import (
 )
 
 FORMAT, FORMAT_VERSION = "hyrax-cutouts", 1
+PIXEL_DTYPES = ("float32", "float16")  # how pixels are stored; they are always read back as float32
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 PLANES = ("images", "masks", "variance")  # per-pixel arrays; fields "image", "mask", "variance"
 FIELD_OF = {"images": "image", "masks": "mask", "variance": "variance"}
 
@@ -49,14 +52,21 @@ class CutoutWriter:
     `n_rows` (when known) preallocates; otherwise the file grows. Every batch carries as many ids as
     images and catalog rows. An interrupted write (no `complete` attribute) resumes after its last
     `rows_written` when reopened with the same shape. `close()` checks the object ids are unique.
+    `dtype="float16"` stores pixels in half the bytes (what a GPU's input pipeline reads); a pixel beyond
+    float16's range (65504) is an error rather than an infinity.
     """
 
     def __init__(self, path, shape: tuple[int, int, int], bands, n_rows: int | None = None,
                  pixel_scale: float | None = None, planes: tuple[str, ...] = ("images",),
-                 id_length: int = 64, attrs: dict | None = None):
+                 id_length: int = 64, attrs: dict | None = None, dtype: str = "float32"):
         self.path, self.shape, self.n_rows = Path(path), tuple(int(s) for s in shape), n_rows
         if len(self.shape) != 3:
             raise DataError(f"cutouts must be (bands, height, width), not shape {self.shape}")
+        if str(dtype) not in PIXEL_DTYPES:
+            from libhyrax.errors import ConfigError, unknown_choice
+
+            raise ConfigError(unknown_choice("pixel dtype", dtype, PIXEL_DTYPES))
+        self.dtype = np.dtype(str(dtype))
         self.file = reopen_unfinished(self.path, FORMAT, lambda f: f["images"].shape[1:] == self.shape)
         if self.file is None:
             self.file = h5py.File(self.path, "w")
@@ -74,10 +84,10 @@ class CutoutWriter:
             f.attrs["pixel_scale"] = float(pixel_scale)
         f.attrs.update(attrs)
         n = self.n_rows or 0
-        rows = chunk_rows(self.shape, np.float32)
+        rows = chunk_rows(self.shape, self.dtype)
         f.create_dataset("object_id", shape=(n,), maxshape=(None,), dtype=id_dtype(id_length), chunks=(4096,))
         for plane in planes:
-            f.create_dataset(plane, shape=(n, *self.shape), maxshape=(None, *self.shape), dtype=np.float32,
+            f.create_dataset(plane, shape=(n, *self.shape), maxshape=(None, *self.shape), dtype=self.dtype,
                              chunks=(rows, *self.shape))
         f.require_group("catalog")
 
@@ -96,6 +106,12 @@ class CutoutWriter:
         n = len(ids)
         arrays = {"images": images, "masks": masks, "variance": variance}
         arrays = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items() if v is not None}
+        if self.dtype == np.float16:
+            for name, arr in arrays.items():
+                finite = arr[np.isfinite(arr)]
+                if finite.size and float(np.abs(finite).max()) > FLOAT16_MAX:
+                    raise DataError(f"{name} hold values up to {float(np.abs(finite).max()):.4g}, beyond float16's "
+                                    f"{FLOAT16_MAX:g}; store these cutouts as float32 (or scale them first)")
         arrays |= {f"catalog/{k}": np.asarray(v) for k, v in (catalog or {}).items()}
         for name, arr in arrays.items():
             if len(arr) != n:
@@ -147,7 +163,7 @@ class CutoutWriter:
 
 
 def write_cutouts(path, object_id, images, catalog: dict | None = None, bands=None,
-                  pixel_scale: float | None = None, masks=None, variance=None) -> Path:
+                  pixel_scale: float | None = None, masks=None, variance=None, dtype: str = "float32") -> Path:
     """Write a whole (small) cutout file at once, atomically (tmp + rename)."""
     path = Path(path)
     images = np.asarray(images, dtype=np.float32)
@@ -158,10 +174,15 @@ def write_cutouts(path, object_id, images, catalog: dict | None = None, bands=No
     planes = tuple(p for p, v in zip(PLANES, (images, masks, variance), strict=True) if v is not None)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with CutoutWriter(tmp, images.shape[1:], bands, n_rows=len(ids), pixel_scale=pixel_scale, planes=planes,
-                      id_length=max(ids.dtype.itemsize, 1)) as w:
+                      id_length=max(ids.dtype.itemsize, 1), dtype=dtype) as w:
         w.append(ids, images, catalog=catalog, masks=masks, variance=variance)
     os.replace(tmp, path)
     return path
+
+
+def as_float32(arr: np.ndarray) -> np.ndarray:
+    """float16 pixels as float32 (a new array: models and transforms compute in float32); others as they are."""
+    return arr.astype(np.float32) if arr.dtype == np.float16 else arr
 
 
 def open_cutouts(path) -> h5py.File:
@@ -313,9 +334,10 @@ class HyraxHDF5Dataset(Dataset):
                 raw = ds[start:stop]
                 out[field] = _id_bytes(raw) if id_bytes else _id_str(raw)
             else:
-                out[field] = arr = np.empty((stop - start, *ds.shape[1:]), dtype=ds.dtype)
+                arr = np.empty((stop - start, *ds.shape[1:]), dtype=ds.dtype)
                 if stop > start:  # read_direct: straight into our array, ~10% faster than slicing
                     ds.read_direct(arr, np.s_[start:stop])
+                out[field] = as_float32(arr)
         return out
 
     def id_width(self) -> int:
@@ -348,6 +370,7 @@ class HyraxHDF5Dataset(Dataset):
                 got = np.empty((len(srt), *ds.shape[1:]), dtype=ds.dtype)
                 for a, o, n in zip(starts, offsets, lengths, strict=True):
                     ds.read_direct(got, np.s_[a:a + n], np.s_[o:o + n])
+                got = as_float32(got)
             if not in_order:
                 res = np.empty_like(got)
                 res[order] = got

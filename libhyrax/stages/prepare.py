@@ -69,7 +69,7 @@ def prepare_fits(folder: Path, catalog: Path, out: Path, rejected_csv: Path, p: 
     size = int(p["cutout_size"])
     id_length = max((len(i.encode("utf-8")) for i in ids), default=1)
     with CutoutWriter(out, (len(bands), size, size), bands, id_length=id_length,
-                      attrs={"source": str(folder)}) as writer, \
+                      attrs={"source": str(folder)}, dtype=p["dtype"]) as writer, \
             open(rejected_csv, "a" if _resumed(writer, rejected_csv) else "w", newline="", encoding="utf-8") as fh, \
             Progress("prepare", total=len(ids)) as progress:
         # catalog objects handled so far (written or rejected): stored with each batch, so a resumed run
