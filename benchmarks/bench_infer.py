@@ -30,11 +30,14 @@ import numpy as np
 SIZE, BASE, LATENT = 16, 8, 16
 
 
+DTYPE = "float32"  # --dtype: how the cutouts are stored (float16: half the bytes to read)
+
+
 def make_cutouts(path: Path, n: int, seed: int = 0, chunk: int = 65536) -> Path:
     from libhyrax.data import CutoutWriter
 
     rng = np.random.default_rng(seed)
-    with CutoutWriter(path, (1, SIZE, SIZE), ["r"], n_rows=n, id_length=12) as w:
+    with CutoutWriter(path, (1, SIZE, SIZE), ["r"], n_rows=n, id_length=12, dtype=DTYPE) as w:
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
             w.append(np.char.mod("obj%09d", np.arange(a, b)), rng.exponential(0.1, (b - a, 1, SIZE, SIZE)).astype("f4"))
@@ -143,7 +146,10 @@ def main() -> None:
                     help="also time infer with this many reader processes (data_loader.num_workers)")
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one, deleted after)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="cutout storage")
     args = ap.parse_args()
+    global DTYPE
+    DTYPE = args.dtype
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import torch
 
