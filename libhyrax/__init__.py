@@ -25,6 +25,7 @@ _API = {
     "dump_config": "libhyrax.config:dump_config",
     "Result": "libhyrax.results:Result",
     "Hyrax": "libhyrax.api:Hyrax",
+    "lookup": "libhyrax.api:lookup",
     # extension points (one small base class each) and their checkers
     "Dataset": "libhyrax.data:Dataset",
     "check_dataset": "libhyrax.data:check_dataset",

@@ -138,7 +138,7 @@ def test_reference_aliases_work_and_point_to_our_names():
     from typer.testing import CliRunner
 
     app = build_app()
-    assert set(ALIASES) == {"reduce_dimensions", "save_to_database", "lookup", "to_onnx"}
+    assert set(ALIASES) == {"reduce_dimensions", "save_to_database", "to_onnx"}  # lookup is its own tool
     for alias in ALIASES:
         result = CliRunner().invoke(app, [alias, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, alias

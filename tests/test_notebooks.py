@@ -1,13 +1,107 @@
-"""The notebooks run top to bottom in a real Jupyter kernel (nbclient), so they can't rot."""
+"""The notebook gallery runs top to bottom in a real Jupyter kernel (nbclient), so it can't rot; and each
+notebook shows what it says it shows (the values checked below come from its outputs)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def number(text: str, pattern: str) -> float:
+    """The number after `pattern` in the notebook's outputs."""
+    found = re.search(pattern + r"\s*([-+0-9.e]+)", text)
+    assert found, f"no {pattern!r} in the notebook's outputs"
+    return float(found.group(1))
+
+
+# name -> checks on (the text of every output, the number of pictures, the working directory)
+def _quickstart(text, pictures, workdir):
+    assert "(1000, 64)" in text  # latents of every object in the sample
+    assert re.search(r"HDF-0001\s+1\s+HDF-0001\s+0", text)  # the search table: the query object comes first
+    assert pictures >= 2 and list((workdir / "results").glob("*-train-*"))  # neighbours, top anomalies
+
+
+def _cutouts(text, pictures, workdir):
+    assert "'n_objects': 238, 'n_rejected': 2" in text
+    assert "HDF-0008,B,,missing band" in text and "HDF-0012,G,HDF-0012_G.fits,\"unreadable FITS" in text
+    assert "latents: (238, 16) of 238 objects" in text and pictures >= 2
+
+
+def _own_classes(text, pictures, workdir):
+    assert "Shapes: 300 objects, fields image, label, object_id: ok" in text
+    assert "define infer_batch(x)" in text  # check_model said what the first try lacked
+    assert number(text, "kinds told apart by the latents:") >= 0.8
+    assert "ModuleRingFinder trained, recorded as my_survey_plugins.ModuleRingFinder" in text
+
+
+def _map(text, pictures, workdir):
+    selected = re.search(r"(\d+) objects selected, e.g. \['SYN-", text)
+    assert selected and int(selected.group(1)) > 0  # ids back in Python
+    assert re.search(r"kinds: \{'[a-z_]+': \d+", text)  # their cutouts were read
+    assert "map coloured by mag" in text and pictures >= 2
+
+
+def _finding(text, pictures, workdir):
+    assert "nearest to the image of SYN-042: SYN-042" in text
+    random = number(text, r"\(random:")
+    assert number(text, "precision@50 =") >= 4 * random  # the ranking finds the injected anomalies
+    assert pictures >= 3
+
+
+def _comparing(text, pictures, workdir):
+    assert re.search(r"\{4: \[[0-9., ]+\],\s+32: \[", text) or re.search(r"\{32: \[[0-9., ]+\],\s+4: \[", text)
+    assert "better: latent_dim=" in text and pictures >= 1
+
+
+def _without_hyrax(text, pictures, workdir):
+    assert number(text, "onnxruntime vs Hyrax's latents: largest difference") < 1e-3
+    assert "x = arcsinh(x / 0.1)" in text and pictures >= 1
+
+
+def _reference(text, pictures, workdir):
+    assert "Spirals: 400 objects, fields image, label, object_id, twist: ok" in text
+    assert "general.dev_mode, train.weights_filename are not used" in text  # named once, not fatal
+    assert number(text, "spirals told from smooth disks, all 400 objects: accuracy") >= 0.9
+    assert "{'spiral-0007': ['spiral-0007'," in text and "{0: ['spiral-0007'," in text  # the reference's shapes
+    assert number(text, "engine vs infer: largest difference") < 1e-3
+    assert "visualize_v2: Hyrax.visualize_v2 is a verb of the reference Hyrax" in text
+
+
+CHECKS = {"01_quickstart": _quickstart, "02_your_own_cutouts": _cutouts, "03_your_own_dataset_and_model": _own_classes,
+          "04_exploring_the_map": _map, "05_finding_things": _finding, "06_comparing_runs": _comparing,
+          "07_results_without_hyrax": _without_hyrax, "08_coming_from_reference_hyrax": _reference}
+
+
+def outputs(nb) -> tuple[str, int]:
+    """Every text a notebook's cells printed or showed, and how many pictures (PNG) they showed."""
+    texts, pictures = [], 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            texts.append(out.get("text", ""))
+            data = out.get("data", {})
+            texts.append(data.get("text/plain", ""))
+            pictures += "image/png" in data
+    return "\n".join(texts), pictures
+
+
+def test_the_gallery_is_numbered_and_complete():
+    names = [p.stem for p in NOTEBOOKS]
+    assert set(CHECKS) <= set(names), f"missing: {set(CHECKS) - set(names)}"
+    assert all(re.fullmatch(r"\d\d_[a-z0-9_]+", n) for n in names), names
+
+
+def test_notebooks_are_saved_without_outputs():
+    import nbformat
+
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+        assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
 
 
 @pytest.mark.slow
@@ -19,8 +113,7 @@ def test_notebook_runs(path, workdir):
     shutil.copy(path, workdir / path.name)
     nb = nbformat.read(workdir / path.name, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
-    outputs = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    if path.name == "quickstart.ipynb":
-        assert "HDF-0001" in outputs  # the search table: the query object comes back
-        assert "(1000, 64)" in outputs  # latents of every object in the sample
-        assert list((workdir / "results").glob("*-train-*"))
+    text, pictures = outputs(nb)
+    check = CHECKS.get(path.stem)
+    if check is not None:
+        check(text, pictures, workdir)

@@ -130,3 +130,69 @@ def test_an_interrupted_prepare_resumes_to_the_same_file(workdir, fits_folder, m
     np.testing.assert_array_equal(b.column("image"), a.column("image"))
     assert whole.file("rejected.csv").read_text() == resumed.file("rejected.csv").read_text()
     assert resumed.provenance["stage_info"]["n_rejected"] == 5
+
+
+@pytest.fixture
+def reference_download(tmp_path):
+    """A folder as the reference Hyrax's `hyrax download` leaves it: one HSC-style FITS file per object and
+    band (an empty primary HDU, then image, mask and variance), named
+    <object_id>_<type>_<ra>_<dec>_<tract>_<filter>.fits, and manifest.fits with a row per object and band.
+    Object 2's HSC-R download failed ("Attempted"); object 4's HSC-I failed once, then succeeded on a retry."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    with h5py.File(sample_path(), "r") as f:
+        images = f["images"][:5]
+    folder = tmp_path / "hsc_download"
+    folder.mkdir()
+    bands = ["HSC-G", "HSC-R", "HSC-I"]
+    rows = {k: [] for k in ("tract", "ra", "dec", "sw", "sh", "filter", "type", "rerun", "image", "mask",
+                            "variance", "dim", "filename", "object_id")}
+
+    def row(oid, ra, dec, band, filename):
+        for key, value in (("tract", 9813), ("ra", ra), ("dec", dec), ("sw", "22asec"), ("sh", "22asec"),
+                           ("filter", band), ("type", "coadd"), ("rerun", "pdr3_wide"), ("image", True),
+                           ("mask", False), ("variance", False), ("dim", [64, 64]), ("filename", filename),
+                           ("object_id", oid)):
+            rows[key].append(value)
+
+    for i in range(5):
+        oid, ra, dec = 36411452835238200 + i, 150.1 + i * 1e-3, 2.2 + i * 1e-3
+        for b, band in enumerate(bands):
+            name = f"{oid}_coadd_{ra:.5f}_{dec:+.5f}_9813_{band}.fits"
+            if i == 2 and band == "HSC-R":
+                row(oid, ra, dec, band, "Attempted")
+                continue
+            if i == 4 and band == "HSC-I":
+                row(oid, ra, dec, band, "Attempted")  # the first try, listed before the retry
+            plane = images[i, b]
+            fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(plane), fits.ImageHDU(np.zeros_like(plane, np.int32)),
+                          fits.ImageHDU(np.ones_like(plane))]).writeto(folder / name)
+            row(oid, ra, dec, band, name)
+    Table(rows).write(folder / "manifest.fits", format="fits")
+    return folder, images
+
+
+def test_prepare_reads_a_reference_download_folder_as_it_is(workdir, reference_download):
+    folder, images = reference_download
+    result = prepare({"prepare": {"fits_dir": str(folder)}})
+    ds = HyraxHDF5Dataset({}, result.file("cutouts.h5"))
+    assert ds.bands == ["HSC-G", "HSC-R", "HSC-I"]  # wavelength order, not alphabetical
+    assert ds.column("object_id").tolist() == [str(36411452835238200 + i) for i in (0, 1, 3, 4)]
+    np.testing.assert_allclose(ds.column("image"), images[[0, 1, 3, 4]], rtol=1e-6)  # the image HDU
+    np.testing.assert_allclose(ds.column("ra"), 150.1 + np.array([0, 1, 3, 4]) * 1e-3)
+    assert ds.column("tract").tolist() == [9813] * 4 and "dim" not in ds.fields  # per-file columns left out
+    with open(result.file("rejected.csv")) as fh:
+        rejected = list(csv.DictReader(fh))
+    assert [(r["object_id"], r["band"]) for r in rejected] == [("36411452835238202", "HSC-R")]
+    assert rejected[0]["reason"] == "download failed (manifest.fits says 'Attempted')"
+    assert result.provenance["inputs"][0]["path"].endswith("manifest.fits")
+
+
+def test_fits_dataset_reads_a_reference_download_folder(workdir, reference_download):
+    from libhyrax.data import FitsImageDataset
+
+    folder, images = reference_download
+    ds = FitsImageDataset({}, str(folder))
+    assert len(ds) == 4 and ds.bands == ["HSC-G", "HSC-R", "HSC-I"]  # the failed download is left out
+    np.testing.assert_allclose(ds.get_image(3), images[4], rtol=1e-6)

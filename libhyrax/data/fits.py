@@ -1,6 +1,11 @@
 """FITS cutouts: a folder with one FITS file per object and band, plus a catalog in any table format
 astropy reads (columns object_id, filter, filename; ra, dec and anything else are carried along).
 
+A folder the reference Hyrax's `hyrax download` made is read as it is: its `manifest.fits` (a row per object
+and band: object_id, filter, filename, tract, ra, dec, dim, ...; files named
+`<object_id>_<type>_<ra>_<dec>_<tract>_<filter>.fits`) is the catalog, a row whose download failed
+(filename "Attempted" or empty) makes its object rejected, and HSC bands default to G, R, I, Z, Y order.
+
 `FitsImageDataset` reads such a folder directly; `hyrax prepare` turns it into one HDF5 cutout file,
 skipping bad objects (listed in rejected.csv). Both use the helpers here.
 """
@@ -20,6 +25,11 @@ from libhyrax.errors import DataError, UsageError, did_you_mean
 
 log = logging.getLogger("hyrax.data")
 TABLE_SUFFIXES = (".fits", ".fit", ".csv", ".ecsv", ".parquet", ".hdf5", ".h5", ".txt", ".dat", ".vot", ".xml")
+MANIFEST = "manifest.fits"  # the reference Hyrax's download inventory
+FAILED_DOWNLOAD = "Attempted"  # a manifest's filename for a download that did not finish
+# a manifest row describes one file; these columns describe the object (carried into the cutout file)
+MANIFEST_OBJECT_COLUMNS = ("ra", "dec", "tract")
+HSC_BANDS = ("HSC-G", "HSC-R", "HSC-I", "HSC-Z", "HSC-Y")  # by wavelength, as the reference downloads them
 
 
 class BadCutout(Exception):
@@ -58,10 +68,28 @@ def find_catalog(folder: Path, catalog) -> Path:
         path = Path(catalog).expanduser()
         return path if path.is_absolute() or path.exists() else folder / path
     found = [p for p in sorted(folder.glob("catalog.*")) if p.suffix.lower() in TABLE_SUFFIXES]
+    if not found and (folder / MANIFEST).is_file():
+        return folder / MANIFEST
     if len(found) != 1:
-        raise DataError(f"{folder}: {'no' if not found else 'several'} catalog.* files; name the catalog with "
-                        "prepare.catalog (or dataset_config catalog)")
+        raise DataError(f"{folder}: {'no' if not found else 'several'} catalog.* files (and no {MANIFEST}); name "
+                        "the catalog with prepare.catalog (or dataset_config catalog)")
     return found[0]
+
+
+def is_manifest(path) -> bool:
+    return Path(path).name == MANIFEST
+
+
+def manifest_columns(columns: dict[str, np.ndarray], file_col: str = "filename") -> dict[str, np.ndarray]:
+    """A reference download manifest as a catalog: its per-object columns kept, its per-file ones (dim, sw,
+    sh, type, rerun, ...) left out, and a failed try dropped where the same file was downloaded later."""
+    keep = {k: v for k, v in columns.items() if k in ("object_id", "filter", file_col, *MANIFEST_OBJECT_COLUMNS)}
+    if not {"object_id", "filter", file_col} <= set(keep):
+        return keep  # group_catalog names the missing column
+    failed = np.isin(np.char.strip(keep[file_col].astype(str)), (FAILED_DOWNLOAD, ""))
+    file_key = np.char.add(np.char.add(keep["object_id"].astype(str), "\0"), keep["filter"].astype(str))
+    retried = failed & np.isin(file_key, file_key[~failed])
+    return {k: np.asarray(v)[~retried] for k, v in keep.items()}
 
 
 def group_catalog(columns: dict[str, np.ndarray], id_col: str, filter_col: str, file_col: str, bands=None,
@@ -75,7 +103,7 @@ def group_catalog(columns: dict[str, np.ndarray], id_col: str, filter_col: str, 
     ids_raw = columns[id_col].astype(str)
     filters = columns[filter_col].astype(str)
     files = columns[file_col].astype(str)
-    band_list = [str(b) for b in bands] if bands else sorted(set(filters.tolist()))
+    band_list = [str(b) for b in bands] if bands else default_bands(filters)
     uniq, first, inverse = np.unique(ids_raw, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")  # catalog order
     rank = np.empty_like(order)
@@ -89,6 +117,14 @@ def group_catalog(columns: dict[str, np.ndarray], id_col: str, filter_col: str, 
     table[obj[known], band_sorted[pos_c[known]]] = files[known]
     extra = {k: v[first[order]] for k, v in columns.items() if k not in (id_col, filter_col, file_col)}
     return uniq[order], band_list, table, extra
+
+
+def default_bands(filters: np.ndarray) -> list[str]:
+    """Sorted band names; HSC bands (a reference download) in wavelength order, G R I Z Y."""
+    names = set(filters.tolist())
+    if names and names <= set(HSC_BANDS):
+        return [b for b in HSC_BANDS if b in names]
+    return sorted(names)
 
 
 def _key(col, id_col, filter_col) -> str:
@@ -131,6 +167,8 @@ def stack_bands(files, bands, folder: Path, size: int | None) -> np.ndarray:
     for band, name in zip(bands, files, strict=True):
         if not name:
             raise BadCutout("missing band", band=band)
+        if name == FAILED_DOWNLOAD:
+            raise BadCutout(f"download failed ({MANIFEST} says {FAILED_DOWNLOAD!r})", band=band)
         path = Path(name) if Path(name).is_absolute() else folder / name
         try:
             planes.append(read_fits_image(path))
@@ -162,12 +200,15 @@ class FitsImageDataset(Dataset):
         c = self.dataset_config
         self.catalog_path = find_catalog(self.folder, c.get("catalog"))
         columns = read_table(self.catalog_path)
+        if is_manifest(self.catalog_path):
+            columns = manifest_columns(columns, c.get("filename_column", "filename"))
         ids, self.bands, files, extra = group_catalog(
             columns, c.get("object_id_column", "object_id"), c.get("filter_column", "filter"),
             c.get("filename_column", "filename"), c.get("bands") or None, where=str(self.catalog_path))
-        complete = (files != "").all(axis=1)
+        complete = ((files != "") & (files != FAILED_DOWNLOAD)).all(axis=1)
         if not complete.all():
-            log.warning("%s: %d objects lack a band and are left out", self.catalog_path, int((~complete).sum()))
+            log.warning("%s: %d objects lack a band (or its download failed) and are left out", self.catalog_path,
+                        int((~complete).sum()))
         self.ids, self.files = ids[complete], files[complete]
         self.extra = {k: v[complete] for k, v in extra.items()}
         self.size = int(c.get("cutout_size") or 0) or None

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import libhyrax  # a class written as `libhyrax.HyraxModel`, its import in another cell
 from libhyrax.models import HyraxModel, hyrax_model
 """
 

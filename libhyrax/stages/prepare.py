@@ -9,9 +9,14 @@ config, the built-in sample.
     run.file("cutouts.h5"), run.file("rejected.csv")
 
 The catalog has one row per object and band (object_id, filter, filename; ra, dec and other columns
-are carried into /catalog). Each object's bands are stacked and centre-cropped to `cutout_size`. An object
-with a missing band, an unreadable or corrupt file, or a cutout smaller than `cutout_size` is skipped and
-listed, with the reason, in rejected.csv: one bad file never stops the run. Use the result with
+are carried into /catalog). A folder the reference Hyrax downloaded needs nothing more: with no catalog.*
+its `manifest.fits` is the catalog, and objects whose download failed are rejected (libhyrax.data.fits):
+
+    hyrax prepare --set prepare.fits_dir=~/hsc_download --set prepare.cutout_size=128
+
+Each object's bands are stacked and centre-cropped to `cutout_size`. An object with a missing band, an
+unreadable or corrupt file, or a cutout smaller than `cutout_size` is skipped and listed, with the reason,
+in rejected.csv: one bad file never stops the run. Use the result with
 `dataset_class = "HyraxHDF5Dataset"`, `data_location = "<run>/cutouts.h5"`.
 """
 
@@ -24,7 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax.config import resolve
-from libhyrax.data.fits import BadCutout, find_catalog, group_catalog, read_table, stack_bands
+from libhyrax.data.fits import (
+    BadCutout,
+    find_catalog,
+    group_catalog,
+    is_manifest,
+    manifest_columns,
+    read_table,
+    stack_bands,
+)
 from libhyrax.data.hdf5_dataset import CutoutWriter
 from libhyrax.data.sample import build_sample
 from libhyrax.errors import DataError
@@ -64,7 +77,10 @@ def prepare(config=None, *, overrides=(), resume=None) -> Result:
 
 def prepare_fits(folder: Path, catalog: Path, out: Path, rejected_csv: Path, p: dict) -> tuple[int, int]:
     """Stream the objects of `catalog` into `out`; returns (objects written, objects rejected)."""
-    ids, bands, files, extra = group_catalog(read_table(catalog), p["object_id_column"], p["filter_column"],
+    columns = read_table(catalog)
+    if is_manifest(catalog):
+        columns = manifest_columns(columns, p["filename_column"])
+    ids, bands, files, extra = group_catalog(columns, p["object_id_column"], p["filter_column"],
                                              p["filename_column"], p["bands"] or None, where=str(catalog))
     size = int(p["cutout_size"])
     id_length = max((len(i.encode("utf-8")) for i in ids), default=1)
