@@ -303,7 +303,8 @@ def assemble_shards(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "")
         raise DataError(f"{run_dir}: shard(s) missing or incomplete: {names}{hint}")
     shards = [found[i] for i in range(count)]
     with h5py.File(shards[0], "r") as f0:
-        names = [k for k in f0 if isinstance(f0[k], h5py.Dataset)]
+        names: list[str] = []  # every array, those in groups too (a cutout file's /catalog/<column>)
+        f0.visititems(lambda k, v: names.append(k) if isinstance(v, h5py.Dataset) else None)
         meta = {k: (f0[k].shape[1:], f0[k].dtype) for k in names}
         attrs = dict(f0.attrs)
     lengths = []
@@ -338,7 +339,8 @@ def _write_vds(target: Path, shards: list[Path], lengths: list[int], names, meta
                 for s, n in zip(shards, lengths, strict=True):
                     # relative source paths: the run directory can be moved or copied whole
                     source = f"./{s.name}" if relative else str(s.resolve())
-                    layout[start:start + n] = h5py.VirtualSource(source, name, shape=(n, *tail))
+                    if n:  # an empty shard (more shards than rows) adds nothing
+                        layout[start:start + n] = h5py.VirtualSource(source, name, shape=(n, *tail))
                     start += n
                 out.create_virtual_dataset(name, layout)
         os.replace(tmp, target)

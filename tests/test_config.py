@@ -193,7 +193,7 @@ def test_reference_only_keys_warn_once_and_run_goes_on(workdir, caplog):
         dev_mode = true
         log_destination = "stderr"
         [download]
-        rerun = "pdr3_wide"
+        stats_print_interval = 60
     """)
     with caplog.at_level(logging.WARNING, logger="hyrax"):
         logging.getLogger("hyrax").propagate = True
@@ -203,9 +203,9 @@ def test_reference_only_keys_warn_once_and_run_goes_on(workdir, caplog):
             logging.getLogger("hyrax").propagate = False
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    for key in ("general.dev_mode", "general.log_destination", "download.rerun"):
+    for key in ("general.dev_mode", "general.log_destination", "download.stats_print_interval"):
         assert key in warnings[0]
-    assert "dev_mode" not in cfg["general"] and "download" not in cfg
+    assert "dev_mode" not in cfg["general"] and "stats_print_interval" not in cfg["download"]
 
 
 def test_false_on_a_key_with_a_default_means_the_default(workdir):

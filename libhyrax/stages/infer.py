@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax.config import resolve
+from libhyrax.data.from_run import with_trained_data
 from libhyrax.data.loader import contiguous_batches
 from libhyrax.engines import load_engine, model_input_group
 from libhyrax.errors import DataError, ModelError, RunError
@@ -61,6 +62,8 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
         from_run = upstream_of_stage(upstream, "train", "export") or from_run
     engine = cfg["infer"]["engine"]
     model = load_engine(engine, cfg, from_run)
+    if resume is None:  # no data of its own in the config: what the model was trained on (a download run's)
+        cfg = with_trained_data(cfg, model.source)
     group = model_input_group(cfg, model.data_set)
     n = len(group)
     if n == 0:

@@ -3,6 +3,7 @@
     hyrax train                                         # the default autoencoder on the built-in sample
     hyrax train -c my.toml --set train.epochs=5 --set model.name=HyraxCNN
     hyrax train --resume results/<run>.failed           # continue an interrupted run from its last checkpoint
+    hyrax download -c survey.toml | hyrax train         # train on a download (or prepare) run's cutouts.h5
     torchrun --nproc_per_node 4 -m hyrax_cli train      # 4 processes: nccl on GPUs, gloo on CPU
     srun --ntasks 8 --gpus-per-task 1 hyrax train       # Slurm: Ignite reads the Slurm variables
 
@@ -23,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax.config import resolve
+from libhyrax.data.from_run import DATA_STAGES, request_of_run, run_holding
 from libhyrax.errors import ConfigError, DataError
 from libhyrax.models import build_model, describe, load_weights, model_class, prepare, save_trained
 from libhyrax.models.base import first_rows
-from libhyrax.results import Result
+from libhyrax.results import Result, find_run
 from libhyrax.runs import open_run
 from libhyrax.training import distributed as dist
 from libhyrax.training.engine import (
@@ -52,15 +54,19 @@ from libhyrax.training.tracking import METRICS_FILE, MLflowRun
 log = logging.getLogger("hyrax.train")
 
 
-def train(config=None, *, overrides=(), resume=None, stop_at_iteration: int | None = None) -> Result | None:
+def train(config=None, *, overrides=(), resume=None, from_run=None,
+          stop_at_iteration: int | None = None) -> Result | None:
     """Train `model.name` on the train group's train split; returns the train run (None on ranks > 0).
 
     resume: an interrupted train run's directory; it continues from its last checkpoint with its own
     config (plus `overrides`, e.g. more epochs) and ends as an uninterrupted run would have.
+    from_run: a download or prepare run whose cutouts.h5 to train on (instead of `[data_request]`).
     stop_at_iteration: stop with an error after that many steps (to test resuming).
     """
     resumed = resume_run(resume, overrides) if resume else None
     cfg = resumed.config if resumed else resolve(config, overrides)
+    if from_run is not None and resumed is None:
+        cfg["data_request"] = request_of_run(find_run(DATA_STAGES, cfg, from_run).path)
     if int(cfg["train"]["epochs"]) < 1:
         raise ConfigError(f"train.epochs must be at least 1, not {cfg['train']['epochs']}")
     with dist.distributed(cfg["general"]["device"]):
@@ -173,6 +179,8 @@ def _record_inputs(run, cfg, group, splits, resumed, cls, device) -> None:
     for spec in group.specs.values():
         if spec.data_location:
             run.add_input(spec.data_location)
+            if run_holding(spec.data_location):  # data a run made (download, prepare): part of the lineage
+                run.add_upstream(run_holding(spec.data_location))
     if resumed is None:
         save_splits(run.file("split.h5"), splits, group.object_ids())
     if cfg["split"]["from_run"]:

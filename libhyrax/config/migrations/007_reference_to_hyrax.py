@@ -6,10 +6,11 @@
 - `split.rng_seed` becomes `split.seed`; `criterion.band_loss_reduction` moves to the model that uses it;
 - a matplotlib colormap name in `visualize.cmap` ("viridis") becomes the bokeh palette ("Viridis256");
 - `false`/empty placeholders of the reference (`model.name = ""`, `data_set.nan_mode = false`) are
-  dropped so our defaults apply; a `crop_to = [w, h]` becomes one size.
+  dropped so our defaults apply; a `crop_to = [w, h]` becomes one size;
+- `[download]` (HSC cutouts) becomes ours with provider "hsc" (migrations/reference_download.py).
 """
 
-from libhyrax.config.migrations import has_path, move, pop_path, set_path, step
+from libhyrax.config.migrations import has_path, move, pop_path, reference_download, set_path, step
 
 # the reference drew with matplotlib colormap names; our map is bokeh, whose palettes have these names
 MATPLOTLIB_TO_BOKEH = {n.lower(): f"{n}256" for n in ("Viridis", "Magma", "Inferno", "Plasma", "Cividis", "Turbo",
@@ -49,4 +50,5 @@ def migrate(cfg: dict) -> list[str]:
     if isinstance(crop, list) and crop:
         cfg["data_set"]["crop_to"] = int(crop[0])
         done.append(f"data_set.crop_to {crop} -> {int(crop[0])}")
+    done += reference_download.migrate(cfg)  # [download]: HSC cutouts, provider "hsc"
     return done
