@@ -19,25 +19,30 @@ ImageOpt = Annotated[Path | None, typer.Option("--image", help="A cutout (.npy o
 ModelOpt = Annotated[Path | None, typer.Option("--model", help="The train run the --image must go through "
                                                "(refused unless it made the index's latents).",
                                                show_default=False)]
+LabelsOpt = Annotated[list[Path] | None, typer.Option("--labels", help="More like these: a label file (CSV "
+                                                      "object_id,label) whose interesting objects are searched "
+                                                      "around together (repeatable).", show_default=False)]
 KOpt = Annotated[int | None, typer.Option("-k", help="Neighbours per query (default: search.k).",
                                           show_default=False)]
 ShowOpt = Annotated[bool, typer.Option("--show", help="Also print the table to stderr.")]
 
 
-def command(id_: IdOpt = None, vector: VectorOpt = None, image: ImageOpt = None, k: KOpt = None,
+def command(id_: IdOpt = None, vector: VectorOpt = None, image: ImageOpt = None, labels: LabelsOpt = None, k: KOpt = None,
             show: ShowOpt = False, model: ModelOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
             from_run: FromOpt = None, debug: DebugOpt = False) -> None:
     """Find the k nearest objects (with distances and catalog columns) in an index run; writes
     neighbors.csv and prints the search run's directory.
 
-    Example: hyrax search --id hxdf_0042 --show
+    Examples:
+      hyrax search --id hxdf_0042 --show
+      hyrax search --labels labels.csv -k 50     # nearest to all the objects labelled interesting
     """
 
     def body():
         from libhyrax.stages.search import search
 
         hits = search(config, overrides=set_ or (), from_run=input_run(from_run), object_ids=id_ or None,
-                      vectors=_vectors(vector), image=image, k=k, model_run=model)
+                      vectors=_vectors(vector), image=image, labels=labels or None, k=k, model_run=model)
         if show:
             print(hits.format(), file=sys.stderr)
         return hits

@@ -218,3 +218,35 @@ def test_catalog_rows_reads_given_rows_and_falls_back_to_ids_when_they_disagree(
     assert list(catalog_rows(group, ["g007", "g003"], rows=[1, 2])["mag"]) == [7.0, 3.0]  # wrong rows
     assert list(catalog_rows(group, ["g039"])["mag"]) == [39.0]
     assert catalog_rows(None, ["g039"]) == {}  # no data: the table keeps ids and scores only
+
+
+def test_more_like_the_interesting_objects_of_a_label_file(tmp_path, caplog):
+    """`search --labels`: one list of the objects nearest to all the positives together, by their mean
+    distance to them, the positives themselves left out (exact for a set that lies together)."""
+    import logging
+
+    from libhyrax.stages.index import index
+    from libhyrax.stages.search import search
+
+    cfg, infer_run, _, ids, x = make_infer_run(tmp_path)
+    res = index(cfg, from_run=infer_run, overrides=["vector_db.name=exact"])
+    labels = tmp_path / "labels.csv"
+    near = np.argsort(np.linalg.norm(x - x[7], axis=1))[:3]  # obj_0007 and its two nearest: one group
+    positives = sorted(int(i) for i in near)
+    labels.write_text("object_id,label\n" + "".join(f"{ids[i]},{v}\n" for i, v in zip(positives, (5, 4, "yes"), strict=True))
+                      + "obj_0200,0\nGONE-1,5\n")
+    with caplog.at_level(logging.WARNING):
+        hits = search(cfg, from_run=res, labels=labels, k=6)
+    assert "1 labelled object is not in this run (left out): GONE-1" in caplog.text
+    assert len(hits) == 6 and set(hits["query"]) == {"3 interesting in labels.csv"}
+    mean = np.linalg.norm(x[:, None] - x[positives][None], axis=2).mean(1)
+    mean[positives] = np.inf
+    expected = np.argsort(mean, kind="stable")[:6]
+    assert list(hits["object_id"]) == [ids[i] for i in expected]
+    np.testing.assert_allclose(hits["distance"], mean[expected], rtol=1e-4)
+    assert "mag" in hits.columns  # catalog columns as for any search
+    labels.write_text("object_id,label\nobj_0007,1\n")
+    with pytest.raises(UsageError, match="no object in .*labels.csv is labelled interesting"):
+        search(cfg, from_run=res, labels=labels)
+    with pytest.raises(UsageError, match="exactly one query.*got object ids and labels"):
+        search(cfg, from_run=res, object_ids=["obj_0001"], labels=labels)

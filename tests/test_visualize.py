@@ -14,7 +14,7 @@ import pytest
 from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.errors import UsageError
-from libhyrax.results import read_provenance
+from libhyrax.results import Result, read_provenance
 from libhyrax.runs import open_run
 from libhyrax.stages.visualize import visualize
 
@@ -132,7 +132,7 @@ function hyraxCheck() {
   const doc = Bokeh.documents[0];
   if (!doc) { setTimeout(hyraxCheck, 200); return; }
   const models = Array.from(doc.all_models);
-  const [main, table] = models.filter(m => m.type === "ColumnDataSource" && 'object_id' in m.data);
+  const [main, table] = [doc.get_model_by_name("points"), doc.get_model_by_name("selected")];
   const orig = URL.createObjectURL;
   URL.createObjectURL = b => { b.text().then(t => console.log("HYRAX-CSV " + JSON.stringify(t))); return orig(b); };
   models.find(m => m.type === "Select").value = "mag";
@@ -140,7 +140,7 @@ function hyraxCheck() {
   setTimeout(() => {
     console.log("HYRAX-TABLE " + JSON.stringify(Array.from(table.data["object_id"])) + " " +
                 JSON.stringify([main.data["_color"][0], main.data["mag"][0]]));
-    const button = models.find(m => m.type === "Button");
+    const button = doc.get_model_by_name("save-selected");
     for (const cb of button.js_event_callbacks["button_click"]) cb.execute(button);
   }, 300);
 }
@@ -224,28 +224,26 @@ def test_in_jupyter_the_map_shows_inline_with_a_live_selection(workdir):
     code = (f"import os; os.chdir({str(workdir)!r})\n"
             "import libhyrax\n"
             "res = libhyrax.visualize()\n"
-            "print(res.html.is_file(), res.selected)")
+            "print(res.html.is_file(), res.selected, len(res.labels))")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     outputs = nb.cells[0].outputs
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "True []" in text
+    assert "True [] 0" in text
     shown = [o for o in outputs if o.output_type == "display_data"]
     assert any("application/vnd.bokehjs_exec.v0+json" in o.data or "text/html" in o.data for o in shown)
 
 
 def test_selection_comes_back_to_python_as_ids():
-    from bokeh.document import Document
-
     from libhyrax.stages.visualize import follow_selection
     from libhyrax.viz.page import build_page
 
-    layout, source = build_page(np.arange(5.0), np.arange(5.0), [f"o{i}" for i in range(5)], {}, color=None,
-                                fields=[], thumbs=None)
-    Document().add_root(layout)
+    page = build_page(np.arange(5.0), np.arange(5.0), [f"o{i}" for i in range(5)], {}, color=None, fields=[],
+                      thumbs=None)
+    page.document()
     selected: list[str] = []
-    follow_selection(source, selected)
-    source.selected.indices = [1, 3]  # what a box/lasso selection in the browser sends back
+    follow_selection(page.source, selected)
+    page.source.selected.indices = [1, 3]  # what a box/lasso selection in the browser sends back
     assert selected == ["o1", "o3"]
 
 
@@ -254,8 +252,121 @@ def test_catalog_columns_named_x_and_y_do_not_move_the_points():
     from libhyrax.viz.page import build_page
 
     emb = np.array([[0.1, 0.2], [0.3, 0.4]], np.float32)
-    _, source = build_page(emb[:, 0], emb[:, 1], ["a", "b"], {"x": np.array([500.0, 900.0]),
-                                                              "y": np.array([10.0, 20.0])},
-                           color="x", fields=["x", "y"], thumbs=None)
+    source = build_page(emb[:, 0], emb[:, 1], ["a", "b"], {"x": np.array([500.0, 900.0]), "y": np.array([10.0, 20.0])},
+                        color="x", fields=["x", "y"], thumbs=None).source
     assert np.allclose(source.data["_x"], emb[:, 0]) and np.allclose(source.data["_y"], emb[:, 1])
     assert np.allclose(source.data["x"], [500.0, 900.0])  # the catalog column is still there to colour by
+
+
+# --- labelling in the map ------------------------------------------------------------------------------
+
+def rank_run(cfg: dict, workdir: Path, text: str):
+    """A rank run of the make_runs latents (no anomaly run: the labels alone rank them)."""
+    from libhyrax.stages.rank import rank
+
+    (workdir / "labels.csv").write_text(text)
+    return rank(cfg, labels=[workdir / "labels.csv"])
+
+
+def test_the_map_is_coloured_by_the_newest_ranking_and_starts_with_its_labels(workdir):
+    cfg, src = make_runs(workdir, n=300, cutouts=False)
+    rank_run(cfg, workdir, "object_id,label,time\ngal00001,5,2026-11-20T10:00:00Z\ngal00002,0,\ngal00003,4,\n")
+    res = visualize(cfg, from_run=src)
+    info = read_provenance(res.path)["stage_info"]
+    assert {"rank_score", "interest"} <= set(info["columns"]) and info["color_column"] == "rank_score"
+    assert info["n_labels"] == 3 and dict(zip(res.labels.object_id, res.labels.label, strict=True)) == {
+        "gal00001": 5.0, "gal00002": 0.0, "gal00003": 4.0}
+    infer_run = Result(src).find("infer").path.name
+    text = res.html.read_text()
+    assert f"hyrax-labels:{infer_run}" in text and "Save labels (CSV)" in text and "2026-11-20T10:00:00Z" in text
+
+
+def test_labels_given_in_the_map_come_back_to_python():
+    """In Jupyter the page is a bokeh app: the labels source the buttons change syncs to Python."""
+    from libhyrax.stages.visualize import VisualizeResult, follow_labels
+    from libhyrax.viz.page import build_page
+
+    page = build_page(np.arange(5.0), np.arange(5.0), [f"o{i}" for i in range(5)], {}, color=None, fields=[],
+                      thumbs=None)
+    page.document()
+    result = VisualizeResult(".")
+    follow_labels(page.labels, result)
+    # what the label buttons send back: the whole labels table
+    page.labels.data = {"object_id": ["o1", "o3"], "label": [5, 0], "time": ["2026-11-20T10:00:00Z", ""],
+                        "_x": [1.0, 3.0], "_y": [1.0, 3.0]}
+    assert list(result.labels.object_id) == ["o1", "o3"] and list(result.labels.label) == [5.0, 0.0]
+    assert list(result.labels.positives(3)) == ["o1"] and result.labels.to_pandas().shape == (2, 3)
+
+
+# Label in the page as a person would (select, press 5, 0, clear), save the CSV, then reload the page:
+# the labels kept in the browser come back.
+LABEL_JS = """<script>
+async function hyraxLabelCheck() {
+  const doc = Bokeh.documents[0];
+  if (!doc) { setTimeout(hyraxLabelCheck, 200); return; }
+  const get = name => doc.get_model_by_name(name);
+  const points = get("points"), labels = get("labels");
+  const press = async name => { const b = get(name); for (const cb of b.js_event_callbacks["button_click"]) await cb.execute(b); };
+  const pause = ms => new Promise(r => setTimeout(r, ms));
+  const select = async rows => { points.selected.indices = rows; await pause(100); };
+  const show = what => console.log("HYRAX-LABELS " + what + " " + JSON.stringify(Array.from(labels.data.object_id,
+    (id, i) => [id, labels.data.label[i]])) + " " + JSON.stringify(get("label-status").text));
+  await pause(500);
+  if (sessionStorage.getItem("hyrax-reloaded")) { show("after-reload"); return; }
+  const orig = URL.createObjectURL;
+  URL.createObjectURL = b => { b.text().then(t => console.log("HYRAX-CSV " + JSON.stringify(t))); return orig(b); };
+  show("start");
+  await select([0, 1, 2, 5]); await press("label-5");
+  await select([3]); await press("label-0");
+  await select([1]); await press("label-clear");
+  await select([0, 3]);
+  console.log("HYRAX-TABLE " + JSON.stringify(get("selected").data["_label"]));
+  show("labelled");
+  await press("save-labels");
+  await pause(300);
+  sessionStorage.setItem("hyrax-reloaded", "1");
+  location.reload();
+}
+window.addEventListener("load", () => setTimeout(hyraxLabelCheck, 300));
+</script>"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_labelling_in_headless_chromium_saves_a_label_file_and_survives_a_reload(workdir):
+    import json
+
+    from libhyrax.labels import read_labels
+
+    cfg, src = make_runs(workdir, n=400, cutouts=False)
+    # the page starts with the last ranking's labels: gal00001 (5, at a time) and gal00300 (1)
+    rank_run(cfg, workdir, "object_id,label,time\ngal00001,5,2026-11-20T10:00:00Z\ngal00300,1,\n")
+    res = visualize(cfg, from_run=src)
+    text = res.html.read_text()
+    end = text.rindex("</body>")
+    checked = workdir / "label.html"
+    checked.write_text(text[:end] + LABEL_JS + text[end:])
+    log, shot = open_in_chromium(checked, workdir / "c")
+    assert not js_errors(log), js_errors(log)
+
+    def labels_at(what):
+        found = re.search(rf'HYRAX-LABELS {what} (\[.*?\]) "(.*?)"', log)
+        assert found, log[-3000:]
+        return dict(json.loads(found[1].replace('\\"', '"'))), found[2]
+
+    start, status = labels_at("start")
+    assert start == {"gal00001": 5, "gal00300": 1} and status == "2 labelled (1 interesting)"
+    # rows 0, 1, 2, 5 -> 5; row 3 -> 0; row 1 cleared (its label from the ranking too)
+    expected = {"gal00300": 1, "gal00000": 5, "gal00002": 5, "gal00005": 5, "gal00003": 0}
+    labelled, status = labels_at("labelled")
+    assert labelled == expected and status == "5 labelled (3 interesting)"
+    assert re.search(r"HYRAX-TABLE \[5,0\]", log), log[-2000:]  # the selection table shows the labels
+    csv = re.search(r'HYRAX-CSV "(.*?)"", source', log)
+    assert csv, log[-2000:]
+    saved = workdir / "saved.csv"
+    saved.write_text(json.loads(f'"{csv[1]}"'))  # the logged text is JSON-escaped
+    labels = read_labels(saved)  # the page's CSV is a label file
+    assert dict(zip(labels.object_id, labels.label, strict=True)) == expected
+    assert all(t.endswith("Z") for i, t in zip(labels.object_id, labels.time, strict=True) if i != "gal00300")
+    after, status = labels_at("after-reload")
+    assert after == expected and status == "5 labelled (3 interesting)"

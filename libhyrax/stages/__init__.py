@@ -29,6 +29,9 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("config", "Print the resolved, migrated config as TOML.", makes_run=False),
+    Stage("download", "Fetch cutouts of a catalogue's objects from a survey's service (HSC, Legacy Surveys, ...).",
+          shards=True, reads="a catalogue (id, ra, dec) + a survey's cutout service",
+          writes=("cutouts.h5", "download.h5", "download.csv")),
     Stage("prepare", "Build an HDF5 cutout file from FITS cutouts (or the built-in sample).",
           reads="a folder of FITS cutouts + a catalog (or nothing: the built-in sample)",
           writes=("cutouts.h5", "rejected.csv")),
@@ -48,9 +51,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("index", "Build a vector index of latents for similarity search.", needs=("infer",),
           aliases=("save_to_database",), reads="an infer run", writes=("index/",)),
     Stage("search", "Find the objects nearest to an object, a vector or an image.", needs=("index",),
-          aliases=("lookup",), reads="an index run", writes=("neighbors.csv",)),
+          reads="an index run", writes=("neighbors.csv",)),
+    Stage("lookup", "Print an object's latent vector (from an infer run).", needs=("infer",), makes_run=False),
     Stage("anomaly", "Rank every object by how unusual it is.", needs=("infer",), shards=True, reads="an infer run",
           writes=("scores.h5", "top_anomalies.csv")),
+    Stage("rank", "Re-rank every object by what labels say is interesting.", needs=("anomaly", "infer"),
+          shards=True, reads="an anomaly run (or an infer run) + label files (object_id,label)",
+          writes=("scores.h5", "top_candidates.csv", "labels.csv", "ranking.json")),
 )
 
 BY_NAME = {s.name: s for s in STAGES}

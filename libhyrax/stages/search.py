@@ -3,6 +3,7 @@
     hyrax search --id <object_id> --show                  # the newest index run; prints a table to stderr
     hyrax search --vector query.npy -k 20 --from results/<index-run>
     hyrax search --image cutout.npy                      # through the model that made the index's latents
+    hyrax search --labels labels.csv -k 50               # more like these: the interesting ones of a label file
 
     hits = libhyrax.search(object_ids=["hxdf_0042"])     # a notebook: the same table
     hits.to_pandas(); libhyrax.show_neighbors(hits)      # the neighbours' cutouts as a grid
@@ -11,6 +12,11 @@ Each search writes `neighbors.csv` (query, rank, object_id, distance, catalog co
 directory. Object id -> vector is an O(log N) lookup in the index; distances are L2. The catalog columns
 come from the data of the index's infer run, and an image goes through the model that made its latents:
 both are found by walking the index run's lineage.
+
+More like these: with a label file (libhyrax.labels) the query is the set of its objects labelled
+interesting (label >= rank.positive_from), and the answer one list of the k objects nearest to all of
+them at once: ranked by their mean distance to the set, from among the members' own neighbours (the set
+itself left out).
 """
 
 from __future__ import annotations
@@ -62,25 +68,30 @@ class Neighbors(Result):
 
 
 def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids=None, vectors=None,
-           image: str | os.PathLike | None = None, k: int | None = None,
+           image: str | os.PathLike | None = None, labels=None, k: int | None = None,
            model_run: str | os.PathLike | None = None, overrides=()) -> Neighbors:
     """The `k` nearest objects of each query: `object_ids`, `vectors` (Q, D) or an `image` file (.npy or
-    FITS, bands x H x W) run through the model of the index's latents. `from_run`: an index run (else the
-    newest). `model_run`: the train run the image must go through (refused if the index's latents came
-    from another model)."""
+    FITS, bands x H x W) run through the model of the index's latents; or, for `labels` (label files), the
+    `k` nearest to all their interesting objects together. `from_run`: an index run (else the newest).
+    `model_run`: the train run the image must go through (refused if the index's latents came from
+    another model)."""
     cfg = resolve(config, overrides)
     k = int(cfg["search"]["k"] if k is None else k)
     if k < 1:
         raise UsageError(f"k must be at least 1, not {k}")
-    given = [name for name, v in (("object ids", object_ids), ("vectors", vectors), ("an image", image))
-             if v is not None and (not isinstance(v, list | tuple) or len(v))]
+    given = [name for name, v in (("object ids", object_ids), ("vectors", vectors), ("an image", image),
+                                  ("labels", labels)) if v is not None and (not isinstance(v, list | tuple) or len(v))]
     if len(given) != 1:
-        raise UsageError("give exactly one query: object ids (--id), vectors (--vector) or an image (--image)"
-                         + (f"; got {' and '.join(given)}" if given else ""))
+        raise UsageError("give exactly one query: object ids (--id), vectors (--vector), an image (--image) or "
+                         "a label file (--labels)" + (f"; got {' and '.join(given)}" if given else ""))
     src = input_run("search", cfg, from_run)
     idx = VectorIndex.open(src.file(INDEX_DIR), cfg["general"]["trusted_runs"])
     try:  # an unknown id or a vector of the wrong length is the user's to fix: a usage error (exit 2)
-        if object_ids is not None:
+        if labels is not None:
+            positives = labelled_interesting(labels, idx, cfg["rank"]["positive_from"])
+            ids, dist = more_like(idx, positives, k)
+            queries = [f"{len(positives)} interesting in {', '.join(Path(p).name for p in _paths(labels))}"]
+        elif object_ids is not None:
             queries = [str(i) for i in np.atleast_1d(np.asarray(object_ids))]
             ids, dist = idx.search_by_id(queries, k)
         else:
@@ -100,6 +111,35 @@ def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids
         write_table(run.file(TABLE_FILE), table)
         run.record(n_queries=len(queries), k=k, query=queries[:20], backend=type(idx).backend)
     return Neighbors(run.path, table)
+
+
+def _paths(labels) -> list:
+    return [labels] if isinstance(labels, str | os.PathLike) else list(labels)
+
+
+def labelled_interesting(labels, idx: VectorIndex, positive_from: float) -> np.ndarray:
+    """The ids a label file calls interesting that the index holds (others counted in a warning)."""
+    from libhyrax.labels import keep_known, read_labels
+
+    positives = keep_known(read_labels(_paths(labels)), idx.object_ids()).positives(positive_from)
+    if not len(positives):
+        raise UsageError(f"no object in {', '.join(map(str, _paths(labels)))} is labelled interesting (a label "
+                         f">= rank.positive_from = {positive_from:g}): nothing to search around")
+    return positives
+
+
+def more_like(idx: VectorIndex, query_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k objects nearest to a set of objects together, as one row: (ids (1, k), mean L2 distance to
+    the set (1, k)), the set itself left out. The candidates are the members' own nearest neighbours
+    (k + the set's size each): an object near none of them is not considered."""
+    queries = idx.vectors(query_ids)
+    near, _ = idx.search(queries, k + len(query_ids))
+    candidates = np.setdiff1d(np.unique(near), query_ids)
+    vectors = idx.vectors(candidates).astype(np.float64)
+    d2 = (vectors**2).sum(1)[:, None] - 2 * vectors @ queries.T.astype(np.float64) + (queries.astype(np.float64)**2).sum(1)
+    mean = np.sqrt(np.maximum(d2, 0)).mean(1)
+    best = np.argsort(mean, kind="stable")[:k]
+    return candidates[best][None], mean[best].astype(np.float32)[None]
 
 
 def neighbor_table(queries, ids: np.ndarray, dist: np.ndarray, catalog: dict[str, np.ndarray]) -> dict:

@@ -6,10 +6,16 @@ Jupyter).
     hyrax visualize --from results/<umap-run> --set visualize.color_column=recon_error
     res = libhyrax.visualize(from_run=emb)             # in a notebook: shows the map inline
     res.selected                                        # the ids picked with box/lasso (live in Jupyter)
+    res.labels                                          # the labels given in the map (live in Jupyter)
 
 Colour columns: the infer run's catalog columns (read from its data group, joined by object_id),
-`recon_error` from its latents and `score` from the newest anomaly run of the same latents. When the
-data can't be opened the map is drawn without columns or thumbnails (a warning says why).
+`recon_error` from its latents, `score` from the newest anomaly run of the same latents, and
+`rank_score` and `interest` from the newest rank run of them (the default colour when there is one).
+When the data can't be opened the map is drawn without columns or thumbnails (a warning says why).
+
+Labelling: select points and press 0 (boring) .. 5 (interesting); "Save labels (CSV)" downloads
+labels.csv for `hyrax rank --labels`. The page starts with the labels of the newest rank run of these
+latents, and the browser keeps the labels given in it (per set of latents) across reloads.
 
 Above `max_points` points, a density image of all of them is drawn under a seeded random subset of
 `max_points`, so a 10M-object map opens fast. Thumbnails (at most `max_thumbnails`, for random shown
@@ -26,6 +32,7 @@ import numpy as np
 from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.errors import DataError, UsageError
+from libhyrax.labels import Labels, read_labels
 from libhyrax.results import Result, input_run, newest_run
 from libhyrax.runs import open_run
 
@@ -35,9 +42,12 @@ THUMB_BATCH = 256
 
 
 class VisualizeResult(Result):
-    """A visualize results directory: `.html` is the page; `.selected` the ids selected in Jupyter."""
+    """A visualize results directory: `.html` is the page; `.selected` the ids selected in Jupyter;
+    `.labels` the labels given in the map in Jupyter (a libhyrax.labels.Labels: `.to_pandas()`,
+    `.save("labels.csv")`)."""
 
     selected: list[str]
+    labels: Labels
 
     @property
     def html(self) -> Path:
@@ -59,7 +69,9 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
         rng = np.random.default_rng(cfg["general"]["seed"])
         shown = np.arange(n) if n <= vz["max_points"] else np.sort(rng.choice(n, vz["max_points"], replace=False))
         infer_run = src.require("infer")  # its catalog, recon_error and scores colour the map
-        columns, group = gather_columns(infer_run, object_id[shown], cfg)
+        scored = {stage: newest_scores(infer_run, cfg, stage) for stage in ("anomaly", "rank")}
+        columns, group = gather_columns(infer_run, object_id[shown], scored)
+        labels = last_labels(scored["rank"])
         fields = [f for f in vz["fields"] if f in columns] or list(columns)[:4]
         missing = [f for f in vz["fields"] if f not in columns]
         if missing:
@@ -75,20 +87,23 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
         from libhyrax.viz.page import build_page, write_html
 
         title = f"Hyrax map of {n:,} objects ({src.path.name})"
-        layout, _ = build_page(emb[shown, 0], emb[shown, 1], object_id[shown], columns, color=color,
-                               fields=fields, thumbs=thumbs, density=density, cmap=vz["cmap"], title=title)
-        size = write_html(layout, run.file(HTML_FILE), title)
+
+        def page():  # built again for the notebook's live app
+            return build_page(emb[shown, 0], emb[shown, 1], object_id[shown], columns, color=color, fields=fields,
+                              thumbs=thumbs, density=density, cmap=vz["cmap"], title=title, labels=labels,
+                              labels_key=f"hyrax-labels:{infer_run.path.name}",
+                              positive_from=cfg["rank"]["positive_from"])
+
+        size = write_html(page(), run.file(HTML_FILE), title)
         run.record(n_objects=n, n_points_drawn=int(len(shown)), density_layer=density is not None,
                    n_thumbnails=sum(1 for t in thumbs if t) if thumbs else 0, color_column=color,
-                   columns=list(columns), html_bytes=size)
+                   columns=list(columns), n_labels=len(labels), html_bytes=size)
         log.info("wrote %s (%.1f MB, %d of %d objects drawn as points)", run.final_path / HTML_FILE,
                  size / 1e6, len(shown), n)
     result = VisualizeResult(run.path)
-    result.selected = []
+    result.selected, result.labels = [], labels
     if in_notebook():
-        show_inline(result, layout_factory=lambda: build_page(
-            emb[shown, 0], emb[shown, 1], object_id[shown], columns, color=color, fields=fields, thumbs=thumbs,
-            density=density, cmap=vz["cmap"], title=title))
+        show_inline(result, page)
     return result
 
 
@@ -120,18 +135,20 @@ def _join(ids: np.ndarray, their_ids: np.ndarray, values: np.ndarray) -> np.ndar
     return out
 
 
-def gather_columns(infer_run: Result, ids: np.ndarray, cfg: dict):
-    """Per-object columns for `ids`: catalog columns of the infer run's data, recon_error, score; and the
-    opened data group (None when it can't be opened)."""
+def gather_columns(infer_run: Result, ids: np.ndarray, scored: dict[str, Path | None]):
+    """Per-object columns for `ids`: catalog columns of the infer run's data, recon_error, and the scores
+    of the `scored` runs ({"anomaly": run or None, "rank": run or None}); and the opened data group (None
+    when it can't be opened)."""
     columns: dict[str, np.ndarray] = {}
     with hdf5.open_result(infer_run.path, "latents") as f:
         if "recon_error" in f:
             columns["recon_error"] = _join(ids, hdf5.read_ids(f["object_id"]), f["recon_error"][:])
-    scores = newest_scores(infer_run, cfg)
-    if scores is not None:
-        with hdf5.open_result(scores, "scores") as f:
-            if "score" in f:
-                columns["score"] = _join(ids, hdf5.read_ids(f["object_id"]), f["score"][:])
+    for stage, names in (("anomaly", {"score": "score"}), ("rank", {"score": "rank_score", "interest": "interest"})):
+        scores = scored.get(stage)
+        if scores is not None:
+            with hdf5.open_result(scores, "scores") as f:
+                score_ids = hdf5.read_ids(f["object_id"])
+                columns |= {name: _join(ids, score_ids, f[key][:]) for key, name in names.items() if key in f}
     group = infer_run.data_group()
     if group is not None:
         try:
@@ -146,12 +163,24 @@ def gather_columns(infer_run: Result, ids: np.ndarray, cfg: dict):
     return columns, group
 
 
-def newest_scores(infer_run: Result, cfg: dict) -> Path | None:
-    """The newest finished anomaly run that scored these latents, if any."""
+def newest_scores(infer_run: Result, cfg: dict, stage: str = "anomaly") -> Path | None:
+    """The newest finished anomaly (or rank) run that scored these latents, if any."""
     try:
-        return newest_run("anomaly", cfg, reading=infer_run.path)
+        return newest_run(stage, cfg, reading=infer_run.path)
     except UsageError:
         return None
+
+
+def last_labels(ranked: Path | None) -> Labels:
+    """The labels a rank run used (none without one): the map starts with those of the newest."""
+    empty = Labels(np.array([], str), np.array([], np.float32), np.array([], str))
+    if ranked is None or not (ranked / "labels.csv").is_file():
+        return empty
+    try:
+        return read_labels(ranked / "labels.csv")
+    except UsageError as e:
+        log.warning("the labels of %s are left out of the map: %s", ranked.name, e)
+        return empty
 
 
 def pick_color(wanted, columns: dict) -> str | None:
@@ -162,7 +191,7 @@ def pick_color(wanted, columns: dict) -> str | None:
 
             raise UsageError(unknown_choice("visualize.color_column", wanted, numeric))
         return wanted
-    for preferred in ("score", "recon_error"):
+    for preferred in ("rank_score", "score", "recon_error"):
         if preferred in numeric:
             return preferred
     return numeric[0] if numeric else None
@@ -216,15 +245,26 @@ def follow_selection(source, selected: list) -> None:
     source.selected.on_change("indices", on_select)
 
 
-def show_inline(result: VisualizeResult, layout_factory) -> None:
-    """Show the map in the notebook as a small bokeh server app, so box/lasso selections come back to
-    Python in `result.selected` (a list of object ids, updated live)."""
+def follow_labels(label_source, result: VisualizeResult) -> None:
+    """Keep `result.labels` equal to the labels given in the map (its labels source)."""
+
+    def on_change(attr, old, new):
+        result.labels = Labels(np.asarray(new["object_id"], dtype=str), np.asarray(new["label"], np.float32),
+                               np.asarray(new["time"], dtype=str))
+
+    label_source.on_change("data", on_change)
+
+
+def show_inline(result: VisualizeResult, page_factory) -> None:
+    """Show the map in the notebook as a small bokeh server app, so box/lasso selections and labels come
+    back to Python: `result.selected` (a list of object ids) and `result.labels`, updated live."""
     from bokeh.io import output_notebook, show
 
     def app(doc):
-        layout, source = layout_factory()
-        follow_selection(source, result.selected)
-        doc.add_root(layout)
+        page = page_factory()
+        follow_selection(page.source, result.selected)
+        follow_labels(page.labels, result)
+        page.attach(doc)
 
     output_notebook(hide_banner=True)
     show(app)
