@@ -38,7 +38,7 @@ fi
 for dtype in float32 float16; do
     step "infer from HDF5 stored as $dtype: hyrax infer vs a plain loop"
     "$PY" benchmarks/bench_infer.py --device "$dev" --dtype "$dtype" --n "$infer_n" --n-model "$infer_n" \
-        --sizes "$infer_n" --repeats 1 --dir "$tmp" | grep -E "median ratio|peak RSS"
+        --sizes "$infer_n" --repeats 1 --dir "$tmp" 2>&1 | grep -E "median ratio|peak RSS"
 done
 
 step "exact k-NN search, $knn_n x 64"
