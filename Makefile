@@ -11,7 +11,7 @@ export ANONYMIZED_TELEMETRY := False
 export ORT_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow test-sif sif lint bench clean
 
 install: $(STAMP)
 
@@ -32,7 +32,25 @@ test: $(STAMP)
 
 # Slower integration tests (second CI step, bounded by the timeout in .ci/run).
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q -m slow; rc=$$?; [ $$rc = 5 ] && rc=0; exit $$rc
+	$(BIN)/python -m pytest -n 2 -q -m 'slow and not sif'; rc=$$?; [ $$rc = 5 ] && rc=0; exit $$rc
+
+# The Apptainer image: `make sif` builds hyrax.sif from containers/hyrax.def, with `apptainer build` where
+# Apptainer is installed (what users run on their clusters), else with scripts/build-sif.sh, which follows
+# the same definition file (needs root, debootstrap, squashfs-tools and siftool; skips an unchanged rebuild).
+ifneq ($(shell command -v apptainer 2>/dev/null),)
+SIF_SOURCES := $(shell awk '/^%files/ { f = 1; next } /^%/ { f = 0 } f && NF { print $$1 }' containers/hyrax.def)
+sif: hyrax.sif
+hyrax.sif: containers/hyrax.def $(shell find $(SIF_SOURCES) -type f ! -path '*/__pycache__/*')
+	apptainer build --force hyrax.sif containers/hyrax.def
+else
+sif:
+	scripts/build-sif.sh hyrax.sif containers/hyrax.def
+endif
+
+# The image for real (its own CI step): build it, then the demo pipeline, the Slurm infer array and a
+# Jupyter kernel inside it (tests/test_sif_image.py, through scripts/run-sif.sh without Apptainer).
+test-sif: $(STAMP) sif
+	$(BIN)/python -m pytest -n 2 -q -m sif; rc=$$?; [ $$rc = 5 ] && rc=0; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check libhyrax cli tests benchmarks
@@ -41,4 +59,4 @@ bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf demo results .pytest_cache
+	rm -rf demo results .pytest_cache .sif-cache

@@ -53,6 +53,8 @@ def piped_run_dir() -> Path | None:
     upstream stage failed: an error, not a silent fall-back to an older run."""
     from libhyrax.errors import UsageError
 
+    if _ranks_launched() > 1:
+        return None  # srun/torchrun hand every rank an empty pipe: a rank of a multi-process run reads none
     try:
         if not stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
             return None
@@ -63,6 +65,15 @@ def piped_run_dir() -> Path | None:
         raise UsageError("stdin is a pipe, but the stage before this one printed no results directory (did "
                          "it fail?); pass --from DIR, or run this stage with </dev/null to use the newest run")
     return Path(lines[-1])
+
+
+def _ranks_launched() -> int:
+    """Processes a launcher started for this command (torchrun's WORLD_SIZE, srun's SLURM_NTASKS in a step)."""
+    n = os.environ.get("WORLD_SIZE") or (os.environ.get("SLURM_NTASKS") if "SLURM_STEP_ID" in os.environ else None)
+    try:
+        return int(n or 1)
+    except ValueError:
+        return 1
 
 
 def input_run(from_run: Path | None) -> Path | None:

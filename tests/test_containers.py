@@ -87,11 +87,14 @@ def test_definition_has_what_a_read_only_offline_image_needs(path):
 def test_cpu_image_pins_the_cpu_torch_of_pyproject():
     post = container.sections((REPO / "containers" / "hyrax.def").read_text())["post"]
     pin = next(d for d in PYPROJECT["project"]["dependencies"] if d.startswith("torch"))
-    torch_line = next(line for line in post.splitlines() if " torch==" in line)
-    assert torch_line.split()[-1] == pin == "torch==2.13.0"
-    assert "--index-url https://download.pytorch.org/whl/cpu" in torch_line
-    # torch goes in before the project, so the project's own pin is already satisfied by the CPU build
-    assert post.index(pin) < post.index("/opt/hyrax/src\n")
+    assert pin == "torch==2.13.0"
+    # one pip pass installs the stack: the CPU build of that same torch (+cpu meets the project's pin, and
+    # PyPI has no +cpu build, so a missing CPU index fails instead of pulling CUDA), Hyrax and its kernel
+    installs = [line.split() for line in post.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+    assert len(installs) == 1, installs
+    words = installs[0]
+    assert f"{pin}+cpu" in words and "/opt/hyrax/src" in words and "ipykernel" in words
+    assert words[words.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cpu"
 
 
 def test_gpu_image_takes_the_cuda_torch_and_says_to_run_with_nv():
