@@ -100,9 +100,9 @@ class Run:
         """Whether every shard of `stem` is written (always true for a plain run's own output)."""
         from libhyrax.hdf5 import is_complete_file
 
-        count = self.shard.count if self.shard else 1
-        paths = [self.file(shard_name(stem, i, count)) for i in range(count)] if self.shard else [self.output(stem)]
-        return all(is_complete_file(p) for p in paths)
+        if self.shard is None:
+            return is_complete_file(self.output(stem))
+        return all(is_complete_file(self.file(shard_name(stem, i, self.shard.count))) for i in range(self.shard.count))
 
     def add_input(self, path: str | os.PathLike) -> None:
         rec = file_record(path)

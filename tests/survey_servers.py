@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import pytest
 
 from libhyrax.surveys.fits_bytes import write_image
 
@@ -363,3 +364,19 @@ def _angle(text: str) -> float:
     if not m:
         raise ValueError(f"bad angle {text!r}")
     return float(m[1]) * UNITS[m[2]]
+
+
+# --- the fixtures of the download tests (imported by them, as tests/slurm_cluster.py's are) -------------------
+
+N, SIZE, PASSWORD = 300, 16, "pw-for-the-loopback-hsc"
+
+
+@pytest.fixture(scope="module", name="sky")
+def sky_fixture(tmp_path_factory) -> Sky:
+    return Sky.synthetic(tmp_path_factory.mktemp("sky"), n=N, bands=("g", "r"), size=SIZE + 2)
+
+
+@pytest.fixture(name="catalog")
+def catalog_fixture(sky, workdir, monkeypatch) -> Path:
+    monkeypatch.setenv("HSC_SSP_CAS_PASSWORD", PASSWORD)
+    return sky.catalog(workdir / "objects.csv")

@@ -10,27 +10,24 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from survey_servers import Faults, Sky, SurveyServer, center
+from survey_servers import (  # noqa: F401  (fixtures)
+    PASSWORD,
+    SIZE,
+    Faults,
+    N,
+    Sky,
+    SurveyServer,
+    catalog_fixture,
+    center,
+    sky_fixture,
+)
 
 import libhyrax
 from libhyrax.errors import ConfigError, DataError, RunError, UsageError
 from libhyrax.stages import BY_NAME
 from libhyrax.surveys.store import FAILED, MISSING, OK, REJECTED
 
-SIZE, N = 16, 300
-PASSWORD = "pw-for-the-loopback-hsc"
 PROVIDERS = ("hsc", "legacysurvey", "url_template")
-
-
-@pytest.fixture(scope="module")
-def sky(tmp_path_factory) -> Sky:
-    return Sky.synthetic(tmp_path_factory.mktemp("sky"), n=N, bands=("g", "r"), size=SIZE + 2)
-
-
-@pytest.fixture
-def catalog(sky, workdir, monkeypatch) -> Path:
-    monkeypatch.setenv("HSC_SSP_CAS_PASSWORD", PASSWORD)
-    return sky.catalog(workdir / "objects.csv")
 
 
 def settings(server: SurveyServer, provider: str, catalog: Path, **download) -> dict:

@@ -14,25 +14,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from survey_servers import Faults, Sky, SurveyServer, center
-from test_download import PASSWORD, SIZE, _assert_same_download, cutouts, record, settings
+from survey_servers import (  # noqa: F401  (fixtures)
+    SIZE,
+    Faults,
+    N,
+    SurveyServer,
+    catalog_fixture,
+    center,
+    sky_fixture,
+)
+from test_download import _assert_same_download, cutouts, record, settings
 
 import libhyrax
 from libhyrax.errors import RunError
 from libhyrax.surveys.store import FAILED, MISSING, OK
-
-N = 300
-
-
-@pytest.fixture(scope="module")
-def sky(tmp_path_factory) -> Sky:
-    return Sky.synthetic(tmp_path_factory.mktemp("sky"), n=N, bands=("g", "r"), size=SIZE + 2)
-
-
-@pytest.fixture
-def catalog(sky, workdir, monkeypatch) -> Path:
-    monkeypatch.setenv("HSC_SSP_CAS_PASSWORD", PASSWORD)
-    return sky.catalog(workdir / "objects.csv")
 
 
 def toml(cfg: dict, path: Path) -> Path:
