@@ -134,6 +134,136 @@ def peak_memory(cfg: dict, train_run: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# The workload the reference tool was measured on (issue 16): random 3x32x32 cutouts, the default
+# HyraxAutoencoder (base 32, latent 64), batch 512. The reference runs on its HyraxRandomDataset (in memory,
+# which favours it: ours reads the same shape from an HDF5 file). torchvision's wheel does not import beside
+# the pinned CPU torch, and the reference's autoencoder imports CenterCrop from it: a stand-in is given.
+REFERENCE_SHAPE, REFERENCE_BATCH = (3, 32, 32), 512
+TORCHVISION_STANDIN = {
+    "torchvision/__init__.py": "",
+    "torchvision/transforms/__init__.py": "",
+    "torchvision/models/__init__.py": "",
+    "torchvision/transforms/v2.py": (
+        "class CenterCrop:\n"
+        "    def __init__(self, size):\n"
+        "        self.size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)\n"
+        "    def __call__(self, x):\n"
+        "        (h, w), (th, tw) = x.shape[-2:], self.size\n"
+        "        t, l = (h - th) // 2, (w - tw) // 2\n"
+        "        return x[..., t:t + th, l:l + tw]\n"),
+}
+REFERENCE_SCRIPT = """
+import sys, time
+n, folder = int(sys.argv[1]), sys.argv[2]
+import hyrax
+h = hyrax.Hyrax(config_file=folder + "/ref.toml")
+h.train()
+t0 = time.perf_counter()
+h.infer()
+print("OBJECTS_PER_S", n / (time.perf_counter() - t0))
+"""
+REFERENCE_TOML = """
+[general]
+results_dir = "{folder}/results"
+data_dir = "{folder}/data"
+[model]
+name = "HyraxAutoencoder"
+[model.HyraxAutoencoder]
+base_channel_size = 32
+latent_dim = 64
+[data_set.HyraxRandomDataset]
+size = {n}
+shape = [3, 32, 32]
+[data_loader]
+batch_size = 512
+[train]
+epochs = 1
+[split]
+train = 0.02
+[data_request.train.data]
+dataset_class = "HyraxRandomDataset"
+data_location = "{folder}/data"
+primary_id_field = "object_id"
+fields = ["image", "object_id"]
+[data_request.infer.data]
+dataset_class = "HyraxRandomDataset"
+data_location = "{folder}/data"
+primary_id_field = "object_id"
+fields = ["image", "object_id"]
+"""
+
+
+def reference_tool_infer(python: str, n: int, folder: Path) -> float:
+    """The reference tool's infer stage alone (after a tiny train) in its own interpreter: objects/s."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for rel, text in TORCHVISION_STANDIN.items():
+        (folder / "stub" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "stub" / rel).write_text(text)
+    (folder / "ref.toml").write_text(REFERENCE_TOML.format(folder=folder, n=n))
+    env = {**os.environ, "PYTHONPATH": str(folder / "stub"), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    out = subprocess.run([python, "-c", REFERENCE_SCRIPT, str(n), str(folder)], capture_output=True, text=True,
+                         env=env, cwd=folder)
+    rates = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("OBJECTS_PER_S")]
+    if out.returncode or not rates:
+        raise SystemExit(f"the reference tool's infer failed:\n{out.stderr[-3000:]}")
+    shutil.rmtree(folder / "results", ignore_errors=True)
+    return float(rates[0])
+
+
+def encoder_loop(train_run: Path, cutouts: Path, n: int, batch_size: int) -> float:
+    """The plain loop with the encoder alone (no reconstruction error, as the reference computes): objects/s."""
+    import h5py
+    import torch
+
+    from libhyrax.models import load_trained
+
+    model, desc = load_trained(train_run, device="cpu")
+    scale = desc["data_set"]["asinh_scale"]
+    latents = np.empty((n, model.latent_dim), "f4")
+    t0 = time.perf_counter()
+    with h5py.File(cutouts, "r") as f, torch.inference_mode():
+        for a in range(0, n, batch_size):
+            b = min(a + batch_size, n)
+            x = torch.from_numpy(np.arcsinh(f["images"][a:b] / scale).astype("f4"))
+            latents[a:b] = model.infer_batch(x).numpy()
+    return n / (time.perf_counter() - t0)
+
+
+def reference_workload(args, scratch: Path) -> dict:
+    """Issue 16's side-by-side: the default infer (and train) against the plain loops and the reference."""
+    global SIZE
+    n, batch = args.n, REFERENCE_BATCH
+    SIZE = REFERENCE_SHAPE[1]
+    cutouts = scratch / "cutouts-3x32x32.h5"
+    from libhyrax.data import CutoutWriter
+
+    rng = np.random.default_rng(0)
+    with CutoutWriter(cutouts, REFERENCE_SHAPE, ["g", "r", "i"], n_rows=n, id_length=12, dtype=DTYPE) as w:
+        for a in range(0, n, 16384):
+            b = min(a + 16384, n)
+            w.append(np.char.mod("obj%09d", np.arange(a, b)), rng.exponential(0.1, (b - a, *REFERENCE_SHAPE)).astype("f4"))
+    cfg = config(scratch, cutouts, "cpu", batch, "HyraxAutoencoder")
+    cfg["model"]["HyraxAutoencoder"] = {"base_channel_size": 32, "latent_dim": 64}
+    train_run = make_train_run(cfg)
+    rates: dict[str, list[float]] = {"infer": [], "infer_wall": [], "plain": [], "encoder": [], "reference": []}
+    for _ in range(args.repeats):  # alternate, so load changes favour none of them
+        loop_rate, wall_rate, run = hyrax_infer(cfg, train_run)
+        shutil.rmtree(run)
+        rates["infer"].append(loop_rate)
+        rates["infer_wall"].append(wall_rate)
+        rates["plain"].append(plain_loop(train_run, cutouts, n, batch, "cpu"))
+        rates["encoder"].append(encoder_loop(train_run, cutouts, n, batch))
+        if args.reference_python:
+            rates["reference"].append(reference_tool_infer(args.reference_python, n, scratch / "reference"))
+    best = {k: max(v) for k, v in rates.items() if v}
+    out = {"workload": f"{n:,} random 3x32x32 {DTYPE}, HyraxAutoencoder base 32 latent 64, batch {batch}, cpu",
+           "objects_per_s": best, "all": rates}
+    print(f"{out['workload']} (best of {args.repeats}):", file=sys.stderr)
+    for k, v in best.items():
+        print(f"  {k:<11} {v:8,.0f} objects/s   infer / {k}: {best['infer'] / v:.2f}", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000, help="objects for the HyraxLoopback throughput comparison")
@@ -147,6 +277,11 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one, deleted after)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="cutout storage")
+    ap.add_argument("--reference-workload", action="store_true",
+                    help="only the side-by-side on 3x32x32 cutouts with the default autoencoder (issue 16): infer "
+                         "against a plain loop, an encoder-only loop and (with --reference-python) the reference tool")
+    ap.add_argument("--reference-python", default=None,
+                    help="the python of a venv where the reference tool (pip install hyrax) is installed")
     args = ap.parse_args()
     global DTYPE
     DTYPE = args.dtype
@@ -162,6 +297,16 @@ def main() -> None:
     figures: dict = {"device": args.device, "cuda": torch.cuda.is_available(), "torch_threads": torch.get_num_threads(),
                      "batch_size": args.batch_size, "cutout": f"1x{SIZE}x{SIZE} float32",
                      "autoencoder": f"base {BASE} latent {LATENT}"}
+    if args.reference_workload:
+        try:
+            figures = reference_workload(args, scratch)
+        finally:
+            if not args.dir:
+                shutil.rmtree(scratch, ignore_errors=True)
+        print(json.dumps(figures, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        return
     try:
         files = {}
         for n in sorted({args.n, args.n_model, *sizes}):

@@ -17,8 +17,9 @@ from hyrax_cli.common import (
     run_stage,
 )
 
-EngineOpt = Annotated[str | None, typer.Option("--engine", help="torch (a train run) or onnx (an export run); "
-                                               "default: infer.engine.", show_default=False)]
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", help="auto (torch on a GPU, onnxruntime on a CPU), torch, or onnx (an export run); default: "
+                     "infer.engine.", show_default=False)]
 
 
 def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None, resume: ResumeOpt = None,

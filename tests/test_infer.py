@@ -178,3 +178,62 @@ def test_long_unicode_ids_and_worker_processes_keep_ids_and_order(train_run, ful
     by_id = dict(zip(full[1]["object_id"], full[1]["latent"], strict=True))
     want = np.stack([by_id[i] for i in sample["object_id"]])
     np.testing.assert_allclose(got["latent"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_engine_runs_onnxruntime_on_a_cpu_with_torchs_outputs(train_run, full, workdir, monkeypatch):
+    """The default engine ("auto") converts the model to onnxruntime for a large run on a CPU; its latents
+    and reconstruction errors are torch's (within 1e-5), and provenance says which runtime ran."""
+    from libhyrax import engines
+    from libhyrax.stages.infer import infer
+
+    _, torch_out = full
+    monkeypatch.setattr(engines, "ONNX_MIN_ROWS", 100)  # the sample's 1,000 objects count as a large run
+    result = infer({"general": {"results_dir": "results", "device": "cpu"}}, from_run=train_run)
+    info = read_provenance(result.path)["stage_info"]
+    assert info["runtime"] == "onnxruntime"
+    got = read_latents(result.path)
+    assert list(got["object_id"]) == list(torch_out["object_id"])
+    np.testing.assert_allclose(got["latent"], torch_out["latent"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["recon_error"], torch_out["recon_error"], rtol=1e-4, atol=1e-7)
+
+
+def test_auto_engine_stays_on_torch_for_small_runs_and_models_that_dont_convert(train_run, full, workdir,
+                                                                                 monkeypatch, caplog):
+    from libhyrax import engines, onnx_io
+    from libhyrax.stages.infer import infer
+
+    _, torch_out = full
+    small = infer({"general": {"results_dir": "results", "device": "cpu"}}, from_run=train_run)  # 1,000 < 5,000
+    assert read_provenance(small.path)["stage_info"]["runtime"] == "torch"
+
+    def broken(model, example):
+        raise RuntimeError("Unsupported: aten::something_odd")
+
+    monkeypatch.setattr(engines, "ONNX_MIN_ROWS", 100)
+    monkeypatch.setattr(onnx_io, "in_memory_session", broken)
+    with caplog.at_level("INFO", logger="hyrax.infer"):
+        result = infer({"general": {"results_dir": "results", "device": "cpu"}}, from_run=train_run)
+    assert read_provenance(result.path)["stage_info"]["runtime"] == "torch"
+    assert "did not convert to ONNX: Unsupported: aten::something_odd" in caplog.text
+    np.testing.assert_array_equal(read_latents(result.path)["latent"], torch_out["latent"])
+
+
+def test_auto_engine_refuses_a_conversion_whose_outputs_differ(train_run, workdir, monkeypatch, caplog):
+    from libhyrax import engines, onnx_io
+    from libhyrax.stages.infer import infer
+
+    real = onnx_io.run_session
+    monkeypatch.setattr(engines, "ONNX_MIN_ROWS", 100)
+    monkeypatch.setattr(onnx_io, "run_session", lambda s, x: {k: v + 0.01 for k, v in real(s, x).items()})
+    with caplog.at_level("WARNING", logger="hyrax.infer"):
+        result = infer({"general": {"results_dir": "results", "device": "cpu"}}, from_run=train_run)
+    assert read_provenance(result.path)["stage_info"]["runtime"] == "torch"
+    assert "its ONNX conversion differs from torch by 0.01" in caplog.text
+
+
+def test_engine_choice_lists_the_known_ones(train_run, workdir):
+    from libhyrax.errors import ConfigError
+    from libhyrax.stages.infer import infer
+
+    with pytest.raises(ConfigError, match="Known: auto, onnx, torch"):
+        infer({"general": {"results_dir": "results"}}, from_run=train_run, engine="tensorrt")

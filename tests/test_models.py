@@ -292,3 +292,29 @@ def test_criterion_from_config_replaces_the_models_own_loss():
     assert isinstance(model.criterion, nn.L1Loss)
     with torch.no_grad():
         assert float(model.train_batch(x)["loss"]) == pytest.approx(float(F.l1_loss(model(x), x)), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "SimCLR"])
+def test_channels_last_changes_speed_not_values(name):
+    """`place` stores a convolutional model's weights channels-last: outputs and a training step's
+    gradients are the same numbers as in the default layout."""
+    import torch
+
+    from libhyrax.models import build_model, model_class, place
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 32, 32)
+    cls = model_class(name)
+    assert cls.channels_last
+    plain = build_model(cls, {"model": {}}, x[:1].numpy()).eval()
+    fast = build_model(cls, {"model": {}}, x[:1].numpy()).eval()
+    fast.load_state_dict(plain.state_dict())
+    place(fast, "cpu")
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in fast.parameters())
+    with torch.inference_mode():
+        want, got = plain.infer_outputs(x), fast.infer_outputs(x)
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].shape == want[k].shape
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)

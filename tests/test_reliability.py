@@ -40,7 +40,7 @@ def test_resume_continues_with_its_own_model_not_the_newest(workdir, monkeypatch
         infer(cfg, resume=failed, from_run=model_b)
     with pytest.raises(UsageError, match="data_loader.batch_size differs"):
         infer(cfg, resume=failed, overrides=["data_loader.batch_size=64"])
-    with pytest.raises(UsageError, match="started with --engine torch"):
+    with pytest.raises(UsageError, match="started with --engine auto"):
         infer(resume=failed, engine="onnx")
     done = infer(resume=failed)  # the form `hyrax infer --resume RUN.failed` takes: no --from
     assert [u.resolve() for u in upstream_paths(done.path)] == [model_a.resolve()]

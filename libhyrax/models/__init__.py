@@ -5,7 +5,16 @@ trained-model files.
 """
 
 from libhyrax.models.autoencoder import HyraxAutoencoder, HyraxAutoencoderV2
-from libhyrax.models.base import MODELS, HyraxModel, build_model, hyrax_model, model_class, prepare, to_device
+from libhyrax.models.base import (
+    MODELS,
+    HyraxModel,
+    build_model,
+    hyrax_model,
+    model_class,
+    place,
+    prepare,
+    to_device,
+)
 from libhyrax.models.check import check_model
 from libhyrax.models.cnn import HyraxCNN
 from libhyrax.models.dcae import ImageDCAE
@@ -14,5 +23,5 @@ from libhyrax.models.saving import describe, load_trained, load_weights, save_tr
 from libhyrax.models.simclr import SimCLR
 
 __all__ = ["MODELS", "HyraxModel", "hyrax_model", "check_model", "load_trained", "load_weights", "model_class",
-           "build_model", "prepare", "to_device", "describe", "save_trained", "HyraxAutoencoder",
+           "build_model", "place", "prepare", "to_device", "describe", "save_trained", "HyraxAutoencoder",
            "HyraxAutoencoderV2", "HyraxCNN", "ImageDCAE", "HyraxLoopback", "SimCLR"]

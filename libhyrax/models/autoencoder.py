@@ -56,6 +56,8 @@ class Reconstructs:
     input shape): encode, decode, the reconstruction loss, and the per-object reconstruction error that
     `infer` saves as a cheap anomaly signal. A mixin, so it registers no model of its own."""
 
+    channels_last = True  # convolutions: see HyraxModel.channels_last
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 

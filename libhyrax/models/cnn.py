@@ -29,6 +29,8 @@ class HyraxCNN(HyraxModel):
     """Three conv blocks, global average pooling, a 64-d feature vector (the latent) and a linear
     classifier over `output_classes`. Loss: cross-entropy; metric: accuracy."""
 
+    channels_last = True  # see HyraxModel.channels_last
+
     @staticmethod
     def prepare_inputs(batch: dict):
         field = label_field(batch)

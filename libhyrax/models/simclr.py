@@ -62,6 +62,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 class SimCLR(HyraxModel):
     """Encoder: four conv blocks to `latent_dim`; projection head: an MLP to `projection_dimension`."""
 
+    channels_last = True  # see HyraxModel.channels_last
+
     def __init__(self, config, data_sample):
         super().__init__(config, data_sample)
         c, _, _ = image_shape(data_sample, "SimCLR")

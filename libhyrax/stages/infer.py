@@ -3,7 +3,7 @@
     hyrax train | hyrax infer                                  # the train run's model, the built-in sample
     hyrax infer --from results/<train-run> --set data_loader.batch_size=1024
     hyrax infer --resume results/<infer-run>.failed            # finish an interrupted run: exactly N rows
-    hyrax infer --engine onnx --from results/<export-run>      # the same through onnxruntime
+    hyrax infer --engine onnx --from results/<export-run>      # an exported model through onnxruntime
     sbatch --array=0-9 --wrap 'hyrax infer --from results/<train-run>'   # 10 shards into one directory
     for i in 0 1 2; do hyrax infer --shard $i/3; done                     # the same without Slurm
 
@@ -48,7 +48,7 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
           engine: str | None = None, run_name: str | None = None) -> Result:
     """Write the latents of every object of the `infer` group; returns the infer run.
 
-    from_run: a train run (or, with engine="onnx", an export run); default: the newest finished one.
+    from_run: a train run (or, with engine "onnx" or "auto", an export run); default: the newest finished one.
     resume: an interrupted infer run to finish. shard: "I/N" (default: the Slurm array task's share).
     run_name: the shared directory's name for a sharded run outside Slurm.
     """
@@ -109,6 +109,10 @@ def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, 
         _check_resumed_ids(out, group, start)
         log.info("resuming %s after row %d of %d", path.name, done, n)
     id_width = 0 if out.started else group.id_width()
+    if hasattr(model, "expect"):
+        # engine "auto": onnxruntime on a CPU pays only for a large enough run; decided on the whole share,
+        # so a resumed run makes the same choice as its first attempt
+        model.expect(n)
     t0, computed = time.monotonic(), 0
     try:
         with Progress("infer", total=n) as progress:
@@ -133,7 +137,7 @@ def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, 
     secs = time.monotonic() - t0
     log.info("wrote %d latents to %s (%.0f objects/s)", n, path.name, computed / max(secs, 1e-9))
     return {"objects_per_s": round(computed / max(secs, 1e-9), 1), "seconds": round(secs, 2),
-            "resumed_at_row": done or None}
+            "resumed_at_row": done or None, "runtime": getattr(model, "runtime", None)}
 
 
 def _check_outputs(out: dict, n: int) -> None:

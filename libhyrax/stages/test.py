@@ -33,7 +33,7 @@ def test(config=None, *, from_run=None, overrides=()) -> Result:
     from libhyrax.data import open_group
     from libhyrax.data.split import load_splits
     from libhyrax.hdf5 import write_arrays
-    from libhyrax.models import load_trained, load_weights
+    from libhyrax.models import load_trained, load_weights, place
     from libhyrax.training.engine import EpochBatches, EpochMeans, create_evaluator, pick_device
     from libhyrax.training.tracking import METRICS_FILE, MetricsCSV, MLflowRun
 
@@ -51,7 +51,7 @@ def test(config=None, *, from_run=None, overrides=()) -> Result:
     weights = cfg["test"]["model_weights_file"]
     if weights:
         load_weights(model, weights)
-        model.to(device)
+    place(model, device)
     predictions: list = []
     evaluator = create_evaluator(model, device, bool(cfg["train"]["mixed_precision"]), predictions)
     means = EpochMeans(evaluator)

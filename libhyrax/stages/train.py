@@ -26,7 +26,7 @@ import numpy as np
 from libhyrax.config import resolve
 from libhyrax.data.from_run import DATA_STAGES, request_of_run, run_holding
 from libhyrax.errors import ConfigError, DataError
-from libhyrax.models import build_model, describe, load_weights, model_class, prepare, save_trained
+from libhyrax.models import build_model, describe, load_weights, model_class, place, prepare, save_trained
 from libhyrax.models.base import first_rows
 from libhyrax.results import Result, find_run
 from libhyrax.runs import open_run
@@ -155,7 +155,7 @@ def _build_model(cls, cfg: dict, sample, device, fine_tune: bool):
     if weights and fine_tune:
         load_weights(model, weights)
         log.info("starting from the weights in %s", weights)
-    model.to(device)
+    place(model, device)
     dist.broadcast_parameters(model)
     return model
 
