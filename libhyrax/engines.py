@@ -39,17 +39,19 @@ def load_engine(engine: str, cfg: dict, from_run=None):
     if engine not in ENGINES:
         raise ConfigError(unknown_choice("infer.engine", engine, ENGINES))
     device, trusted = cfg["general"]["device"], cfg["general"]["trusted_runs"]
+    latent_only = not cfg["infer"]["recon_error"]
     if engine == "onnx":
-        return OnnxEngine(find_run("export", cfg, from_run).path, device)
+        return OnnxEngine(find_run("export", cfg, from_run).path, device, latent_only)
     weights = cfg["infer"]["model_weights_file"]
     if weights and not from_run:
-        return TorchEngine(train_run_of(weights), device, weights, trusted, convert=engine == "auto")
+        return TorchEngine(train_run_of(weights), device, weights, trusted, convert=engine == "auto",
+                           latent_only=latent_only)
     if engine == "auto" and from_run:
         run = find_run(("train", "export"), cfg, from_run)
         if run.stage == "export":
-            return OnnxEngine(run.path, device)
+            return OnnxEngine(run.path, device, latent_only)
     return TorchEngine(find_run("train", cfg, from_run).path, device, weights or None, trusted,
-                       convert=engine == "auto")
+                       convert=engine == "auto", latent_only=latent_only)
 
 
 def model_input_group(cfg: dict, data_set: dict):
@@ -87,7 +89,7 @@ class TorchEngine:
     """A trained model from a train run, on `device`; `outputs(batch)` -> numpy infer_outputs."""
 
     def __init__(self, train_run: Path, device: str = "auto", weights: str | os.PathLike | None = None,
-                 trusted_runs=(), convert: bool = False):
+                 trusted_runs=(), convert: bool = False, latent_only: bool = False):
         from libhyrax.models import load_trained, place
         from libhyrax.models.saving import load_weights
         from libhyrax.training.engine import pick_device
@@ -106,6 +108,7 @@ class TorchEngine:
         self.convert = convert and self.device.type == "cpu"
         self.session = None
         self.runtime = "torch"
+        self.latent_only = latent_only  # infer.recon_error = false: infer_batch alone (no decoder pass)
 
     def expect(self, rows: int) -> None:
         """How many objects this run will compute: a small run isn't worth converting."""
@@ -130,7 +133,8 @@ class TorchEngine:
         from libhyrax.models import to_device
 
         with torch.inference_mode():
-            out = self.model.infer_outputs(to_device(x, self.device, non_blocking=True))
+            x = to_device(x, self.device, non_blocking=True)
+            out = {"latent": self.model.infer_batch(x)} if self.latent_only else self.model.infer_outputs(x)
         return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
 
     def _to_onnxruntime(self, x) -> dict[str, np.ndarray]:
@@ -145,7 +149,7 @@ class TorchEngine:
 
         log = logging.getLogger("hyrax.infer")
         try:
-            session = in_memory_session(self.model, x[:2])
+            session = in_memory_session(self.model, x[:2], self.latent_only)
             got = run_session(session, x)
         except Exception as e:  # noqa: BLE001 - any failure to convert only means staying on torch
             log.info("running the model with torch (it did not convert to ONNX: %s)", str(e).splitlines()[0][:200])
@@ -165,7 +169,7 @@ class OnnxEngine:
     """An export run's model.onnx through onnxruntime, fed the image preprocessed as preprocessing.json
     says (the same `[data_set]` transforms the model was trained with)."""
 
-    def __init__(self, export_run: Path, device: str = "cpu"):
+    def __init__(self, export_run: Path, device: str = "cpu", latent_only: bool = False):
         from libhyrax.onnx_io import PREPROCESSING_FILE, read_preprocessing, session
 
         self.source = Path(export_run)
@@ -174,6 +178,7 @@ class OnnxEngine:
         self.latent_dim = pre.get("latent_dim")
         self.session = session(self.source / "model.onnx", device if device != "auto" else "cuda")
         self.read_ahead = self.session.get_providers()[0] != "CPUExecutionProvider"
+        self.latent_only = latent_only  # the exported graph computes every output; the others are dropped
 
     def outputs(self, batch: dict) -> dict[str, np.ndarray]:
         from libhyrax.onnx_io import run_session
@@ -181,4 +186,5 @@ class OnnxEngine:
         if self.field not in batch:
             raise DataError(f"the ONNX model takes the {self.field!r} field; the infer data group has "
                             f"{', '.join(batch)}")
-        return run_session(self.session, batch[self.field])
+        out = run_session(self.session, batch[self.field])
+        return {"latent": out["latent"]} if self.latent_only else out

@@ -48,13 +48,16 @@ def _outputs_module(model, names: list[str]):
     import torch
 
     class Outputs(torch.nn.Module):
-        """The model's infer_outputs as a tuple, in a fixed order, for the exporter."""
+        """The model's infer_outputs as a tuple, in a fixed order, for the exporter (["latent"] alone:
+        infer_batch, so an autoencoder's decoder is left out of the graph)."""
 
         def __init__(self):
             super().__init__()
             self.model = model
 
         def forward(self, x):
+            if names == ["latent"]:
+                return (self.model.infer_batch(x),)
             out = self.model.infer_outputs(x)
             return tuple(out[n] for n in names)
 
@@ -100,9 +103,10 @@ def export_model(model, example: np.ndarray, path: str | os.PathLike, opset: int
     return names
 
 
-def in_memory_session(model, example: np.ndarray):
-    """`model`'s inference outputs as an onnxruntime CPU session, without a file: the TorchScript exporter
-    (about 0.5 s, against several for dynamo); `example`: a small batch of the model's input."""
+def in_memory_session(model, example: np.ndarray, latent_only: bool = False):
+    """`model`'s inference outputs (`latent_only`: its latent alone) as an onnxruntime CPU session, without
+    a file: the TorchScript exporter (about 0.5 s, against several for dynamo); `example`: a small batch of
+    the model's input."""
     import io
 
     import torch
@@ -110,7 +114,7 @@ def in_memory_session(model, example: np.ndarray):
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
-    names = output_names(model, example)
+    names = ["latent"] if latent_only else output_names(model, example)
     buf = io.BytesIO()
     with _quiet_exporter():
         torch.onnx.export(_outputs_module(model, names), (torch.from_numpy(np.ascontiguousarray(example)),), buf,

@@ -206,7 +206,7 @@ def test_auto_engine_stays_on_torch_for_small_runs_and_models_that_dont_convert(
     small = infer({"general": {"results_dir": "results", "device": "cpu"}}, from_run=train_run)  # 1,000 < 5,000
     assert read_provenance(small.path)["stage_info"]["runtime"] == "torch"
 
-    def broken(model, example):
+    def broken(model, example, latent_only=False):
         raise RuntimeError("Unsupported: aten::something_odd")
 
     monkeypatch.setattr(engines, "ONNX_MIN_ROWS", 100)
@@ -237,3 +237,25 @@ def test_engine_choice_lists_the_known_ones(train_run, workdir):
 
     with pytest.raises(ConfigError, match="Known: auto, onnx, torch"):
         infer({"general": {"results_dir": "results"}}, from_run=train_run, engine="tensorrt")
+
+
+@pytest.mark.parametrize("convert", [False, True])
+def test_latents_only_skips_the_decoder_and_keeps_the_latents(train_run, full, workdir, monkeypatch, convert):
+    """infer.recon_error = false: the same latents, no /recon_error (torch, and onnxruntime on a CPU), and
+    anomaly scores without it."""
+    from libhyrax import engines
+    from libhyrax.stages.anomaly import anomaly
+    from libhyrax.stages.infer import infer
+
+    _, torch_out = full
+    if convert:
+        monkeypatch.setattr(engines, "ONNX_MIN_ROWS", 100)
+    cfg = {"general": {"results_dir": "results", "device": "cpu"}, "infer": {"recon_error": False}}
+    result = infer(cfg, from_run=train_run)
+    got = read_latents(result.path)
+    assert set(got) == {"object_id", "latent"}
+    assert read_provenance(result.path)["stage_info"]["runtime"] == ("onnxruntime" if convert else "torch")
+    np.testing.assert_allclose(got["latent"], torch_out["latent"], rtol=1e-5, atol=1e-5)
+    scored = anomaly(cfg, from_run=result.path)
+    with h5py.File(scored.file("scores.h5"), "r") as f:
+        assert "recon_error" not in f and "knn" in f and len(f["score"]) == len(got["latent"])

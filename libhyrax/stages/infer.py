@@ -11,7 +11,7 @@
     latents = libhyrax.infer(from_run="results/<train-run>")
 
 `latents.h5` holds `/object_id`, `/latent` (N, D) float32 in input order and, for autoencoders,
-`/recon_error` (N,). Batches stream from the data group to the file, so memory does not grow with N. The
+`/recon_error` (N,) (`infer.recon_error = false` leaves it and the decoder pass out). Batches stream from the data group to the file, so memory does not grow with N. The
 images get the train run's `[data_set]` transforms (never the current config's). A sharded run writes
 `latents.shard-IIII-of-NNNN.h5`; read either through `libhyrax.hdf5.open_result(run, "latents")`.
 
