@@ -3,6 +3,14 @@ memory at two sizes (memory must not grow with N).
 
     .venv/bin/python benchmarks/bench_infer.py                # both models vs the plain loop; memory at 100k, 1M
     .venv/bin/python benchmarks/bench_infer.py --sizes 100000 --n 20000 --device cuda --json out.json
+    .venv/bin/python benchmarks/bench_infer.py --reference-workload --n 100000 --repeats 2 \
+        --reference-python /tmp/refvenv/bin/python    # issue 16's side-by-side (pip install hyrax in that venv)
+
+--reference-workload: N random 3x32x32 cutouts, the default HyraxAutoencoder (base 32, latent 64), batch
+512, CPU. Prints objects/s of `infer` (its loop; `infer_wall`: the whole call), `infer` with
+infer.recon_error = false (`latents_only`), the plain loop (encoder and decoder, as `infer` computes),
+an encoder-only plain loop, the reference tool's infer (encoder only, its in-memory random dataset), and
+`train` against the reference's train (one epoch on 20% of the objects; the whole stage call).
 
 The data: N single-band 16x16 float32 cutouts (1 KiB each: 1M take about 1 GB), written with the data
 package's CutoutWriter into a scratch folder that is deleted afterwards. Two models, each saved as a
@@ -259,13 +267,17 @@ def reference_workload(args, scratch: Path) -> dict:
     cfg = config(scratch, cutouts, "cpu", batch, "HyraxAutoencoder")
     cfg["model"]["HyraxAutoencoder"] = {"base_channel_size": 32, "latent_dim": 64}
     train_run = make_train_run(cfg)
-    rates: dict[str, list[float]] = {"infer": [], "infer_wall": [], "plain": [], "encoder": [], "reference": [],
+    rates: dict[str, list[float]] = {"infer": [], "infer_wall": [], "latents_only": [], "plain": [], "encoder": [],
+                                     "reference": [],
                                      "train": [], "reference_train": []}
     for _ in range(args.repeats):  # alternate, so load changes favour none of them
         loop_rate, wall_rate, run = hyrax_infer(cfg, train_run)
         shutil.rmtree(run)
         rates["infer"].append(loop_rate)
         rates["infer_wall"].append(wall_rate)
+        loop_rate, _, run = hyrax_infer({**cfg, "infer": {"recon_error": False}}, train_run)  # no decoder pass
+        shutil.rmtree(run)
+        rates["latents_only"].append(loop_rate)
         rates["plain"].append(plain_loop(train_run, cutouts, n, batch, "cpu"))
         rates["encoder"].append(encoder_loop(train_run, cutouts, n, batch))
         rates["train"].append(hyrax_train(cfg, n))
