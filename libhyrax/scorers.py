@@ -5,7 +5,8 @@ all latents) and scores one batch at a time with `score(batch)`, where a batch i
 "latent" (B, D) and, when infer saved it, "recon_error" (B,):
 
     knn                the distance to the k-th nearest other object in latent space (exact torch
-                       search over all latents, on the GPU when there is one, or an index's search)
+                       search, on the GPU when there is one, among all latents or a seeded sample of
+                       them: `sample_size`; or an index's search)
     recon_error        the autoencoder's reconstruction error saved by `infer`
     isolation_forest   scikit-learn's IsolationForest, fitted on a seeded sample of latents
 
@@ -26,7 +27,7 @@ log = logging.getLogger("hyrax.anomaly")
 # 20 s; 1M about 32 min), 2.2e8 with the cores shared. Through a ChromaDB index (ef_search 800) 1M took
 # about as long (10k objects in 19 s); the index's time grows as N log N, exact's as N^2.
 CPU_DISTANCES_PER_S = 5e8
-WARN_EXACT_CPU_N = 200_000  # exact knn over this many objects on a CPU logs a warning with the estimate
+WARN_EXACT_CPU_N = 200_000  # exact knn of more than this squared distances on a CPU logs a warning with the estimate
 
 
 class Scorer:
@@ -40,28 +41,46 @@ class Scorer:
 
 
 class KnnDistance(Scorer):
-    """The distance to the k-th nearest neighbour (the object itself excluded)."""
+    """The distance to the k-th nearest neighbour (the object itself excluded).
+
+    Exact search is all against all, N^2 distances. With `sample_size` > 0 and more objects than that,
+    the neighbours are searched among a seeded sample of `sample_size` objects instead: N x sample_size
+    distances, and memory for the sample alone. The score is then a coarser density estimate (the k-th
+    neighbour among a sample sits about as far as the (k N / sample_size)-th among all), the same
+    ranking in expectation. `score` needs the batch's rows ("rows") to leave a sampled object out of
+    its own neighbours."""
 
     name = "knn"
 
-    def __init__(self, k: int = 10, device: str = "auto", index=None):
+    def __init__(self, k: int = 10, device: str = "auto", index=None, sample_size: int = 0, seed: int = 0):
         self.k, self.device, self.index = int(k), device, index
+        self.sample_size, self.seed = int(sample_size), int(seed)
 
     def fit(self, latents) -> KnnDistance:
+        self.rows_ = None  # every object is in the reference set
         if self.index is None:
             import torch
 
             from libhyrax.vector_index.exact import resolve_device
 
-            self.data_ = torch.from_numpy(np.ascontiguousarray(latents[:], dtype=np.float32)).to(
-                resolve_device(self.device))
+            total = len(latents)
+            if 0 < self.sample_size < total:
+                self.rows_ = np.sort(np.random.default_rng(self.seed).choice(total, self.sample_size, replace=False))
+                reference = take_rows(latents, self.rows_)
+                log.info("knn: the neighbours of %d objects are searched among a seeded sample of %d "
+                         "(anomaly.knn_sample_size)", total, self.sample_size)
+            else:
+                reference = np.ascontiguousarray(latents[:], dtype=np.float32)
+            self.data_ = torch.from_numpy(reference).to(resolve_device(self.device))
             self.data_sq_ = (self.data_ * self.data_).sum(1)
             n = len(self.data_)
-            if self.data_.device.type == "cpu" and n >= WARN_EXACT_CPU_N:
-                log.warning("exact knn over %d objects on the CPU: %.1e distances, roughly %.0f min on 2 idle "
-                            "cores. A GPU (general.device) is far faster; --shard I/N (or a Slurm array) splits "
-                            "the rows across machines; through an index (--set anomaly.knn_source=index) the time "
-                            "grows as N log N instead of N^2", n, float(n) * n, n * n / CPU_DISTANCES_PER_S / 60)
+            distances = float(total) * n
+            if self.data_.device.type == "cpu" and distances >= float(WARN_EXACT_CPU_N) ** 2:
+                log.warning("exact knn of %d objects among %d on the CPU: %.1e distances, roughly %.0f min on 2 "
+                            "idle cores. A GPU (general.device) is far faster; --shard I/N (or a Slurm array) "
+                            "splits the rows across machines; a smaller anomaly.knn_sample_size, or an index "
+                            "(--set anomaly.knn_source=index), cuts the distances", total, n, distances,
+                            distances / CPU_DISTANCES_PER_S / 60)
         else:
             n = len(self.index)
         if n < 2:
@@ -79,7 +98,24 @@ class KnnDistance(Scorer):
         from libhyrax.vector_index.exact import knn
 
         _, dist = knn(self.data_, torch.from_numpy(q).to(self.data_.device), self.k_ + 1, self.data_sq_)
-        return dist[:, -1].cpu().numpy()  # column 0 is the object itself, at distance 0
+        dist = dist.cpu().numpy()
+        if self.rows_ is None:
+            return dist[:, -1]  # column 0 is the object itself, at distance 0
+        rows = np.asarray(batch["rows"])
+        pos = np.minimum(np.searchsorted(self.rows_, rows), len(self.rows_) - 1)
+        in_sample = self.rows_[pos] == rows  # those found themselves at distance 0: skip that column
+        return np.where(in_sample, dist[:, -1], dist[:, -2])
+
+
+def take_rows(array, rows: np.ndarray, block: int = 1 << 20) -> np.ndarray:
+    """array[rows] for sorted `rows` of a large (HDF5) array, read in contiguous blocks: h5py's own
+    fancy indexing is slow, and the whole array may not fit in memory."""
+    out = np.empty((len(rows), *array.shape[1:]), np.float32)
+    for a in range(0, len(array), block):
+        lo, hi = np.searchsorted(rows, [a, a + block])
+        if hi > lo:
+            out[lo:hi] = array[a:min(a + block, len(array))][rows[lo:hi] - a]
+    return out
 
 
 class ReconError(Scorer):

@@ -157,3 +157,38 @@ def test_exact_knn_on_a_cpu_warns_at_scale(monkeypatch, caplog):
         scorer = anomaly_mod.KnnDistance(3, "cpu").fit(x)
     assert "2.5e+03 distances" in caplog.text and "knn_source=index" in caplog.text
     assert scorer.score({"latent": x[:5]}).shape == (5,)
+
+
+def test_knn_among_a_sample_is_linear_and_ranks_like_exact(tmp_path):
+    """anomaly.knn_sample_size: neighbours among a seeded sample (N x S distances, memory for S rows);
+    a sampled object leaves itself out; the ranking agrees with exact knn."""
+    import h5py
+
+    from libhyrax.scorers import KnnDistance, take_rows
+
+    rng = np.random.default_rng(1)
+    far = rng.normal(size=(30, 8))
+    far *= 9 / np.linalg.norm(far, axis=1, keepdims=True)  # isolated points well outside the cloud
+    x = np.concatenate([rng.normal(size=(3000, 8)), far]).astype(np.float32)
+    with h5py.File(tmp_path / "l.h5", "w") as f:
+        f["latent"] = x
+    with h5py.File(tmp_path / "l.h5") as f:
+        rows = np.array([0, 5, 2999, 3029])
+        np.testing.assert_array_equal(take_rows(f["latent"], rows, block=7), x[rows])
+        sampled = KnnDistance(5, "cpu", sample_size=600, seed=3).fit(f["latent"])
+    exact = KnnDistance(5, "cpu").fit(x)
+    assert len(sampled.data_) == 600 and sampled.rows_ is not None
+    all_rows = np.arange(len(x))
+    s = sampled.score({"latent": x, "rows": all_rows})
+    e = exact.score({"latent": x, "rows": all_rows})
+    assert (s > 0).all()  # no sampled object found itself as a neighbour
+    # by hand for one sampled object: its 5th neighbour among the other 599 sampled ones
+    r = sampled.rows_[10]
+    others = x[np.setdiff1d(sampled.rows_, [r])]
+    want = np.sort(np.linalg.norm(others - x[r], axis=1))[4]
+    np.testing.assert_allclose(s[r], want, rtol=1e-4)
+    # the 30 injected outliers rank on top either way
+    assert set(np.argsort(-s)[:30]) == set(np.argsort(-e)[:30]) == set(range(3000, 3030))
+    from scipy.stats import spearmanr
+
+    assert spearmanr(s, e).statistic > 0.9

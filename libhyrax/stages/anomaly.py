@@ -7,11 +7,13 @@
 Writes `scores.h5` (/object_id, /score, and one array per method), `top_anomalies.csv` (the top
 `anomaly.top_k` with their scores and catalog columns), and, when the data has an `is_anomaly` catalog
 column (the synthetic survey), `evaluation.json`: precision@K and ROC AUC of each method against it.
-Latents are scored in batches of `anomaly.batch_size`; the knn method needs all latents in memory (or an
-index run: --set anomaly.knn_source=index). Exact knn is all against all, N^2 distances in constant extra
-memory: 100k objects take about 20 s on 2 idle CPU cores, 1M about 32 min (a GPU is far faster; --shard splits
-the rows across tasks). Through a ChromaDB index 1M also took about 32 min on 2 cores, but that time grows
-as N log N (benchmarks/bench_anomaly.py).
+Latents are scored in batches of `anomaly.batch_size`. The knn method searches each object's neighbours
+among a seeded sample of `anomaly.knn_sample_size` objects (100k; all of them when there are fewer): N x
+100k distances and memory for the sample alone, so time grows as N and memory stays flat. With
+knn_sample_size = 0 it is exact, all against all, N^2 distances (all latents in memory): 100k objects take
+about 20 s on 2 idle CPU cores, 1M about 32 min (a GPU is far faster; --shard splits the rows across
+tasks). Through an index run (--set anomaly.knn_source=index) the time grows as N log N
+(benchmarks/bench_anomaly.py).
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def make_scorers(method: str, cfg: dict, f, index=None) -> list:
     scorers = []
     for name in _methods(method, f):
         if name == "knn":
-            scorers.append(KnnDistance(acfg["k"], cfg["general"]["device"], index))
+            scorers.append(KnnDistance(acfg["k"], cfg["general"]["device"], index, acfg["knn_sample_size"],
+                                       cfg["general"]["seed"]))
         elif name == "recon_error":
             scorers.append(ReconError())
         else:
@@ -138,7 +141,7 @@ def score_all(scorers: list, f, batch_size: int, first: int = 0, last: int | Non
     with Progress("anomaly", total=last - first) as p:
         for start in range(first, last, batch_size):
             stop = min(start + batch_size, last)
-            batch = {"latent": f["latent"][start:stop]}
+            batch = {"latent": f["latent"][start:stop], "rows": np.arange(start, stop)}
             if "recon_error" in f:
                 batch["recon_error"] = f["recon_error"][start:stop]
             for s in scorers:
