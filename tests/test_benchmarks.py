@@ -24,3 +24,38 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     for step in ("train, fp32", "stored as float32", "stored as float16", "exact k-NN", "torchrun", "gpu_check done"):
         assert step in out, step
     assert "ok: " in out and "world_size" in out
+
+
+@pytest.mark.slow
+def test_scale_run_measures_every_stage_at_two_sizes(tmp_path):
+    """benchmarks/scale_run.py at a tiny size: every stage a process fed by the one before through a pipe,
+    its figures in --json and the docs/scale.md block written between the markers of --markdown."""
+    import json
+
+    md = tmp_path / "scale.md"
+    md.write_text("# Scale\n<!-- scale_run: begin -->\nTO BE MEASURED\n<!-- scale_run: end -->\nafter\n")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "scale_run.py"), "--sizes", "300,600", "--train-n", "200",
+           "--epochs", "1", "--warmup", "0", "--dir", str(tmp_path / "scratch"), "--keep",
+           "--json", str(tmp_path / "scale.json"), "--markdown", str(md)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads((tmp_path / "scale.json").read_text())
+    stages = ("prepare", "train", "infer", "umap", "index", "search", "anomaly", "visualize")
+    for n in ("300", "600"):
+        for stage in stages:
+            f = figures["sizes"][n][stage]
+            assert f["wall_s"] > 0 and f["cpu_s"] > 0 and f["peak_rss_mib"] > 20 and f["disk_bytes"] > 0, (n, stage)
+            assert f["tree_peak_mib"] >= f["peak_rss_mib"] and Path(f["run"]).is_dir(), (n, stage)
+        assert figures["sizes"][n]["infer"]["objects"] == int(n)
+    assert figures["sizes"]["600"]["train"]["objects"] == 200  # --train-n objects x 1 epoch, not N
+    # each stage read the run the one before printed; train finds the prepare run only through the pipe
+    # (without one it reads [data_request], the built-in sample)
+    sizes = figures["sizes"]["600"]
+    for stage, upstream in (("train", "prepare"), ("infer", "train"), ("umap", "infer"), ("search", "index")):
+        recorded = json.loads((Path(sizes[stage]["run"]) / "provenance.json").read_text())["upstream_runs"]
+        assert Path(sizes[upstream]["run"]).name in [Path(r).name for r in recorded], stage
+    assert set(figures["growth"]) == set(stages) and set(figures["projection"]["stages"]) == set(stages)
+    assert figures["projection"]["stages"]["infer"]["tasks"] >= 1
+    text = md.read_text()
+    assert "TO BE MEASURED" not in text and text.endswith("after\n") and "| `visualize` | 600 |" in text
+    assert "infer-array.sbatch" in text

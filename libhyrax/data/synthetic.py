@@ -136,8 +136,10 @@ def generate_survey(path, n: int = 1000, size: int = 32, bands=("g", "r", "i"), 
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
     attrs = {"generator": "libhyrax.data.synthetic", "seed": int(seed), "anomaly_fraction": float(anomaly_fraction)}
     try:
+        # ids as wide as they are ("SYN-" + width digits), not the 64-byte default: every reader holds
+        # them as numpy str, 4 bytes a character of the stored width, for each of the N objects
         with CutoutWriter(tmp, (len(bands), size, size), bands, n_rows=int(n), pixel_scale=PIXEL_SCALE,
-                          attrs=attrs) as w:
+                          id_length=4 + width, attrs=attrs) as w:
             for b, start in enumerate(range(0, n, BATCH)):
                 sl = slice(start, min(start + BATCH, n))
                 images = _render(p, sl, size, len(bands), np.random.default_rng([seed, b]))
