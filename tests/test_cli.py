@@ -41,6 +41,24 @@ def test_help_imports_nothing_heavy(args):
     assert out.strip() == "", f"`hyrax {' '.join(args)}` imported {out.strip()}"
 
 
+# a stage's path imports what it uses and no more before it reads its first row (issue 16, "the first minute")
+LEAN_PATHS = [
+    # infer's device (libhyrax.engines): Ignite is for training, and imports all of torch.distributed
+    ("from libhyrax.training.engine import pick_device; pick_device('cpu')", ("ignite", "mlflow")),
+    # a single process asks its rank (pick_device on a GPU): no process group, no Ignite
+    ("from libhyrax.training import distributed as d; assert (d.rank(), d.world_size()) == (0, 1)", ("ignite",)),
+    # visualize asks whether it runs in a notebook; a kernel has imported IPython long before
+    ("from libhyrax.stages.visualize import in_notebook; assert not in_notebook()", ("IPython",)),
+]
+
+
+@pytest.mark.parametrize("code, unneeded", LEAN_PATHS)
+def test_a_stage_path_imports_only_what_it_uses(code, unneeded):
+    check = f"import sys\n{code}\nprint(','.join(m for m in {unneeded!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "", f"{code!r} imported {out.strip()}"
+
+
 def test_version(hyrax):
     assert hyrax("--version", check=True).stdout.startswith("hyrax ")
 

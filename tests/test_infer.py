@@ -3,6 +3,9 @@ latents in input order, the train run's transforms, resume, 3 Slurm-array shards
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import h5py
@@ -37,6 +40,18 @@ def make_train_run(root, **data_set):
 @pytest.fixture(scope="module")
 def train_run(tmp_path_factory):
     return make_train_run(tmp_path_factory.mktemp("train") / "results", asinh_scale=0.2)
+
+
+def test_infer_imports_no_training_stack(train_run, tmp_path):
+    """infer runs a trained model: it imports neither Ignite nor MLflow (seconds of every infer's start)."""
+    code = textwrap.dedent(f"""
+        import sys
+        from libhyrax.stages.infer import infer
+        infer({{"general": {{"results_dir": {str(tmp_path / "results")!r}}}}}, from_run={str(train_run)!r})
+        print(",".join(m for m in ("ignite", "mlflow", "sklearn", "umap", "chromadb", "bokeh") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "", f"infer imported {out.strip()}"
 
 
 def read_latents(run_dir):

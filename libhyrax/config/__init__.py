@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import tomllib
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ def read_toml(path: str | os.PathLike) -> dict:
         raise ConfigError(f"config file {path} does not exist; check the path given to -c/--config") from None
     except OSError as e:
         raise ConfigError(f"config file {path} can't be read: {e.strerror}") from None
+    try:  # tomllib: the same dict, ten times faster (every stage reads three or four files)
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        pass  # tomlkit says what is wrong as before (or reads what it alone takes)
     try:
         return tomlkit.parse(text).unwrap()
     except tomlkit.exceptions.ParseError as e:

@@ -25,6 +25,7 @@ points) are made in one streaming pass over the data: the page never embeds ever
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,8 @@ def make_thumbnails(group, ids: np.ndarray, cap: int, rng) -> list[str] | None:
 # --- Jupyter -------------------------------------------------------------------------------------------
 
 def in_notebook() -> bool:
+    if "IPython" not in sys.modules:  # a kernel has imported it long before: no import to find out
+        return False
     try:
         from IPython import get_ipython
     except ImportError:

@@ -4,16 +4,33 @@ gradients (and the loss) are averaged across ranks in one all-reduce per step; o
 
     torchrun --nproc_per_node 4 -m hyrax_cli train                   # one node, 4 GPUs
     srun --ntasks-per-node 4 --gpus-per-task 1 hyrax train            # Slurm, any number of nodes
+
+Ignite is imported at the first call that needs it, not with this module: a second of imports that
+`infer` (libhyrax.training.engine's pick_device) would pay for nothing.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
-import ignite.distributed as idist
 import numpy as np
 import torch
+
+
+def _idist():
+    import ignite.distributed as idist
+
+    return idist
+
+
+def _serial() -> bool:
+    """No process group can exist: Ignite isn't loaded (so nothing initialised one through it) and torch
+    has none. Ignite would answer rank 0 of 1 too, after a second of imports (the Horovod and XLA groups it
+    also looks for are not Hyrax's)."""
+    return "ignite.distributed" not in sys.modules and not (torch.distributed.is_available()
+                                                           and torch.distributed.is_initialized())
 
 
 def launched_world_size() -> int:
@@ -28,24 +45,24 @@ def launched_world_size() -> int:
 @contextmanager
 def distributed(device: str):
     """Initialise the process group when launched as several processes; a no-op for one."""
-    if launched_world_size() <= 1 or idist.get_world_size() > 1:
+    if launched_world_size() <= 1 or _idist().get_world_size() > 1:
         yield
         return
     backend = "nccl" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
-    idist.initialize(backend)
+    _idist().initialize(backend)
     try:
         yield
-        idist.barrier()  # every rank is done with its collectives before any of them tears the group down
+        _idist().barrier()  # every rank is done with its collectives before any of them tears the group down
     finally:
-        idist.finalize()
+        _idist().finalize()
 
 
 def rank() -> int:
-    return idist.get_rank()
+    return 0 if _serial() else _idist().get_rank()
 
 
 def world_size() -> int:
-    return idist.get_world_size()
+    return 1 if _serial() else _idist().get_world_size()
 
 
 def share(indices: np.ndarray, equal: bool) -> np.ndarray:
@@ -63,7 +80,7 @@ def share(indices: np.ndarray, equal: bool) -> np.ndarray:
 def broadcast_parameters(model: torch.nn.Module) -> None:
     if world_size() > 1:
         for t in list(model.parameters()) + list(model.buffers()):
-            t.data.copy_(idist.broadcast(t.data, src=0))
+            t.data.copy_(_idist().broadcast(t.data, src=0))
 
 
 def average_gradients(params: list[torch.nn.Parameter], loss: torch.Tensor) -> float:
@@ -90,10 +107,10 @@ def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
     keys = sorted(set().union(*key_sets))
     if not keys:
         return values
-    t = idist.all_reduce(torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64))
+    t = _idist().all_reduce(torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64))
     return dict(zip(keys, t.tolist(), strict=True))
 
 
 def barrier() -> None:
     if world_size() > 1:
-        idist.barrier()
+        _idist().barrier()

@@ -3,6 +3,9 @@ model, the training step, evaluation, and checkpoints.
 
 A step: numpy batch -> model.prepare_inputs -> tensors on the device -> model.train_batch (bf16 autocast
 on CUDA when asked) -> backward -> (all-reduce across ranks) -> NaN check -> optimizer step.
+
+Ignite loads only where an engine is made (create_trainer, create_evaluator, EpochMeans): importing it
+costs a second (it imports all of torch.distributed), which `infer`, needing only pick_device, skips.
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ import os
 import random
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
 
 from libhyrax.data.loader import read_ahead
 from libhyrax.errors import ModelError, RunError
 from libhyrax.models import prepare, to_device
 from libhyrax.training import distributed as dist
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
 
 log = logging.getLogger("hyrax.train")
 PREFETCH = 2  # batches read ahead of the model by a thread when data_loader.num_workers = 0
@@ -119,6 +125,8 @@ def figures(out: dict, n: int) -> dict[str, float]:
 
 
 def create_trainer(model, optimizer, device: torch.device, mixed_precision: bool = False) -> Engine:
+    from ignite.engine import Engine
+
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(engine: Engine, batch: dict) -> dict:
@@ -145,6 +153,7 @@ def create_evaluator(model, device: torch.device, mixed_precision: bool = False,
                      predictions: list | None = None) -> Engine:
     """Runs validate_batch without gradients; with `predictions`, also collects the model's
     predict_batch (predicted, true) pairs, for a classifier's confusion matrix."""
+    from ignite.engine import Engine
 
     def step(engine: Engine, batch: dict) -> dict:
         x = to_device(prepare(model, batch), device, non_blocking=True)
@@ -164,6 +173,8 @@ class EpochMeans:
     """Object-weighted means of an engine's per-batch figures over an epoch (summed across ranks)."""
 
     def __init__(self, engine: Engine):
+        from ignite.engine import Events
+
         self.sums: dict[str, float] = {}
         engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)

@@ -8,13 +8,18 @@ MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN); credentials written into th
 this process, and the URL is recorded and logged without them. A server that doesn't answer within
 PROBE_TIMEOUT_S turns tracking off with one warning before training starts, instead of MLflow's minutes of
 retries. Artifacts are logged only where the experiment keeps them inside this results tree (a tree that
-was moved still names its old place: its artifacts are in each run's directory anyway)."""
+was moved still names its old place: its artifacts are in each run's directory anyway).
+
+A new store starts as a copy of an empty one (MLflow's tables, no experiment or run) that MLflow built once
+for its schema version under $HYRAX_CACHE_DIR: MLflow builds a store by running each of its schema
+migrations in turn, seconds for every new results folder."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -106,6 +111,48 @@ def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         pass
 
 
+def seed_store(path: Path) -> None:
+    """Where `path` (a SQLite store) doesn't exist yet, make it a copy of an empty store: MLflow's own steps
+    for an empty database (its SqlAlchemyStore's), run once per schema version into the cache. MLflow then
+    opens it as it would one it had just built itself, adding its Default experiment as it does there.
+    Any failure leaves MLflow to build the store itself, as without the copy."""
+    if path.exists():
+        return
+    try:
+        from mlflow.store.db import utils as db_utils
+
+        from libhyrax.data.sample import cache_dir
+
+        template = cache_dir() / f"mlflow-store-{db_utils._get_latest_schema_revision()}.db"
+        if not template.is_file():
+            _build_empty_store(template, db_utils)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(template, tmp)
+            os.link(tmp, path)  # only if no other process made the store meanwhile (a Slurm array's tasks)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    except Exception as e:
+        log.debug("MLflow builds %s itself (%s: %s)", path, type(e).__name__, e)
+
+
+def _build_empty_store(template: Path, db_utils) -> None:
+    template.parent.mkdir(parents=True, exist_ok=True)
+    tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        engine = db_utils.create_sqlalchemy_engine_with_retry(f"sqlite:///{tmp}")
+        try:
+            db_utils._initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(tmp, template)  # whole or not at all: processes racing to build it each rename their own
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class MLflowRun:
     """One MLflow run through the client API (no global state): params, per-epoch metrics, tags.
     A failure to reach the store is a warning, never a failed training run. As a context manager it
@@ -129,6 +176,8 @@ class MLflowRun:
             logging.getLogger(name).setLevel(logging.WARNING)
 
         uri = tracking_uri(cfg)
+        if not cfg["general"].get("mlflow_tracking_uri"):  # our own SQLite store in the results folder
+            seed_store(results_root(cfg).resolve() / STORE)
         # MLflow retries an unreachable server for minutes; one quick look first, and shorter retries after
         probe(uri)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
