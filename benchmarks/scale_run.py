@@ -73,7 +73,8 @@ HOLDS = {"prepare": ("prepare", "cutouts.h5"), "train": ("prepare", "cutouts.h5"
 # stages whose memory holds every object by design, and why
 HOLDS_ALL = {"index": "its output, the HNSW graph, is built in memory",
              "search": "it opens the whole index",
-             "anomaly": "exact knn holds every latent (anomaly.knn_source = \"exact\")",
+             "anomaly": "every object's scores, and the knn sample's latents (anomaly.knn_sample_size; "
+                        "all of them with 0)",
              "visualize": "it reads every object's id, position and catalog columns"}
 MAX_TASKS = 1000  # Slurm's default MaxArraySize is 1001
 CPUS_PER_TASK, RECIPE_GIB = 4, 16  # what apptainer/*.sbatch ask: 4 CPUs, 4G each
@@ -283,7 +284,9 @@ def growth_models(overrides: list[str]) -> dict[str, str]:
     cfg = resolve({}, overrides)  # the defaults and --set, as every stage here resolves them
     a = cfg["anomaly"]
     knn = a["method"] in ("combined", "knn")
-    anomaly = "N" if not knn else "N^2" if a["knn_source"] == "exact" else "N log N"
+    # exact knn among a seeded sample of knn_sample_size objects: N x sample distances (from N = sample on)
+    exact = "N" if int(a.get("knn_sample_size") or 0) > 0 else "N^2"
+    anomaly = "N" if not knn else exact if a["knn_source"] == "exact" else "N log N"
     return {"train": "fixed", "anomaly": anomaly, "index": "N" if cfg["vector_db"]["name"] == "exact" else "N log N"}
 
 
@@ -456,6 +459,26 @@ def write_markdown(path: Path, block: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def report_again(path: Path, args) -> None:
+    """The report, projection and markdown of an earlier run's --json, with this script's projection."""
+    result = json.loads(path.read_text(encoding="utf-8"))
+    result["sizes"] = {int(n): figures for n, figures in result["sizes"].items()}
+    s = result["settings"]
+    args.sizes, args.bands, args.size = ",".join(map(str, s["sizes"])), s["bands"], s["size"]
+    args.train_n, args.epochs, args.set = s["train_n"], s["epochs"], s["set"]
+    result["growth"] = growth(result["sizes"], args.noise_mib)
+    result["projection"] = project(result["sizes"], args.project, args.task_hours, args.noise_mib, args.train_n,
+                                   growth_models(args.set))
+    print_report(result, args)
+    block = markdown(result, args)
+    if args.markdown:
+        write_markdown(Path(args.markdown), block)
+    else:
+        print("\n" + block)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000", help="object counts, comma-separated (at least two)")
@@ -474,7 +497,12 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write every figure to this file")
     ap.add_argument("--markdown", default=None, help="write the docs/scale.md block to this file (between its "
                     "scale_run markers when it has them)")
+    ap.add_argument("--from-json", default=None, help="measure nothing: the figures of an earlier --json, "
+                    "projected and written again (its --sizes, --train-n, --epochs and --set are used)")
     args = ap.parse_args()
+    if args.from_json:
+        report_again(Path(args.from_json), args)
+        return
     args.bands = [b for b in args.bands.split(",") if b]
     sizes = sorted({int(s) for s in args.sizes.split(",") if s})
     if len(sizes) < 2:
