@@ -50,7 +50,7 @@ def test_missing_c_file_is_an_error_not_defaults(workdir):
 
 def test_deep_merge_keeps_sibling_keys(workdir):
     cfg = load_config(write(workdir / "c.toml", "[model.HyraxAutoencoder]\nlatent_dim = 16\n"))
-    assert cfg["model"]["HyraxAutoencoder"] == {"base_channel_size": 32, "latent_dim": 16}
+    assert cfg["model"]["HyraxAutoencoder"] == {"base_channel_size": 32, "latent_dim": 16, "latent_norm": "batch"}
     assert cfg["model"]["name"] == "HyraxAutoencoder"
     assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
 

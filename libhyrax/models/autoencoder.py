@@ -12,6 +12,7 @@ from libhyrax.models.base import HyraxModel
 
 MIN_SIZE = 16
 FINAL_LAYERS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+LATENT_NORMS = ("batch", "none")
 
 
 def image_shape(data_sample, model: str, min_size: int = MIN_SIZE) -> tuple[int, int, int]:
@@ -51,6 +52,20 @@ def up(cin: int, cout: int, small: tuple[int, int], big: tuple[int, int], refine
     return nn.Sequential(*layers)
 
 
+class LatentNorm(nn.BatchNorm1d):
+    """Each latent dimension standardised (batch statistics in training, running ones after), with no
+    learned scale: without it one direction held 99.5% of the latent variance and the map was a thin
+    curve ordered by reconstruction error (issue 16). A training batch of one uses the running statistics."""
+
+    def __init__(self, dim: int):
+        super().__init__(dim, affine=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.training and z.shape[0] < 2:
+            return F.batch_norm(z, self.running_mean, self.running_var, training=False, eps=self.eps)
+        return super().forward(z)
+
+
 class Reconstructs:
     """What every autoencoder here shares, given `encoder`, `expand`, `decoder` and `bottom` (the decoder's
     input shape): encode, decode, the reconstruction loss, and the per-object reconstruction error that
@@ -86,7 +101,8 @@ class Reconstructs:
 
 class HyraxAutoencoder(Reconstructs, HyraxModel):
     """Three stride-2 stages (base, 2 base, 2 base channels) to `latent_dim`, mirrored back; MSE loss.
-    The reference Hyrax's default shape: 5 convolutions each way, base 32 channels, latent 64."""
+    The reference Hyrax's default shape: 5 convolutions each way, base 32 channels, latent 64; and with
+    `latent_norm = "batch"` (the default config's) the latent standardised by LatentNorm."""
 
     final_layer = "identity"
 
@@ -99,12 +115,17 @@ class HyraxAutoencoder(Reconstructs, HyraxModel):
         if final not in FINAL_LAYERS:
             raise ModelError(f"model.{type(self).__name__}.final_layer = {final!r}; use one of "
                              f"{', '.join(FINAL_LAYERS)}")
+        norm = p.get("latent_norm", "none")  # a run trained before latent_norm existed has none
+        if norm not in LATENT_NORMS:
+            raise ModelError(f"model.{type(self).__name__}.latent_norm = {norm!r}; use one of "
+                             f"{', '.join(LATENT_NORMS)}")
         sizes = halvings(h, w, 3)
         self.bottom = (2 * base, *sizes[-1])
         flat = 2 * base * sizes[-1][0] * sizes[-1][1]
         # five convolutions each way; the full-resolution ones are thin (that is where the pixels are)
         self.encoder = nn.Sequential(down(c, base), down(base, 2 * base), down(2 * base, 2 * base, refine=False),
-                                     nn.Flatten(), nn.Linear(flat, self.latent_dim))
+                                     nn.Flatten(), nn.Linear(flat, self.latent_dim),
+                                     *([LatentNorm(self.latent_dim)] if norm == "batch" else []))
         self.expand = nn.Sequential(nn.Linear(self.latent_dim, flat), nn.GELU())
         self.decoder = nn.Sequential(up(2 * base, 2 * base, sizes[3], sizes[2]), up(2 * base, base, sizes[2], sizes[1]),
                                      up(base, c, sizes[1], sizes[0], refine=False), FINAL_LAYERS[final]())
