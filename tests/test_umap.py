@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +193,29 @@ def test_cli_umap_reads_the_piped_infer_run(workdir, hyrax):
         assert f["embedding"].shape == (200, 2)
     bad = hyrax("umap", "--from", src, "--set", "reduce_dimensions.algorithm=tsne", cwd=workdir)
     assert bad.returncode == 2 and "unknown reduce_dimensions.algorithm 'tsne'" in bad.stderr
+
+
+def test_umap_compiles_once_per_machine_not_once_per_process():
+    """umap-learn's numba functions are kept in NUMBA_CACHE_DIR: a second process fitting and mapping
+    compiles none of them (issue 16: compiling them was most of a small `hyrax umap`)."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from libhyrax.reducers import import_heavy_for_unpickle
+        import_heavy_for_unpickle()
+        import umap  # noqa: F401  (its functions with a signature compile on import, before any cache)
+        from numba.core import event
+        compiled = []
+        class Listener(event.Listener):
+            def on_start(self, e):
+                compiled.append(e.data["dispatcher"].py_func.__module__)
+            def on_end(self, e):
+                pass
+        event.register("numba:compile", Listener())
+        from libhyrax.reducers.umap import UMAPReducer
+        x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+        UMAPReducer(n_neighbors=5, random_state=0).fit(x[:30]).transform(x[30:])
+        print(sorted({m for m in compiled if m.startswith("umap")}))
+    """)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+            for _ in range(2)]
+    assert runs[1] == "[]", f"the second process compiled {runs[1]}"

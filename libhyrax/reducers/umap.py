@@ -10,6 +10,7 @@ ordered by that one number (issue 16). The whitening is fitted with the map and 
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -42,6 +43,7 @@ class UMAPReducer(Reducer):
         import_heavy_for_unpickle()
         import umap
 
+        cache_compiled()
         kwargs = dict(self.kwargs)
         whiten = kwargs.pop("whiten", False)
         if not isinstance(whiten, bool):
@@ -56,6 +58,7 @@ class UMAPReducer(Reducer):
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
+        cache_compiled()  # in a worker process, or a reducer loaded from reducer.pkl
         return np.asarray(self.model_.transform(self._whitened(x)), dtype=np.float32)
 
     def _whitened(self, x: np.ndarray) -> np.ndarray:
@@ -64,3 +67,41 @@ class UMAPReducer(Reducer):
             return np.asarray(x, dtype=np.float32)
         mean, projection = w
         return ((np.asarray(x, dtype=np.float64) - mean) @ projection).astype(np.float32)
+
+
+_cached = False
+
+
+def cache_compiled() -> None:
+    """Keep umap-learn's compiled numba functions in NUMBA_CACHE_DIR, as pynndescent's already are:
+    umap-learn doesn't ask numba to cache them, so every process compiled them again (seconds in fit,
+    and again in transform, in every worker: most of a small `hyrax umap`). numba's cache tells functions
+    apart by module, name, line and argument types, not by compile options, so of a function compiled
+    under several (umap.layouts compiles its epoch serial, as a seeded UMAP runs it, and parallel) only
+    the serial compilation is cached; the others compile as before. The results are the same either way."""
+    global _cached
+    if _cached:
+        return
+    _cached = True
+    import umap  # noqa: F401  (its modules, to look in)
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    groups: dict[tuple, dict[int, Dispatcher]] = {}
+    for name, module in list(sys.modules.items()):
+        if module is not None and (name == "umap" or name.startswith("umap.")):
+            for obj in list(vars(module).values()):
+                if isinstance(obj, Dispatcher):
+                    f = obj.py_func
+                    groups.setdefault((f.__module__, f.__qualname__, f.__code__.co_firstlineno), {})[id(obj)] = obj
+    for group in groups.values():
+        if any(not isinstance(d._cache, NullCache) for d in group.values()):
+            continue  # cached by umap-learn itself
+        pick = list(group.values())
+        if len(pick) > 1:
+            pick = [d for d in pick if not d.targetoptions.get("parallel")]
+        if pick:
+            try:
+                pick[0].enable_caching()
+            except Exception:  # noqa: BLE001 - no writable cache directory: it compiles, as before
+                pass
