@@ -298,6 +298,65 @@ def reference_workload(args, scratch: Path) -> dict:
     return out
 
 
+def default_figures(args, scratch: Path) -> dict:
+    """Both models against the plain loop, and infer's peak memory at each of --sizes."""
+    import torch
+
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    figures: dict = {"device": args.device, "cuda": torch.cuda.is_available(), "torch_threads": torch.get_num_threads(),
+                     "batch_size": args.batch_size, "cutout": f"1x{SIZE}x{SIZE} float32",
+                     "autoencoder": f"base {BASE} latent {LATENT}"}
+    files = {}
+    for n in sorted({args.n, args.n_model, *sizes}):
+        t0 = time.perf_counter()
+        files[n] = make_cutouts(scratch / f"cutouts-{n}.h5", n)
+        print(f"wrote {n:,} cutouts in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    figures["throughput"] = {}
+    runs = {}
+    for model, n in (("HyraxAutoencoder", args.n_model), ("HyraxLoopback", args.n)):
+        cfg = config(scratch, files[n], args.device, args.batch_size, model)
+        runs[model] = train_run = make_train_run(cfg)
+        plain, ours, ours_wall, workers = [], [], [], []
+        wcfg = {**cfg, "data_loader": {**cfg["data_loader"], "num_workers": args.workers}}
+        for _ in range(args.repeats):  # alternate, so page cache and load changes favour neither
+            plain.append(plain_loop(train_run, files[n], n, args.batch_size, args.device))
+            loop_rate, wall_rate, run = hyrax_infer(cfg, train_run)
+            ours.append(loop_rate)
+            ours_wall.append(wall_rate)
+            shutil.rmtree(run)
+            if args.workers:
+                loop_rate, _, run = hyrax_infer(wcfg, train_run)
+                workers.append(loop_rate)
+                shutil.rmtree(run)
+        # each round's infer against the plain loop of the same round; the median of the rounds
+        ratio = float(np.median(np.array(ours) / np.array(plain)))
+        ratio_wall = float(np.median(np.array(ours_wall) / np.array(plain)))
+        figures["throughput"][model] = {
+            "n": n, "plain_objects_per_s": max(plain), "infer_objects_per_s": max(ours),
+            "infer_wall_objects_per_s": max(ours_wall), "ratio": ratio, "ratio_wall": ratio_wall,
+            "all_plain": plain, "all_infer": ours}
+        line = (f"{model} at {n:,}: plain {max(plain):,.0f}/s, infer {max(ours):,.0f}/s (wall incl. start-up "
+                f"{max(ours_wall):,.0f}/s): median ratio {ratio:.2f} (wall {ratio_wall:.2f})")
+        if workers:
+            w_ratio = float(np.median(np.array(workers) / np.array(plain)))
+            figures["throughput"][model] |= {"workers": args.workers, "infer_workers_objects_per_s": max(workers),
+                                             "ratio_workers": w_ratio, "all_infer_workers": workers}
+            line += f"; {args.workers} reader processes {max(workers):,.0f}/s, ratio {w_ratio:.2f}"
+        print(line, file=sys.stderr)
+    figures["peak_memory"] = {}
+    for n in sizes:
+        res = peak_memory(config(scratch, files[n], args.device, args.batch_size, "HyraxLoopback"),
+                          runs["HyraxLoopback"])
+        shutil.rmtree(res.pop("run"))
+        figures["peak_memory"][str(n)] = res
+        print(f"peak RSS at {n:,}: {res['peak_rss_mib']:.0f} MiB ({res['seconds']:.1f} s)", file=sys.stderr)
+    if len(sizes) >= 2:
+        lo, hi = (figures["peak_memory"][str(s)]["peak_rss_mib"] for s in (min(sizes), max(sizes)))
+        figures["peak_memory_growth"] = hi / lo - 1
+        print(f"peak memory at {max(sizes):,} vs {min(sizes):,}: {100 * (hi / lo - 1):+.1f}%", file=sys.stderr)
+    return figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000, help="objects for the HyraxLoopback throughput comparison")
@@ -320,76 +379,13 @@ def main() -> None:
     global DTYPE
     DTYPE = args.dtype
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    import torch
-
     from libhyrax.log import setup_logging
 
     setup_logging("warning")
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="hyrax-bench-infer-"))
     scratch.mkdir(parents=True, exist_ok=True)
-    sizes = [int(s) for s in args.sizes.split(",") if s]
-    figures: dict = {"device": args.device, "cuda": torch.cuda.is_available(), "torch_threads": torch.get_num_threads(),
-                     "batch_size": args.batch_size, "cutout": f"1x{SIZE}x{SIZE} float32",
-                     "autoencoder": f"base {BASE} latent {LATENT}"}
-    if args.reference_workload:
-        try:
-            figures = reference_workload(args, scratch)
-        finally:
-            if not args.dir:
-                shutil.rmtree(scratch, ignore_errors=True)
-        print(json.dumps(figures, indent=2))
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
-        return
     try:
-        files = {}
-        for n in sorted({args.n, args.n_model, *sizes}):
-            t0 = time.perf_counter()
-            files[n] = make_cutouts(scratch / f"cutouts-{n}.h5", n)
-            print(f"wrote {n:,} cutouts in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        figures["throughput"] = {}
-        runs = {}
-        for model, n in (("HyraxAutoencoder", args.n_model), ("HyraxLoopback", args.n)):
-            cfg = config(scratch, files[n], args.device, args.batch_size, model)
-            runs[model] = train_run = make_train_run(cfg)
-            plain, ours, ours_wall, workers = [], [], [], []
-            wcfg = {**cfg, "data_loader": {**cfg["data_loader"], "num_workers": args.workers}}
-            for _ in range(args.repeats):  # alternate, so page cache and load changes favour neither
-                plain.append(plain_loop(train_run, files[n], n, args.batch_size, args.device))
-                loop_rate, wall_rate, run = hyrax_infer(cfg, train_run)
-                ours.append(loop_rate)
-                ours_wall.append(wall_rate)
-                shutil.rmtree(run)
-                if args.workers:
-                    loop_rate, _, run = hyrax_infer(wcfg, train_run)
-                    workers.append(loop_rate)
-                    shutil.rmtree(run)
-            # each round's infer against the plain loop of the same round; the median of the rounds
-            ratio = float(np.median(np.array(ours) / np.array(plain)))
-            ratio_wall = float(np.median(np.array(ours_wall) / np.array(plain)))
-            figures["throughput"][model] = {
-                "n": n, "plain_objects_per_s": max(plain), "infer_objects_per_s": max(ours),
-                "infer_wall_objects_per_s": max(ours_wall), "ratio": ratio, "ratio_wall": ratio_wall,
-                "all_plain": plain, "all_infer": ours}
-            line = (f"{model} at {n:,}: plain {max(plain):,.0f}/s, infer {max(ours):,.0f}/s (wall incl. start-up "
-                    f"{max(ours_wall):,.0f}/s): median ratio {ratio:.2f} (wall {ratio_wall:.2f})")
-            if workers:
-                w_ratio = float(np.median(np.array(workers) / np.array(plain)))
-                figures["throughput"][model] |= {"workers": args.workers, "infer_workers_objects_per_s": max(workers),
-                                                 "ratio_workers": w_ratio, "all_infer_workers": workers}
-                line += f"; {args.workers} reader processes {max(workers):,.0f}/s, ratio {w_ratio:.2f}"
-            print(line, file=sys.stderr)
-        figures["peak_memory"] = {}
-        for n in sizes:
-            res = peak_memory(config(scratch, files[n], args.device, args.batch_size, "HyraxLoopback"),
-                              runs["HyraxLoopback"])
-            shutil.rmtree(res.pop("run"))
-            figures["peak_memory"][str(n)] = res
-            print(f"peak RSS at {n:,}: {res['peak_rss_mib']:.0f} MiB ({res['seconds']:.1f} s)", file=sys.stderr)
-        if len(sizes) >= 2:
-            lo, hi = (figures["peak_memory"][str(s)]["peak_rss_mib"] for s in (min(sizes), max(sizes)))
-            figures["peak_memory_growth"] = hi / lo - 1
-            print(f"peak memory at {max(sizes):,} vs {min(sizes):,}: {100 * (hi / lo - 1):+.1f}%", file=sys.stderr)
+        figures = reference_workload(args, scratch) if args.reference_workload else default_figures(args, scratch)
     finally:
         if not args.dir:
             shutil.rmtree(scratch, ignore_errors=True)
