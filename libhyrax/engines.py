@@ -145,7 +145,7 @@ class TorchEngine:
             return want  # several inputs, or not float32 images: torch it is
         import logging
 
-        from libhyrax.onnx_io import in_memory_session, run_session
+        from libhyrax.onnx_io import differences, in_memory_session, run_session
 
         log = logging.getLogger("hyrax.infer")
         try:
@@ -155,8 +155,7 @@ class TorchEngine:
             log.info("running the model with torch (it did not convert to ONNX: %s)", str(e).splitlines()[0][:200])
             return want
         scale = max((float(np.max(np.abs(v), initial=0.0)) for v in want.values()), default=0.0) + 1e-12
-        diff = max((float(np.max(np.abs(got[k].astype("f8") - v), initial=0.0)) if k in got and got[k].shape == v.shape
-                    else np.inf for k, v in want.items()), default=np.inf)
+        diff = max(differences(got, want).values(), default=np.inf)
         if set(got) != set(want) or diff > ONNX_TOLERANCE * scale:
             log.warning("running the model with torch: its ONNX conversion differs from torch by %.3g", diff)
             return want

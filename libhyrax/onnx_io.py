@@ -111,23 +111,19 @@ def in_memory_session(model, example: np.ndarray, latent_only: bool = False):
 
     import torch
 
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    import onnxruntime as ort
-
     names = ["latent"] if latent_only else output_names(model, example)
     buf = io.BytesIO()
     with _quiet_exporter():
         torch.onnx.export(_outputs_module(model, names), (torch.from_numpy(np.ascontiguousarray(example)),), buf,
                           input_names=[INPUT_NAME], output_names=names, dynamo=False,
                           dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]})
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = torch.get_num_threads()  # what torch would use (OMP_NUM_THREADS, the CPU set)
-    return ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=["CPUExecutionProvider"])
+    # as many threads as torch would use (OMP_NUM_THREADS, the CPU set)
+    return session(buf.getvalue(), "cpu", threads=torch.get_num_threads())
 
 
-def session(path: str | os.PathLike, device: str = "cpu"):
-    """An onnxruntime session on the CPU (or CUDA, when asked for and available)."""
+def session(model: str | os.PathLike | bytes, device: str = "cpu", threads: int | None = None):
+    """An onnxruntime session of a model file (or its bytes) on the CPU (or CUDA, when asked for and
+    available); `threads`: its intra-op threads (default: onnxruntime's choice)."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
@@ -136,7 +132,10 @@ def session(path: str | os.PathLike, device: str = "cpu"):
         providers.insert(0, "CUDAExecutionProvider")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
+                                providers=providers)
 
 
 def run_session(sess, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -151,8 +150,13 @@ def compare(model, sess, x: np.ndarray) -> dict[str, float]:
 
     with torch.inference_mode():
         ref = model.eval().cpu().infer_outputs(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-    got = run_session(sess, x)
-    return {k: float(np.max(np.abs(got[k] - ref[k].float().numpy()), initial=0.0)) for k in got}
+    return differences(run_session(sess, x), {k: v.float().numpy() for k, v in ref.items()})
+
+
+def differences(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
+    """The largest absolute difference per output of `want` (inf where `got` lacks it or has another shape)."""
+    return {k: float(np.max(np.abs(got[k].astype("f8") - v), initial=0.0))
+            if k in got and got[k].shape == v.shape else float("inf") for k, v in want.items()}
 
 
 def preprocessing_steps(data_set: dict, raw_shape: tuple[int, ...]) -> list[str]:
