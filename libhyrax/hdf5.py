@@ -280,6 +280,14 @@ def _shard_files(run_dir: Path, stem: str) -> tuple[int, dict[int, Path]]:
     return count, found
 
 
+def read_rows(ds, rows: np.ndarray) -> np.ndarray:
+    """ds[rows] for sorted rows, as contiguous slices (h5py's fancy indexing is slow)."""
+    if len(rows) == 0:
+        return np.empty((0, *ds.shape[1:]), ds.dtype)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return np.concatenate([ds[r[0]:r[-1] + 1] for r in np.split(rows, breaks)])
+
+
 def is_complete_file(path: str | os.PathLike, n_rows: int | None = None) -> bool:
     """Whether `path` is an array file whose writer finished it (with `n_rows` rows, when given)."""
     try:

@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from libhyrax.errors import DataError
+from libhyrax.hdf5 import read_rows
 
 METHODS = ("combined", "knn", "recon_error", "isolation_forest")
 log = logging.getLogger("hyrax.anomaly")
@@ -66,7 +67,7 @@ class KnnDistance(Scorer):
             total = len(latents)
             if 0 < self.sample_size < total:
                 self.rows_ = np.sort(np.random.default_rng(self.seed).choice(total, self.sample_size, replace=False))
-                reference = take_rows(latents, self.rows_)
+                reference = np.asarray(read_rows(latents, self.rows_), dtype=np.float32)
                 log.info("knn: the neighbours of %d objects are searched among a seeded sample of %d "
                          "(anomaly.knn_sample_size)", total, self.sample_size)
             else:
@@ -107,16 +108,6 @@ class KnnDistance(Scorer):
         return np.where(in_sample, dist[:, -1], dist[:, -2])
 
 
-def take_rows(array, rows: np.ndarray, block: int = 1 << 20) -> np.ndarray:
-    """array[rows] for sorted `rows` of a large (HDF5) array, read in contiguous blocks: h5py's own
-    fancy indexing is slow, and the whole array may not fit in memory."""
-    out = np.empty((len(rows), *array.shape[1:]), np.float32)
-    for a in range(0, len(array), block):
-        lo, hi = np.searchsorted(rows, [a, a + block])
-        if hi > lo:
-            out[lo:hi] = array[a:min(a + block, len(array))][rows[lo:hi] - a]
-    return out
-
 
 class ReconError(Scorer):
     name = "recon_error"
@@ -139,7 +130,7 @@ class IsolationForestScore(Scorer):
         n = len(latents)
         rng = np.random.default_rng(self.seed)
         rows = np.sort(rng.choice(n, size=min(n, self.sample_size), replace=False))
-        sample = np.asarray(latents[rows] if len(rows) < n else latents[:], dtype=np.float32)
+        sample = np.asarray(read_rows(latents, rows) if len(rows) < n else latents[:], dtype=np.float32)
         self.forest_ = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed).fit(sample)
         return self
 

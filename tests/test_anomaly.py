@@ -164,7 +164,8 @@ def test_knn_among_a_sample_is_linear_and_ranks_like_exact(tmp_path):
     a sampled object leaves itself out; the ranking agrees with exact knn."""
     import h5py
 
-    from libhyrax.scorers import KnnDistance, take_rows
+    from libhyrax.hdf5 import read_rows
+    from libhyrax.scorers import KnnDistance
 
     rng = np.random.default_rng(1)
     far = rng.normal(size=(30, 8))
@@ -174,7 +175,7 @@ def test_knn_among_a_sample_is_linear_and_ranks_like_exact(tmp_path):
         f["latent"] = x
     with h5py.File(tmp_path / "l.h5") as f:
         rows = np.array([0, 5, 2999, 3029])
-        np.testing.assert_array_equal(take_rows(f["latent"], rows, block=7), x[rows])
+        np.testing.assert_array_equal(read_rows(f["latent"], rows), x[rows])
         sampled = KnnDistance(5, "cpu", sample_size=600, seed=3).fit(f["latent"])
     exact = KnnDistance(5, "cpu").fit(x)
     assert len(sampled.data_) == 600 and sampled.rows_ is not None

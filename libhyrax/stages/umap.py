@@ -107,20 +107,13 @@ def fit_sample(latents: Path, size: int, seed: int) -> tuple[np.ndarray, int]:
         if n == 0:
             raise DataError(f"{latents} holds no objects; nothing to reduce")
         rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(size), n), replace=False))
-        x = read_rows(ds, rows)
+        x = hdf5.read_rows(ds, rows)
     x = x[np.isfinite(x).all(axis=1)]
     if len(x) == 0:
         raise DataError(f"every sampled latent vector in {latents} is NaN or inf; check the infer run "
                         f"(a model that diverged in training gives NaN latents)")
     return x.astype(np.float32), n
 
-
-def read_rows(ds, rows: np.ndarray) -> np.ndarray:
-    """ds[rows] for sorted rows, as contiguous slices (h5py's fancy indexing is slow)."""
-    if len(rows) == 0:
-        return np.empty((0, *ds.shape[1:]), ds.dtype)
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    return np.concatenate([ds[r[0]:r[-1] + 1] for r in np.split(rows, breaks)])
 
 
 # --- transforming, in spawned workers ---------------------------------------------------------------
