@@ -41,14 +41,15 @@ SIZE, BASE, LATENT = 16, 8, 16
 DTYPE = "float32"  # --dtype: how the cutouts are stored (float16: half the bytes to read)
 
 
-def make_cutouts(path: Path, n: int, seed: int = 0, chunk: int = 65536) -> Path:
+def make_cutouts(path: Path, n: int, seed: int = 0, chunk: int = 65536, shape: tuple[int, int, int] = (1, SIZE, SIZE),
+                 bands=("r",)) -> Path:
     from libhyrax.data import CutoutWriter
 
     rng = np.random.default_rng(seed)
-    with CutoutWriter(path, (1, SIZE, SIZE), ["r"], n_rows=n, id_length=12, dtype=DTYPE) as w:
+    with CutoutWriter(path, shape, list(bands), n_rows=n, id_length=12, dtype=DTYPE) as w:
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
-            w.append(np.char.mod("obj%09d", np.arange(a, b)), rng.exponential(0.1, (b - a, 1, SIZE, SIZE)).astype("f4"))
+            w.append(np.char.mod("obj%09d", np.arange(a, b)), rng.exponential(0.1, (b - a, *shape)).astype("f4"))
     return path
 
 
@@ -253,17 +254,8 @@ def encoder_loop(train_run: Path, cutouts: Path, n: int, batch_size: int) -> flo
 
 def reference_workload(args, scratch: Path) -> dict:
     """Issue 16's side-by-side: the default infer (and train) against the plain loops and the reference."""
-    global SIZE
     n, batch = args.n, REFERENCE_BATCH
-    SIZE = REFERENCE_SHAPE[1]
-    cutouts = scratch / "cutouts-3x32x32.h5"
-    from libhyrax.data import CutoutWriter
-
-    rng = np.random.default_rng(0)
-    with CutoutWriter(cutouts, REFERENCE_SHAPE, ["g", "r", "i"], n_rows=n, id_length=12, dtype=DTYPE) as w:
-        for a in range(0, n, 16384):
-            b = min(a + 16384, n)
-            w.append(np.char.mod("obj%09d", np.arange(a, b)), rng.exponential(0.1, (b - a, *REFERENCE_SHAPE)).astype("f4"))
+    cutouts = make_cutouts(scratch / "cutouts-3x32x32.h5", n, chunk=16384, shape=REFERENCE_SHAPE, bands="gri")
     cfg = config(scratch, cutouts, "cpu", batch, "HyraxAutoencoder")
     cfg["model"]["HyraxAutoencoder"] = {"base_channel_size": 32, "latent_dim": 64}
     train_run = make_train_run(cfg)
