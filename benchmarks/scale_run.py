@@ -466,13 +466,19 @@ def report_again(path: Path, args) -> None:
     s = result["settings"]
     args.sizes, args.bands, args.size = ",".join(map(str, s["sizes"])), s["bands"], s["size"]
     args.train_n, args.epochs, args.set = s["train_n"], s["epochs"], s["set"]
+    report(result, args, growth_models(args.set))
+
+
+def report(result: dict, args, models: dict[str, str]) -> None:
+    """What grows, the projection, the printed report, and the markdown and JSON files asked for."""
     result["growth"] = growth(result["sizes"], args.noise_mib)
     result["projection"] = project(result["sizes"], args.project, args.task_hours, args.noise_mib, args.train_n,
-                                   growth_models(args.set))
+                                   models)
     print_report(result, args)
     block = markdown(result, args)
     if args.markdown:
         write_markdown(Path(args.markdown), block)
+        print(f"\nwrote the docs/scale.md block to {args.markdown}")
     else:
         print("\n" + block)
     if args.json:
@@ -549,18 +555,7 @@ def main() -> None:
                 shutil.rmtree(f, ignore_errors=True)
             if ours:
                 shutil.rmtree(scratch, ignore_errors=True)
-    result["growth"] = growth(result["sizes"], args.noise_mib)
-    result["projection"] = project(result["sizes"], args.project, args.task_hours, args.noise_mib, args.train_n,
-                                   models)
-    print_report(result, args)
-    block = markdown(result, args)
-    if args.markdown:
-        write_markdown(Path(args.markdown), block)
-        print(f"\nwrote the docs/scale.md block to {args.markdown}")
-    else:
-        print("\n" + block)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    report(result, args, models)
 
 
 if __name__ == "__main__":
