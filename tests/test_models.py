@@ -29,10 +29,12 @@ from libhyrax.models import (
 )
 from libhyrax.models.check import tiny_batch
 
-BUILT_IN = ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "HyraxCNN", "SimCLR", "HyraxLoopback"]
+BUILT_IN = ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "HyraxCNN", "SimCLR", "HyraxLoopback",
+            "HSCAutoencoder", "HSCDCAE"]
 SMALL = {"model": {"HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8},
                    "HyraxAutoencoderV2": {"base_channel_size": 4, "latent_dim": 8},
-                   "ImageDCAE": {"base_channel_size": 4, "latent_dim": 8}}}
+                   "ImageDCAE": {"base_channel_size": 4, "latent_dim": 8},
+                   "HSCAutoencoder": {"base_channel_size": 2}, "HSCDCAE": {"base_channel_size": 1}}}  # latent 8
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
@@ -45,7 +47,7 @@ def test_every_built_in_model_meets_the_contract(name, shape):
     assert summary["latent_dim"] == expected
 
 
-@pytest.mark.parametrize("name", ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE"])
+@pytest.mark.parametrize("name", ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "HSCAutoencoder", "HSCDCAE"])
 def test_autoencoders_reconstruct_the_input_shape_and_give_recon_error(name):
     x = tiny_batch(3, (2, 19, 16))["image"]
     model = build_model(MODELS[name], load_config(data=SMALL), x[:1]).eval()
@@ -294,7 +296,8 @@ def test_criterion_from_config_replaces_the_models_own_loss():
         assert float(model.train_batch(x)["loss"]) == pytest.approx(float(F.l1_loss(model(x), x)), rel=1e-6)
 
 
-@pytest.mark.parametrize("name", ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "SimCLR"])
+@pytest.mark.parametrize("name", ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "SimCLR", "HSCAutoencoder",
+                                  "HSCDCAE"])
 def test_channels_last_changes_speed_not_values(name):
     """`place` stores a convolutional model's weights channels-last: outputs and a training step's
     gradients are the same numbers as in the default layout."""
