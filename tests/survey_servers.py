@@ -7,13 +7,19 @@ only, and stop by themselves after `lifetime` seconds.
         server.url("hsc")   # POST .../das_cutout/pdr3/cgi-bin/cutout: coordlist.txt -> tar of FITS, basic auth
         server.url("legacysurvey")   # GET /viewer/fits-cutout?ra=&dec=&layer=&pixscale=&bands=&size= -> cube
         server.url("url_template")   # GET /cutout?ra=&dec=&size=&band= -> one FITS image
+        server.url("soda")           # GET /api/cutout/sync?ID=&CIRCLE=ra dec r -> one FITS image (IVOA SODA)
+        server.url("sia")            # GET /api/sia/dp1/query?POS=CIRCLE ra dec 0 -> VOTable of images (SIAv2)
 
 Faithful to the notes: HSC lines carry `rerun type filter tract ra dec sw sh image mask variance` after
 a `#?` header, at most 1,000 of them; the answer is an uncompressed tar whose members are
 `arch-<n>-<n>/<line>-cutout-<filter>-<tract>-<rerun>.fits` (line 1 is the header), none for a line outside
 the footprint; each FITS file is an empty primary HDU then the image with a WCS, about 2 x sw / 0.168 + 1
 pixels wide. The Legacy Surveys viewer answers one cube (bands, size, size) and zeros off the footprint;
-the URL-template service one image per band, 404 off the footprint.
+the URL-template service one image per band, 404 off the footprint. The SODA service (Rubin's shape)
+cuts the image named by `ID` to the bounding box of `CIRCLE` at 0.2"/pixel, and its SIA service lists,
+per band, the deep coadd covering a position, a farther one (a neighbouring patch) and a template coadd
+(ObsCore columns obs_publisher_did, lsst_band, dataproduct_subtype, s_ra, s_dec); nothing off the
+footprint. A cutout of an image that does not hold the position is a 400, as a real service refuses it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ import pytest
 from libhyrax.surveys.fits_bytes import write_image
 
 HSC_PATH, LS_PATH, URL_PATH = "/das_cutout/pdr3/cgi-bin/cutout", "/viewer/fits-cutout", "/cutout"
+SODA_PATH, SIA_PATH = "/api/cutout/sync", "/api/sia/dp1/query"
+RUBIN_SCALE = 0.2
 HSC_BANDS = {"HSC-G": "g", "HSC-R": "r", "HSC-I": "i", "HSC-Z": "z", "HSC-Y": "y"}
 UNITS = {"deg": 3600.0, "arcmin": 60.0, "amin": 60.0, "arcsec": 1.0, "asec": 1.0}
 HEADER_FIELDS = "rerun type filter tract ra dec sw sh image mask variance".split()
@@ -113,6 +121,7 @@ class Faults:
     not_fits: set = field(default_factory=set)  # an HTML page instead of its FITS file
     evil_tar: bool = False  # HSC answers also hold ../ and absolute members, and a link
     auth: tuple[str, str] | None = None  # basic auth the service wants
+    bearer: str | None = None  # the bearer token the service wants (soda)
     latency: float = 0.0  # seconds before each answer
 
     def take(self, counts: dict, objects) -> bool:
@@ -137,7 +146,7 @@ class SurveyServer:
 
     def url(self, provider: str) -> str:
         base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        return base + {"hsc": HSC_PATH, "legacysurvey": LS_PATH,
+        return base + {"hsc": HSC_PATH, "legacysurvey": LS_PATH, "soda": SODA_PATH, "sia": SIA_PATH,
                        "url_template": URL_PATH + "?ra={ra}&dec={dec}&size={size}&band={band}"}[provider]
 
     def __enter__(self) -> SurveyServer:
@@ -249,10 +258,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._count()
         url = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
-        if url.path not in (LS_PATH, URL_PATH):
+        if url.path not in (LS_PATH, URL_PATH, SODA_PATH, SIA_PATH):
             return self._send(404, b"no such service")
         if not self._authorized():
             return
+        if url.path == SIA_PATH:
+            return self._sia(q)
+        if url.path == SODA_PATH:
+            return self._soda(q)
         sky, faults = self.service.sky, self.service.faults
         try:
             ra, dec, size = float(q["ra"]), float(q["dec"]), int(q["size"])
@@ -276,10 +289,61 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, self.service.fits(i, idx[0], size, hsc=False), "application/fits")
         self._send(200, self.service.cube(i, idx, size), "application/fits")
 
+    def _sia(self, q: dict) -> None:
+        """SIAv2: the images covering POS=CIRCLE ra dec r, as a VOTable of ObsCore rows."""
+        from astropy.io.votable import from_table
+        from astropy.table import Table
+
+        try:
+            shape, ra, dec, _ = q["POS"].split()
+            assert shape == "CIRCLE"
+            ra, dec = float(ra), float(dec)
+        except (KeyError, ValueError, AssertionError):
+            return self._send(400, b"POS=CIRCLE ra dec radius is needed")
+        sky, faults = self.service.sky, self.service.faults
+        i = sky.find(ra, dec)
+        rows = []
+        if i is not None and i not in faults.outside:
+            for b in sky.bands:  # the coadd holding it, a neighbouring patch's (farther) and a template
+                rows += [(f"ivo://loopback/dp1?id=coadd-{b}-{i}", b, "lsst.deep_coadd", ra + 1e-4, dec),
+                         (f"ivo://loopback/dp1?id=coadd-{b}-{i}-next", b, "lsst.deep_coadd", ra + 0.05, dec),
+                         (f"ivo://loopback/dp1?id=template-{b}-{i}", b, "lsst.template_coadd", ra, dec)]
+        names = ["obs_publisher_did", "lsst_band", "dataproduct_subtype", "s_ra", "s_dec"]
+        table = Table(rows=rows or None, names=names, dtype=[str, str, str, float, float])
+        out = io.BytesIO()
+        from_table(table).to_xml(out)
+        self._send(200, out.getvalue(), "application/x-votable+xml")
+
+    def _soda(self, q: dict) -> None:
+        """SODA sync: the image named ID, cut to CIRCLE's bounding box."""
+        try:
+            ra, dec, radius = (float(v) for v in q["CIRCLE"].split())
+            dataset = q["ID"]
+        except (KeyError, ValueError):
+            return self._send(400, b"ID and CIRCLE=ra dec radius are needed")
+        sky, faults = self.service.sky, self.service.faults
+        i = sky.find(ra, dec)
+        if self._fault([i]):
+            return
+        m = re.fullmatch(r"ivo://loopback/dp1\?id=coadd-([a-z])-(.+)", dataset)  # object: its index or id
+        if i is None or not m or m[2] not in (str(i), str(sky.ids[i])) or m[1] not in sky.bands:
+            return self._send(400, f"UsageError: the image {dataset} does not contain the cutout".encode())
+        npix = 2 * int(round(radius * 3600 / RUBIN_SCALE))
+        data = self.service.fits(i, sky.bands.index(m[1]), npix, hsc=False)
+        if faults.take(faults.drop, [i]):
+            return self._send(200, data, "application/fits", cut=len(data) // 2)
+        self._send(200, data, "application/fits")
+
     # --- helpers ---------------------------------------------------------------------------------
 
     def _authorized(self) -> bool:
-        want = self.service.faults.auth
+        faults = self.service.faults
+        if faults.bearer is not None:
+            if self.headers.get("Authorization") == f"Bearer {faults.bearer}":
+                return True
+            self._send(401, b"Unauthorized", extra={"WWW-Authenticate": 'Bearer realm="rsp"'})
+            return False
+        want = faults.auth
         if want is None:
             return True
         import base64

@@ -29,8 +29,9 @@ REFERENCE_KEYS_FILE = Path(__file__).resolve().parent / "reference_v7_keys.txt"
 LOCAL_CONFIG = "hyrax_config.toml"
 
 # Tables whose keys are free-form: keyword arguments for a named class, and the data request (validated
-# by its own schema). `*` matches one table name.
-FREE_FORM = ("data_request", "*.kwargs", "reduce_dimensions.*.kwargs")
+# by its own schema), a SODA service's query parameters. `*` matches one table name.
+FREE_FORM = ("data_request", "*.kwargs", "reduce_dimensions.*.kwargs", "download.*.params", "download.*.sia_params",
+             "download.*.sia_select")
 # Sub-tables of these may be a user class's parameters: unknown ones are accepted as free-form.
 CLASS_TABLES = ("model", "data_set")
 

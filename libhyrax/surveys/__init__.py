@@ -4,6 +4,8 @@
     hsc.py            `hsc`: the HSC data release's cutout service (tar of FITS, basic auth)
     legacysurvey.py   `legacysurvey`: the DESI Legacy Surveys viewer (one FITS cube per object)
     url_template.py   `url_template`: any service with one GET per object and band
+    soda.py           `soda`: any IVOA SODA cutout service (+ SIAv2 image lookup); `rubin`: the Rubin
+                      Science Platform's, a preset of it (bearer token from the environment)
     fetch.py          the HTTP engine: a few connections, retries with backoff, answers in request order
     fits_bytes.py     FITS images from the bytes a service sent (strict, fast; astropy for the rest)
     catalog.py        the catalogue of objects to fetch, checked

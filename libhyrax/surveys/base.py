@@ -67,6 +67,7 @@ class Request:
     params: dict | None = None
     files: dict | None = None
     info: Any = None
+    settled: Any = None  # an Outcome the provider already knows (a lookup found no image): nothing is sent
 
 
 @dataclass
@@ -100,6 +101,9 @@ class Provider:
     pixel_scale: ClassVar[float | None] = None  # arcsec per pixel
     band_names: ClassVar[dict[str, str]] = {}  # short band name -> the service's name (default: itself)
     default_timeout: ClassVar[float] = 60.0
+    # the download's connections, retries and retry_wait (make_provider sets them), for a provider that
+    # sends requests of its own before its cutouts' (soda's image lookups)
+    fetch_options: dict = {}
 
     def __init__(self, settings: dict, bands: Iterable[str], size: int, netrc_file=None):
         self.settings, self.bands, self.size = dict(settings), [str(b) for b in bands], int(size)
@@ -148,6 +152,8 @@ class Provider:
         """Every cell of an answered request (libhyrax.surveys.fetch.Answer): `read` for a 200 answer,
         else what its error means; images checked and centre-cropped to `size`."""
         cells = answer.request.cells
+        if answer.request.settled is not None:
+            return dict.fromkeys(cells, answer.request.settled)
         if answer.body is None:
             kind = Missing if answer.status == 404 else Failed if answer.retryable else Rejected
             return {c: kind(answer.error) for c in cells}
@@ -163,7 +169,8 @@ PROVIDERS: Registry[type[Provider]] = Registry(
     "download.provider", import_paths=True, base=Provider,
     rename_hint="give one of them another `name`",
     lazy={"hsc": "libhyrax.surveys.hsc", "legacysurvey": "libhyrax.surveys.legacysurvey",
-          "url_template": "libhyrax.surveys.url_template"})
+          "url_template": "libhyrax.surveys.url_template", "soda": "libhyrax.surveys.soda",
+          "rubin": "libhyrax.surveys.soda"})
 
 
 def make_provider(cfg: dict) -> Provider:
@@ -171,7 +178,9 @@ def make_provider(cfg: dict) -> Provider:
     d = cfg["download"]
     cls = PROVIDERS.lookup(d["provider"])
     settings = d.get(cls.name) if cls.name in d and isinstance(d.get(cls.name), dict) else d.get("kwargs", {})
-    return cls(settings or {}, d["bands"], d["size"], d.get("netrc_file"))
+    provider = cls(settings or {}, d["bands"], d["size"], d.get("netrc_file"))
+    provider.fetch_options = {k: d[k] for k in ("connections", "retries", "retry_wait") if k in d}
+    return provider
 
 
 def checked(fetched: Fetched, size: int) -> Outcome:
