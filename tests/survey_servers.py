@@ -122,6 +122,7 @@ class Faults:
     evil_tar: bool = False  # HSC answers also hold ../ and absolute members, and a link
     auth: tuple[str, str] | None = None  # basic auth the service wants
     bearer: str | None = None  # the bearer token the service wants (soda)
+    lookup_fail: dict = field(default_factory=dict)  # index -> SIA image lookups for it answered 500
     latency: float = 0.0  # seconds before each answer
 
     def take(self, counts: dict, objects) -> bool:
@@ -302,6 +303,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, b"POS=CIRCLE ra dec radius is needed")
         sky, faults = self.service.sky, self.service.faults
         i = sky.find(ra, dec)
+        with self.service.lock:
+            fail = faults.take(faults.lookup_fail, [i])
+        if fail:
+            return self._send(500, b"<html>Internal Server Error</html>", "text/html")
         rows = []
         if i is not None and i not in faults.outside:
             for b in sky.bands:  # the coadd holding it, a neighbouring patch's (farther) and a template

@@ -5,7 +5,7 @@ Platform's image cutout service, a preset of it.
     provider = "rubin"                        # or "soda" with its url (and sia_url or id) for another archive
     bands = ["g", "r", "i"]
     size = 64                                 # pixels (0.2" each on Rubin coadds)
-    # the token: export ACCESS_TOKEN=...      # (download.rubin.token_env), never written anywhere
+    # the token: export ACCESS_TOKEN=...      # (download.rubin.bearer_env), never written anywhere
 
 SODA 1.0 (IVOA) cuts a dataset on the server: `GET {url}?ID=<dataset id>&CIRCLE=<ra> <dec> <radius>`
 answers one FITS cutout. The circle's radius is half the size plus a pixel (`pixel_scale` arcsec per
@@ -19,7 +19,7 @@ near a patch edge gets the image it is most inside), its `id_column` (ObsCore's 
 ID. Lookups go through the same engine as the cutouts (connections, retries, timeouts); a band with no
 covering image is Missing, a lookup that kept failing is Failed (`--resume` looks it up again).
 
-Authentication: a bearer token from the environment variable `token_env` (sent as `Authorization:
+Authentication: a bearer token from the environment variable `bearer_env` (sent as `Authorization:
 Bearer <token>`), or basic auth from download.netrc_file; never written anywhere.
 """
 
@@ -71,18 +71,18 @@ class SODA(Provider):
         self.radius_deg = (self.size / 2 + 1) * self.pixel_scale / 3600.0
 
     def headers(self) -> dict[str, str]:
-        env = self.settings.get("token_env")
+        env = self.settings.get("bearer_env")
         if not env:
             return {}
         token = os.environ.get(str(env))
         if not token:
-            raise UsageError(f"download.{self.name}.token_env names {env}, which is not set; export your access "
+            raise UsageError(f"download.{self.name}.bearer_env names {env}, which is not set; export your access "
                              "token there (it is sent as a bearer token and never written anywhere)")
         return {"Authorization": f"Bearer {token}"}
 
     def credentials_hint(self) -> str:
-        env = self.settings.get("token_env")
-        return f"check the token in {env}" if env else "check download.netrc_file (or set token_env)"
+        env = self.settings.get("bearer_env")
+        return f"check the token in {env}" if env else "check download.netrc_file (or set bearer_env)"
 
     # --- requests ----------------------------------------------------------------------------------
 
