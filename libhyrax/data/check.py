@@ -42,7 +42,7 @@ def check_dataset(cls, config: dict | None = None, data_location=None, n_rows: i
     if n < 1:
         problems.append(f"{name} has {n} objects; a dataset needs at least one")
     fields = ds.fields
-    if "image" not in fields:
+    if "image" not in fields and not getattr(cls, "tabular", False):  # a table (HyraxCSVDataset) needs none
         problems.append(f"{name} has no get_image(index); define it to return a (bands, height, width) array")
     if "object_id" not in fields:
         problems.append(f"{name} has no get_object_id(index); define it to return a unique id string per object")

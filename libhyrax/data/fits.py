@@ -198,10 +198,7 @@ class FitsImageDataset(Dataset):
             raise DataError(f"FitsImageDataset needs data_location: a folder of FITS files, not {data_location!r}")
         self.folder = Path(data_location)
         c = self.dataset_config
-        self.catalog_path = find_catalog(self.folder, c.get("catalog"))
-        columns = read_table(self.catalog_path)
-        if is_manifest(self.catalog_path):
-            columns = manifest_columns(columns, c.get("filename_column", "filename"))
+        columns = self.catalog_table()
         ids, self.bands, files, extra = group_catalog(
             columns, c.get("object_id_column", "object_id"), c.get("filter_column", "filter"),
             c.get("filename_column", "filename"), c.get("bands") or None, where=str(self.catalog_path))
@@ -214,6 +211,14 @@ class FitsImageDataset(Dataset):
         self.size = int(c.get("cutout_size") or 0) or None
         if self.size is None and len(self.ids):
             self.size = int(min(read_fits_image(self._path(self.files[0, 0])).shape))
+
+    def catalog_table(self) -> dict[str, np.ndarray]:
+        """The catalog's columns (a row per object and band); sets `catalog_path`."""
+        self.catalog_path = find_catalog(self.folder, self.dataset_config.get("catalog"))
+        columns = read_table(self.catalog_path)
+        if is_manifest(self.catalog_path):
+            columns = manifest_columns(columns, self.dataset_config.get("filename_column", "filename"))
+        return columns
 
     def _path(self, name: str) -> Path:
         return Path(name) if Path(name).is_absolute() else self.folder / name

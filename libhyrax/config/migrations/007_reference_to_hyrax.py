@@ -7,10 +7,20 @@
 - a matplotlib colormap name in `visualize.cmap` ("viridis") becomes the bokeh palette ("Viridis256");
 - `false`/empty placeholders of the reference (`model.name = ""`, `data_set.nan_mode = false`) are
   dropped so our defaults apply; a `crop_to = [w, h]` becomes one size;
-- `[download]` (HSC cutouts) becomes ours with provider "hsc" (migrations/reference_download.py).
+- `[download]` (HSC cutouts) becomes ours with provider "hsc" (migrations/reference_download.py);
+- the settings of the reference's HSC and LSST classes move to their tables here, and an LSST data set's
+  catalogue, bands and size become a `[download]` with provider "rubin" (migrations/reference_datasets.py).
 """
 
-from libhyrax.config.migrations import has_path, move, pop_path, reference_download, set_path, step
+from libhyrax.config.migrations import (
+    has_path,
+    move,
+    pop_path,
+    reference_datasets,
+    reference_download,
+    set_path,
+    step,
+)
 
 # the reference drew with matplotlib colormap names; our map is bokeh, whose palettes have these names
 MATPLOTLIB_TO_BOKEH = {n.lower(): f"{n}256" for n in ("Viridis", "Magma", "Inferno", "Plasma", "Cividis", "Turbo",
@@ -51,4 +61,5 @@ def migrate(cfg: dict) -> list[str]:
         cfg["data_set"]["crop_to"] = int(crop[0])
         done.append(f"data_set.crop_to {crop} -> {int(crop[0])}")
     done += reference_download.migrate(cfg)  # [download]: HSC cutouts, provider "hsc"
+    done += reference_datasets.migrate(cfg)  # HSCDCAE, HSCDataset and LSST settings; LSST's [download]
     return done
