@@ -43,6 +43,7 @@ class HyraxCifarDataset(Dataset):
     """CIFAR-10 from its binary archive (see the module docstring)."""
 
     fresh_arrays = True  # read() builds new image arrays: the transform may work in place
+    fetches_into_location = True  # data_location is made when the archive is first fetched
 
     def __init__(self, config=None, data_location=None):
         super().__init__(config, data_location)

@@ -32,7 +32,9 @@ log = logging.getLogger("hyrax.data")
 def open_dataset(cfg: dict, spec: DatasetSpec, where: str = "data_request") -> Dataset:
     """Construct one dataset of a request (its class resolved, its location checked)."""
     cls = dataset_class(spec.dataset_class)
-    if spec.data_location and not Path(spec.data_location).expanduser().exists():
+    # a dataset that fetches its data (CIFAR-10, LSST cutouts) makes its folder the first time
+    if spec.data_location and not getattr(cls, "fetches_into_location", False) and \
+            not Path(spec.data_location).expanduser().exists():
         raise DataError(f"{where}.data_location {spec.data_location!r} does not exist (looked from "
                         f"{Path.cwd()}); give the path of the data for {spec.dataset_class}")
     data_set = dict(cfg.get("data_set") or {})

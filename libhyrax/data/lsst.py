@@ -45,6 +45,8 @@ LSST_BANDS = ("u", "g", "r", "i", "z", "y")
 class DownloadedLSSTDataset(HyraxHDF5Dataset):
     """Cutouts fetched once into data_location, read from there (see the module docstring)."""
 
+    fetches_into_location = True  # data_location is made when the cutouts are first fetched
+
     def __init__(self, config=None, data_location=None):
         from libhyrax.data.base import Dataset
 
