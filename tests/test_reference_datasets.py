@@ -49,11 +49,28 @@ def request(**datasets) -> dict:
     return {"train": datasets, "infer": datasets}
 
 
-def train_and_infer(cfg: dict, n: int) -> dict:
+def train_and_infer(cfg: dict, n: int, export: bool = False) -> dict:
+    """Train, infer (and export, checking the ONNX graph against torch): the latents."""
     run = libhyrax.train(cfg)
     latents = read_latents(libhyrax.infer(cfg, from_run=run).path)
     assert len(latents["object_id"]) == n and np.isfinite(latents["latent"]).all()
+    if export:
+        info = libhyrax.export(cfg, from_run=run).provenance["stage_info"]
+        assert info["checked_objects"] > 0 and max(info["max_abs_diff"].values()) <= info["tolerance"]
     return latents
+
+
+def test_the_reference_names_are_known():
+    from libhyrax.errors import ConfigError
+    from libhyrax.models import model_class
+
+    with pytest.raises(ConfigError) as e:
+        libhyrax.data.dataset_class("NoSuchDataset")
+    for name in ("HSCDataset", "HyraxCSVDataset", "HyraxCifarDataset", "LSSTDataset", "DownloadedLSSTDataset"):
+        assert name in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        model_class("NoSuchModel")
+    assert "HSCAutoencoder" in str(e.value) and "HSCDCAE" in str(e.value)
 
 
 # --- HyraxCSVDataset ---------------------------------------------------------------------------------
@@ -226,7 +243,7 @@ def test_hsc_dataset_reads_a_reference_download_in_place_and_trains_hsc_models(w
         run_cfg = config({"model": {"name": model, model: {"base_channel_size": 4}},
                           "data_request": request(hsc={"dataset_class": "HSCDataset", "data_location": "data",
                                                        "fields": ["image", "object_id"]})})
-        latents = train_and_infer(run_cfg, 23)
+        latents = train_and_infer(run_cfg, 23, export=True)
         assert latents["latent"].shape == (23, 16 if model == "HSCAutoencoder" else 32)
         assert (latents["recon_error"] > 0).all()
 
