@@ -326,3 +326,80 @@ def test_a_reference_lsst_config_downloads_what_it_meant(rubin, tmp_path):
     a = libhyrax.data.HyraxHDF5Dataset({}, fetched.file("cutouts.h5"))
     b = libhyrax.data.HyraxHDF5Dataset({}, "lsst/cutouts.h5")
     np.testing.assert_array_equal(a.column("image"), b.column("image"))
+
+
+# --- reference configs naming each class --------------------------------------------------------------------
+
+REFERENCE_HSC = """
+config_version = 7
+[general]
+data_dir = "./data"
+results_dir = "./results"
+[model]
+name = "HSCDCAE"
+HSCDCAE_final_layer = "arcsinh"
+[data_set]
+filters = ["HSC-G", "HSC-I"]
+crop_to = [16, 16]
+transform = "tanh"
+[data_request.train.data]
+dataset_class = "HSCDataSet"
+data_location = "./data"
+fields = ["image", "object_id"]
+primary_id_field = "object_id"
+[train]
+epochs = 1
+[data_loader]
+batch_size = 8
+"""
+
+REFERENCE_CIFAR = """
+config_version = 7
+[general]
+data_dir = "./data"
+[model]
+name = "HyraxCNN"
+[model.HyraxCNN]
+output_classes = 10
+[data_set.HyraxCifarDataset]
+use_training_data = true
+[data_request.train.data]
+dataset_class = "HyraxCifarDataset"
+data_location = "./data"
+fields = ["image", "label", "object_id"]
+primary_id_field = "object_id"
+[data_request.train.extra]
+dataset_class = "HyraxCSVDataset"
+data_location = "./extra.csv"
+fields = ["redshift"]
+join_field = "object_id"
+[train]
+epochs = 1
+[data_loader]
+batch_size = 8
+"""
+
+
+def test_reference_configs_naming_each_class_run(workdir, file_server):
+    """Config files as a reference user wrote them (config_version 7, its key names and spellings)."""
+    images = hsc_folder(Path("data"), n=12)
+    Path("hsc.toml").write_text(REFERENCE_HSC)
+    cfg = resolve("hsc.toml", overrides=["model.HSCDCAE.base_channel_size=2"])
+    assert cfg["model"]["HSCDCAE"]["final_layer"] == "arcsinh" and cfg["data_set"]["crop_to"] == 16
+    assert cfg["data_set"]["HSCDataset"]["bands"] == ["HSC-G", "HSC-I"]
+    group = open_group(cfg, "train")
+    np.testing.assert_allclose(group.read(0, 2)["image"], np.tanh(center(images[[0, 1]][:, [0, 2]], 16)), atol=1e-6)
+    run = libhyrax.train("hsc.toml", overrides=["model.HSCDCAE.base_channel_size=2"])
+    assert len(read_latents(libhyrax.infer("hsc.toml", from_run=run).path)["object_id"]) == 12  # object 3 lacks HSC-R only
+
+    root, url, _ = file_server
+    archive, records = cifar_archive(root / "cifar-10-binary.tar.gz")
+    Path("extra.csv").write_text("object_id,redshift\n" + "".join(f"{i:06d},{i / 100}\n" for i in range(0, 40, 2)))
+    Path("cifar.toml").write_text(REFERENCE_CIFAR)
+    fetch = [f"data_set.HyraxCifarDataset.url={url}/cifar-10-binary.tar.gz",
+             f"data_set.HyraxCifarDataset.md5={hashlib.md5(archive.read_bytes()).hexdigest()}"]
+    batch = open_group(resolve("cifar.toml", overrides=fetch), "train").read(0, 4)
+    assert batch["label"].tolist() == records[:4, 0].tolist() and batch["extra.matched"].tolist() == [1, 0, 1, 0]
+    np.testing.assert_allclose(batch["redshift"][[0, 2]], [0.0, 0.02])
+    run = libhyrax.train("cifar.toml", overrides=fetch)
+    assert len(read_latents(libhyrax.infer("cifar.toml", from_run=run).path)["object_id"]) == 40

@@ -12,7 +12,8 @@ reference Hyrax: for tabular inputs, or joined onto image data sets through the 
 
 A column name with characters other than letters, digits and _ becomes a field with _ in their place
 (`g-r` -> `g_r`), as the reference names its getters. `object_id` is the column that dataset_config
-`object_id_column` names, else the column `object_id`, else the row number (zero-padded). A table needs no
+`object_id_column` names, else the column `object_id`, else the row number (zero-padded); read as text
+from a CSV, so an id like 000123 keeps its zeros and joins with the ids of an image set. A table needs no
 image: `check_dataset` accepts it (a model then reads its columns through prepare_inputs).
 """
 
@@ -38,9 +39,10 @@ class HyraxCSVDataset(CatalogDataset):
         Dataset.__init__(self, config, data_location)
         if not data_location:
             raise DataError("HyraxCSVDataset needs data_location: the path of a CSV file (or any table astropy reads)")
-        raw = read_table(data_location)
+        named = self.dataset_config.get("object_id_column")
+        raw = read_table(data_location, text_columns=[named or "object_id"])  # ids as text: "000123" stays
         self.columns = {re.sub(r"\W", "_", name): values for name, values in raw.items()}
-        id_col = self.dataset_config.get("object_id_column") or ("object_id" if "object_id" in self.columns else None)
+        id_col = named or ("object_id" if "object_id" in self.columns else None)
         self.n = len(next(iter(self.columns.values()))) if self.columns else 0
         if id_col is None:
             width = len(str(max(self.n - 1, 0)))

@@ -40,15 +40,21 @@ class BadCutout(Exception):
         self.reason, self.band, self.filename = reason, band, filename
 
 
-def read_table(path) -> dict[str, np.ndarray]:
-    """Every column of a table file astropy can read, as numpy arrays (strings as str)."""
+def read_table(path, text_columns=()) -> dict[str, np.ndarray]:
+    """Every column of a table file astropy can read, as numpy arrays (strings as str). In a CSV file the
+    `text_columns` are read as text, not numbers (an id "000123" keeps its zeros)."""
+    from astropy.io import ascii
     from astropy.table import Table
 
     path = Path(path)
     if not path.exists():
         raise DataError(f"catalog {path} does not exist; check the catalog path")
     try:
-        table = Table.read(path, format="ascii.csv" if path.suffix == ".csv" else None)
+        if path.suffix == ".csv":
+            table = Table.read(path, format="ascii.csv",
+                               converters={c: [ascii.convert_numpy(str)] for c in text_columns} or None)
+        else:
+            table = Table.read(path)
     except Exception as e:
         raise DataError(f"catalog {path} can't be read as a table ({type(e).__name__}: {e}); astropy reads "
                         "FITS tables, CSV, ECSV, Parquet, VOTable") from None

@@ -1,4 +1,4 @@
-"""HSCDataset: a folder the reference Hyrax's HSC download made (FITS files + manifest.fits), read in place
+"""HSCDataset (also by the reference's spelling, HSCDataSet): a folder the reference Hyrax's HSC download made (FITS files + manifest.fits), read in place
 and lazily, as the reference's HSCDataSet reads it (no copy of millions of cutouts; `hyrax prepare` makes
 one fast HDF5 file of the same folder when wanted).
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from libhyrax.data.base import REGISTRY
 from libhyrax.data.fits import MANIFEST, FitsImageDataset
 from libhyrax.errors import DataError
 
@@ -39,6 +40,9 @@ class HSCDataset(FitsImageDataset):
             return super().catalog_table()
         self.catalog_path = self.folder
         return scan_file_names(self.folder)
+
+
+REGISTRY.register("HSCDataSet", HSCDataset)  # the reference's own spelling of the name
 
 
 def scan_file_names(folder: Path) -> dict[str, np.ndarray]:

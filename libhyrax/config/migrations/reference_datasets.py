@@ -15,7 +15,8 @@ For a data request naming LSSTDataset or DownloadedLSSTDataset (the reference re
 and, when the config has no [download] of its own, the same catalogue, bands and size as `[download]`
 with provider "rubin", so `hyrax download` fetches what the data set would. For HSCDataset:
 data_set.filters -> bands, data_set.object_id_column_name / filter_column_name / filename_column_name ->
-object_id_column / filter_column / filename_column of [data_set.HSCDataset].
+object_id_column / filter_column / filename_column of [data_set.HSCDataset] (also for a request naming it
+by the reference's spelling, HSCDataSet).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def migrate(cfg: dict) -> list[str]:
                             "service (provider rubin; the token in ACCESS_TOKEN), not the Butler")
         if "download" not in cfg:
             done += _download(cfg, data_set[lsst[0]])
-    if "HSCDataset" in named:
+    if named & {"HSCDataset", "HSCDataSet"}:  # the reference spells it HSCDataSet
         done += _move(data_set, ["HSCDataset"], HSC_MOVES)
     return done
 
