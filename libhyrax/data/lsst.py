@@ -35,7 +35,6 @@ from pathlib import Path
 
 from libhyrax.data.hdf5_dataset import HyraxHDF5Dataset
 from libhyrax.errors import ConfigError, DataError
-from libhyrax.surveys.store import Store
 
 log = logging.getLogger("hyrax.data")
 ID_COLUMNS = ("object_id", "objectId")  # looked for in this order, as the reference does
@@ -109,6 +108,7 @@ def fetch_into(folder: Path, d: dict) -> None:
     from libhyrax.surveys.base import make_provider
     from libhyrax.surveys.catalog import read_catalog
     from libhyrax.surveys.fetch import Fetcher
+    from libhyrax.surveys.store import Store  # here: the store imports libhyrax.data
 
     folder.mkdir(parents=True, exist_ok=True)
     provider = make_provider({"download": d})
