@@ -52,7 +52,7 @@ def read_table(path, text_columns=()) -> dict[str, np.ndarray]:
     try:
         if path.suffix == ".csv":
             table = Table.read(path, format="ascii.csv",
-                               converters={c: [ascii.convert_numpy(str)] for c in text_columns} or None)
+                               converters={c: [ascii.convert_numpy(str)] for c in text_columns})
         else:
             table = Table.read(path)
     except Exception as e:
