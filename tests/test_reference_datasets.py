@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import tarfile
 import threading
 from functools import partial
@@ -145,6 +146,8 @@ def test_cifar_reads_a_users_copy_of_the_binary_archive(workdir):
     pixels = records[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32)
     np.testing.assert_allclose(ds.get_image_batch(5, 13), (pixels[5:13] / 255 - 0.5) / 0.5, rtol=1e-6)
     assert ds.get_label_batch(0, 40).tolist() == records[:, 0].tolist() and ds.get_object_id(7) == "000007"
+    blob = pickle.dumps(ds)  # what a DataLoader worker gets: the file names, not the pixels
+    assert len(blob) < 10_000 and np.array_equal(pickle.loads(blob).get_image(39), ds.get_image(39))
     assert sorted(p.name for p in Path("data/cifar-10-batches-bin").iterdir()) == [
         "data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin",
         "test_batch.bin"]  # the batch files only: not the meta file, not the ../ member

@@ -51,11 +51,20 @@ class HyraxCifarDataset(Dataset):
         general = self.config.get("general") or {}
         self.folder = Path(data_location or general.get("data_dir") or "./data").expanduser()
         batches = ensure_batches(self.folder, str(c.get("url") or URL), str(c.get("md5") or MD5))
-        names = TRAIN if c.get("use_training_data", True) else TEST
-        self.parts = [np.memmap(batches / n, dtype=np.uint8, mode="r").reshape(-1, RECORD) for n in names]
-        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+        self.paths = [batches / n for n in (TRAIN if c.get("use_training_data", True) else TEST)]
+        self.starts = np.cumsum([0] + [p.stat().st_size // RECORD for p in self.paths])
         self.n = int(self.starts[-1])
         self.width = max(6, len(str(self.n - 1)))
+        self._parts = None
+
+    def __getstate__(self):  # a DataLoader worker maps the files itself instead of getting a copy of them
+        return self.__dict__ | {"_parts": None}
+
+    @property
+    def parts(self) -> list[np.memmap]:
+        if self._parts is None:
+            self._parts = [np.memmap(p, dtype=np.uint8, mode="r").reshape(-1, RECORD) for p in self.paths]
+        return self._parts
 
     def __len__(self):
         return self.n
