@@ -14,9 +14,9 @@ KeepFitsOpt = Annotated[bool | None, typer.Option("--keep-fits", help="Also keep
 def command(config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = None, shard: ShardOpt = None,
             run_name: RunNameOpt = None, keep_fits: KeepFitsOpt = None, debug: DebugOpt = False) -> None:
     """Fetch one cutout per object and band of a catalogue (id, ra, dec) from a survey's service (hsc,
-    legacysurvey, url_template: [download] in the config) into cutouts.h5, with a record of every object
-    and band (download.h5, download.csv). Credentials: environment variables (HSC_SSP_CAS_PASSWORD) or
-    download.netrc_file; they are never written.
+    legacysurvey, rubin, soda, url_template: [download] in the config) into cutouts.h5, with a record of
+    every object and band (download.h5, download.csv). Credentials: environment variables
+    (HSC_SSP_CAS_PASSWORD, ACCESS_TOKEN for rubin) or download.netrc_file; they are never written.
 
     Examples:
 

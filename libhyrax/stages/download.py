@@ -11,8 +11,8 @@ cutout file (docs/hdf5-format.md), in catalogue order.
     run = libhyrax.download({"download": {"catalog": "objects.csv", "bands": ["g", "r"], "size": 48}})
     run.file("cutouts.h5"), run.file("download.csv")
 
-`[download]` names the provider (`hsc`, `legacysurvey`, `url_template`, or a `libhyrax.surveys.Provider`
-subclass by import path), the catalogue and its id/ra/dec columns, the size in pixels and the bands;
+`[download]` names the provider (`hsc`, `legacysurvey`, `rubin`, `soda`, `url_template`, or a
+`libhyrax.surveys.Provider` subclass by import path), the catalogue and its id/ra/dec columns, the size in pixels and the bands;
 `[download.<provider>]` the service's own settings, always with its `url`. Credentials come from
 environment variables or `download.netrc_file` and are never written anywhere.
 
