@@ -23,7 +23,7 @@ import libhyrax
 from libhyrax.config import resolve
 from libhyrax.data import check_dataset, open_group
 from libhyrax.data.cifar import RECORD
-from libhyrax.errors import DataError
+from libhyrax.errors import ConfigError, DataError
 
 BASE = {"general": {"results_dir": "results", "device": "cpu", "mlflow_tracking_uri": False},
         "train": {"epochs": 1}, "data_loader": {"batch_size": 16}, "data_set": {"transform": "none"}}
@@ -62,7 +62,6 @@ def train_and_infer(cfg: dict, n: int, export: bool = False) -> dict:
 
 
 def test_the_reference_names_are_known():
-    from libhyrax.errors import ConfigError
     from libhyrax.models import model_class
 
     with pytest.raises(ConfigError) as e:
@@ -317,6 +316,8 @@ def test_a_reference_lsst_config_downloads_what_it_meant(rubin, tmp_path):
                                             "fields": ["image", "object_id"], "primary_id_field": "object_id"}}},
         "train": {"epochs": 1}, "data_loader": {"batch_size": 16},
     }
+    with pytest.raises(ConfigError, match="HATS catalogues are not read here; write the objects"):
+        resolve(merge(reference, {"data_set": {"hats_catalog": "dp1_objects.hats"}}))
     cfg = resolve(reference, overrides=[f"download.rubin.url={server.url('soda')}",
                                          f"download.rubin.sia_url={server.url('sia')}", "download.retry_wait=0.01",
                                          "model.HSCDCAE.base_channel_size=2", "general.mlflow_tracking_uri=false"])

@@ -11,6 +11,7 @@ For a data request naming LSSTDataset or DownloadedLSSTDataset (the reference re
     data_set.object_id_column_name -> object_id_column
     data_set.butler_repo, butler_collection, skymap -> dropped: the cutouts come from the Rubin Science
         Platform's cutout service (download provider "rubin"), with the token in ACCESS_TOKEN
+    data_set.hats_catalog -> an error saying to write the objects to a table astropy reads
 
 and, when the config has no [download] of its own, the same catalogue, bands and size as `[download]`
 with provider "rubin", so `hyrax download` fetches what the data set would. For HSCDataset:
@@ -20,6 +21,8 @@ by the reference's spelling, HSCDataSet).
 """
 
 from __future__ import annotations
+
+from libhyrax.errors import ConfigError
 
 RUBIN_PIXEL_ARCSEC = 0.2
 LSST_CLASSES = ("LSSTDataset", "DownloadedLSSTDataset")
@@ -41,6 +44,10 @@ def migrate(cfg: dict) -> list[str]:
     if not isinstance(data_set, dict):
         return done
     lsst = [c for c in LSST_CLASSES if c in named]
+    if lsst and data_set.get("hats_catalog"):
+        raise ConfigError(f"data_set.hats_catalog = {data_set['hats_catalog']!r}: HATS catalogues are not read here; "
+                          "write the objects (id, coord_ra, coord_dec) to a Parquet or FITS table (with lsdb: "
+                          "catalog.compute().to_parquet(...)) and name it in data_set.astropy_table")
     if lsst:
         done += _move(data_set, lsst, LSST_MOVES)
         for key in BUTLER_KEYS:
