@@ -14,7 +14,8 @@ For a data request naming LSSTDataset or DownloadedLSSTDataset (the reference re
     data_set.hats_catalog -> an error saying to write the objects to a table astropy reads
 
 and, when the config has no [download] of its own, the same catalogue, bands and size as `[download]`
-with provider "rubin", so `hyrax download` fetches what the data set would. For HSCDataset:
+with provider "rubin" (the size from the reference's default semi-width, 0.00472 deg = 170 pixels, when
+the config sets none), so `hyrax download` fetches what the data set would. For HSCDataset:
 data_set.filters -> bands, data_set.object_id_column_name / filter_column_name / filename_column_name ->
 object_id_column / filter_column / filename_column of [data_set.HSCDataset] (also for a request naming it
 by the reference's spelling, HSCDataSet).
@@ -25,6 +26,7 @@ from __future__ import annotations
 from libhyrax.errors import ConfigError
 
 RUBIN_PIXEL_ARCSEC = 0.2
+REFERENCE_SEMI_WIDTH_DEG = 0.00472  # the reference's default data_set.semi_width_deg / semi_height_deg
 LSST_CLASSES = ("LSSTDataset", "DownloadedLSSTDataset")
 LSST_MOVES = {"astropy_table": "catalog", "filters": "bands", "semi_width_deg": "semi_width_deg",
               "semi_height_deg": "semi_height_deg", "object_id_column_name": "object_id_column"}
@@ -93,10 +95,8 @@ def _download(cfg: dict, table: dict) -> list[str]:
     if table.get("bands"):
         d["bands"] = list(table["bands"])
     widths = [float(table[k]) for k in ("semi_width_deg", "semi_height_deg") if table.get(k)]
-    if widths:
-        d["size"] = int(round(2 * max(widths) * 3600 / RUBIN_PIXEL_ARCSEC))
+    d["size"] = int(round(2 * max(widths or [REFERENCE_SEMI_WIDTH_DEG]) * 3600 / RUBIN_PIXEL_ARCSEC))
     if table.get("object_id_column"):
         d["id_column"] = table["object_id_column"]
     cfg["download"] = d
-    return [f"[download] for the LSST data set: provider rubin, catalog {d['catalog']}"
-            + (f", size {d['size']} pixels" if "size" in d else "")]
+    return [f"[download] for the LSST data set: provider rubin, catalog {d['catalog']}, size {d['size']} pixels"]
