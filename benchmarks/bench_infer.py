@@ -115,7 +115,7 @@ def plain_loop(train_run: Path, cutouts: Path, n: int, batch_size: int, device: 
 
 def hyrax_infer(cfg: dict, train_run: Path) -> tuple[float, float, Path]:
     """libhyrax.infer over the whole file: (objects/s of its loop, objects/s wall incl. setup, run dir)."""
-    from libhyrax.results import read_provenance
+    from libhyrax.rundir import read_provenance
     from libhyrax.stages.infer import infer
 
     t0 = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 
 from libhyrax import hdf5
 from libhyrax.config import resolve
-from libhyrax.results import read_provenance
+from libhyrax.rundir import read_provenance
 from libhyrax.runs import open_run
 
 CHROMIUM = Path("/usr/bin/chromium")

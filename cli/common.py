@@ -31,7 +31,7 @@ ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="An interrupted
 def _plain_name(name: str | None) -> str | None:
     if name is not None:
         from libhyrax.errors import UsageError
-        from libhyrax.runs import check_run_name
+        from libhyrax.rundir import check_run_name
 
         try:
             check_run_name(name)

@@ -31,7 +31,8 @@ import numpy as np
 from libhyrax import stages
 from libhyrax.config import dump_config, find_config_file, parse_override, read_toml, resolve, set_key
 from libhyrax.errors import UsageError
-from libhyrax.results import INDEX_DIR, Result, find_run
+from libhyrax.results import Result, find_run
+from libhyrax.rundir import INDEX_DIR
 
 log = logging.getLogger("hyrax.api")
 

@@ -26,7 +26,6 @@ import h5py
 import numpy as np
 
 from libhyrax.errors import DataError, RunError
-from libhyrax.sharding import shard_name, shard_range  # noqa: F401  (re-exported: stages read shards here)
 
 log = logging.getLogger("hyrax.hdf5")
 
@@ -268,6 +267,11 @@ def read_ids(ds: h5py.Dataset, start: int = 0, stop: int | None = None) -> np.nd
 
 
 # --- shards ----------------------------------------------------------------------------------------
+
+def shard_name(stem: str, index: int, count: int) -> str:
+    """Part `index` of `count` of the array file `stem` (read back as one by open_result)."""
+    return f"{stem}.shard-{index:04d}-of-{count:04d}.h5"
+
 
 def _shard_files(run_dir: Path, stem: str) -> tuple[int, dict[int, Path]]:
     found: dict[int, Path] = {}

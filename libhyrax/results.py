@@ -1,25 +1,13 @@
-"""Results directories, as read: finding the run a stage reads, and walking a run's lineage.
+"""Finding runs: the run a stage reads (the registry's `needs`, `--from`, a pipe or the newest finished
+one), and walking a run's lineage. The directory's format is libhyrax.rundir; writing a run,
+libhyrax.runs.
 
-    <results_dir>/YYYYMMDD-HHMMSS-<stage>-<uid>/
-        runtime_config.toml   the full resolved config, with config_version
-        provenance.json       versions, host, command line, times, seed, Slurm ids, git commit, inputs,
-                              the runs it read (upstream_runs)
-        <stage>.log           the stage's log
-        ...                   the stage's outputs (HDF5 where they are arrays)
-
-A run is written as `<name>.partial` and renamed to `<name>` when it succeeds (libhyrax.runs writes
-runs). A failed or interrupted run becomes `<name>.failed`, with its error in provenance.json; it is
-never taken as a finished input, and `--resume` can pick it up again.
-
-Lineage: `upstream_runs` in provenance.json names each run this one read by its name when it lies in
-the same results directory (the usual case), else by its absolute path, so a results tree copied to
-another disk or machine still chains. :class:`Result` walks it: `Result(run).find("train")` is the
-nearest train run upstream of `run`, whatever stages lie between.
+:class:`Result` walks the lineage: `Result(run).find("train")` is the nearest train run upstream of
+`run`, whatever stages lie between.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -28,86 +16,20 @@ from pathlib import Path
 
 from libhyrax import stages
 from libhyrax.errors import HyraxError, UsageError
+from libhyrax.rundir import (
+    CONFIG_FILE,
+    FAILED,
+    PARTIAL,
+    PROVENANCE_FILE,
+    STAGE,
+    STATUS,
+    Status,
+    read_provenance,
+    results_root,
+    upstream_paths,
+)
 
 log = logging.getLogger("hyrax.results")
-
-PARTIAL, FAILED = ".partial", ".failed"
-CONFIG_FILE, PROVENANCE_FILE = "runtime_config.toml", "provenance.json"
-# what one stage writes and later stages read (docs/architecture.md): array files by stem, and a folder
-LATENTS, EMBEDDING, SCORES = "latents", "embedding", "scores"
-INDEX_DIR = "index"
-
-
-def results_root(config: dict) -> Path:
-    return Path(config.get("general", {}).get("results_dir", "./results")).expanduser()
-
-
-def read_provenance(run_dir: str | os.PathLike) -> dict:
-    """provenance.json; for a sharded run (libhyrax.runs), merged with its shards' own files."""
-    p = Path(run_dir) / PROVENANCE_FILE
-    try:
-        prov = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{run_dir} is not a Hyrax results directory (no {PROVENANCE_FILE})") from None
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{p} is damaged ({e}); rerun the stage that made it") from None
-    return _merge_shards(Path(run_dir), prov) if prov.get("status") == "sharded" else prov
-
-
-def shard_provenance_name(index: int, count: int) -> str:
-    return f"provenance.shard-{index:04d}-of-{count:04d}.json"
-
-
-def _merge_shards(run_dir: Path, prov: dict) -> dict:
-    """A sharded run is complete when every shard's own provenance says so; else its error names the
-    unfinished shards and the command that reruns the first."""
-    count = prov["sharded"]["count"]
-    shards = []
-    for i in range(count):
-        try:
-            shards.append(json.loads((run_dir / shard_provenance_name(i, count)).read_text(encoding="utf-8")))
-        except (FileNotFoundError, json.JSONDecodeError):
-            shards.append({"status": "missing"})
-    merged = dict(prov, shards=[s.get("status") for s in shards])
-    for key in ("inputs", "upstream_runs"):
-        merged[key] = list({json.dumps(x, sort_keys=True): x for s in shards for x in s.get(key, [])}.values())
-    bad = [i for i, s in enumerate(shards) if s.get("status") != "complete"]
-    if not bad:
-        merged |= {"status": "complete", "finished": max(s.get("finished") or "" for s in shards)}
-        return merged
-    upstream = [resolve_recorded(run_dir, u) for u in merged["upstream_runs"]]
-    listed = ", ".join(f"{i}/{count} ({shards[i].get('status')})" for i in bad)
-    src = f" --from {upstream[0]}" if upstream else ""
-    merged |= {"status": "incomplete",
-               "error": f"shard(s) {listed} not finished; rerun with: "
-                        f"hyrax {prov.get('stage')}{src} --shard {bad[0]}/{count} --resume {run_dir}"}
-    return merged
-
-
-# --- lineage: how a run names the runs it read ----------------------------------------------------
-
-def recorded_path(run_dir: Path, upstream: str | os.PathLike) -> str:
-    """How `run_dir`'s provenance names an upstream run: by name when both lie in one results directory
-    (so the tree can move as a whole), else by absolute path."""
-    up = Path(upstream).resolve()
-    return up.name if up.parent == Path(run_dir).resolve().parent else str(up)
-
-
-def resolve_recorded(run_dir: str | os.PathLike, recorded: str) -> Path:
-    """The upstream run a provenance entry names, from `run_dir`'s point of view. An absolute path that
-    is gone (a tree moved or copied since) is looked for under the same name beside `run_dir`."""
-    p, here = Path(recorded), Path(run_dir).parent
-    if not p.is_absolute():
-        return here / p
-    if not p.exists() and (here / p.name).exists():
-        return here / p.name
-    return p
-
-
-def upstream_paths(run_dir: str | os.PathLike) -> list[Path]:
-    """The runs `run_dir` read, in the order it recorded them (the stage's main input first)."""
-    return [resolve_recorded(run_dir, u) for u in read_provenance(run_dir).get("upstream_runs", [])]
-
 
 # --- finding runs ---------------------------------------------------------------------------------
 
@@ -115,7 +37,7 @@ def is_complete(run_dir: Path) -> bool:
     if run_dir.name.endswith((PARTIAL, FAILED)) or not (run_dir / PROVENANCE_FILE).is_file():
         return False
     try:
-        return read_provenance(run_dir).get("status") == "complete"
+        return read_provenance(run_dir).get(STATUS) == Status.COMPLETE
     except HyraxError:
         return False
 
@@ -127,9 +49,9 @@ def check_run(run_dir: str | os.PathLike, stage_names: str | tuple[str, ...]) ->
     if not p.is_dir():
         raise UsageError(f"{p} is not a directory; give a results directory made by `hyrax {wanted[0]}`")
     prov = read_provenance(p)
-    if prov.get("stage") not in wanted:
-        raise UsageError(f"{p} is a {prov.get('stage')!r} run; this needs a {' or '.join(wanted)} run")
-    if prov.get("status") != "complete":
+    if prov.get(STAGE) not in wanted:
+        raise UsageError(f"{p} is a {prov.get(STAGE)!r} run; this needs a {' or '.join(wanted)} run")
+    if prov.get(STATUS) != Status.COMPLETE:
         raise UsageError(f"{p} did not finish ({prov.get('status')}: {prov.get('error')}); "
                          f"rerun it or resume it with --resume")
     return p
@@ -159,7 +81,7 @@ def newest_run(stage: str, config: dict, *, reading: str | os.PathLike | None = 
 def _finished_runs(root: Path, stage: str, reading: str | os.PathLike | None) -> list[Path]:
     candidates = root.glob(f"*-{stage}-*") if root.is_dir() else []
     # the recorded stage decides, not the name: a --run-name may contain "-train-"
-    runs = [p for p in candidates if p.is_dir() and is_complete(p) and read_provenance(p).get("stage") == stage]
+    runs = [p for p in candidates if p.is_dir() and is_complete(p) and read_provenance(p).get(STAGE) == stage]
     if reading is not None:
         target = Path(reading).resolve()
         runs = [p for p in runs if target in {u.resolve() for u in upstream_paths(p)}]

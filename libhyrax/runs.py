@@ -1,5 +1,6 @@
-"""The run lifecycle, one home for every stage: open a results directory for a stage (new, resumed, or
-one shard of a shared sharded run), write outputs into it, and finish or fail it.
+"""Writing a run: open a results directory for a stage (new, resumed, or one shard of a shared sharded
+run), write outputs into it, and finish or fail it. Stages open theirs through libhyrax.start.start_run,
+which settles the config, inputs and resume first; the directory's format is libhyrax.rundir.
 
     with open_run("infer", cfg, shard=shard, resume=resume, name=run_name, key=[src]) as run:
         run.add_upstream(src)                       # lineage (recorded relative to the results tree)
@@ -9,7 +10,9 @@ one shard of a shared sharded run), write outputs into it, and finish or fail it
     return Result(run.path)
 
 Plain run: written as `<name>.partial`, renamed to `<name>` on success, to `<name>.failed` (error in
-provenance.json) on any exception or interrupt; `resume` reopens a `.failed` or `.partial` run.
+provenance.json) on any exception or interrupt; `resume` reopens a `.failed` or `.partial` run. The log
+suggests `--resume` only when there is something to go on from (`Run.resumable`); a new run refused
+before it wrote anything (a UsageError) is removed.
 
 Sharded run (`--shard I/N` or a Slurm array task, see libhyrax.sharding): every task writes into one
 shared directory, created under its final name: `slurm-<array job>-<stage>-array`, or for a plain loop
@@ -28,42 +31,44 @@ import json
 import logging
 import os
 import platform
-import secrets
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from libhyrax import atomic, redact, stages
 from libhyrax import log as hlog
-from libhyrax import redact, stages
 from libhyrax.errors import RunError, Terminated, UsageError
-from libhyrax.results import (
+from libhyrax.rundir import (
+    CLAIM_FILE,
     CONFIG_FILE,
     FAILED,
     PARTIAL,
     PROVENANCE_FILE,
-    Result,
+    STATUS,
+    Status,
+    base_name,
+    check_run_name,
+    check_stage,
+    now,
     read_provenance,
     recorded_path,
     results_root,
+    run_name,
     shard_provenance_name,
-    upstream_paths,
 )
-from libhyrax.sharding import Shard, choose_shard, shard_name, shard_range, shared_run_name
+from libhyrax.sharding import Shard, choose_shard, shard_range, shared_run_name, slurm_environment
 
 log = logging.getLogger("hyrax.runs")
 
 # versions recorded in provenance; read from package metadata, so nothing heavy is imported
 RECORDED_PACKAGES = ("hyrax-toolkit", "numpy", "torch", "pytorch-ignite", "h5py", "astropy", "mlflow",
                      "umap-learn", "scikit-learn", "chromadb", "onnxruntime", "bokeh", "tomlkit")
-SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
-              "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP", "SLURM_JOB_NAME", "SLURM_PROCID",
-              "SLURM_NTASKS", "SLURM_CLUSTER_NAME", "SLURM_JOB_PARTITION")
-
 
 @dataclass
 class Run:
@@ -76,6 +81,12 @@ class Run:
     provenance: dict = field(default_factory=dict)
     shard: Shard | None = None
     claim: Claim | None = None
+    # whether `--resume` could continue this run if it failed now; by default, once it wrote an output
+    # (train: once it has a checkpoint). A new run that can't be resumed is removed when it fails.
+    resumable: Callable[[], bool] | None = None
+
+    def can_resume(self) -> bool:
+        return self.resumable() if self.resumable is not None else _wrote_outputs(self.path)
 
     def release(self) -> None:
         if self.claim is not None:
@@ -88,6 +99,8 @@ class Run:
     def output(self, stem: str) -> Path:
         """Where this process writes the array file `stem`: `<stem>.h5`, or in a sharded run its shard,
         `<stem>.shard-IIII-of-NNNN.h5` (read back as one through libhyrax.hdf5.open_result)."""
+        from libhyrax.hdf5 import shard_name
+
         if self.shard is None:
             return self.file(f"{stem}.h5")
         return self.file(shard_name(stem, self.shard.index, self.shard.count))
@@ -98,7 +111,7 @@ class Run:
 
     def shards_complete(self, stem: str) -> bool:
         """Whether every shard of `stem` is written (always true for a plain run's own output)."""
-        from libhyrax.hdf5 import is_complete_file
+        from libhyrax.hdf5 import is_complete_file, shard_name
 
         if self.shard is None:
             return is_complete_file(self.output(stem))
@@ -124,7 +137,7 @@ class Run:
 
     def save_provenance(self) -> None:
         name = PROVENANCE_FILE if self.shard is None else shard_provenance_name(self.shard.index, self.shard.count)
-        write_json_atomic(self.path / name, self.provenance)
+        atomic.write_json(self.path / name, self.provenance)
 
 
 @contextmanager
@@ -147,7 +160,7 @@ def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resu
     if name is not None:
         check_run_name(name)
     if resume is not None:
-        resume = _existing_run_dir(Path(resume))
+        resume = existing_run_dir(Path(resume))
         _check_resume_matches(resume, stage, the_shard)
     if the_shard is None:
         run = _open_plain(stage, config, resume, name)
@@ -160,18 +173,13 @@ def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resu
             yield run
     except BaseException as exc:
         interrupted = mark_ended(run, handler, exc)
-        how = f"was interrupted ({exc})" if interrupted else "failed"
+        how = f"was interrupted ({exc or type(exc).__name__})" if interrupted else "failed"
         try:
             if the_shard is not None:
                 log.error("%s shard %s %s; rerun it with: hyrax %s --shard %s --resume %s", stage, the_shard, how,
                           stage, the_shard, run.path)
                 raise
-            failed = run.final_path.with_name(run.final_path.name + FAILED)
-            if failed.exists():
-                shutil.rmtree(failed)
-            os.replace(run.path, failed)
-            log.error("%s %s; its results directory is kept as %s; continue it with: hyrax %s --resume %s",
-                      stage, how, failed, stage, failed)
+            _end_failed(run, exc, how, resumed=resume is not None)
             raise
         finally:
             run.release()
@@ -183,82 +191,46 @@ def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resu
     run.release()
 
 
-# settings a resumed run may change: they don't change what it writes
-RESUME_MAY_CHANGE = ("general.log_level", "general.device", "general.results_dir", "general.trusted_runs",
-                     "general.mlflow_tracking_uri", "data_loader.num_workers")
+def _end_failed(run: Run, exc: BaseException, how: str, resumed: bool) -> None:
+    """A plain run that failed: kept as `<name>.failed`, with `--resume` suggested only when there is
+    something to go on from (Run.resumable). A new run refused before it wrote anything (a UsageError: a
+    config mistake, an untrusted file, credentials refused) is removed: nothing in it is worth keeping."""
+    stage = run.stage
+    can_resume = run.can_resume()
+    if not can_resume and not resumed and isinstance(exc, UsageError):
+        shutil.rmtree(run.path, ignore_errors=True)
+        log.error("%s was refused before it wrote any results, so no results directory is kept; fix what the "
+                  "error says and run it again", stage)
+        return
+    failed = run.final_path.with_name(run.final_path.name + FAILED)
+    if failed.exists():
+        shutil.rmtree(failed)
+    os.replace(run.path, failed)
+    run.path = failed
+    if can_resume:
+        log.error("%s %s; its results directory is kept as %s; continue it with: hyrax %s --resume %s",
+                  stage, how, failed, stage, failed)
+    else:
+        log.error("%s %s before it wrote anything a resume could go on from (its results directory is kept as "
+                  "%s); start a new run", stage, how, failed)
 
 
-def resume_inputs(stage: str, resume: str | os.PathLike, config=None, overrides=(),
-                  from_run: str | os.PathLike | None = None) -> tuple[dict, list[Result]]:
-    """What a resumed run continues with: exactly what it started with. Returns its own config (its
-    runtime_config.toml) and the runs it read (its lineage, main input first).
-
-    A config or --set given with --resume must agree with the run's own on everything that changes its
-    results (else a UsageError names the keys); `from_run`, when given, must be the run it read (else a
-    UsageError: half the rows from one model and half from another would look like one result). An input
-    file whose size changed since is refused too."""
-    from libhyrax.config import read_toml, resolve
-
-    path = _existing_run_dir(Path(resume))
-    prov = read_provenance(path)
-    if prov.get("stage") != stage:
-        raise UsageError(f"--resume {path} is a {prov.get('stage')!r} run, not a {stage} run")
-    own = resolve(read_toml(path / CONFIG_FILE))
-    if config is not None or overrides:
-        differ = differences(own, resolve(config, overrides))
-        if differ:
-            raise UsageError(f"--resume {path}: a resumed run continues with its own settings, but "
-                             f"{', '.join(differ[:5])} differ{'s' if len(differ) == 1 else ''} from them; leave "
-                             f"out -c/--set (its settings are in {path / CONFIG_FILE}), or start a new run")
-    upstream = [Result(p) for p in upstream_paths(path)]
-    if from_run is not None:
-        given = Path(from_run).resolve()
-        if upstream and given not in {u.path.resolve() for u in upstream}:
-            raise UsageError(f"--resume {path} continues from {upstream[0].path}, not {from_run}: its rows so far "
-                             f"came from that run; leave out --from, or start a new run to use {from_run}")
-    missing = [u.path for u in upstream if not (u.path / PROVENANCE_FILE).is_file()]
-    if missing:
-        raise UsageError(f"--resume {path}: the run it read, {missing[0]}, is gone (moved or deleted); put it "
-                         "back beside this run, or start a new run")
-    for rec in prov.get("inputs", []):
-        file = Path(rec["path"])
-        if "size" in rec and file.is_file() and file.stat().st_size != rec["size"]:
-            raise UsageError(f"--resume {path}: its input {file} changed since the run started (size "
-                             f"{rec['size']} -> {file.stat().st_size}); start a new run")
-    return own, upstream
+# what a run's directory holds besides its outputs
+_BOOKKEEPING = (CONFIG_FILE, PROVENANCE_FILE)
 
 
-def same_as_recorded(option: str, given, recorded):
-    """An option a resumed run recorded in its config (--engine, --method): given again, it must agree."""
-    if given is not None and given != recorded:
-        raise UsageError(f"the resumed run was started with {option} {recorded}, not {given}; leave out {option}")
-    return recorded
-
-
-def upstream_of_stage(upstream: list[Result], *stage_names: str) -> Result | None:
-    """The first of a resumed run's recorded input runs whose stage is one of `stage_names`."""
-    return next((u for u in upstream if u.stage in stage_names), None)
-
-
-def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two configs, apart from RESUME_MAY_CHANGE."""
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        name = f"{prefix}{k}"
-        if name in RESUME_MAY_CHANGE:
-            continue
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += differences(va, vb, name + ".")
-        elif redact.value(k, va) != redact.value(k, vb):
-            keys.append(name)
-    return keys
+def _wrote_outputs(path: Path) -> bool:
+    """Whether a run's directory holds anything besides its config, provenance, log and claim."""
+    try:
+        return any(p.name not in _BOOKKEEPING and not p.name.startswith(CLAIM_FILE) and p.suffix != ".log"
+                   for p in path.iterdir())
+    except OSError:
+        return False
 
 
 def _check_resume_matches(path: Path, stage: str, shard: Shard | None) -> None:
     prov = read_provenance(path)
-    if prov.get("stage") != stage:
-        raise UsageError(f"--resume {path} is a {prov.get('stage')!r} run, not a {stage} run")
+    check_stage(path, prov, stage)
     if prov.get("sharded") and shard is None:
         count = prov["sharded"]["count"]
         raise UsageError(f"{path} is sharded into {count}; resume one shard with --shard I/{count} --resume {path}")
@@ -266,19 +238,7 @@ def _check_resume_matches(path: Path, stage: str, shard: Shard | None) -> None:
         raise UsageError(f"{path} is not a sharded run; resume it without --shard")
 
 
-def check_run_name(name: str) -> str:
-    """A run name is one directory name inside results_dir: `--run-name ../x` must not write elsewhere."""
-    bad = not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith(".")
-    if bad or name.endswith((PARTIAL, FAILED)):
-        raise UsageError(f"--run-name {name!r} must be a plain directory name (letters, digits, - _ .; no '/', "
-                         f"not starting with '.', not ending in {PARTIAL} or {FAILED})")
-    return name
-
-
 # --- claims: one writer per run (or per shard) ---------------------------------------------------------
-
-CLAIM_FILE = ".hyrax-claim"
-
 
 @dataclass
 class Claim:
@@ -377,9 +337,9 @@ def _reopen(stage: str, path: Path, config: dict) -> Run:
     claim = Claim.take(path / CLAIM_FILE)  # before anything moves: a run still being written is refused
     try:
         prov = read_provenance(path)
-        if prov.get("status") == "complete":
+        if prov.get(STATUS) == Status.COMPLETE:
             raise UsageError(f"--resume {path}: that run already finished; nothing to resume")
-        name = path.name.removesuffix(FAILED).removesuffix(PARTIAL)
+        name = base_name(path)
         final = path.with_name(name)
         work = final.with_name(name + PARTIAL)
         if path != work:
@@ -387,17 +347,17 @@ def _reopen(stage: str, path: Path, config: dict) -> Run:
     except BaseException:
         claim.release()
         raise
-    prov |= {"status": "running", "error": None}
+    prov |= {STATUS: Status.RUNNING, "error": None}
     prov.setdefault("resumed", []).append(now().isoformat())
     return Run(stage, final, work, config, prov, claim=claim)
 
 
-def _existing_run_dir(path: Path) -> Path:
+def existing_run_dir(path: Path) -> Path:
     """The run `--resume` names, under whichever name it has now: `X.failed` that another process has
     since reopened is `X.partial`, and that process's claim then refuses this one with its name."""
     if path.exists():
         return path
-    name = path.name.removesuffix(FAILED).removesuffix(PARTIAL)
+    name = base_name(path)
     for suffix in (PARTIAL, FAILED, ""):
         other = path.with_name(name + suffix)
         if other.exists():
@@ -435,14 +395,12 @@ def _claim_shared_directory(path: Path, stage: str, config: dict, shard: Shard) 
             raise UsageError(f"{path} already holds a {prov.get('stage')} run in {info.get('count')} shards; "
                              f"this task is {stage} shard {shard}: pick another --run-name or --resume")
         return
-    prov = {"stage": stage, "status": "sharded", "started": now().isoformat(), "finished": None,
+    prov = {"stage": stage, STATUS: Status.SHARDED, "started": now().isoformat(), "finished": None,
             "sharded": {"count": shard.count, "job_id": shard.job_id},
             "config_version": config.get("config_version"), "inputs": [], "upstream_runs": [], "error": None}
-    if not write_json_atomic(top, prov, exclusive=True):  # another task of the array claimed it first
+    if not atomic.write_json(top, prov, exclusive=True):  # another task of the array claimed it first
         return _claim_shared_directory(path, stage, config, shard)
-    cfg_tmp = path / f".{CONFIG_FILE}.{shard.tag}.tmp"
-    cfg_tmp.write_text(dump_config(config), encoding="utf-8")
-    os.replace(cfg_tmp, path / CONFIG_FILE)
+    atomic.write_text(path / CONFIG_FILE, dump_config(config))
 
 
 # --- ending a run -------------------------------------------------------------------------------------
@@ -451,7 +409,7 @@ def mark_ended(run: Run, log_handler, exc: BaseException | None = None) -> bool:
     """Record how a run ended (complete, failed or interrupted, with the error) in its provenance and
     close its log file; returns whether it was interrupted."""
     interrupted = isinstance(exc, KeyboardInterrupt)
-    status = "complete" if exc is None else "interrupted" if interrupted else "failed"
+    status = Status.COMPLETE if exc is None else Status.INTERRUPTED if interrupted else Status.FAILED
     run.provenance |= {"status": status, "finished": now().isoformat()}
     if exc is not None:
         run.provenance["error"] = redact.text(f"{type(exc).__name__}: {exc}")
@@ -460,18 +418,7 @@ def mark_ended(run: Run, log_handler, exc: BaseException | None = None) -> bool:
     return interrupted
 
 
-# --- names, provenance and atomic files ------------------------------------------------------------------
-
-def now() -> dt.datetime:
-    return dt.datetime.now().astimezone()
-
-
-def run_name(stage: str, when: dt.datetime | None = None) -> str:
-    """YYYYMMDD-HHMMSS-<stage>-<uid>: the random uid keeps two jobs starting in the same second on a
-    shared filesystem apart."""
-    when = when or now()
-    return f"{when:%Y%m%d-%H%M%S}-{stage}-{secrets.token_hex(4)}"
-
+# --- provenance ------------------------------------------------------------------
 
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
@@ -508,10 +455,10 @@ def file_record(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def new_provenance(stage: str, config: dict) -> dict:
-    slurm = {k: os.environ[k] for k in SLURM_VARS if k in os.environ}
+    slurm = slurm_environment()
     return {
         "stage": stage,
-        "status": "running",
+        "status": Status.RUNNING,
         "started": now().isoformat(),
         "finished": None,
         "command_line": [redact.text(a) for a in sys.argv],
@@ -528,25 +475,3 @@ def new_provenance(stage: str, config: dict) -> dict:
         "upstream_runs": [],
         "error": None,
     }
-
-
-def unique_tmp(path: Path) -> Path:
-    """A temporary name beside `path` that no other process (a Slurm array task) can pick too."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
-def write_json_atomic(path: Path, data: Any, *, exclusive: bool = False) -> bool:
-    """Write JSON whole or not at all. `exclusive`: only when `path` doesn't exist yet (atomically, so of
-    several racing processes exactly one wins); returns whether this call wrote it."""
-    tmp = unique_tmp(path)
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    if not exclusive:
-        os.replace(tmp, path)
-        return True
-    try:
-        os.link(tmp, path)  # fails if path exists: create-if-absent, atomically
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink()

@@ -22,6 +22,16 @@ from dataclasses import dataclass
 
 from libhyrax.errors import DataError, UsageError
 
+# what a process records of the Slurm job it runs in (provenance.json, MLflow tags)
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
+              "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP", "SLURM_JOB_NAME", "SLURM_PROCID",
+              "SLURM_NTASKS", "SLURM_CLUSTER_NAME", "SLURM_JOB_PARTITION")
+
+
+def slurm_environment() -> dict[str, str]:
+    """The SLURM_VARS this process has (empty outside Slurm)."""
+    return {k: os.environ[k] for k in SLURM_VARS if k in os.environ}
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -85,10 +95,6 @@ def shared_run_name(stage: str, shard: Shard, key: str = "") -> str:
         return f"slurm-{shard.job_id}-{stage}-array"
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return f"shards-{digest}-{stage}-{shard.count}"
-
-
-def shard_name(stem: str, index: int, count: int) -> str:
-    return f"{stem}.shard-{index:04d}-of-{count:04d}.h5"
 
 
 def shard_range(n_rows: int, index: int, count: int) -> tuple[int, int]:

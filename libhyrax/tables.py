@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from libhyrax.atomic import unique_tmp
 from libhyrax.errors import HyraxError
 from libhyrax.hdf5 import IdIndex
-from libhyrax.runs import unique_tmp
 
 log = logging.getLogger("hyrax.tables")
 

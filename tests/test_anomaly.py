@@ -109,7 +109,7 @@ def test_metrics_by_hand():
 
 
 def test_shards_equal_the_unsharded_run(survey_run):
-    from libhyrax.results import read_provenance
+    from libhyrax.rundir import read_provenance
     from libhyrax.stages.anomaly import anomaly
 
     cfg, infer_run = survey_run

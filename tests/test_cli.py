@@ -124,7 +124,8 @@ def test_stdout_carries_only_the_path_through_a_real_pipe(workdir):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 1 and "-infer-" in lines[0] and Path(lines[0]).is_dir()
-    from libhyrax.results import Result, read_provenance
+    from libhyrax.results import Result
+    from libhyrax.rundir import read_provenance
 
     trains = list((workdir / "results").glob("*-train-*"))
     assert read_provenance(lines[0])["upstream_runs"] == [trains[0].name]  # beside it: by name

@@ -14,7 +14,7 @@ from test_infer import make_train_run, read_latents
 
 from libhyrax import hdf5
 from libhyrax.errors import ModelError
-from libhyrax.results import read_provenance, upstream_paths
+from libhyrax.rundir import read_provenance, upstream_paths
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.data import open_group
 from libhyrax.errors import UsageError
-from libhyrax.results import find_run, read_provenance, upstream_paths
+from libhyrax.results import find_run
+from libhyrax.rundir import read_provenance, upstream_paths
 from libhyrax.runs import open_run
 
 SMALL_MODEL = {"model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8}}}

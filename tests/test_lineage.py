@@ -14,7 +14,8 @@ import pytest
 from libhyrax import stages
 from libhyrax.config import load_config
 from libhyrax.errors import UsageError
-from libhyrax.results import PROVENANCE_FILE, Result, find_run, input_run, newest_run, upstream_paths
+from libhyrax.results import Result, find_run, input_run, newest_run
+from libhyrax.rundir import PROVENANCE_FILE, upstream_paths
 from libhyrax.runs import open_run
 
 

@@ -6,15 +6,15 @@ import multiprocessing as mp
 
 import numpy as np
 
-from libhyrax import hdf5
-from libhyrax.runs import write_json_atomic
+from libhyrax import hdf5, sharding
+from libhyrax.atomic import write_json
 
 TASKS = 12
 
 
 def _claim(args):
     path, i = args
-    return write_json_atomic(path, {"task": i}, exclusive=True)
+    return write_json(path, {"task": i}, exclusive=True)
 
 
 def _assemble(run_dir):
@@ -36,7 +36,7 @@ def test_exactly_one_of_many_racing_tasks_claims_a_file(tmp_path):
 def test_many_tasks_open_a_sharded_result_at_once(tmp_path):
     ids = np.array([f"o{i}" for i in range(30)])
     for i in range(3):
-        a, b = hdf5.shard_range(30, i, 3)
+        a, b = sharding.shard_range(30, i, 3)
         with hdf5.ArrayWriter(tmp_path / hdf5.shard_name("latents", i, 3), b - a, {"latent": ((2,), "<f4")},
                               id_length=4) as w:
             w.append(ids[a:b], latent=np.full((b - a, 2), i, np.float32))

@@ -20,7 +20,7 @@ from test_infer import interrupted_infer, make_train_run, read_latents
 
 from libhyrax.config import resolve
 from libhyrax.errors import UsageError
-from libhyrax.results import PROVENANCE_FILE, read_provenance, upstream_paths
+from libhyrax.rundir import PROVENANCE_FILE, read_provenance, upstream_paths
 from libhyrax.runs import open_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,10 +57,10 @@ def test_resume_refuses_an_input_file_that_changed(workdir):
         raise RuntimeError("killed")
     failed = run.final_path.with_name(run.final_path.name + ".failed")
     data.write_bytes(b"123456")
-    from libhyrax.runs import resume_inputs
+    from libhyrax.start import start_run
 
     with pytest.raises(UsageError, match="changed since the run started"):
-        resume_inputs("prepare", failed)
+        start_run("prepare", resume=failed)
 
 
 # --- 2. one writer per run ---------------------------------------------------------------------------------

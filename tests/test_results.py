@@ -9,8 +9,9 @@ import pytest
 
 from libhyrax.config import load_config, read_toml
 from libhyrax.errors import UsageError
-from libhyrax.results import Result, check_run, find_run, read_provenance, upstream_paths
-from libhyrax.runs import open_run, run_name
+from libhyrax.results import Result, check_run, find_run
+from libhyrax.rundir import read_provenance, run_name, upstream_paths
+from libhyrax.runs import open_run
 
 NAME = re.compile(r"^\d{8}-\d{6}-train-[0-9a-f]{8}$")
 

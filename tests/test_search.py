@@ -35,7 +35,8 @@ def make_infer_run(root, n: int = 400, dim: int = 16, seed: int = 0, shards: int
     with open_run("infer", cfg) as run:
         run.add_upstream(train.path)
         if shards:
-            from libhyrax.hdf5 import shard_name, shard_range
+            from libhyrax.hdf5 import shard_name
+            from libhyrax.sharding import shard_range
 
             for i in range(shards):
                 a, b = shard_range(n, i, shards)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from libhyrax import hdf5
+from libhyrax import hdf5, sharding
 from libhyrax.errors import DataError, UsageError
-from libhyrax.results import check_run, find_run, is_complete, read_provenance
+from libhyrax.results import check_run, find_run, is_complete
+from libhyrax.rundir import read_provenance
 from libhyrax.runs import open_run
 from libhyrax.sharding import Shard, choose_shard, parse_shard, shard_from_env, shared_run_name
 
@@ -49,7 +50,7 @@ def test_shared_run_name_is_the_same_for_every_task():
 
 
 def write_shard(cfg, shard, n_total, fail=False):
-    start, stop = hdf5.shard_range(n_total, shard.index, shard.count)
+    start, stop = sharding.shard_range(n_total, shard.index, shard.count)
     with open_run("infer", cfg, shard=shard) as run:
         run.add_upstream(run.path.parent / "train-run")
         if fail:

@@ -10,7 +10,7 @@ import pytest
 from slurm_cluster import slurm_cluster_fixture, slurm_fixture  # noqa: F401  (fixtures)
 from test_infer import make_train_run, read_latents
 
-from libhyrax.results import read_provenance
+from libhyrax.rundir import read_provenance
 
 
 @pytest.mark.slurm

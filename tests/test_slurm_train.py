@@ -8,7 +8,7 @@ import sys
 import pytest
 from slurm_cluster import REPO, slurm_cluster_fixture, slurm_fixture  # noqa: F401  (fixtures)
 
-from libhyrax.results import read_provenance
+from libhyrax.rundir import read_provenance
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

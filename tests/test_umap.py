@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from libhyrax import hdf5
+from libhyrax import hdf5, sharding
 from libhyrax.errors import ConfigError, DataError, UsageError
 from libhyrax.reducers import REGISTRY, Reducer, make_reducer
-from libhyrax.results import read_provenance, upstream_paths
+from libhyrax.rundir import read_provenance, upstream_paths
 from libhyrax.runs import open_run
 from libhyrax.sharding import Shard
 from libhyrax.stages.umap import umap
@@ -56,7 +56,7 @@ def make_infer_run(cfg, latent: np.ndarray, shards: int = 0) -> str:
             hdf5.write_arrays(run.file("latents.h5"), ids, latent=latent, recon_error=recon)
         return str(run.path)
     for i in range(shards):
-        s, e = hdf5.shard_range(len(latent), i, shards)
+        s, e = sharding.shard_range(len(latent), i, shards)
         with open_run("infer", full, shard=Shard(i, shards), name="sharded-infer") as run:
             hdf5.write_arrays(run.file(hdf5.shard_name("latents", i, shards)), ids[s:e], latent=latent[s:e],
                               recon_error=recon[s:e])

@@ -14,7 +14,8 @@ import pytest
 from libhyrax import hdf5
 from libhyrax.config import resolve
 from libhyrax.errors import UsageError
-from libhyrax.results import Result, read_provenance
+from libhyrax.results import Result
+from libhyrax.rundir import read_provenance
 from libhyrax.runs import open_run
 from libhyrax.stages.visualize import visualize
 

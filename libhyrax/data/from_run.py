@@ -4,8 +4,9 @@
 
 `train` given such a run (`--from`, or the path piped in) trains on its cutouts, and, like any run whose
 data lies in a run's directory, records that run as its upstream. `infer` whose config names no data of
-its own (the default data request) reads the data its model was trained on, found through the model's
-lineage. A sharded download's shards are read as one (libhyrax.hdf5.result_file).
+its own (the default data request) reads the data its model was trained on: the train run's own
+`[data_request]` (a user's files, or a download run's cutouts), never the built-in sample in its place.
+A sharded download's shards are read as one (libhyrax.hdf5.result_file).
 """
 
 from __future__ import annotations
@@ -28,19 +29,37 @@ def request_of_run(run_dir: str | os.PathLike) -> dict:
 
 def run_holding(data_location: str | os.PathLike) -> Path | None:
     """The results directory a data file lies in (it holds provenance.json), or None."""
-    from libhyrax.results import PROVENANCE_FILE
+    from libhyrax.rundir import PROVENANCE_FILE
 
     folder = Path(data_location).expanduser().resolve().parent
     return folder if (folder / PROVENANCE_FILE).is_file() else None
 
 
 def with_trained_data(cfg: dict, model_run: str | os.PathLike) -> dict:
-    """`cfg` reading the data a model was trained on (a download or prepare run in its lineage) when the
-    config names no data of its own; else `cfg` as it is."""
+    """`cfg` reading the data a model was trained on (its train run's `[data_request]`, relative paths
+    taken from where that run ran) when the config names no data of its own; else `cfg` as it is."""
     from libhyrax.config import default_config
+    from libhyrax.errors import UsageError
     from libhyrax.results import Result
 
     if cfg["data_request"] != default_config()["data_request"]:
         return cfg
-    data_run = Result(model_run).find(*DATA_STAGES)
-    return {**cfg, "data_request": request_of_run(data_run.path)} if data_run is not None else cfg
+    trained = Result(model_run).find("train")  # an export run: the train run it exported
+    if trained is None:
+        raise UsageError(f"{model_run} does not say what its model was trained on (its train run is gone); "
+                         "name the data to infer in [data_request] (data_request.infer)")
+    request = trained.config.get("data_request") or {}
+    return {**cfg, "data_request": _absolute(request, Path(trained.provenance.get("cwd") or "."))}
+
+
+def _absolute(request: dict, cwd: Path) -> dict:
+    """A data request whose relative data_location paths are taken from `cwd` (where its run ran)."""
+    out = {}
+    for group, specs in request.items():
+        out[group] = {}
+        for name, spec in specs.items():
+            loc = spec.get("data_location") if isinstance(spec, dict) else None
+            if loc and not Path(loc).expanduser().is_absolute():
+                spec = {**spec, "data_location": str(cwd / loc)}
+            out[group][name] = spec
+    return out

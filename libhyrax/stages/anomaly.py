@@ -24,12 +24,11 @@ import os
 
 import numpy as np
 
-from libhyrax.config import resolve
 from libhyrax.errors import DataError, HyraxError, UsageError, unknown_choice
 from libhyrax.hdf5 import IdIndex, open_result, read_ids, write_arrays
 from libhyrax.log import Progress
-from libhyrax.results import INDEX_DIR, Result, find_run, input_run
-from libhyrax.runs import open_run, resume_inputs, same_as_recorded, upstream_of_stage
+from libhyrax.results import Result, find_run
+from libhyrax.rundir import INDEX_DIR
 from libhyrax.scorers import (
     METHODS,
     IsolationForestScore,
@@ -40,6 +39,7 @@ from libhyrax.scorers import (
     roc_auc,
 )
 from libhyrax.sharding import Shard
+from libhyrax.start import Given, start_run
 from libhyrax.tables import catalog_rows, write_table
 
 log = logging.getLogger("hyrax.anomaly")
@@ -56,26 +56,22 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
     task's share): each shard scores its rows into `raw_scores.shard-*.h5` of one shared directory, and
     the task that completes the set writes scores.h5 and top_anomalies.csv. `resume`: the shared
     directory of a sharded run, to rerun a failed shard into."""
-    if resume is None:
-        cfg = resolve(config, overrides)
-        cfg["anomaly"]["method"] = method or cfg["anomaly"]["method"]
-    else:  # a shard rerun into a shared run: exactly the latents, index and settings the others used
-        cfg, upstream = resume_inputs("anomaly", resume, config, overrides, from_run)
-        same_as_recorded("--method", method, cfg["anomaly"]["method"])
-        from_run = upstream_of_stage(upstream, "infer") or from_run
-        index_run = upstream_of_stage(upstream, "index") or index_run
+    plan = start_run("anomaly", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name,
+                     given=[Given("--method", "anomaly.method", method)])
+    cfg = plan.config
+    index_run = plan.recorded("--index", index_run, "index")  # a resumed run: the index it started with
     acfg = cfg["anomaly"]
     method = acfg["method"]
     if method not in METHODS:
         raise UsageError(unknown_choice("anomaly method", method, METHODS))
-    src = input_run("anomaly", cfg, from_run)
+    src = plan.input
     with open_result(src.path, "latents") as f:
         n = f["object_id"].shape[0]
         if n == 0:
             raise DataError(f"{src} holds no latents (0 objects): nothing to score")
         index = _index_of(src, cfg, index_run) if "knn" in _methods(method, f) and acfg["knn_source"] == "index" else None
         scorers = make_scorers(method, cfg, f, index)
-        with open_run("anomaly", cfg, shard=shard, resume=resume, name=run_name, key=[str(src.path.resolve())]) as run:
+        with plan.open(key=[src.path.resolve()]) as run:
             run.add_upstream(src.path)
             if index is not None:
                 run.add_upstream(index.path.parent)

@@ -33,13 +33,12 @@ from __future__ import annotations
 import logging
 import time
 
-from libhyrax.config import resolve
 from libhyrax.errors import DataError, RunError
 from libhyrax.hdf5 import assemble_shards
 from libhyrax.log import Progress
 from libhyrax.results import Result
-from libhyrax.runs import open_run, resume_inputs, same_as_recorded
-from libhyrax.sharding import Shard, choose_shard
+from libhyrax.sharding import Shard
+from libhyrax.start import Given, start_run
 from libhyrax.surveys.base import make_provider
 from libhyrax.surveys.catalog import read_catalog
 from libhyrax.surveys.fetch import Fetcher
@@ -57,13 +56,9 @@ def download(config=None, *, overrides=(), resume=None, shard: str | Shard | Non
     resume: an interrupted or failed download run (a sharded run's shared directory) to finish, with its
     own config. shard: "I/N" (default: the Slurm array task's share). keep_fits: also keep the FITS files.
     """
-    shard = choose_shard(shard)
-    if resume is None:
-        cfg = resolve(config, overrides)
-        cfg["download"]["keep_fits"] = bool(keep_fits if keep_fits is not None else cfg["download"]["keep_fits"])
-    else:  # the catalogue, service and settings it started with
-        cfg, _ = resume_inputs("download", resume, config, overrides)
-        same_as_recorded("--keep-fits", keep_fits, cfg["download"]["keep_fits"])
+    plan = start_run("download", config, overrides, resume=resume, shard=shard, run_name=run_name,
+                     given=[Given("--keep-fits", "download.keep_fits", keep_fits)])
+    cfg = plan.config
     d = cfg["download"]
     provider = make_provider(cfg)  # config and credential mistakes stop here, before a run is opened
     fetcher = Fetcher(connections=int(d["connections"]), retries=int(d["retries"]), retry_wait=float(d["retry_wait"]),
@@ -71,13 +66,14 @@ def download(config=None, *, overrides=(), resume=None, shard: str | Shard | Non
                       cell_bytes=4 * (int(d["size"]) + 8) ** 2, refused_hint=provider.credentials_hint())
     catalog = read_catalog(d)
 
-    with open_run("download", cfg, shard=shard, resume=resume, name=run_name, key=[str(catalog.path.resolve())]) as run:
+    with plan.open(key=[catalog.path.resolve()]) as run:
         run.add_input(catalog.path)
         start, stop = run.rows(len(catalog))
         store = Store(run.output(STEM), run.output(RECORD), catalog.rows(start, stop), d["bands"], d["size"],
                       provider=d["provider"], pixel_scale=provider.pixel_scale,
                       keep_fits=run.file("fits") if d["keep_fits"] else None)
         fetcher.number = store.next_request
+        run.resumable = lambda: sum(store.counts.values()) > 0  # refused at once (401): nothing to go on from
         t0, interrupted = time.monotonic(), False
         try:
             with Progress("download", total=store.todo_objects()) as progress:

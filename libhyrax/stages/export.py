@@ -20,11 +20,10 @@ import logging
 
 import numpy as np
 
-from libhyrax.config import resolve
 from libhyrax.engines import model_input_group, train_data_set
 from libhyrax.errors import ModelError
-from libhyrax.results import Result, input_run
-from libhyrax.runs import open_run
+from libhyrax.results import Result
+from libhyrax.start import start_run
 
 log = logging.getLogger("hyrax.export")
 
@@ -36,17 +35,18 @@ def export(config=None, *, from_run=None, overrides=(), opset: int | None = None
     from libhyrax import onnx_io
     from libhyrax.models import load_trained
 
-    cfg = resolve(config, overrides)
+    plan = start_run("export", config, overrides, from_run=from_run)
+    cfg = plan.config
     opset = int(opset or cfg["onnx"]["opset_version"])
     tolerance = float(cfg["onnx"]["tolerance"])
-    src = input_run("export", cfg, from_run).path
+    src = plan.input.path
     model, desc = load_trained(src, device="cpu", trusted_runs=cfg["general"]["trusted_runs"])
     data_set = train_data_set(src, desc)
     group = model_input_group(cfg, data_set)
     batch = group.read(0, min(len(group), CHECK_ROWS))
     x = _image_input(model, batch)
     primary = group.datasets[group.primary]
-    with open_run("export", cfg) as run:
+    with plan.open() as run:
         run.add_upstream(src)
         onnx_path = run.file("model.onnx")
         names = onnx_io.export_model(model, x[:2], onnx_path, opset)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import os
 
-from libhyrax.config import resolve
 from libhyrax.errors import DataError
 from libhyrax.hdf5 import open_result, read_ids
 from libhyrax.log import Progress
-from libhyrax.results import INDEX_DIR, Result, input_run
-from libhyrax.runs import open_run
+from libhyrax.results import Result
+from libhyrax.rundir import INDEX_DIR
+from libhyrax.start import start_run
 from libhyrax.vector_index import VectorIndex, backend_params
 
 log = logging.getLogger("hyrax.index")
@@ -26,8 +26,8 @@ log = logging.getLogger("hyrax.index")
 
 def index(config=None, *, from_run: str | os.PathLike | None = None, overrides=()) -> Result:
     """Build a vector index of the latents of an infer run (`from_run`, else the newest)."""
-    cfg = resolve(config, overrides)
-    src = input_run("index", cfg, from_run)
+    plan = start_run("index", config, overrides, from_run=from_run)
+    cfg, src = plan.config, plan.input
     backend = cfg["vector_db"]["name"]
     params = backend_params(cfg, backend)
     if backend == "exact" and params.get("device") in ("auto", False):
@@ -39,7 +39,7 @@ def index(config=None, *, from_run: str | os.PathLike | None = None, overrides=(
         n, dim = f["latent"].shape
         if n == 0:
             raise DataError(f"{src} holds no latents (0 objects): nothing to index")
-        with open_run("index", cfg) as run:
+        with plan.open() as run:
             _build(run, f, src, backend, params, batch)
     return Result(run.path)
 

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from libhyrax.config import resolve
 from libhyrax.data.from_run import with_trained_data
 from libhyrax.data.loader import contiguous_batches
 from libhyrax.engines import load_engine, model_input_group
@@ -36,8 +35,8 @@ from libhyrax.errors import DataError, ModelError, RunError
 from libhyrax.hdf5 import BufferedWriter, is_complete_file, read_ids
 from libhyrax.log import Progress
 from libhyrax.results import Result
-from libhyrax.runs import open_run, resume_inputs, same_as_recorded, upstream_of_stage
-from libhyrax.sharding import Shard, choose_shard
+from libhyrax.sharding import Shard
+from libhyrax.start import Given, start_run
 
 log = logging.getLogger("hyrax.infer")
 
@@ -52,25 +51,19 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
     resume: an interrupted infer run to finish. shard: "I/N" (default: the Slurm array task's share).
     run_name: the shared directory's name for a sharded run outside Slurm.
     """
-    shard = choose_shard(shard)  # a bad --shard fails before the model loads
-    if resume is None:
-        cfg = resolve(config, overrides)
-        cfg["infer"]["engine"] = engine or cfg["infer"]["engine"]
-    else:  # exactly the model, data and settings it started with
-        cfg, upstream = resume_inputs("infer", resume, config, overrides, from_run)
-        same_as_recorded("--engine", engine, cfg["infer"]["engine"])
-        from_run = upstream_of_stage(upstream, "train", "export") or from_run
-    engine = cfg["infer"]["engine"]
-    model = load_engine(engine, cfg, from_run)
-    if resume is None:  # no data of its own in the config: what the model was trained on (a download run's)
+    plan = start_run("infer", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name,
+                     given=[Given("--engine", "infer.engine", engine)])
+    cfg, engine = plan.config, plan.config["infer"]["engine"]
+    model = load_engine(engine, cfg, plan.from_run)
+    if resume is None:  # no data of its own in the config: what the model was trained on
         cfg = with_trained_data(cfg, model.source)
     group = model_input_group(cfg, model.data_set)
     n = len(group)
     if n == 0:
         raise DataError("the infer data group holds no objects; check data_request.infer (or .train) in the "
                         "config: its data_location may be empty or filtered to nothing")
-    with open_run("infer", cfg, shard=shard, resume=resume, name=run_name,
-                  key=[str(model.source.resolve()), engine]) as run:
+    plan.config = cfg
+    with plan.open(key=[model.source.resolve(), engine]) as run:
         _record_inputs(run, model, group, engine)
         start, stop = run.rows(n)
         stats = write_latents(model, group, start, stop, run.output(STEM), int(cfg["data_loader"]["batch_size"]),

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from libhyrax.config import resolve
 from libhyrax.data.fits import (
     BadCutout,
     find_catalog,
@@ -43,7 +42,7 @@ from libhyrax.data.sample import build_sample
 from libhyrax.errors import DataError
 from libhyrax.log import Progress
 from libhyrax.results import Result
-from libhyrax.runs import open_run, resume_inputs
+from libhyrax.start import start_run
 
 log = logging.getLogger("hyrax.prepare")
 OUTPUT, REJECTED = "cutouts.h5", "rejected.csv"
@@ -53,12 +52,11 @@ NEXT_OBJECT, N_REJECTED = "prepare_next_object", "prepare_rejected"  # attribute
 
 def prepare(config=None, *, overrides=(), resume=None) -> Result:
     """`resume`: an interrupted prepare run's directory; it goes on after the last batch it wrote."""
-    if resume:  # the run's own settings: the same FITS folder, catalog and cut-outs as before
-        cfg, _ = resume_inputs("prepare", resume, config, overrides)
-    else:
-        cfg = resolve(config, overrides)
+    # resumed: the run's own settings, the same FITS folder, catalog and cut-outs as before
+    plan = start_run("prepare", config, overrides, resume=resume)
+    cfg = plan.config
     p = cfg["prepare"]
-    with open_run("prepare", cfg, resume=resume) as run:
+    with plan.open() as run:
         out = run.path / OUTPUT
         if not p["fits_dir"]:
             log.info("no prepare.fits_dir: building the built-in sample (Hubble eXtreme Deep Field)")

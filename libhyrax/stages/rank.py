@@ -30,15 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from libhyrax.config import resolve
 from libhyrax.errors import DataError, UsageError
 from libhyrax.hdf5 import IdIndex, open_result, read_ids, write_arrays
 from libhyrax.labels import LABEL_MAX, Labels, keep_known, read_labels
 from libhyrax.log import Progress
 from libhyrax.ranking import LabelModel, rank_percentile
-from libhyrax.results import Result, find_run, input_run
-from libhyrax.runs import open_run, resume_inputs
+from libhyrax.results import Result, find_run
 from libhyrax.sharding import Shard
+from libhyrax.start import Given, start_run
 from libhyrax.tables import catalog_rows, write_table
 
 log = logging.getLogger("hyrax.rank")
@@ -52,15 +51,11 @@ def rank(config=None, *, from_run: str | os.PathLike | None = None, labels=(), s
     newest infer run) by the `labels` files (added to rank.labels). `shard`: "I/N" (default: the Slurm
     array task's share): each shard scores its rows and the task that completes the set writes the
     outputs. `resume`: the shared directory of a sharded run, to rerun a failed shard into."""
-    if resume is None:
-        cfg = resolve(config, overrides)
-        cfg["rank"]["labels"] = [str(Path(p).expanduser().resolve()) for p in [*cfg["rank"]["labels"], *labels]]
-        src = input_run("rank", cfg, from_run)
-    else:  # a shard rerun: exactly the runs, label files and settings the other shards used
-        cfg, upstream = resume_inputs("rank", resume, config, overrides, from_run)
-        if labels and [str(Path(p).resolve()) for p in labels] != cfg["rank"]["labels"]:
-            raise UsageError(f"the resumed run ranks by {cfg['rank']['labels']}; leave out --labels")
-        src = upstream[0]
+    labels = [str(Path(p).expanduser().resolve()) for p in labels] or None
+    plan = start_run("rank", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name,
+                     given=[Given("--labels", "rank.labels", labels, add=True)])
+    cfg, src = plan.config, plan.input
+    cfg["rank"]["labels"] = [str(Path(p).expanduser().resolve()) for p in cfg["rank"]["labels"]]
     rcfg = cfg["rank"]
     infer_run = src.require("infer")
     scores_run = src if src.stage == "anomaly" else _anomaly_of(infer_run, cfg)
@@ -70,7 +65,7 @@ def rank(config=None, *, from_run: str | os.PathLike | None = None, labels=(), s
             raise DataError(f"{infer_run} holds no latents (0 objects): nothing to rank")
         labelled = keep_known(read_labels(rcfg["labels"]), ids)  # bad labels fail before a run is made
         anomaly = anomaly_percentile(scores_run, ids)
-        with open_run("rank", cfg, shard=shard, resume=resume, name=run_name, key=[str(src.path.resolve())]) as run:
+        with plan.open(key=[src.path.resolve()]) as run:
             for upstream in dict.fromkeys(r.path for r in (src, infer_run, scores_run) if r is not None):
                 run.add_upstream(upstream)  # the infer run too: visualize finds this ranking of its latents
             for path in rcfg["labels"]:

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from libhyrax.config import resolve
 from libhyrax.errors import DataError, ModelError, UsageError
 from libhyrax.hdf5 import IdIndex
-from libhyrax.results import INDEX_DIR, Result, check_run, input_run
-from libhyrax.runs import open_run
+from libhyrax.results import Result, check_run
+from libhyrax.rundir import INDEX_DIR
+from libhyrax.start import start_run
 from libhyrax.tables import catalog_rows, cell, format_table, read_table, write_table
 from libhyrax.vector_index import VectorIndex
 
@@ -75,7 +75,8 @@ def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids
     `k` nearest to all their interesting objects together. `from_run`: an index run (else the newest).
     `model_run`: the train run the image must go through (refused if the index's latents came from
     another model)."""
-    cfg = resolve(config, overrides)
+    plan = start_run("search", config, overrides, from_run=from_run)
+    cfg = plan.config
     k = int(cfg["search"]["k"] if k is None else k)
     if k < 1:
         raise UsageError(f"k must be at least 1, not {k}")
@@ -84,7 +85,7 @@ def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids
     if len(given) != 1:
         raise UsageError("give exactly one query: object ids (--id), vectors (--vector), an image (--image) or "
                          "a label file (--labels)" + (f"; got {' and '.join(given)}" if given else ""))
-    src = input_run("search", cfg, from_run)
+    src = plan.input
     idx = VectorIndex.open(src.file(INDEX_DIR), cfg["general"]["trusted_runs"])
     try:  # an unknown id or a vector of the wrong length is the user's to fix: a usage error (exit 2)
         if labels is not None:
@@ -106,7 +107,7 @@ def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids
         raise UsageError(str(e)) from None
     group = src.require("infer").data_group()  # the catalog of the objects the index holds
     table = neighbor_table(queries, ids, dist, catalog_rows(group, ids.ravel(), idx.rows(ids.ravel())))
-    with open_run("search", cfg) as run:
+    with plan.open() as run:
         run.add_upstream(src.path)
         write_table(run.file(TABLE_FILE), table)
         run.record(n_queries=len(queries), k=k, query=queries[:20], backend=type(idx).backend)

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from libhyrax.config import read_toml, resolve
+from libhyrax.config import read_toml
 from libhyrax.errors import UsageError
-from libhyrax.results import CONFIG_FILE, Result, input_run
-from libhyrax.runs import open_run
+from libhyrax.results import Result
+from libhyrax.rundir import CONFIG_FILE
+from libhyrax.start import start_run
 
 log = logging.getLogger("hyrax.test")
 
@@ -37,8 +38,8 @@ def test(config=None, *, from_run=None, overrides=()) -> Result:
     from libhyrax.training.engine import EpochBatches, EpochMeans, create_evaluator, pick_device
     from libhyrax.training.tracking import METRICS_FILE, MetricsCSV, MLflowRun
 
-    cfg = resolve(config, overrides)
-    src = input_run("test", cfg, from_run).path
+    plan = start_run("test", config, overrides, from_run=from_run)
+    cfg, src = plan.config, plan.input.path
     trained = read_toml(src / CONFIG_FILE)
     data_cfg = {**cfg, "data_request": trained["data_request"], "data_set": trained["data_set"]}
     group = open_group(data_cfg, "train")
@@ -55,7 +56,7 @@ def test(config=None, *, from_run=None, overrides=()) -> Result:
     predictions: list = []
     evaluator = create_evaluator(model, device, bool(cfg["train"]["mixed_precision"]), predictions)
     means = EpochMeans(evaluator)
-    with open_run("test", cfg) as run:
+    with plan.open() as run:
         run.add_upstream(src)
         if weights:
             run.add_input(weights)

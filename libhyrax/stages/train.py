@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from libhyrax.config import resolve
 from libhyrax.data.from_run import DATA_STAGES, request_of_run, run_holding
 from libhyrax.errors import ConfigError, DataError
 from libhyrax.models import build_model, describe, load_weights, model_class, place, prepare, save_trained
 from libhyrax.models.base import first_rows
 from libhyrax.results import Result, find_run
-from libhyrax.runs import open_run
+from libhyrax.start import Start, start_run
 from libhyrax.training import distributed as dist
 from libhyrax.training.engine import (
     EpochBatches,
@@ -39,6 +38,7 @@ from libhyrax.training.engine import (
     seed_everything,
 )
 from libhyrax.training.handlers import (
+    LAST,
     attach_best_epoch,
     attach_checkpoints,
     attach_early_stopping,
@@ -48,7 +48,7 @@ from libhyrax.training.handlers import (
     attach_scheduler,
     attach_stop_at,
 )
-from libhyrax.training.resume import Resumed, resume_run
+from libhyrax.training.resume import RESUME_MAY_CHANGE, Resumed, resume_run
 from libhyrax.training.tracking import METRICS_FILE, MLflowRun
 
 log = logging.getLogger("hyrax.train")
@@ -63,19 +63,21 @@ def train(config=None, *, overrides=(), resume=None, from_run=None,
     from_run: a download or prepare run whose cutouts.h5 to train on (instead of `[data_request]`).
     stop_at_iteration: stop with an error after that many steps (to test resuming).
     """
-    resumed = resume_run(resume, overrides) if resume else None
-    cfg = resumed.config if resumed else resolve(config, overrides)
-    if from_run is not None and resumed is None:
-        cfg["data_request"] = request_of_run(find_run(DATA_STAGES, cfg, from_run).path)
+    plan = start_run("train", config, overrides, from_run=from_run, resume=resume, may_change=RESUME_MAY_CHANGE)
+    resumed = resume_run(plan) if resume else None
+    cfg = plan.config
+    if plan.from_run is not None and resumed is None:
+        cfg["data_request"] = request_of_run(find_run(DATA_STAGES, cfg, plan.from_run).path)
     if int(cfg["train"]["epochs"]) < 1:
         raise ConfigError(f"train.epochs must be at least 1, not {cfg['train']['epochs']}")
     with dist.distributed(cfg["general"]["device"]):
-        return _train(cfg, resumed, stop_at_iteration)
+        return _train(plan, resumed, stop_at_iteration)
 
 
-def _train(cfg: dict, resumed: Resumed | None, stop_at_iteration: int | None) -> Result | None:
+def _train(plan: Start, resumed: Resumed | None, stop_at_iteration: int | None) -> Result | None:
     from libhyrax.data import open_group
 
+    cfg = plan.config
     tcfg, epochs = cfg["train"], int(cfg["train"]["epochs"])
     device = pick_device(cfg["general"]["device"])
     seed_everything(int(cfg["general"]["seed"]))
@@ -107,7 +109,8 @@ def _train(cfg: dict, resumed: Resumed | None, stop_at_iteration: int | None) ->
         if resumed is None or resumed.epochs_done < epochs:
             trainer.run(train_data, max_epochs=epochs)
         return None
-    with open_run("train", cfg, resume=resumed.path if resumed else None) as run:
+    with plan.open() as run:
+        run.resumable = lambda: (run.path / LAST).is_file()  # SIGTERM in the first epoch: nothing to resume
         _record_inputs(run, cfg, group, splits, resumed, cls, device)
         with MLflowRun(cfg, "train", run.final_path, tcfg["experiment_name"], tcfg["run_name"] or None,
                        run_id=resumed.mlflow_run_id if resumed else None) as tracker:

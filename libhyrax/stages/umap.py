@@ -27,12 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax import hdf5
-from libhyrax.config import resolve
-from libhyrax.errors import DataError, UsageError
+from libhyrax.errors import DataError
 from libhyrax.log import Progress
 from libhyrax.reducers import REDUCER_FILE, Reducer, make_reducer
-from libhyrax.results import Result, check_run, input_run
-from libhyrax.runs import open_run, resume_inputs, upstream_of_stage
+from libhyrax.results import Result, check_run
+from libhyrax.start import start_run
 
 log = logging.getLogger("hyrax.umap")
 BUILT_IN = ("umap", "pca")
@@ -46,20 +45,11 @@ def umap(config=None, *, from_run=None, reducer=None, shard=None, resume=None, r
     fitting one. `shard`: "I/N" (else the Slurm array task's share); `resume`: a sharded run to rerun a
     shard into; `run_name`: the shared directory's name for a plain loop of shards.
     """
-    if resume is None:
-        cfg = resolve(config, overrides)
-    else:  # exactly the latents, reducer and settings it started with
-        cfg, upstream = resume_inputs("umap", resume, config, overrides, from_run)
-        from_run = upstream_of_stage(upstream, "infer") or from_run
-        reused = upstream_of_stage(upstream, "umap")
-        if reducer is not None and (reused is None or Path(reducer).resolve() != reused.path.resolve()):
-            started = "without --reducer" if reused is None else f"with --reducer {reused.path}"
-            raise UsageError(f"--resume {resume} was started {started}; leave out --reducer")
-        reducer = reused.path if reused is not None else None
-    src = input_run("umap", cfg, from_run).path
+    plan = start_run("umap", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name)
+    cfg, src = plan.config, plan.input.path
+    reducer = plan.recorded("--reducer", reducer, "umap")  # a resumed run: the reducer it started with
     latents = hdf5.result_file(src, "latents", rerun_hint=f"hyrax infer --shard {{shard}} --resume {src}")
-    key = [str(src.resolve()), str(reducer)]
-    with open_run("umap", cfg, shard=shard, resume=resume, name=run_name, key=key) as run:
+    with plan.open(key=[src.resolve(), reducer]) as run:
         run.add_upstream(src)
         run.add_input(latents)
         red = _fitted_reducer(cfg, latents, reducer, run)

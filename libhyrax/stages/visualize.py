@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax import hdf5
-from libhyrax.config import resolve
 from libhyrax.errors import DataError, UsageError
 from libhyrax.labels import Labels, read_labels
-from libhyrax.results import Result, input_run, newest_run
-from libhyrax.runs import open_run
+from libhyrax.results import Result, newest_run
+from libhyrax.start import start_run
 
 log = logging.getLogger("hyrax.visualize")
 HTML_FILE = "visualize.html"
@@ -57,13 +56,14 @@ class VisualizeResult(Result):
 
 def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
     """Write `visualize.html` for a umap run (`from_run`, else the newest); in Jupyter, show it inline."""
-    cfg = resolve(config, overrides)
+    plan = start_run("visualize", config, overrides, from_run=from_run)
+    cfg = plan.config
     vz = cfg["visualize"]
     from libhyrax.viz.page import palette
 
     vz["cmap"] = palette(vz["cmap"])  # a bad name fails before any work
-    src = input_run("visualize", cfg, from_run)
-    with open_run("visualize", cfg) as run:
+    src = plan.input
+    with plan.open() as run:
         run.add_upstream(src.path)
         object_id, emb = read_embedding(src.path)
         n = len(object_id)

@@ -1,14 +1,15 @@
 """Continuing an interrupted train run (`hyrax train --resume <run>`): the one place that decides whether
 a run can be resumed, and that reads what continuing it needs from its last checkpoint.
 
-    resumed = resume_run("results/<run>.failed", overrides=["train.epochs=20"])   # checks it
-    cfg = resumed.config            # the run's own config, plus the overrides
+    plan = start_run("train", resume="results/<run>.failed", overrides=["train.epochs=20"],
+                     may_change=RESUME_MAY_CHANGE)    # its own config; only train.epochs may change
+    resumed = resume_run(plan)      # checks it has a checkpoint, and reads it
+    cfg = resumed.config
     ...                             # build the model, optimizer, scheduler, trainer; attach the handlers
     resumed.restore(model, optimizer, scheduler, trainer, best)
     trainer.run(batches, max_epochs=20)   # goes on after the checkpoint's epoch, as if never stopped
 
-The run's `split.h5` is the split to train on (`resumed.path`), and `open_run(..., resume=resumed.path)`
-reopens its directory.
+The run's `split.h5` is the split to train on (`resumed.path`), and `plan.open()` reopens its directory.
 """
 
 from __future__ import annotations
@@ -19,15 +20,14 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
-from libhyrax.config import read_toml, resolve
 from libhyrax.errors import UsageError
 from libhyrax.models import load_weights
-from libhyrax.results import CONFIG_FILE, read_provenance
-from libhyrax.runs import differences
 from libhyrax.training.engine import load_checkpoint, set_rng_state
 from libhyrax.training.handlers import LAST, BestEpoch
 
 log = logging.getLogger("hyrax.train")
+# more epochs is the one thing a resumed run may be asked for: anything else would mix two trainings
+RESUME_MAY_CHANGE = ("train.epochs",)
 
 
 @dataclass
@@ -62,24 +62,16 @@ class Resumed:
         log.info("resuming after epoch %d", self.epochs_done)
 
 
-def resume_run(path, overrides=()) -> Resumed:
-    """Check that `path` is a train run that can go on (it has a checkpoint, and `train.epochs` is not
-    below the epochs it has done), and read its config and last checkpoint. Every rank reads them here,
-    before rank 0's open_run moves the directory."""
-    path = Path(path)
-    prov = read_provenance(path)
-    if prov.get("stage") != "train":
-        raise UsageError(f"--resume {path} is a {prov.get('stage')!r} run, not a train run")
+def resume_run(plan) -> Resumed:
+    """The resumed train run of `plan` (libhyrax.start.start_run has checked it is a train run and that
+    its settings are its own), checked to have a checkpoint and `train.epochs` not below the epochs it has
+    done, with its last checkpoint read. Every rank reads it here, before rank 0's open moves the
+    directory."""
+    path = plan.resume
     if not (path / LAST).is_file():
         raise UsageError(f"--resume {path}: it has no checkpoint (it stopped in its first epoch); "
                          "start a new run instead")
-    own = resolve(read_toml(path / CONFIG_FILE))
-    resumed = Resumed(path, resolve(own, overrides), load_checkpoint(path / LAST))
-    # more epochs is the one thing a resumed run may be asked for: anything else would mix two trainings
-    changed = [k for k in differences(own, resumed.config) if k != "train.epochs"]
-    if changed:
-        raise UsageError(f"--resume {path}: a resumed run continues with its own settings; only train.epochs may "
-                         f"change, not {', '.join(changed[:5])} (start a new run for other settings)")
+    resumed = Resumed(path, plan.config, load_checkpoint(path / LAST))
     done = resumed.epochs_done
     if done > int(resumed.config["train"]["epochs"]):
         raise UsageError(f"the resumed run has already trained {done} epochs; set train.epochs to {done} or more "

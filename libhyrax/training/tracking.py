@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from libhyrax import redact
-from libhyrax.results import results_root
-from libhyrax.runs import SLURM_VARS
+from libhyrax.rundir import results_root
+from libhyrax.sharding import slurm_environment
 
 log = logging.getLogger("hyrax.train")
 
@@ -195,7 +195,7 @@ class MLflowRun:
         else:
             exp_id = exp.experiment_id
         tags = {"hyrax.stage": stage, "hyrax.results_dir": str(run_dir.resolve())}
-        tags |= {f"slurm.{k.lower().removeprefix('slurm_')}": os.environ[k] for k in SLURM_VARS if k in os.environ}
+        tags |= {f"slurm.{k.lower().removeprefix('slurm_')}": v for k, v in slurm_environment().items()}
         run = self.client.create_run(exp_id, run_name=run_name or run_dir.name, tags=tags)
         self.run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten(redact.config(cfg)).items()]
