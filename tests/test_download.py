@@ -163,7 +163,7 @@ def test_truncated_and_non_fits_bodies_are_rejected_with_their_reason(provider, 
     assert run.provenance["stage_info"]["rejected"] == 2
 
 
-def test_a_401_stops_at_once_with_a_message_about_credentials(sky, catalog, monkeypatch):
+def test_a_401_stops_at_once_with_a_message_about_credentials(sky, catalog, monkeypatch, caplog):
     monkeypatch.setenv("HSC_SSP_CAS_PASSWORD", "not-the-password")
     with SurveyServer(sky, Faults(auth=("me", PASSWORD))) as server:
         with pytest.raises(UsageError, match=r"refused the credentials \(401 Unauthorized\).*check download.hsc.user "
@@ -171,8 +171,9 @@ def test_a_401_stops_at_once_with_a_message_about_credentials(sky, catalog, monk
             libhyrax.download(settings(server, "hsc", catalog, connections=2))
         assert server.requests <= 2  # the requests already on their way, nothing after
     assert "not-the-password" not in str(e.value)
-    failed = next(Path("results").glob("*-download-*.failed"))
-    assert record(libhyrax.Result(failed))["attrs"]["committed"] == 0
+    # refused before anything was fetched: no run is kept, and --resume (which can't help) is not suggested
+    assert list(Path("results").iterdir()) == []
+    assert "--resume" not in caplog.text and "no results directory is kept" in caplog.text
 
     monkeypatch.delenv("HSC_SSP_CAS_PASSWORD")
     with pytest.raises(UsageError, match="needs an HSC-SSP account.*HSC_SSP_CAS_PASSWORD"):

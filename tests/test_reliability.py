@@ -275,6 +275,28 @@ def colleague_key(tmp_path, monkeypatch):
     return use
 
 
+def test_a_run_refused_before_any_work_is_not_kept_and_does_not_suggest_resume(workdir, colleague_key, caplog):
+    """`hyrax umap --reducer RUN` with a reducer this account didn't write: refused, exit 2, and no
+    `.failed` umap run left behind whose message suggests a --resume that can't help."""
+    import libhyrax
+    from libhyrax import hdf5
+    from libhyrax.reducers.pca import PCAReducer
+
+    cfg = resolve({"general": {"results_dir": str(workdir / "results")}})
+    latent = np.random.default_rng(0).normal(size=(40, 4)).astype("f4")
+    with open_run("infer", cfg) as inferred:
+        hdf5.write_arrays(inferred.file("latents.h5"), np.array([f"o{i}" for i in range(40)]), latent=latent)
+    colleague_key("colleague")
+    with open_run("umap", cfg) as theirs:
+        PCAReducer(n_components=2).fit(latent).save(theirs.file("reducer.pkl"))
+    colleague_key("me")
+    before = sorted(p.name for p in (workdir / "results").iterdir())
+    with pytest.raises(UsageError, match="reducer.pkl"):
+        libhyrax.umap(cfg, from_run=inferred.path, reducer=theirs.path)
+    assert sorted(p.name for p in (workdir / "results").iterdir()) == before
+    assert "--resume" not in caplog.text and "no results directory is kept" in caplog.text
+
+
 def test_a_reducer_pickle_from_someone_else_is_not_loaded(workdir, colleague_key):
     from libhyrax.reducers import Reducer
     from libhyrax.reducers.pca import PCAReducer

@@ -351,6 +351,29 @@ def test_resume_refuses_what_is_not_an_interrupted_train_run(survey, workdir, sh
         train(resume=early)
 
 
+def test_sigterm_in_the_first_epoch_does_not_suggest_a_resume_that_finds_no_checkpoint(
+        survey, workdir, shared_mlflow, monkeypatch, caplog):
+    import signal
+
+    from ignite.engine import Events
+
+    from libhyrax.stages import train as train_stage
+
+    def sigterm_at(trainer, iteration):  # Slurm's time limit, in the middle of epoch 1
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration),
+                                  lambda _: os.kill(os.getpid(), signal.SIGTERM))
+
+    monkeypatch.setattr(train_stage, "attach_stop_at", sigterm_at)
+    cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, stop_at_iteration=2)  # 4 steps per epoch: before the first checkpoint
+    ended = [r.getMessage() for r in caplog.records if r.name == "hyrax.runs" and r.levelname == "ERROR"]
+    assert len(ended) == 1 and "start a new run" in ended[0] and "--resume" not in ended[0], ended
+    [early] = failed_runs(workdir / "results")
+    with pytest.raises(UsageError, match="it has no checkpoint"):
+        train(resume=early)  # what --resume would have said
+
+
 def test_resume_on_the_command_line_exits_2_for_a_wrong_directory(workdir, hyrax):
     proc = hyrax("train", "--resume", str(workdir), cwd=workdir)
     assert proc.returncode == 2 and "not a Hyrax results directory" in proc.stderr
