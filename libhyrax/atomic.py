@@ -27,16 +27,28 @@ def unique_tmp(path: str | os.PathLike) -> Path:
 
 
 @contextmanager
-def replacing(path: str | os.PathLike) -> Iterator[Path]:
+def replacing(path: str | os.PathLike, *, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends without error it replaces `path`
-    (atomically), else it is removed."""
+    (atomically), else it is removed. `exclusive`: only when `path` doesn't exist yet (of several racing
+    processes the first keeps its file; the others' are dropped)."""
     path = Path(path)
     tmp = unique_tmp(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        if not exclusive:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)  # another process made it first: theirs is whole too
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _link_new(tmp: Path, path: Path) -> bool:
+    try:
+        os.link(tmp, path)  # fails if path exists: create-if-absent, atomically
+        return True
+    except FileExistsError:
+        return False
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -59,9 +71,6 @@ def write_json(path: str | os.PathLike, data: Any, *, exclusive: bool = False) -
     tmp = unique_tmp(path)
     tmp.write_text(text, encoding="utf-8")
     try:
-        os.link(tmp, path)  # fails if path exists: create-if-absent, atomically
-        return True
-    except FileExistsError:
-        return False
+        return _link_new(tmp, Path(path))
     finally:
         tmp.unlink()

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from libhyrax import atomic
 from libhyrax.errors import DataError, RunError
 
 log = logging.getLogger("hyrax.hdf5")
@@ -178,12 +178,11 @@ class ArrayWriter:
 def write_arrays(path: str | os.PathLike, object_id, attrs: dict | None = None, **arrays) -> Path:
     """Write a whole (small) result in one go, atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     ids = as_id_bytes(object_id)
     columns = {k: (np.asarray(v).shape[1:], np.asarray(v).dtype.str) for k, v in arrays.items()}
-    with ArrayWriter(tmp, len(ids), columns, id_length=max(ids.dtype.itemsize, 1), attrs=attrs) as w:
+    with atomic.replacing(path) as tmp, \
+            ArrayWriter(tmp, len(ids), columns, id_length=max(ids.dtype.itemsize, 1), attrs=attrs) as w:
         w.append(ids, **arrays)
-    os.replace(tmp, path)
     return path
 
 
@@ -337,10 +336,9 @@ def assemble_shards(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "")
 
 
 def _write_vds(target: Path, shards: list[Path], lengths: list[int], names, meta, attrs, relative: bool) -> None:
-    # a unique temporary name: every task of a Slurm array may assemble at once; os.replace keeps one
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # every task of a Slurm array may assemble at once: each writes its own, the last rename wins (whole)
     total = sum(lengths)
-    try:
+    with atomic.replacing(target) as tmp:
         with h5py.File(tmp, "w") as out:
             out.attrs.update(attrs)
             out.attrs.update({"rows_written": total, "complete": True})
@@ -355,9 +353,6 @@ def _write_vds(target: Path, shards: list[Path], lengths: list[int], names, meta
                         layout[start:start + n] = h5py.VirtualSource(source, name, shape=(n, *tail))
                     start += n
                 out.create_virtual_dataset(name, layout)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def result_file(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "") -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from libhyrax import atomic
 from libhyrax.errors import ModelError
 
 log = logging.getLogger("hyrax.onnx")
@@ -82,8 +83,14 @@ def export_model(model, example: np.ndarray, path: str | os.PathLike, opset: int
     names = output_names(model, example)
     module = _outputs_module(model, names)
     x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    with atomic.replacing(path) as tmp:
+        _export(module, x, tmp, names, opset)
+    return names
+
+
+def _export(module, x, tmp: Path, names: list[str], opset: int) -> None:
+    import torch
+
     try:
         with _quiet_exporter():
             torch.onnx.export(module, (x,), str(tmp), input_names=[INPUT_NAME], output_names=names,
@@ -99,8 +106,6 @@ def export_model(model, example: np.ndarray, path: str | os.PathLike, opset: int
                                   opset_version=opset, dynamo=False, dynamic_axes=axes)
         except Exception as e2:  # noqa: BLE001
             raise ModelError(f"the model can't be exported to ONNX: {type(e2).__name__}: {e2}") from None
-    os.replace(tmp, path)
-    return names
 
 
 def in_memory_session(model, example: np.ndarray, latent_only: bool = False):

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from libhyrax.atomic import unique_tmp
+from libhyrax import atomic
 from libhyrax.errors import HyraxError
 from libhyrax.hdf5 import IdIndex
 
@@ -29,14 +28,12 @@ def format_table(columns: dict[str, np.ndarray], max_rows: int = 100) -> str:
 
 
 def write_table(path: Path, table: dict[str, np.ndarray]) -> None:
-    tmp = unique_tmp(path)
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic.replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(list(table))
         n = len(next(iter(table.values()))) if table else 0
         for i in range(n):
             w.writerow([cell(table[c][i]) for c in table])
-    os.replace(tmp, path)
 
 
 def read_table(path: Path) -> dict[str, np.ndarray]:

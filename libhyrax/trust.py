@@ -23,6 +23,7 @@ import os
 import secrets
 from pathlib import Path
 
+from libhyrax import atomic
 from libhyrax.errors import UsageError
 
 log = logging.getLogger("hyrax.trust")
@@ -65,9 +66,7 @@ def sign(path: str | os.PathLike) -> Path:
     """Mark a file this process just wrote as written by this user's Hyrax."""
     path = Path(path)
     sig = path.with_name(path.name + SUFFIX)
-    tmp = sig.with_name(f".{sig.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    tmp.write_text(_digest(path) + "\n", encoding="ascii")
-    os.replace(tmp, sig)
+    atomic.write_text(sig, _digest(path) + "\n")
     return sig
 
 

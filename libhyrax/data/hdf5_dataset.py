@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from libhyrax import atomic
 from libhyrax.data.base import Dataset
 from libhyrax.errors import DataError
 from libhyrax.hdf5 import (
@@ -172,11 +173,10 @@ def write_cutouts(path, object_id, images, catalog: dict | None = None, bands=No
     bands = list(bands) if bands is not None else [f"band{i}" for i in range(images.shape[1])]
     ids = as_id_bytes(object_id)
     planes = tuple(p for p, v in zip(PLANES, (images, masks, variance), strict=True) if v is not None)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with CutoutWriter(tmp, images.shape[1:], bands, n_rows=len(ids), pixel_scale=pixel_scale, planes=planes,
-                      id_length=max(ids.dtype.itemsize, 1), dtype=dtype) as w:
+    with atomic.replacing(path) as tmp, \
+            CutoutWriter(tmp, images.shape[1:], bands, n_rows=len(ids), pixel_scale=pixel_scale, planes=planes,
+                         id_length=max(ids.dtype.itemsize, 1), dtype=dtype) as w:
         w.append(ids, images, catalog=catalog, masks=masks, variance=variance)
-    os.replace(tmp, path)
     return path
 
 

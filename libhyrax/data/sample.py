@@ -11,11 +11,11 @@ are safe.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 
+from libhyrax import atomic
 from libhyrax.data.hdf5_dataset import HyraxHDF5Dataset, write_cutouts
 
 SAMPLE_VERSION = 1
@@ -72,12 +72,8 @@ def build_sample(path, size: int = SIZE, n: int = N_SOURCES) -> Path:
         "color_rb": (inner[:, 0].mean(axis=(1, 2)) - inner[:, 2].mean(axis=(1, 2))).astype(np.float32),
     }
     ids = np.array([f"HDF-{i + 1:04d}" for i in range(len(sources))])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
-    try:
+    with atomic.replacing(path) as tmp:
         write_cutouts(tmp, ids, cutouts, catalog, bands=BANDS)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 
+from libhyrax import atomic
 from libhyrax.data.hdf5_dataset import CutoutWriter, HyraxHDF5Dataset
 
 CLASSES = ("disk", "elliptical", "star")
@@ -133,9 +132,8 @@ def generate_survey(path, n: int = 1000, size: int = 32, bands=("g", "r", "i"), 
     rng = np.random.default_rng(seed)
     p = _draw_params(int(n), len(bands), float(anomaly_fraction), rng)
     width = len(str(n))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
     attrs = {"generator": "libhyrax.data.synthetic", "seed": int(seed), "anomaly_fraction": float(anomaly_fraction)}
-    try:
+    with atomic.replacing(path) as tmp:
         # ids as wide as they are ("SYN-" + width digits), not the 64-byte default: every reader holds
         # them as numpy str, 4 bytes a character of the stored width, for each of the N objects
         with CutoutWriter(tmp, (len(bands), size, size), bands, n_rows=int(n), pixel_scale=PIXEL_SCALE,
@@ -148,9 +146,6 @@ def generate_survey(path, n: int = 1000, size: int = 32, bands=("g", "r", "i"), 
                 if labels:
                     catalog["label"] = p["label"][sl].astype(np.int64)
                 w.append([f"SYN-{i:0{width}d}" for i in range(sl.start, sl.stop)], images, catalog)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from libhyrax import trust
+from libhyrax import atomic, trust
 from libhyrax.errors import DataError
 from libhyrax.registry import Registry
 
@@ -59,12 +59,11 @@ class Reducer:
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # shards of one run may save at once
-        with open(tmp, "wb") as f:
-            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
-        trust.sign(tmp)
-        os.replace(tmp.with_name(tmp.name + trust.SUFFIX), path.with_name(path.name + trust.SUFFIX))
-        os.replace(tmp, path)
+        with atomic.replacing(path) as tmp:  # shards of one run may save at once
+            with open(tmp, "wb") as f:
+                pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+            trust.sign(tmp)  # its signature goes first: the pickle is never there unsigned
+            os.replace(tmp.with_name(tmp.name + trust.SUFFIX), path.with_name(path.name + trust.SUFFIX))
         return path
 
     @staticmethod

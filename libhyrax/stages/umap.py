@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from libhyrax import hdf5
+from libhyrax import atomic, hdf5
 from libhyrax.errors import DataError
 from libhyrax.log import Progress
 from libhyrax.reducers import REDUCER_FILE, Reducer, make_reducer
@@ -144,18 +144,15 @@ def transform_file(red: Reducer, latents: Path, out: Path, start: int, stop: int
         n_bad = sum(int((~np.isfinite(ds[s:e]).all(axis=1)).sum()) for s, e in blocks)
         id_len = f["object_id"].dtype.itemsize
     n_good = stop - start - n_bad
-    tmp = out.with_name(out.name + ".partial")
-    tmp.unlink(missing_ok=True)
     dropped: list[str] = []
     t0 = time.perf_counter()
-    with hdf5.ArrayWriter(tmp, n_good, {"embedding": ((red.n_components,), "<f4")}, id_length=id_len,
+    with atomic.replacing(out) as tmp, hdf5.ArrayWriter(tmp, n_good, {"embedding": ((red.n_components,), "<f4")}, id_length=id_len,
                           attrs={"stage": "umap", "input_rows": stop - start}) as w, \
             Progress("umap", total=stop - start) as progress:
         for (s, e), (ids, emb, nan_ids) in zip(blocks, _map_blocks(red, latents, blocks, workers), strict=True):
             w.append(ids, embedding=emb)
             dropped += list(nan_ids[: max(0, 5 - len(dropped))])
             progress.advance(e - s)
-    os.replace(tmp, out)
     if n_bad:
         log.warning("dropped %d of %d objects whose latent vector holds NaN or inf (e.g. %s); they are "
                     "not in %s", n_bad, stop - start, ", ".join(dropped), out.name)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from urllib.parse import quote
 import h5py
 import numpy as np
 
+from libhyrax import atomic
 from libhyrax.data.hdf5_dataset import CutoutWriter
 from libhyrax.errors import RunError
 from libhyrax.hdf5 import as_id_bytes, id_dtype
@@ -292,9 +292,7 @@ class Store:
         name = quote(obj.target.object_id, safe="")
         for fits, bands in files.values():
             stem = name if len(bands) > 1 else f"{name}-{quote(self.bands[bands[0]], safe='')}"
-            tmp = self.keep_fits / f".{stem}.fits.tmp"
-            tmp.write_bytes(fits)
-            os.replace(tmp, self.keep_fits / f"{stem}.fits")
+            atomic.write_bytes(self.keep_fits / f"{stem}.fits", fits)
 
     # --- ending --------------------------------------------------------------------------------------
 
@@ -318,15 +316,15 @@ class Store:
         log.info("%s: %d objects with a row turned out missing or rejected; writing it without them",
                  self.cutouts_path.name, int((self.record["row"][:] >= 0).sum()) - len(keep))
         old_rows, images = self.record["row"][:][keep], self.writer.file["images"]
-        tmp = self.cutouts_path.with_name(f".{self.cutouts_path.name}.compact")
-        with CutoutWriter(tmp, images.shape[1:], self.bands, n_rows=len(keep), pixel_scale=self.pixel_scale,
-                          id_length=self.id_length, attrs={"provider": self.provider}) as out:
-            for a in range(0, len(keep), COMMIT_OBJECTS):
-                at = keep[a:a + COMMIT_OBJECTS]
-                out.append(self.catalog.ids[at], images[old_rows[a:a + COMMIT_OBJECTS]],
-                           catalog={k: v[at] for k, v in self.catalog.columns.items()})
-        self.writer.close(complete=False)
-        os.replace(tmp, self.cutouts_path)  # now complete: a crash from here on finishes the record on resume
+        # replaced when complete: a crash from then on finishes the record on resume
+        with atomic.replacing(self.cutouts_path) as tmp:
+            with CutoutWriter(tmp, images.shape[1:], self.bands, n_rows=len(keep), pixel_scale=self.pixel_scale,
+                              id_length=self.id_length, attrs={"provider": self.provider}) as out:
+                for a in range(0, len(keep), COMMIT_OBJECTS):
+                    at = keep[a:a + COMMIT_OBJECTS]
+                    out.append(self.catalog.ids[at], images[old_rows[a:a + COMMIT_OBJECTS]],
+                               catalog={k: v[at] for k, v in self.catalog.columns.items()})
+            self.writer.close(complete=False)
 
     def _finish_record(self) -> None:
         """cutouts.h5 is complete: its rows are the ok objects, in order."""
@@ -365,8 +363,8 @@ class Store:
 
     def write_csv(self, path: Path) -> None:
         """download.csv: the record as text, one line per object and band (written whole, atomically)."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with h5py.File(self.record_path, "r") as f, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic.replacing(path) as tmp, h5py.File(self.record_path, "r") as f, \
+                open(tmp, "w", newline="", encoding="utf-8") as fh:
             out = csv.writer(fh)
             out.writerow(["object_id", "band", "status", "reason", "http_status", "attempts", "request", "fetched_at"])
             bands = np.array(self.bands)
@@ -382,7 +380,6 @@ class Store:
                         out.writerow([ids[k], band, STATUS_NAMES[cols["status"][k, j]],
                                       reason.decode() if isinstance(reason, bytes) else reason,
                                       cols["http_status"][k, j], cols["attempts"][k, j], cols["request"][k, j], when])
-        os.replace(tmp, path)
 
 
 def _is_complete(path: Path) -> bool:

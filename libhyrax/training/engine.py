@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from libhyrax import atomic
 from libhyrax.data.loader import read_ahead
 from libhyrax.errors import ModelError, RunError
 from libhyrax.models import prepare, to_device
@@ -201,9 +202,8 @@ class EpochMeans:
 def save_checkpoint(path: Path, **state) -> None:
     """Atomically: a crash while writing leaves the previous checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
+from libhyrax import atomic
 from libhyrax.errors import RunError
 from libhyrax.log import Progress
 from libhyrax.training import distributed as dist
@@ -209,8 +210,7 @@ def attach_checkpoints(trainer: Engine, run_dir: Path, model, optimizer, schedul
                         trainer=engine.state_dict(), rng=rng_state(), mlflow_run_id=mlflow_run_id,
                         **best.state_dict())
         if best.improved:
-            tmp = best_file.with_name(best_file.name + ".tmp")
-            shutil.copyfile(last, tmp)
-            tmp.replace(best_file)
+            with atomic.replacing(best_file) as tmp:
+                shutil.copyfile(last, tmp)
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED, save)

@@ -23,7 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
-from libhyrax import redact
+from libhyrax import atomic, redact
 from libhyrax.rundir import results_root
 from libhyrax.sharding import slurm_environment
 
@@ -65,12 +65,10 @@ class MetricsCSV:
         if not self.rows:
             return
         keys = list(dict.fromkeys(k for r in self.rows for k in r))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic.replacing(self.path) as tmp, tmp.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(self.rows)
-        os.replace(tmp, self.path)
 
 
 def tracking_uri(cfg: dict) -> str:
@@ -126,31 +124,22 @@ def seed_store(path: Path) -> None:
         template = cache_dir() / f"mlflow-store-{db_utils._get_latest_schema_revision()}.db"
         if not template.is_file():
             _build_empty_store(template, db_utils)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        # only if no other process made the store meanwhile (a Slurm array's tasks)
+        with atomic.replacing(path, exclusive=True) as tmp:
             shutil.copyfile(template, tmp)
-            os.link(tmp, path)  # only if no other process made the store meanwhile (a Slurm array's tasks)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
     except Exception as e:
         log.debug("MLflow builds %s itself (%s: %s)", path, type(e).__name__, e)
 
 
 def _build_empty_store(template: Path, db_utils) -> None:
     template.parent.mkdir(parents=True, exist_ok=True)
-    tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
+    # whole or not at all: processes racing to build it each rename their own
+    with atomic.replacing(template) as tmp:
         engine = db_utils.create_sqlalchemy_engine_with_retry(f"sqlite:///{tmp}")
         try:
             db_utils._initialize_tables(engine)
         finally:
             engine.dispose()
-        os.replace(tmp, template)  # whole or not at all: processes racing to build it each rename their own
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class MLflowRun:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from libhyrax import atomic
+
 # Reads the chosen column into the colour column and rescales the colour bar.
 RECOLOR_JS = """
 const v = source.data[cb_obj.value];
@@ -293,7 +295,5 @@ def write_html(page: Page, path, title: str) -> int:
     from bokeh.resources import INLINE
 
     text = file_html(page.document(), INLINE, title=title)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, text)
     return path.stat().st_size
