@@ -173,7 +173,7 @@ def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resu
             yield run
     except BaseException as exc:
         interrupted = mark_ended(run, handler, exc)
-        how = f"was interrupted ({exc or type(exc).__name__})" if interrupted else "failed"
+        how = f"was interrupted ({str(exc) or type(exc).__name__})" if interrupted else "failed"
         try:
             if the_shard is not None:
                 log.error("%s shard %s %s; rerun it with: hyrax %s --shard %s --resume %s", stage, the_shard, how,
