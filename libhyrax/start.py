@@ -139,9 +139,12 @@ def _resumed_config(stage: str, path: Path, config, overrides, may_change: Seque
         return own
     wanted = resolve(own if config is None else config, overrides)
     differ = [k for k in differences(own, wanted) if k not in may_change]
+    if differ and may_change:
+        raise UsageError(f"--resume {path}: a resumed run continues with its own settings; only "
+                         f"{', '.join(may_change)} may change, not {', '.join(differ[:5])} (start a new run for "
+                         "other settings)")
     if differ:
-        also = f" apart from {', '.join(may_change)}" if may_change else ""
-        raise UsageError(f"--resume {path}: a resumed run continues with its own settings{also}, but "
+        raise UsageError(f"--resume {path}: a resumed run continues with its own settings, but "
                          f"{', '.join(differ[:5])} differ{'s' if len(differ) == 1 else ''} from them; leave "
                          f"out -c/--set (its settings are in {path / CONFIG_FILE}), or start a new run")
     return wanted
