@@ -69,10 +69,11 @@ def run_name(stage: str, when: dt.datetime | None = None) -> str:
 
 def check_run_name(name: str) -> str:
     """A run name is one directory name inside results_dir: `--run-name ../x` must not write elsewhere."""
-    bad = not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith(".")
+    bad = (not name or name in (".", "..") or name.startswith(".")
+           or any(c in name for c in ("/", "\\", "\0")))
     if bad or name.endswith((PARTIAL, FAILED)):
-        raise UsageError(f"--run-name {name!r} must be a plain directory name (letters, digits, - _ .; no '/', "
-                         f"not starting with '.', not ending in {PARTIAL} or {FAILED})")
+        raise UsageError(f"--run-name {name!r} must be a plain directory name (letters, digits, - _ .; "
+                         f"no '/', not starting with '.', not ending in {PARTIAL} or {FAILED})")
     return name
 
 
@@ -115,7 +116,8 @@ def _merge_shards(run_dir: Path, prov: dict) -> dict:
             shards.append({STATUS: Status.MISSING})
     merged = dict(prov, shards=[s.get(STATUS) for s in shards])
     for key in (INPUTS, UPSTREAM):
-        merged[key] = list({json.dumps(x, sort_keys=True): x for s in shards for x in s.get(key, [])}.values())
+        once = {json.dumps(x, sort_keys=True): x for s in shards for x in s.get(key, [])}
+        merged[key] = list(once.values())
     bad = [i for i, s in enumerate(shards) if s.get(STATUS) != Status.COMPLETE]
     if not bad:
         merged |= {STATUS: Status.COMPLETE, "finished": max(s.get("finished") or "" for s in shards)}

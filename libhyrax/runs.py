@@ -211,8 +211,8 @@ def _end_failed(run: Run, exc: BaseException, how: str, resumed: bool) -> None:
         log.error("%s %s; its results directory is kept as %s; continue it with: hyrax %s --resume %s",
                   stage, how, failed, stage, failed)
     else:
-        log.error("%s %s before it wrote anything a resume could go on from (its results directory is kept as "
-                  "%s); start a new run", stage, how, failed)
+        log.error("%s %s before it wrote anything a resume could go on from (its results directory is "
+                  "kept as %s); start a new run", stage, how, failed)
 
 
 # what a run's directory holds besides its outputs

@@ -118,7 +118,8 @@ def start_run(stage: str, config=None, overrides: Sequence[str] = (), *, from_ru
                              f"leave out {g.flag}")
     upstream = _resumed_inputs(path, from_run)
     main = next((u.path for u in upstream if u.stage in stages.get(stage).needs), None)
-    return Start(stage, cfg, main or (Path(from_run) if from_run else None), path, the_shard, run_name, upstream)
+    given_run = Path(from_run) if from_run else None
+    return Start(stage, cfg, main or given_run, path, the_shard, run_name, upstream)
 
 
 def _shard_of(stage: str, shard) -> Shard | None:
@@ -141,8 +142,8 @@ def _resumed_config(stage: str, path: Path, config, overrides, may_change: Seque
     differ = [k for k in differences(own, wanted) if k not in may_change]
     if differ and may_change:
         raise UsageError(f"--resume {path}: a resumed run continues with its own settings; only "
-                         f"{', '.join(may_change)} may change, not {', '.join(differ[:5])} (start a new run for "
-                         "other settings)")
+                         f"{', '.join(may_change)} may change, not {', '.join(differ[:5])} "
+                         "(start a new run for other settings)")
     if differ:
         raise UsageError(f"--resume {path}: a resumed run continues with its own settings, but "
                          f"{', '.join(differ[:5])} differ{'s' if len(differ) == 1 else ''} from them; leave "
@@ -156,12 +157,13 @@ def _resumed_inputs(path: Path, from_run) -> list[Result]:
     upstream = [Result(p) for p in upstream_paths(path)]
     if from_run is not None and upstream:
         if Path(from_run).resolve() not in {u.path.resolve() for u in upstream}:
-            raise UsageError(f"--resume {path} continues from {upstream[0].path}, not {from_run}: its rows so "
-                             f"far came from that run; leave out --from, or start a new run to use {from_run}")
+            raise UsageError(f"--resume {path} continues from {upstream[0].path}, not {from_run}: its rows "
+                             f"so far came from that run; leave out --from, or start a new run to use "
+                             f"{from_run}")
     missing = [u.path for u in upstream if not (u.path / PROVENANCE_FILE).is_file()]
     if missing:
-        raise UsageError(f"--resume {path}: the run it read, {missing[0]}, is gone (moved or deleted); put it "
-                         "back beside this run, or start a new run")
+        raise UsageError(f"--resume {path}: the run it read, {missing[0]}, is gone (moved or deleted); "
+                         "put it back beside this run, or start a new run")
     for rec in read_provenance(path).get(INPUTS, []):
         file = Path(rec["path"])
         if "size" in rec and file.is_file() and file.stat().st_size != rec["size"]:

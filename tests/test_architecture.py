@@ -61,8 +61,8 @@ def test_every_stage_starts_its_run_through_the_one_call():
         starts = _calls(path, "start_run")
         assert len(starts) == 1, f"{path.name} must start its run with one start_run call"
         assert isinstance(starts[0].args[0], ast.Constant) and starts[0].args[0].value == stage.name
-        by_hand = imported_modules(path) & {"libhyrax.runs", "libhyrax.runs.open_run", "libhyrax.config.resolve",
-                                            "libhyrax.results.input_run"}
+        by_hand = imported_modules(path) & {"libhyrax.runs", "libhyrax.runs.open_run",
+                                            "libhyrax.config.resolve", "libhyrax.results.input_run"}
         assert not by_hand, f"{path.name} imports {by_hand}: start_run does that"
         assert not _calls(path, "open_run"), path.name
         assert not [c for c in _calls(path, "resolve") if isinstance(c.func, ast.Name)], path.name

@@ -21,7 +21,7 @@ class Stage:
     # first); empty for stages that start from data
     needs: tuple[str, ...] = ()
     makes_run: bool = True  # False for tools (e.g. `config`) that write no results directory
-    shards: bool = False  # splits its rows over Slurm array tasks / --shard I/N (libhyrax.runs.open_run)
+    shards: bool = False  # splits its rows over Slurm array tasks / --shard I/N (libhyrax.start.start_run)
     aliases: tuple[str, ...] = ()  # the reference Hyrax's verb names
     reads: str = ""  # for people: what the stage reads (the README's stage table)
     writes: tuple[str, ...] = ()  # the files and folders a run with the defaults writes (checked by a test)
