@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
+from libhyrax import atomic
 from libhyrax.data.base import Dataset
 from libhyrax.errors import DataError
 
@@ -133,30 +133,26 @@ def fetch(url: str, archive: Path, md5: str) -> None:
     import httpx
 
     archive.parent.mkdir(parents=True, exist_ok=True)
-    part = archive.with_name(archive.name + ".part")
     h = hashlib.md5(usedforsecurity=False)
     log.info("fetching CIFAR-10 (binary version) from %s into %s", url, archive.parent)
-    try:
-        with httpx.stream("GET", url, timeout=httpx.Timeout(600.0, connect=30.0), follow_redirects=True) as r, \
-                open(part, "wb") as out:
-            if r.status_code != 200:
-                raise DataError(f"fetching CIFAR-10 from {url} failed ({r.status_code} {r.reason_phrase}); put a "
-                                f"copy of {ARCHIVE} in {archive.parent} (or set data_set.HyraxCifarDataset.url)")
-            for chunk in r.iter_bytes(1 << 20):
-                h.update(chunk)
-                out.write(chunk)
-    except httpx.HTTPError as e:
-        part.unlink(missing_ok=True)
-        raise DataError(f"fetching CIFAR-10 from {url} failed ({type(e).__name__}: {e}); put a copy of {ARCHIVE} "
-                        f"in {archive.parent}, or set data_set.HyraxCifarDataset.url") from None
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    if h.hexdigest() != md5:
-        part.unlink(missing_ok=True)
-        raise DataError(f"the archive fetched from {url} does not match the published checksum (md5 {md5}, got "
-                        f"{h.hexdigest()}); it was deleted. Try again, or put a checked copy in {archive.parent}")
-    os.replace(part, archive)
+    with atomic.replacing(archive) as part:  # removed unless whole and checked
+        try:
+            with httpx.stream("GET", url, timeout=httpx.Timeout(600.0, connect=30.0), follow_redirects=True) as r, \
+                    open(part, "wb") as out:
+                if r.status_code != 200:
+                    raise DataError(f"fetching CIFAR-10 from {url} failed ({r.status_code} {r.reason_phrase}); "
+                                    f"put a copy of {ARCHIVE} in {archive.parent} (or set "
+                                    "data_set.HyraxCifarDataset.url)")
+                for chunk in r.iter_bytes(1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+        except httpx.HTTPError as e:
+            raise DataError(f"fetching CIFAR-10 from {url} failed ({type(e).__name__}: {e}); put a copy of "
+                            f"{ARCHIVE} in {archive.parent}, or set data_set.HyraxCifarDataset.url") from None
+        if h.hexdigest() != md5:
+            raise DataError(f"the archive fetched from {url} does not match the published checksum (md5 {md5}, "
+                            f"got {h.hexdigest()}); it was deleted. Try again, or put a checked copy in "
+                            f"{archive.parent}")
 
 
 def unpack(archive: Path, batches: Path) -> None:
@@ -172,11 +168,10 @@ def unpack(archive: Path, batches: Path) -> None:
                     continue
                 if member.size == 0 or member.size % RECORD:
                     raise DataError(f"{archive}: {member.name} is not whole records of {RECORD} bytes")
-                tmp = batches / (name + ".part")
-                with tar.extractfile(member) as src, open(tmp, "wb") as out:
+                with atomic.replacing(batches / name) as tmp, tar.extractfile(member) as src, \
+                        open(tmp, "wb") as out:
                     while block := src.read(1 << 20):
                         out.write(block)
-                os.replace(tmp, batches / name)
                 found.add(name)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise DataError(f"{archive} can't be read as the CIFAR-10 binary archive ({type(e).__name__}: {e})") from None
