@@ -17,9 +17,13 @@ Labelling: select points and press 0 (boring) .. 5 (interesting); "Save labels (
 labels.csv for `hyrax rank --labels`. The page starts with the labels of the newest rank run of these
 latents, and the browser keeps the labels given in it (per set of latents) across reloads.
 
-Above `max_points` points, a density image of all of them is drawn under a seeded random subset of
-`max_points`, so a 10M-object map opens fast. Thumbnails (at most `max_thumbnails`, for random shown
-points) are made in one streaming pass over the data: the page never embeds every image.
+Above `max_points` objects the map is tiled (libhyrax.viz.tiles): a pyramid of density tiles (count, and
+the colour column's mean) and one point file per cell of a grid, written beside the page in streaming
+passes over embedding.h5 (memory flat in N); the page shows the tiles and loads the points of the cells
+in view once a view holds at most `max_points` objects, so zooming in shows every object with its
+columns, selection, the ids table and labelling. It opens from disk (tiles are <img>, point files
+<script src>). Thumbnails (at most `max_thumbnails` random objects) are made in one pass over the data in
+row order: the page never embeds every image.
 """
 
 from __future__ import annotations
@@ -65,47 +69,177 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
     src = plan.input
     with plan.open() as run:
         run.add_upstream(src.path)
-        object_id, emb = read_embedding(src.path)
-        n = len(object_id)
-        rng = np.random.default_rng(cfg["general"]["seed"])
-        shown = np.arange(n) if n <= vz["max_points"] else np.sort(rng.choice(n, vz["max_points"], replace=False))
         infer_run = src.require("infer")  # its catalog, recon_error and scores colour the map
         scored = {stage: newest_scores(infer_run, cfg, stage) for stage in ("anomaly", "rank")}
-        columns, group = gather_columns(infer_run, object_id[shown], scored)
         labels = last_labels(scored["rank"])
-        fields = [f for f in vz["fields"] if f in columns] or list(columns)[:4]
-        missing = [f for f in vz["fields"] if f not in columns]
-        if missing:
-            log.warning("visualize.fields %s are not columns of this data (columns: %s)", missing,
-                        ", ".join(columns) or "none")
-        thumbs = make_thumbnails(group, object_id[shown], vz["max_thumbnails"], rng) if group else None
-        color = pick_color(vz["color_column"], columns)
-        density = None
-        if n > len(shown):
-            from libhyrax.viz.page import density_image
-
-            density = density_image(emb[:, 0], emb[:, 1])
-        from libhyrax.viz.page import build_page, write_html
-
-        title = f"Hyrax map of {n:,} objects ({src.path.name})"
-
-        def page():  # built again for the notebook's live app
-            return build_page(emb[shown, 0], emb[shown, 1], object_id[shown], columns, color=color, fields=fields,
-                              thumbs=thumbs, density=density, cmap=vz["cmap"], title=title, labels=labels,
-                              labels_key=f"hyrax-labels:{infer_run.path.name}",
-                              positive_from=cfg["rank"]["positive_from"])
-
-        size = write_html(page(), run.file(HTML_FILE), title)
-        run.record(n_objects=n, n_points_drawn=int(len(shown)), density_layer=density is not None,
-                   n_thumbnails=sum(1 for t in thumbs if t) if thumbs else 0, color_column=color,
-                   columns=list(columns), n_labels=len(labels), html_bytes=size)
-        log.info("wrote %s (%.1f MB, %d of %d objects drawn as points)", run.final_path / HTML_FILE,
-                 size / 1e6, len(shown), n)
+        page_args = {"cmap": vz["cmap"], "labels": labels, "labels_key": f"hyrax-labels:{infer_run.path.name}",
+                     "positive_from": cfg["rank"]["positive_from"]}
+        if count_objects(src.path) > vz["max_points"]:
+            page = write_tiled_map(run, src, infer_run, scored, cfg, page_args)
+        else:
+            page = small_map(run, src, infer_run, scored, cfg, page_args)
     result = VisualizeResult(run.path)
     result.selected, result.labels = [], labels
     if in_notebook():
         show_inline(result, page)
     return result
+
+
+def fields_shown(wanted: list[str], columns) -> list[str]:
+    missing = [f for f in wanted if f not in columns]
+    if missing:
+        log.warning("visualize.fields %s are not columns of this data (columns: %s)", missing,
+                    ", ".join(columns) or "none")
+    return [f for f in wanted if f in columns] or list(columns)[:4]
+
+
+def small_map(run, src: Result, infer_run: Result, scored: dict, cfg: dict, page_args: dict):
+    """Every object a point on one page (at most max_points); the page's factory."""
+    from libhyrax.viz.page import build_page, write_html
+
+    vz = cfg["visualize"]
+    object_id, emb = read_embedding(src.path)
+    n = len(object_id)
+    rng = np.random.default_rng(cfg["general"]["seed"])
+    columns, group = gather_columns(infer_run, object_id, scored)
+    fields = fields_shown(vz["fields"], columns)
+    thumbs = make_thumbnails(group, object_id, vz["max_thumbnails"], rng) if group else None
+    color = pick_color(vz["color_column"], columns)
+    title = f"Hyrax map of {n:,} objects ({src.path.name})"
+
+    def page():  # built again for the notebook's live app
+        return build_page(emb[:, 0], emb[:, 1], object_id, columns, color=color, fields=fields, thumbs=thumbs,
+                          title=title, **page_args)
+
+    size = write_html(page(), run.file(HTML_FILE), title)
+    run.record(n_objects=n, n_points_drawn=n, density_layer=False,
+               n_thumbnails=sum(1 for t in thumbs if t) if thumbs else 0, color_column=color,
+               columns=list(columns), n_labels=len(page_args["labels"]), html_bytes=size)
+    log.info("wrote %s (%.1f MB, %d objects)", run.final_path / HTML_FILE, size / 1e6, n)
+    return page
+
+
+def count_objects(run_dir) -> int:
+    with hdf5.open_result(run_dir, "embedding") as f:
+        if "embedding" not in f or f["embedding"].ndim != 2 or f["embedding"].shape[1] < 2:
+            raise DataError(f"{run_dir}: embedding.h5 has no (N, 2) /embedding; rerun `hyrax umap`")
+        return int(f["embedding"].shape[0])
+
+
+def write_tiled_map(run, src: Result, infer_run: Result, scored: dict, cfg: dict, page_args: dict):
+    """More objects than max_points: density tiles and per-cell point files (viz.tiles), written in
+    streaming passes over embedding.h5, and the page that loads them as the view allows; its factory."""
+    from contextlib import ExitStack
+
+    from libhyrax.viz.page import build_page, write_html
+    from libhyrax.viz.tiles import find_extent, write_map
+
+    vz = cfg["visualize"]
+    with ExitStack() as stack:
+        f = stack.enter_context(hdf5.open_result(src.path, "embedding"))
+        ds, ids_ds = f["embedding"], f["object_id"]
+        extent, n = find_extent(ds)
+        if n == 0:
+            raise DataError(f"{src.path}: the embedding holds no objects to draw")
+        if n < ds.shape[0]:
+            log.warning("%d objects with a NaN/inf embedding are left out of the map", ds.shape[0] - n)
+        readers, dtypes, group = column_readers(infer_run, scored, ids_ds, stack)
+        columns = {name: np.empty(0, dt) for name, dt in dtypes.items()}
+        fields = fields_shown(vz["fields"], columns)
+        color = pick_color(vz["color_column"], columns)
+        rng = np.random.default_rng(cfg["general"]["seed"])
+        thumbs = tiled_thumbnails(group, ids_ds, vz["max_thumbnails"], rng) if group else {}
+        tiled = write_map(run.path, ds, ids_ds, readers=readers, dtypes=dtypes, color=color, cmap=vz["cmap"],
+                          budget=vz["max_points"], label_ids=page_args["labels"].object_id, thumbs=thumbs,
+                          extent_n=(extent, n))
+    title = f"Hyrax map of {n:,} objects ({src.path.name})"
+
+    def page():
+        return build_page([], [], [], columns, color=color, fields=fields, thumbs=[] if thumbs else None,
+                          tiled=tiled, title=title, **page_args)
+
+    size = write_html(page(), run.file(HTML_FILE), title)
+    files = sum(p.stat().st_size for d in ("tiles", "points") for p in (run.path / d).rglob("*") if p.is_file())
+    run.record(n_objects=n, n_points_drawn=n, density_layer=True, n_thumbnails=tiled.n_thumbnails,
+               color_column=color, columns=list(columns), n_labels=len(page_args["labels"]), html_bytes=size,
+               tiled={"cell_level": tiled.cell_level, "n_cells": len(tiled.cells),
+                      "n_tiles": sum(len(t) for mode in tiled.tiles.values() for t in mode.values()),
+                      "files_bytes": files})
+    log.info("wrote %s (a tiled map of %d objects: %.1f MB of tiles and points, %d cells)",
+             run.final_path / HTML_FILE, n, files / 1e6, len(tiled.cells))
+    return page
+
+
+def column_readers(infer_run: Result, scored: dict[str, Path | None], ids_ds, stack):
+    """The colour and hover columns of a tiled map as readers of embedding rows start:stop (see
+    gather_columns for which columns), their record dtypes, and the data group (None when it can't be
+    opened). A file listing the objects in the embedding's order (as infer, umap and anomaly write them) is
+    read in slices; one in another order is joined by id, holding its ids and values."""
+    sources = []  # (name, their ids, values)
+    f = stack.enter_context(hdf5.open_result(infer_run.path, "latents"))
+    if "recon_error" in f:
+        sources.append(("recon_error", f["object_id"], f["recon_error"]))
+    for stage, names in (("anomaly", {"score": "score"}), ("rank", {"score": "rank_score", "interest": "interest"})):
+        if scored.get(stage) is not None:
+            g = stack.enter_context(hdf5.open_result(scored[stage], "scores"))
+            sources += [(name, g["object_id"], g[key]) for key, name in names.items() if key in g]
+    group = infer_run.data_group()
+    if group is not None:
+        try:
+            gids = group.object_ids()
+            for col in group.catalog_columns():
+                values = np.asarray(group.catalog(col))
+                if values.ndim == 1:
+                    sources.append((col, gids, values))
+        except Exception as e:  # a catalog that can't be read: the map is still useful without it
+            log.warning("the catalog of %s can't be read (%s: %s); no catalog columns", infer_run,
+                        type(e).__name__, e)
+    readers, dtypes, aligned = {}, {}, {}
+    for name, their_ids, values in sources:
+        key = id(their_ids)
+        if key not in aligned:
+            aligned[key] = same_order(ids_ds, their_ids)
+        numeric = values.dtype.kind in "fiub"
+        dtypes[name] = np.dtype("<f4") if numeric else hdf5.as_id_bytes(values[:]).dtype
+        readers[name] = slice_reader(values, numeric) if aligned[key] else join_reader(their_ids, values, numeric)
+    return readers, dtypes, group
+
+
+def same_order(ids_ds, their_ids) -> bool:
+    """Whether `their_ids` (a dataset or array) lists the objects of `ids_ds` in the same order."""
+    from libhyrax.viz.tiles import chunks
+
+    if len(their_ids) != ids_ds.shape[0]:
+        return False
+    return all(np.array_equal(hdf5.as_id_bytes(ids_ds[a:b]), hdf5.as_id_bytes(their_ids[a:b]))
+               for a, b in chunks(ids_ds.shape[0]))
+
+
+def slice_reader(values, numeric: bool):
+    if numeric:
+        return lambda start, stop, ids: np.asarray(values[start:stop], np.float32)
+    return lambda start, stop, ids: hdf5.as_id_bytes(values[start:stop])
+
+
+def join_reader(their_ids, values, numeric: bool):
+    index = hdf5.IdIndex(np.asarray(their_ids[:]))
+    values = np.asarray(values[:], np.float32) if numeric else hdf5.as_id_bytes(values[:])
+
+    def read(start, stop, ids):
+        rows = index.rows(ids)
+        out = np.full(len(ids), np.nan, np.float32) if numeric else np.zeros(len(ids), values.dtype)
+        out[rows >= 0] = values[rows[rows >= 0]]
+        return out
+
+    return read
+
+
+def tiled_thumbnails(group, ids_ds, cap: int, rng) -> dict[int, str]:
+    """<img> tags for up to `cap` random objects of the embedding, by embedding row."""
+    rows = np.sort(rng.choice(ids_ds.shape[0], min(cap, ids_ds.shape[0]), replace=False)) if cap > 0 else []
+    ids = np.char.decode(hdf5.as_id_bytes(hdf5.read_rows(ids_ds, np.asarray(rows, np.int64))), "utf-8")
+    thumbs = make_thumbnails(group, ids, cap, rng) or []
+    return {int(r): t for r, t in zip(rows, thumbs, strict=False) if t}
 
 
 def read_embedding(run_dir) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@
         ring from red to green; the labels are kept in the browser (localStorage, per set of latents,
         so they survive a reload) and "Save labels (CSV)" downloads labels.csv (object_id,label,time)
         for `hyrax rank --labels`. In Jupyter the labels come back to Python live (the stage's result).
-    many points: a 2-D histogram image of all of them under a random subset drawn as points
+    many points (above visualize.max_points): a tiled map (viz.tiled, viz.tiles): a density pyramid of all
+        objects, whose points load where a view holds at most max_points of them
 """
 
 from __future__ import annotations
@@ -132,25 +133,16 @@ def palette(name: str) -> str:
     raise ConfigError(unknown_choice("visualize.cmap", name, known))
 
 
-def density_image(x: np.ndarray, y: np.ndarray, bins: int = 512):
-    """log(1 + counts) of a 2-D histogram, with its extent (x0, y0, width, height)."""
-    xr = (float(np.min(x)), float(np.max(x)))
-    yr = (float(np.min(y)), float(np.max(y)))
-    h, xe, ye = np.histogram2d(x, y, bins=bins, range=[xr, yr])
-    img = np.log1p(h.T).astype(np.float32)
-    img[img == 0] = np.nan  # empty bins stay transparent
-    return img, (xe[0], ye[0], xe[-1] - xe[0], ye[-1] - ye[0])
-
-
 @dataclass
 class Page:
     """The map's bokeh models: `layout`; `source` (the points); `labels` (the labels' source: object_id,
-    label, time); `on_load` (the JavaScript that restores the labels kept in the browser)."""
+    label, time); `on_load` (the JavaScript run when the page opens: the labels kept in the browser
+    restored, and on a tiled map its first tiles shown)."""
 
     layout: object
     source: object
     labels: object
-    on_load: object
+    on_load: list
 
     def document(self):
         """A bokeh Document holding the page, its labels restored when it opens."""
@@ -162,17 +154,20 @@ class Page:
         from bokeh.events import DocumentReady
 
         doc.add_root(self.layout)
-        doc.js_on_event(DocumentReady, self.on_load)
+        for code in self.on_load:
+            doc.js_on_event(DocumentReady, code)
         return doc
 
 
 def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | None, fields: list[str],
-               thumbs: list[str] | None, density=None, cmap: str = "Viridis256", title: str = "Hyrax map",
+               thumbs: list[str] | None, tiled=None, cmap: str = "Viridis256", title: str = "Hyrax map",
                labels=None, labels_key: str = "hyrax-labels", positive_from: float = 3) -> Page:
     """The page: `columns` are numeric columns to colour by; `fields` (names in `columns` or string
     arrays in `columns`) show on hover and in the table; `thumbs` are <img> tags ('' where none).
     `labels`: the labels the page starts with (a libhyrax.labels.Labels, e.g. of the last ranking);
-    `labels_key`: where the browser keeps labels across reloads (one key per set of objects)."""
+    `labels_key`: where the browser keeps labels across reloads (one key per set of objects).
+    `tiled`: a viz.tiles.TiledMap: the points (none to start with) load from its point files as the view
+    allows, over its density tiles."""
     from bokeh.layouts import column, row
     from bokeh.models import (
         Button,
@@ -202,20 +197,16 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
     color = color if color in numeric else None
     data["_color"] = data[color] if color else np.zeros(len(data["_x"]), np.float32)
     source = ColumnDataSource(data, name="points")
-    label_source = ColumnDataSource(label_data(labels, data), name="labels")
+    label_source = ColumnDataSource(label_data(labels, data, tiled.label_xy if tiled else None), name="labels")
 
     p = figure(title=title, output_backend="webgl",
                tools="pan,wheel_zoom,box_select,lasso_select,tap,reset,save", active_scroll="wheel_zoom",
                sizing_mode="stretch_both", min_width=500, min_height=500, x_axis_label="embedding 1",
                y_axis_label="embedding 2")
-    if density is not None:
-        img, (x0, y0, dw, dh) = density
-        from bokeh.palettes import Greys256
-
-        shades = LinearColorMapper(palette=list(reversed(Greys256))[32:], nan_color=(0, 0, 0, 0))
-        p.image(image=[img], x=x0, y=y0, dw=dw, dh=dh, color_mapper=shades, level="image")
     finite = data["_color"][np.isfinite(data["_color"])]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if tiled is not None and tiled.color == color:
+        lo, hi = tiled.color_range  # the points' colours match the mean tiles'
     mapper = LinearColorMapper(palette=cmap, low=lo, high=hi if hi > lo else lo + 1, nan_color="#bbbbbb")
     n = len(data["_x"])
     size, alpha = (5, 0.8) if n < 20_000 else (3, 0.5)
@@ -232,7 +223,12 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
     bar = ColorBar(color_mapper=mapper, title=color or "", width=12)
     p.add_layout(bar, "right")
 
-    controls = []
+    controls, on_load = [], []
+    if tiled is not None:
+        from libhyrax.viz.tiled import add_tiled_layer
+
+        controls, loader = add_tiled_layer(p, source, bar, label_source, tiled)
+        on_load.append(loader)
     if numeric:
         select = Select(title="Colour by", value=color or numeric[0], options=numeric, width=220)
         select.js_on_change("value", CustomJS(args={"source": source, "mapper": mapper, "bar": bar},
@@ -268,25 +264,30 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
                       "interesting: the ring round a point shows its label (" + "".join(
                           f"<span style='color:{c}'>&#9679;</span>" for c in LABEL_COLORS) + ")</span>",
                  width=320)
-    on_load = CustomJS(args={"source": source, "labels": label_source, "status": status, "key": labels_key,
-                             "positive": float(positive_from)}, code=RESTORE_JS)
+    on_load.insert(0, CustomJS(args={"source": source, "labels": label_source, "status": status, "key": labels_key,
+                                     "positive": float(positive_from)}, code=RESTORE_JS))
     side = column(*controls, count, table, button, legend, row(*buttons.values(), spacing=4), row(clear, status),
                   save_labels, width=340)
     return Page(row(p, side, sizing_mode="stretch_both"), source, label_source, on_load)
 
 
-def label_data(labels, data: dict) -> dict:
-    """The labels' source columns; each labelled object drawn where its point is (NaN: not drawn)."""
+def label_data(labels, data: dict, positions: dict | None = None) -> dict:
+    """The labels' source columns; each labelled object drawn where its point is (NaN: not drawn), or
+    where `positions` ({object_id: (x, y)}, a tiled map's) puts it."""
     if labels is None or not len(labels):
         return {"object_id": [], "label": [], "time": [], "_x": [], "_y": []}
     from libhyrax.hdf5 import IdIndex
 
-    rows = IdIndex(np.asarray(data["object_id"], dtype=str)).rows(labels.object_id)
-    at = np.maximum(rows, 0)
+    if positions is not None:
+        xy = np.array([positions.get(str(i), (np.nan, np.nan)) for i in labels.object_id], np.float32).reshape(-1, 2)
+        x, y = xy[:, 0], xy[:, 1]
+    else:
+        rows = IdIndex(np.asarray(data["object_id"], dtype=str)).rows(labels.object_id)
+        at = np.maximum(rows, 0)
+        x = np.where(rows >= 0, data["_x"][at], np.nan).astype(np.float32)
+        y = np.where(rows >= 0, data["_y"][at], np.nan).astype(np.float32)
     return {"object_id": [str(i) for i in labels.object_id], "label": np.asarray(labels.label, np.float32),
-            "time": [str(t) for t in labels.time],
-            "_x": np.where(rows >= 0, data["_x"][at], np.nan).astype(np.float32),
-            "_y": np.where(rows >= 0, data["_y"][at], np.nan).astype(np.float32)}
+            "time": [str(t) for t in labels.time], "_x": x, "_y": y}
 
 
 def write_html(page: Page, path, title: str) -> int:
