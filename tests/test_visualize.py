@@ -1,5 +1,5 @@
 """The visualize stage: the HTML page's content, thumbnails, columns from the infer run's data, the
-density layer, graceful degradation, and the page in real headless Chromium."""
+tiled map above max_points, graceful degradation, and the pages in real headless Chromium."""
 
 from __future__ import annotations
 
@@ -86,12 +86,47 @@ def test_thumbnails_are_lupton_rgb_or_grey():
     assert (grey[..., 0] == grey[..., 2]).all() and grey[16, 16, 0] > grey[0, 0, 0]
 
 
-def test_density_layer_above_max_points(workdir):
+def read_point_files(run: Path) -> dict[str, tuple[float, float, float]]:
+    """Every object in a tiled map's point files: object_id -> (x, y, recon_error)."""
+    import base64
+    import json
+
+    out = {}
+    for path in (run / "points").glob("*.js"):
+        text = path.read_text()
+        cell, payload = re.fullmatch(r"hyraxPoints\((\d+), (.*)\);\n", text, re.S).groups()
+        p = json.loads(payload)
+        x, y, err = (np.frombuffer(base64.b64decode(p[k] if k in "xy" else p["num"][k]), "<f4")
+                     for k in ("x", "y", "recon_error"))
+        raw = np.frombuffer(base64.b64decode(p["id"]), f"S{p['idw']}")
+        assert len(raw) == p["n"] == len(x)
+        for i, oid in enumerate(raw.astype(str)):
+            assert oid not in out, f"{oid} in two point files"
+            out[oid] = (float(x[i]), float(y[i]), float(err[i]))
+    return out
+
+
+def test_above_max_points_a_tiled_map_holds_every_object(workdir):
+    from PIL import Image
+
     cfg, src = make_runs(workdir, n=3000, cutouts=False, max_points=500)
     res = visualize(cfg, from_run=src)
     info = read_provenance(res.path)["stage_info"]
-    assert info["density_layer"] and info["n_points_drawn"] == 500 and info["n_thumbnails"] == 0
-    assert '"type":"object","name":"Image"' in res.html.read_text().replace(" ", "")
+    assert info["density_layer"] and info["n_points_drawn"] == 3000 and info["n_objects"] == 3000
+    assert info["tiled"]["n_cells"] == len(list((res.path / "points").glob("*.js"))) > 4
+    assert not (res.path / ".buckets").exists()  # the bucket files are gone
+    with hdf5.open_result(src, "embedding") as f:
+        ids, emb = hdf5.read_ids(f["object_id"]), f["embedding"][:]
+    points = read_point_files(res.path)
+    assert set(points) == set(ids)  # every object once, with its position and column
+    i = 1234
+    assert points[ids[i]] == (pytest.approx(emb[i, 0]), pytest.approx(emb[i, 1]), float(i))
+    # level 0 of the count pyramid: one 256 px tile with every object in it; darker where there are more
+    top = np.asarray(Image.open(res.path / "tiles" / "count" / "0" / "0_0.png"))
+    assert top.shape == (256, 256, 4) and 0 < (top[..., 3] > 0).mean() < 1
+    assert (res.path / "tiles" / "mean" / "4").is_dir()  # the colour column's mean, to the finest level
+    text = res.html.read_text()
+    assert "hyraxPoints" in text and "points/" in text and "gal00001" not in text  # points stay in their files
 
 
 def test_missing_data_degrades_to_a_plain_map(workdir, caplog):
@@ -162,7 +197,7 @@ def test_page_renders_in_headless_chromium(workdir):
     bad.write_text("<html><body><script>notAFunction();</script></body></html>")
     assert js_errors(open_in_chromium(bad, workdir / "b")[0])
 
-    cfg, src = make_runs(workdir, n=2000, max_points=1500, max_thumbnails=100)
+    cfg, src = make_runs(workdir, n=1500, max_thumbnails=100)
     res = visualize(cfg, from_run=src)
     log, shot = open_in_chromium(res.html, workdir / "c")
     assert not js_errors(log), js_errors(log)
@@ -186,12 +221,72 @@ def test_page_renders_in_headless_chromium(workdir):
     selected, (color0, mag0) = json.loads(table[1].replace('\\"', '"')), json.loads(table[2])
     with hdf5.open_result(src, "embedding") as f:
         ids = hdf5.read_ids(f["object_id"])
-    drawn = np.sort(np.random.default_rng(42).choice(len(ids), 1500, replace=False))
-    assert selected == list(ids[drawn[[0, 1, 2, 5]]])
+    assert selected == list(ids[[0, 1, 2, 5]])
     assert color0 == mag0 and 18 <= mag0 <= 25
     csv = re.search(r'HYRAX-CSV "(.*?)"", source', log)
     assert csv and csv[1].split("\\n")[:3] == ["object_id", f'\\"{selected[0]}\\"', f'\\"{selected[1]}\\"']
 
+
+# On a tiled map: what the page shows before zooming, then zoom into a box as the wheel would, select the
+# points loaded there, label them 5 and log what the page holds.
+ZOOM_JS = """<script>
+async function hyraxZoom() {
+  const doc = Bokeh.documents[0];
+  if (!doc) { setTimeout(hyraxZoom, 200); return; }
+  const pause = ms => new Promise(r => setTimeout(r, ms));
+  const get = name => doc.get_model_by_name(name);
+  const points = get("points"), plot = doc.roots()[0].children[0];
+  await pause(500);
+  console.log("HYRAX-START " + JSON.stringify([points.data.object_id.length, get("tiles").data.url.length,
+                                               get("map-status").text]));
+  plot.x_range.setv({start: 0.3, end: 0.4}); plot.y_range.setv({start: 0.3, end: 0.4});
+  await pause(1500);
+  const d = points.data, inside = [];
+  for (let i = 0; i < d._x.length; i++) if (d._x[i] > 0.3 && d._x[i] < 0.4 && d._y[i] > 0.3 && d._y[i] < 0.4) inside.push(i);
+  console.log("HYRAX-ZOOM " + JSON.stringify([Array.from(d.object_id), Array.from(inside, i => d.object_id[i]),
+                                              Array.from(get("tiles").data.url), get("map-status").text]));
+  points.selected.indices = inside.slice(0, 5);
+  await pause(300);
+  const b = get("label-5");
+  for (const cb of b.js_event_callbacks["button_click"]) await cb.execute(b);
+  console.log("HYRAX-TABLE " + JSON.stringify([Array.from(get("selected").data.object_id),
+                                               Array.from(get("selected").data.recon_error), Array.from(get("labels").data.object_id)]));
+}
+window.addEventListener("load", () => setTimeout(hyraxZoom, 300));
+</script>"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_tiled_map_in_headless_chromium_zooms_to_points_and_selects_them(workdir):
+    import json
+
+    cfg, src = make_runs(workdir, n=20000, cutouts=False, max_points=2000)
+    res = visualize(cfg, from_run=src)
+    text = res.html.read_text()
+    end = text.rindex("</body>")
+    checked = res.path / "zoom.html"  # beside the page: the tiles and point files are found the same way
+    checked.write_text(text[:end] + ZOOM_JS + text[end:])
+    log, _ = open_in_chromium(checked, workdir / "c")
+    assert not js_errors(log), js_errors(log)
+
+    def logged(what):
+        found = re.search(rf'HYRAX-{what} (.*)", source', log)
+        assert found, log[-3000:]
+        return json.loads(found[1].replace('\\"', '"'))
+
+    n_points, n_tiles, status = logged("START")
+    assert n_points == 0 and n_tiles == 16 and status.startswith("20,000 objects in view: zoom in")
+    loaded, inside, tiles, status = logged("ZOOM")
+    with hdf5.open_result(src, "embedding") as f:
+        ids, emb = hdf5.read_ids(f["object_id"]), f["embedding"][:]
+    box = (emb > 0.3).all(axis=1) & (emb < 0.4).all(axis=1)
+    assert sorted(inside) == sorted(ids[box]) and 20 < len(inside) < len(loaded) <= 2000
+    assert len(set(loaded)) == len(loaded) and status == f"{len(loaded):,} objects loaded as points"
+    assert tiles and all(t.startswith("tiles/mean/4/") for t in tiles)  # the finest level, few tiles
+    selected, errors, labelled = logged("TABLE")
+    assert selected == inside[:5] and errors == [float(ids.tolist().index(i)) for i in selected]
+    assert labelled == selected  # labelled in the map: ready for "Save labels (CSV)"
 
 
 @pytest.mark.slow
