@@ -88,21 +88,15 @@ def test_thumbnails_are_lupton_rgb_or_grey():
 
 def read_point_files(run: Path) -> dict[str, tuple[float, float, float]]:
     """Every object in a tiled map's point files: object_id -> (x, y, recon_error)."""
-    import base64
-    import json
+    from libhyrax.viz.tiles import read_point_file
 
     out = {}
     for path in (run / "points").glob("*.js"):
-        text = path.read_text()
-        cell, payload = re.fullmatch(r"hyraxPoints\((\d+), (.*)\);\n", text, re.S).groups()
-        p = json.loads(payload)
-        x, y, err = (np.frombuffer(base64.b64decode(p[k] if k in "xy" else p["num"][k]), "<f4")
-                     for k in ("x", "y", "recon_error"))
-        raw = np.frombuffer(base64.b64decode(p["id"]), f"S{p['idw']}")
-        assert len(raw) == p["n"] == len(x)
-        for i, oid in enumerate(raw.astype(str)):
+        p = read_point_file(path)
+        assert len(p["_x"]) == len(p["_y"]) == len(p["object_id"]) == len(p["recon_error"]) > 0
+        for oid, x, y, err in zip(p["object_id"], p["_x"], p["_y"], p["recon_error"], strict=True):
             assert oid not in out, f"{oid} in two point files"
-            out[oid] = (float(x[i]), float(y[i]), float(err[i]))
+            out[oid] = (float(x), float(y), float(err))
     return out
 
 
@@ -122,7 +116,7 @@ def test_above_max_points_a_tiled_map_holds_every_object(workdir):
     i = 1234
     assert points[ids[i]] == (pytest.approx(emb[i, 0]), pytest.approx(emb[i, 1]), float(i))
     # level 0 of the count pyramid: one 256 px tile with every object in it; darker where there are more
-    top = np.asarray(Image.open(res.path / "tiles" / "count" / "0" / "0_0.png"))
+    top = np.asarray(Image.open(res.path / "tiles" / "count" / "0" / "0_0.png").convert("RGBA"))
     assert top.shape == (256, 256, 4) and 0 < (top[..., 3] > 0).mean() < 1
     assert (res.path / "tiles" / "mean" / "4").is_dir()  # the colour column's mean, to the finest level
     text = res.html.read_text()
@@ -341,6 +335,40 @@ def test_selection_comes_back_to_python_as_ids():
     follow_selection(page.source, selected)
     page.source.selected.indices = [1, 3]  # what a box/lasso selection in the browser sends back
     assert selected == ["o1", "o3"]
+
+
+def test_in_jupyter_a_tiled_map_is_served_by_python_and_its_selection_comes_back(workdir):
+    """In the notebook's live app the page can't load files beside it: it asks Python (a requests source),
+    which answers with the tiles as data URIs and streams the cells' objects into the points."""
+    from bokeh.document import Document
+
+    from libhyrax.stages.visualize import live_app
+
+    cfg, src = make_runs(workdir, n=3000, cutouts=False, max_points=500)
+    res = visualize(cfg, from_run=src)
+    doc = Document()
+    live_app(res, res.page)(doc)  # what the notebook shows
+    requests, tiles, source = (doc.get_model_by_name(n) for n in ("map-requests", "tiles", "points"))
+    assert requests.tags == ["python"] and len(source.data["_x"]) == 0
+    cells = sorted((res.path / "points").glob("*.js"))[:2]
+    # what the page sends on a zoom: the tiles in view and the cells to load
+    requests.data = {"kind": ["tile", "cell", "cell"],
+                     "key": ["tiles/count/0/0_0.png"] + [f"points/{c.name}" for c in cells],
+                     "x": [-1.0, 0, 0], "y": [-1.0, 0, 0], "w": [2.0, 0, 0], "h": [2.0, 0, 0]}
+    assert tiles.data["url"][0].startswith("data:image/png;base64,") and tiles.data["w"] == [2.0]
+    points = read_point_files(res.path)
+    expected = [oid for c in cells for oid in read_point_files_one(c)]
+    assert list(source.data["object_id"]) == expected and len(expected) > 10
+    assert list(source.data["recon_error"][:3]) == [points[i][2] for i in expected[:3]]
+    assert list(source.data["_color"][:3]) == [points[i][2] for i in expected[:3]]  # coloured by it
+    source.selected.indices = [0, 2]  # what a box/lasso selection in the browser sends back
+    assert res.selected == [expected[0], expected[2]]
+
+
+def read_point_files_one(path: Path) -> list[str]:
+    from libhyrax.viz.tiles import read_point_file
+
+    return read_point_file(path)["object_id"]
 
 
 def test_catalog_columns_named_x_and_y_do_not_move_the_points():

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,11 @@ THUMB_BATCH = 256
 class VisualizeResult(Result):
     """A visualize results directory: `.html` is the page; `.selected` the ids selected in Jupyter;
     `.labels` the labels given in the map in Jupyter (a libhyrax.labels.Labels: `.to_pandas()`,
-    `.save("labels.csv")`)."""
+    `.save("labels.csv")`); `.page()` builds the map's bokeh models again (what the notebook shows)."""
 
     selected: list[str]
     labels: Labels
+    page: Callable
 
     @property
     def html(self) -> Path:
@@ -79,7 +81,7 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
         else:
             page = small_map(run, src, infer_run, scored, cfg, page_args)
     result = VisualizeResult(run.path)
-    result.selected, result.labels = [], labels
+    result.selected, result.labels, result.page = [], labels, page
     if in_notebook():
         show_inline(result, page)
     return result
@@ -397,11 +399,21 @@ def show_inline(result: VisualizeResult, page_factory) -> None:
     back to Python: `result.selected` (a list of object ids) and `result.labels`, updated live."""
     from bokeh.io import output_notebook, show
 
+    output_notebook(hide_banner=True)
+    show(live_app(result, page_factory))
+
+
+def live_app(result: VisualizeResult, page_factory):
+    """The bokeh app of show_inline: a fresh page per document, its selection and labels followed."""
+
     def app(doc):
         page = page_factory()
+        if page.tiled is not None:
+            from libhyrax.viz.tiled import serve_from_python
+
+            serve_from_python(page, result.path)
         follow_selection(page.source, result.selected)
         follow_labels(page.labels, result)
         page.attach(doc)
 
-    output_notebook(hide_banner=True)
-    show(app)
+    return app

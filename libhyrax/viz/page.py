@@ -143,6 +143,8 @@ class Page:
     source: object
     labels: object
     on_load: list
+    color_bar: object = None
+    tiled: dict | None = None  # a tiled map's models for viz.tiled.serve_from_python
 
     def document(self):
         """A bokeh Document holding the page, its labels restored when it opens."""
@@ -223,11 +225,11 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
     bar = ColorBar(color_mapper=mapper, title=color or "", width=12)
     p.add_layout(bar, "right")
 
-    controls, on_load = [], []
+    controls, on_load, tiled_models = [], [], None
     if tiled is not None:
         from libhyrax.viz.tiled import add_tiled_layer
 
-        controls, loader = add_tiled_layer(p, source, bar, label_source, tiled)
+        controls, loader, tiled_models = add_tiled_layer(p, source, bar, label_source, tiled)
         on_load.append(loader)
     if numeric:
         select = Select(title="Colour by", value=color or numeric[0], options=numeric, width=220)
@@ -268,7 +270,7 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
                                      "positive": float(positive_from)}, code=RESTORE_JS))
     side = column(*controls, count, table, button, legend, row(*buttons.values(), spacing=4), row(clear, status),
                   save_labels, width=340)
-    return Page(row(p, side, sizing_mode="stretch_both"), source, label_source, on_load)
+    return Page(row(p, side, sizing_mode="stretch_both"), source, label_source, on_load, bar, tiled_models)
 
 
 def label_data(labels, data: dict, positions: dict | None = None) -> dict:

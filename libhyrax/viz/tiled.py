@@ -6,15 +6,20 @@ shows that level's tiles in view (an image_url glyph: <img> loads, which work fr
 cells in view hold at most `budget` objects, adds <script src="points/CELL.js"> for each cell not yet
 loaded; the file calls hyraxPoints(), which appends its objects to the points source. Points stay once
 loaded, so selection, the ids table, labelling and hover work on them as on the small page.
+
+In the notebook the page is a bokeh server app, where paths relative to the page lead nowhere: there the
+page asks Python instead (serve_from_python), which answers with the tiles as data URIs and streams the
+cells' objects into the points source, so selections come back to Python as on the small map.
 """
 
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import numpy as np
 
-from libhyrax.viz.tiles import LEVELS, TILE, TiledMap
+from libhyrax.viz.tiles import LEVELS, TILE, TiledMap, read_point_file
 
 # The map's state lives in window.hyraxMap: built once (on document ready), then updated on range changes.
 TILED_JS = """
@@ -76,7 +81,11 @@ setTimeout(() => {
     t.url.push('tiles/' + M.mode + '/' + z + '/' + tx + '_' + ty + '.png');
     t.x.push(meta.x0 + tx * tw); t.y.push(meta.y0 + ty * th); t.w.push(tw); t.h.push(th);
   }
-  tiles.data = t;
+  const fromPython = requests.tags.includes('python');  // the notebook's live app: Python reads the files
+  const ask = {kind: [], key: [], x: [], y: [], w: [], h: []};
+  if (fromPython) for (let i = 0; i < t.url.length; i++) {
+    ask.kind.push('tile'); ask.key.push(t.url[i]); for (const k of ['x', 'y', 'w', 'h']) ask[k].push(t[k][i]);
+  } else tiles.data = t;
   const c = 2 ** meta.r, cw = meta.w / c, ch = meta.h / c;
   const [cx0, cx1] = range(xr.start, xr.end, meta.x0, cw, c), [cy0, cy1] = range(yr.start, yr.end, meta.y0, ch, c);
   const want = [];
@@ -88,10 +97,12 @@ setTimeout(() => {
   M.inView = inView;
   if (inView <= meta.budget) for (const cell of want) {
     M.loaded.add(cell);
+    if (fromPython) { ask.kind.push('cell'); ask.key.push('points/' + cell + '.js'); for (const k of ['x', 'y', 'w', 'h']) ask[k].push(0); continue; }
     const s = document.createElement('script');
     s.src = 'points/' + cell + '.js';
     document.head.appendChild(s);
   }
+  if (fromPython) requests.data = ask;
   M.report();
 }, 50);
 """
@@ -101,9 +112,9 @@ def b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
 
-def add_tiled_layer(p, source, bar, labels, tiled: TiledMap) -> tuple[list, object]:
-    """Add the tiles and the loader to figure `p`; the controls for the side panel and the loader (a
-    CustomJS run on load and on every range change)."""
+def add_tiled_layer(p, source, bar, labels, tiled: TiledMap) -> tuple[list, object, dict]:
+    """Add the tiles and the loader to figure `p`; the controls for the side panel, the loader (a
+    CustomJS run on load and on every range change) and the models serve_from_python needs."""
     budget = tiled.budget
     from bokeh.models import ColumnDataSource, CustomJS, Div, Range1d, Select
 
@@ -116,8 +127,9 @@ def add_tiled_layer(p, source, bar, labels, tiled: TiledMap) -> tuple[list, obje
             "tiles": {m: {str(z): t for z, t in levels.items()} for m, levels in tiled.tiles.items()},
             "budget": int(budget), "mode": "mean" if "mean" in tiled.tiles else "count"}
     status = Div(text="", name="map-status", width=320)
+    requests = ColumnDataSource({k: [] for k in ("kind", "key", "x", "y", "w", "h")}, name="map-requests")
     args = {"meta": meta, "source": source, "tiles": tiles, "plot": p, "xr": p.x_range, "yr": p.y_range,
-            "bar": bar, "labels": labels, "status": status}
+            "bar": bar, "labels": labels, "status": status, "requests": requests}
     controls = [Div(text=f"<b>{tiled.n_objects:,} objects</b>: density where there are many, "
                           f"points where a view holds at most {budget:,}", width=320), status]
     if "mean" in tiled.tiles:
@@ -131,4 +143,29 @@ def add_tiled_layer(p, source, bar, labels, tiled: TiledMap) -> tuple[list, obje
         r.js_on_change("end", loader)
     if "mode_select" in args:
         args["mode_select"].js_on_change("value", loader)
-    return controls, loader
+    return controls, loader, {"tiles": tiles, "requests": requests, "status": status}
+
+
+def serve_from_python(page, root: Path) -> None:
+    """Answer the tiled page's requests from the results directory `root` (see the module docstring)."""
+    requests, tiles, status = (page.tiled[k] for k in ("requests", "tiles", "status"))
+    requests.tags = ["python"]
+
+    def answer(attr, old, new):
+        tile = [i for i, kind in enumerate(new["kind"]) if kind == "tile"]
+        if tile:
+            tiles.data = {"url": [png_uri(root / new["key"][i]) for i in tile],
+                          **{k: [new[k][i] for i in tile] for k in ("x", "y", "w", "h")}}
+        for key, kind in zip(new["key"], new["kind"], strict=True):
+            if kind == "cell":
+                columns = read_point_file(root / key)
+                page.source.stream({k: columns.get(k, [""] * len(columns["_x"])) if k != "_color" else
+                                    columns.get(page.color_bar.title, np.zeros(len(columns["_x"]), np.float32))
+                                    for k in page.source.data})
+                status.text = f"{len(page.source.data['_x']):,} objects loaded as points"
+
+    requests.on_change("data", answer)
+
+
+def png_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")

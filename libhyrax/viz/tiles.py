@@ -289,6 +289,20 @@ def write_cells(root: Path, tmp: Path, dtypes: dict[str, np.dtype], id_width: in
     return placed
 
 
+def read_point_file(path: Path) -> dict[str, np.ndarray | list]:
+    """The objects of one point file as the page's columns: _x, _y, object_id, each column, _thumb."""
+    text = path.read_text(encoding="utf-8")
+    p = json.loads(text[text.index(",") + 1:text.rindex(")")])
+    f32 = lambda s: np.frombuffer(base64.b64decode(s), "<f4")  # noqa: E731
+    out = {"_x": f32(p["x"]), "_y": f32(p["y"]),
+           "object_id": np.char.decode(np.frombuffer(base64.b64decode(p["id"]), f"S{p['idw']}"), "utf-8").tolist()}
+    out |= {name: f32(v) for name, v in p["num"].items()} | p["str"]
+    thumbs = [""] * p["n"]
+    for i, tag in p.get("thumb", {}).items():
+        thumbs[int(i)] = tag
+    return out | {"_thumb": thumbs}
+
+
 def write_map(root: Path, ds, ids_ds, *, readers: dict[str, Reader], dtypes: dict[str, np.dtype],
               color: str | None, cmap: str, budget: int, label_ids=(), thumbs: dict[int, str] | None = None,
               extent_n: tuple[Extent, int] | None = None) -> TiledMap:
