@@ -94,8 +94,9 @@ setTimeout(() => {
     const cell = cy * c + cx, k = M.counts.get(cell);
     if (k) { inView += k; if (!M.loaded.has(cell)) want.push(cell); }
   }
-  M.inView = inView;
-  if (inView <= meta.budget) for (const cell of want) {
+  // a cell denser than the budget (where 512 x 512 cells are too coarse) loads once the view is about its size
+  M.inView = inView <= meta.budget || (cx1 - cx0 <= 1 && cy1 - cy0 <= 1) ? Math.min(inView, meta.budget) : inView;
+  if (M.inView <= meta.budget) for (const cell of want) {
     M.loaded.add(cell);
     if (fromPython) { ask.kind.push('cell'); ask.key.push('points/' + cell + '.js'); for (const k of ['x', 'y', 'w', 'h']) ask[k].push(0); continue; }
     const s = document.createElement('script');
