@@ -123,6 +123,23 @@ def test_above_max_points_a_tiled_map_holds_every_object(workdir):
     assert "hyraxPoints" in text and "points/" in text and "gal00001" not in text  # points stay in their files
 
 
+def test_a_tiled_map_joins_the_catalog_by_id_and_places_thumbnails(workdir):
+    """The data lists the objects in another order than the embedding: its columns are joined by id."""
+    from libhyrax.viz.tiles import read_point_file
+
+    cfg, src = make_runs(workdir, n=600, max_points=100, max_thumbnails=40, fields=["mag", "kind"])
+    res = visualize(cfg, from_run=src)
+    info = read_provenance(res.path)["stage_info"]
+    assert set(info["columns"]) == {"recon_error", "mag", "kind"} and info["n_thumbnails"] == 40
+    rows = {}
+    for path in (res.path / "points").glob("*.js"):
+        p = read_point_file(path)
+        rows |= {oid: (p["mag"][i], p["kind"][i], p["_thumb"][i]) for i, oid in enumerate(p["object_id"])}
+    assert len(rows) == 600 and sum(1 for *_, t in rows.values() if t.startswith("<img")) == 40
+    group = Result(src).require("infer").data_group()
+    for oid, mag, kind in zip(group.object_ids(), group.catalog("mag"), group.catalog("kind"), strict=True):
+        assert rows[oid][:2] == (pytest.approx(mag), kind.decode() if isinstance(kind, bytes) else kind)
+
 def test_missing_data_degrades_to_a_plain_map(workdir, caplog):
     cfg, src = make_runs(workdir, n=200)
     (workdir / "cutouts.h5").unlink()  # the data moved after inference

@@ -196,14 +196,15 @@ def column_readers(infer_run: Result, scored: dict[str, Path | None], ids_ds, st
         except Exception as e:  # a catalog that can't be read: the map is still useful without it
             log.warning("the catalog of %s can't be read (%s: %s); no catalog columns", infer_run,
                         type(e).__name__, e)
-    readers, dtypes, aligned = {}, {}, {}
+    readers, dtypes, order = {}, {}, {}  # order: per source of ids, None (the embedding's) or its IdIndex
     for name, their_ids, values in sources:
-        key = id(their_ids)
-        if key not in aligned:
-            aligned[key] = same_order(ids_ds, their_ids)
+        key = (their_ids.file.filename, their_ids.name) if hasattr(their_ids, "file") else id(their_ids)
+        if key not in order:
+            order[key] = None if same_order(ids_ds, their_ids) else hdf5.IdIndex(np.asarray(their_ids[:]))
         numeric = values.dtype.kind in "fiub"
         dtypes[name] = np.dtype("<f4") if numeric else hdf5.as_id_bytes(values[:]).dtype
-        readers[name] = slice_reader(values, numeric) if aligned[key] else join_reader(their_ids, values, numeric)
+        readers[name] = slice_reader(values, numeric) if order[key] is None else join_reader(order[key], values,
+                                                                                              numeric)
     return readers, dtypes, group
 
 
@@ -223,8 +224,7 @@ def slice_reader(values, numeric: bool):
     return lambda start, stop, ids: hdf5.as_id_bytes(values[start:stop])
 
 
-def join_reader(their_ids, values, numeric: bool):
-    index = hdf5.IdIndex(np.asarray(their_ids[:]))
+def join_reader(index: hdf5.IdIndex, values, numeric: bool):
     values = np.asarray(values[:], np.float32) if numeric else hdf5.as_id_bytes(values[:])
 
     def read(start, stop, ids):

@@ -81,6 +81,7 @@ def chunks(n: int):
 def read_xy(ds, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xy = ds[start:stop, :2].astype(np.float32)
     ok = np.isfinite(xy).all(axis=1)
+    xy[~ok] = 0  # left out by `ok`; a finite stand-in keeps the pixel arithmetic quiet
     return xy[:, 0], xy[:, 1], ok
 
 
