@@ -59,3 +59,19 @@ def test_scale_run_measures_every_stage_at_two_sizes(tmp_path):
     text = md.read_text()
     assert "TO BE MEASURED" not in text and text.endswith("after\n") and "| `visualize` | 600 |" in text
     assert "infer-array.sbatch" in text
+
+
+@pytest.mark.slow
+def test_bench_map_prints_its_figures(tmp_path):
+    """benchmarks/bench_map.py just above max_points: a tiled map written, its figures printed."""
+    import re
+
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_map.py"), "250000", "--paints", "1"],
+                          capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found = re.search(r"n=\s+250,000: written in ([\d.]+) s .* peak RSS (\d+) MiB, (\d+) MB on disk \((\d+) tiles, "
+                      r"(\d+) point files", proc.stdout)
+    assert found, proc.stdout
+    assert float(found[1]) > 0 and int(found[2]) > 50 and int(found[4]) > 10 and int(found[5]) > 10
+    assert not list(tmp_path.glob("bench_map-*"))  # its folder removed

@@ -245,9 +245,7 @@ def tiled_thumbnails(group, ids_ds, cap: int, rng) -> dict[int, str]:
 
 
 def read_embedding(run_dir) -> tuple[np.ndarray, np.ndarray]:
-    with hdf5.open_result(run_dir, "embedding") as f:
-        if "embedding" not in f or f["embedding"].ndim != 2 or f["embedding"].shape[1] < 2:
-            raise DataError(f"{run_dir}: embedding.h5 has no (N, 2) /embedding; rerun `hyrax umap`")
+    with hdf5.open_result(run_dir, "embedding") as f:  # its shape checked by count_objects
         ids, emb = hdf5.read_ids(f["object_id"]), f["embedding"][:, :2].astype(np.float32)
     ok = np.isfinite(emb).all(axis=1)
     if not ok.all():

@@ -54,11 +54,10 @@ if (!M.init) {
       d.object_id.forEach((id, j) => { if (at.has(id)) { x[j] = add._x[at.get(id)]; y[j] = add._y[at.get(id)]; } });
       labels.data = {...d, _x: x, _y: y};
     }
-    M.shown = (M.shown || 0) + p.n;
     M.report();
   };
   M.report = () => {
-    const loaded = (M.shown || 0).toLocaleString();
+    const loaded = source.data._x.length.toLocaleString();
     status.text = M.inView > meta.budget
       ? M.inView.toLocaleString() + ' objects in view: zoom in to see them as points (' + loaded + ' loaded)'
       : loaded + ' objects loaded as points';
