@@ -249,6 +249,7 @@ def bucket_objects(ds, ids_ds, extent: Extent, r: int, bucket_of_cell: np.ndarra
                     if b not in files:
                         files[b] = open(tmp / f"{b}.bin", "ab")  # noqa: SIM115 (closed below)
                     files[b].write(part.tobytes())
+            del rec, part  # before the next chunk's records are made: one chunk held at a time
     finally:
         for f in files.values():
             f.close()
