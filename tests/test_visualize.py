@@ -30,7 +30,8 @@ def galaxies(n: int, bands: int = 3, size: int = 16, seed: int = 0) -> np.ndarra
     return (blob + rng.normal(scale=0.02, size=(n, bands, size, size))).astype(np.float32)
 
 
-def make_runs(workdir: Path, n: int = 300, bands: int = 3, cutouts: bool = True, **visualize_cfg):
+def make_runs(workdir: Path, n: int = 300, bands: int = 3, cutouts: bool = True, shuffled: bool = True,
+              **visualize_cfg):
     """cutouts.h5 -> an infer-like run (latents.h5 + its data request) -> a umap-like run."""
     ids = np.array([f"gal{i:05d}" for i in range(n)])
     rng = np.random.default_rng(1)
@@ -41,7 +42,7 @@ def make_runs(workdir: Path, n: int = 300, bands: int = 3, cutouts: bool = True,
         mag = rng.uniform(18, 25, n).astype(np.float32)
         kind = np.array(["spiral", "elliptical", "merger"])[np.arange(n) % 3]
         # the data holds the objects in another order than the latents: rows are joined by object_id
-        order = rng.permutation(n)
+        order = rng.permutation(n) if shuffled else np.arange(n)
         write_cutouts(workdir / "cutouts.h5", ids[order], galaxies(n, bands)[order],
                       catalog={"mag": mag[order], "kind": kind[order]})
         cfg["data_request"] = {"infer": {"cut": {"dataset_class": "HyraxHDF5Dataset",
@@ -123,11 +124,14 @@ def test_above_max_points_a_tiled_map_holds_every_object(workdir):
     assert "hyraxPoints" in text and "points/" in text and "gal00001" not in text  # points stay in their files
 
 
-def test_a_tiled_map_joins_the_catalog_by_id_and_places_thumbnails(workdir):
-    """The data lists the objects in another order than the embedding: its columns are joined by id."""
+@pytest.mark.parametrize("shuffled", [True, False])
+def test_a_tiled_map_joins_the_catalog_by_id_and_places_thumbnails(workdir, shuffled):
+    """Where the data lists the objects in another order than the embedding its columns are joined by id;
+    in the same order (as infer writes latents) they are read by row."""
     from libhyrax.viz.tiles import read_point_file
 
-    cfg, src = make_runs(workdir, n=600, max_points=100, max_thumbnails=40, fields=["mag", "kind"])
+    cfg, src = make_runs(workdir, n=600, max_points=100, max_thumbnails=40, fields=["mag", "kind"],
+                         shuffled=shuffled)
     res = visualize(cfg, from_run=src)
     info = read_provenance(res.path)["stage_info"]
     assert set(info["columns"]) == {"recon_error", "mag", "kind"} and info["n_thumbnails"] == 40

@@ -40,6 +40,7 @@ from libhyrax.errors import DataError, UsageError
 from libhyrax.labels import Labels, read_labels
 from libhyrax.results import Result, newest_run
 from libhyrax.start import start_run
+from libhyrax.viz.tiles import chunks
 
 log = logging.getLogger("hyrax.visualize")
 HTML_FILE = "visualize.html"
@@ -145,12 +146,12 @@ def write_tiled_map(run, src: Result, infer_run: Result, scored: dict, cfg: dict
             raise DataError(f"{src.path}: the embedding holds no objects to draw")
         if n < ds.shape[0]:
             log.warning("%d objects with a NaN/inf embedding are left out of the map", ds.shape[0] - n)
-        readers, dtypes, group = column_readers(infer_run, scored, ids_ds, stack)
+        readers, dtypes, group, group_aligned = column_readers(infer_run, scored, ids_ds, stack)
         columns = {name: np.empty(0, dt) for name, dt in dtypes.items()}
         fields = fields_shown(vz["fields"], columns)
         color = pick_color(vz["color_column"], columns)
         rng = np.random.default_rng(cfg["general"]["seed"])
-        thumbs = tiled_thumbnails(group, ids_ds, vz["max_thumbnails"], rng) if group else {}
+        thumbs = tiled_thumbnails(group, group_aligned, ids_ds, vz["max_thumbnails"], rng) if group else {}
         tiled = write_map(run.path, ds, ids_ds, readers=readers, dtypes=dtypes, color=color, cmap=vz["cmap"],
                           budget=vz["max_points"], label_ids=page_args["labels"].object_id, thumbs=thumbs,
                           extent_n=(extent, n))
@@ -185,14 +186,18 @@ def column_readers(infer_run: Result, scored: dict[str, Path | None], ids_ds, st
         if scored.get(stage) is not None:
             g = stack.enter_context(hdf5.open_result(scored[stage], "scores"))
             sources += [(name, g["object_id"], g[key]) for key, name in names.items() if key in g]
-    group = infer_run.data_group()
+    group, group_aligned, catalog = infer_run.data_group(), False, {}
     if group is not None:
         try:
-            gids = group.object_ids()
+            # infer writes its latents in the data's order, so the catalog usually streams by row
+            group_aligned = len(group) == ids_ds.shape[0] and all(
+                np.array_equal(hdf5.as_id_bytes(ids_ds[a:b]), group_ids(group, a, b)) for a, b in chunks(len(group)))
             for col in group.catalog_columns():
-                values = np.asarray(group.catalog(col))
-                if values.ndim == 1:
-                    sources.append((col, gids, values))
+                if group_aligned:
+                    if (reader := catalog_reader(group, col, len(group))) is not None:
+                        catalog[col] = reader
+                elif (values := np.asarray(group.catalog(col))).ndim == 1:
+                    sources.append((col, group.object_ids(), values))
         except Exception as e:  # a catalog that can't be read: the map is still useful without it
             log.warning("the catalog of %s can't be read (%s: %s); no catalog columns", infer_run,
                         type(e).__name__, e)
@@ -205,13 +210,34 @@ def column_readers(infer_run: Result, scored: dict[str, Path | None], ids_ds, st
         dtypes[name] = np.dtype("<f4") if numeric else hdf5.as_id_bytes(values[:]).dtype
         readers[name] = slice_reader(values, numeric) if order[key] is None else join_reader(order[key], values,
                                                                                               numeric)
-    return readers, dtypes, group
+    for col, (reader, dtype) in catalog.items():
+        readers[col], dtypes[col] = reader, dtype
+    return readers, dtypes, group, group_aligned
+
+
+def group_ids(group, start: int, stop: int) -> np.ndarray:
+    """The data group's object ids of rows start:stop (as bytes), read alone."""
+    pds = group.datasets[group.primary]
+    return hdf5.as_id_bytes(np.asarray(pds.read([group.id_field], start, stop)[group.id_field]))
+
+
+def catalog_reader(group, col: str, n: int):
+    """A reader of a catalog column in the embedding's row order, and its record dtype (a string column's
+    width found in a pass over it)."""
+    def read(start, stop):
+        return np.asarray(group.catalog(col, rows=np.arange(start, stop)))
+
+    first = read(0, min(n, 1))
+    if first.ndim != 1:
+        return None
+    if first.dtype.kind in "fiub":
+        return (lambda start, stop, ids: read(start, stop).astype(np.float32)), np.dtype("<f4")
+    width = max(hdf5.as_id_bytes(read(a, b)).dtype.itemsize for a, b in chunks(n))
+    return (lambda start, stop, ids: hdf5.as_id_bytes(read(start, stop))), np.dtype(f"S{width}")
 
 
 def same_order(ids_ds, their_ids) -> bool:
     """Whether `their_ids` (a dataset or array) lists the objects of `ids_ds` in the same order."""
-    from libhyrax.viz.tiles import chunks
-
     if len(their_ids) != ids_ds.shape[0]:
         return False
     return all(np.array_equal(hdf5.as_id_bytes(ids_ds[a:b]), hdf5.as_id_bytes(their_ids[a:b]))
@@ -236,12 +262,28 @@ def join_reader(index: hdf5.IdIndex, values, numeric: bool):
     return read
 
 
-def tiled_thumbnails(group, ids_ds, cap: int, rng) -> dict[int, str]:
-    """<img> tags for up to `cap` random objects of the embedding, by embedding row."""
+def tiled_thumbnails(group, aligned: bool, ids_ds, cap: int, rng) -> dict[int, str]:
+    """<img> tags for up to `cap` random objects of the embedding, by embedding row; read by row where
+    the data lists the objects in the embedding's order (else found by id, holding the data's ids)."""
     rows = np.sort(rng.choice(ids_ds.shape[0], min(cap, ids_ds.shape[0]), replace=False)) if cap > 0 else []
-    ids = np.char.decode(hdf5.as_id_bytes(hdf5.read_rows(ids_ds, np.asarray(rows, np.int64))), "utf-8")
-    thumbs = make_thumbnails(group, ids, cap, rng) or []
-    return {int(r): t for r, t in zip(rows, thumbs, strict=False) if t}
+    rows = np.asarray(rows, np.int64)
+    if not aligned:
+        ids = np.char.decode(hdf5.as_id_bytes(hdf5.read_rows(ids_ds, rows)), "utf-8")
+        thumbs = make_thumbnails(group, ids, cap, rng) or []
+        return {int(r): t for r, t in zip(rows, thumbs, strict=False) if t}
+    from libhyrax.viz.thumbnails import data_uri, img_tag
+
+    out = {}
+    try:
+        if "image" not in group.fields:
+            return {}
+        for start in range(0, len(rows), THUMB_BATCH):
+            chunk = rows[start:start + THUMB_BATCH]
+            out |= {int(r): img_tag(data_uri(img)) for r, img in zip(chunk, group.read_rows(chunk)["image"],
+                                                                     strict=True)}
+    except Exception as e:
+        log.warning("thumbnails stopped after %d of %d (%s: %s)", len(out), len(rows), type(e).__name__, e)
+    return out
 
 
 def read_embedding(run_dir) -> tuple[np.ndarray, np.ndarray]:
