@@ -22,7 +22,7 @@ def command(id_: IdOpt, config: ConfigOpt = None, set_: SetOpt = None, from_run:
     def body() -> None:
         import numpy as np
 
-        from libhyrax.api import lookup
+        from libhyrax.latents import lookup
 
         vector = lookup(id_, config, from_run=input_run(from_run), overrides=set_ or ())
         print(",".join(np.format_float_positional(v, trim="-") for v in np.ravel(vector)), flush=True)

@@ -24,8 +24,8 @@ _API = {
     "load_config": "libhyrax.config:load_config",
     "dump_config": "libhyrax.config:dump_config",
     "Result": "libhyrax.results:Result",
-    "Hyrax": "libhyrax.api:Hyrax",
-    "lookup": "libhyrax.api:lookup",
+    "Hyrax": "libhyrax.reference_tool.facade:Hyrax",
+    "lookup": "libhyrax.latents:lookup",
     # extension points (one small base class each) and their checkers
     "Dataset": "libhyrax.data:Dataset",
     "check_dataset": "libhyrax.data:check_dataset",

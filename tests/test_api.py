@@ -88,6 +88,7 @@ def test_a_reference_notebook_runs_unchanged(workdir, hyrax):
     trained = h.train()
     assert trained.provenance["stage_info"]["epochs_done"] == 1
     inference = h.infer()
+    assert type(inference) is type(libhyrax.infer(h.config, from_run=trained))  # one kind of result, Latents
     assert len(inference) == 80 and inference[0].shape == (8,)   # the reference's results dataset shape
     h.umap()
     page = h.visualize()

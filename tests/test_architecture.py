@@ -72,3 +72,16 @@ def test_array_files_know_no_runs():
     hdf5 = imported_modules(Path(libhyrax.__file__).parent / "hdf5.py")
     assert not {m for m in hdf5 if m.split(".")[:2] in (["libhyrax", "sharding"], ["libhyrax", "runs"],
                                                         ["libhyrax", "results"], ["libhyrax", "rundir"])}
+
+
+def test_the_core_never_imports_the_reference_tool_package():
+    """The reference tool's facade, adapters and settings live in libhyrax/reference_tool/; it imports the core,
+    never the other way round (libhyrax/__init__.py names `Hyrax` lazily, by a string)."""
+    root = Path(libhyrax.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        if "reference_tool" in path.relative_to(root).parts:
+            continue
+        bad = {m for m in imported_modules(path) if m.startswith("libhyrax.reference_tool")}
+        assert not bad, f"{path.relative_to(root)} imports {bad}: keep the reference's names in its package"
+    assert not (root / "api.py").exists() and not (root / "reference.py").exists()
+    assert not list(root.glob("*/reference.py")), "the reference's adapters belong in libhyrax/reference_tool/"

@@ -206,6 +206,13 @@ def test_reference_only_keys_warn_once_and_run_goes_on(workdir, caplog):
     for key in ("general.dev_mode", "general.log_destination", "download.stats_print_interval"):
         assert key in warnings[0]
     assert "dev_mode" not in cfg["general"] and "stats_print_interval" not in cfg["download"]
+    from libhyrax.config import load_config_ignoring
+
+    caplog.clear()
+    again, ignored = load_config_ignoring(f)  # for a caller that judges them itself: returned, not warned
+    assert again == cfg and not caplog.records
+    assert ignored == {"general.dev_mode": True, "general.log_destination": "stderr",
+                       "download.stats_print_interval": 60}
 
 
 def test_false_on_a_key_with_a_default_means_the_default(workdir):

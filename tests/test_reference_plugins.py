@@ -14,7 +14,7 @@ import pytest
 import libhyrax
 from libhyrax.errors import DataError, ModelError
 
-# A plugin package as its author wrote it for the reference; only the `from libhyrax.reference` lines differ
+# A plugin package as its author wrote it for the reference; only the `from libhyrax.reference_tool` lines differ
 # (they were `from hyrax.datasets import HyraxDataset` and `from hyrax.models.model_registry import hyrax_model`).
 DATASETS = '''
 from pathlib import Path
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
-from libhyrax.reference import HyraxDataset
+from libhyrax.reference_tool import HyraxDataset
 
 
 class LabelledCutouts(HyraxDataset):
@@ -69,7 +69,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from libhyrax.reference import hyrax_model
+from libhyrax.reference_tool import hyrax_model
 
 
 @hyrax_model
@@ -234,7 +234,7 @@ def test_check_says_what_a_reference_plugin_relies_on(workdir):
     import torch
     from torch import nn
 
-    from libhyrax.reference import HyraxDataset, hyrax_model
+    from libhyrax.reference_tool import HyraxDataset, hyrax_model
 
     class NeedsFilters(HyraxDataset):
         def __init__(self, config, data_location=None):
@@ -292,7 +292,7 @@ def test_a_reference_model_defined_in_a_script_is_saved_and_rebuilt(workdir):
         import numpy as np
         import torch.nn as nn
         import libhyrax
-        from libhyrax.reference import hyrax_model
+        from libhyrax.reference_tool import hyrax_model
 
         @hyrax_model
         class Tiny(nn.Module):
@@ -319,7 +319,7 @@ def test_a_reference_model_defined_in_a_script_is_saved_and_rebuilt(workdir):
     run = subprocess.run([sys.executable, "train_it.py"], cwd=workdir, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     train_run = run.stdout.strip().splitlines()[-1]
-    assert "from libhyrax.reference import hyrax_model" in (workdir / train_run / "model_source.py").read_text()
+    assert "from libhyrax.reference_tool import hyrax_model" in (workdir / train_run / "model_source.py").read_text()
     load = subprocess.run([sys.executable, "-c", textwrap.dedent(f'''
         import numpy as np, torch
         from libhyrax.models import load_trained
@@ -328,3 +328,33 @@ def test_a_reference_model_defined_in_a_script_is_saved_and_rebuilt(workdir):
     ''')], cwd=workdir, capture_output=True, text=True, timeout=300)
     assert load.returncode == 0, load.stderr[-2000:]
     assert load.stdout.split() == ["Tiny", "(3,", "2)"]
+
+
+def test_hyrax_model_wraps_the_users_class_which_steps_its_own_optimizer(workdir, plugin):
+    """The decorator leaves the class as written (`__wrapped__`) and hands back a subclass that says, in
+    the model contract, that it steps itself: the training loop takes its loss and never steps for it."""
+    from refplug.models import SmallCNN
+
+    original = SmallCNN.__wrapped__
+    assert SmallCNN.__name__ == original.__name__ == "SmallCNN" and issubclass(SmallCNN, original)
+    assert SmallCNN.steps_itself is True and "steps_itself" not in original.__dict__
+    for name in ("__init__", "forward", "train_batch", "prepare_inputs"):  # the class's own, untouched
+        assert original.__dict__[name] is not SmallCNN.__dict__[name]
+
+    cfg = libhyrax.load_config(data=config(plugin, "LabelledCutouts", "SmallCNN", ["image", "label", "object_id"],
+                                            optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.05}}))
+    batch = {"image": np.ones((4, 2, 16, 16), np.float32), "label": np.arange(4) % 3,
+             "object_id": np.array(["a", "b", "c", "d"])}
+    import torch
+
+    from libhyrax.models.base import build_model, first_rows, prepare
+    from libhyrax.training.engine import create_trainer
+
+    model = build_model(SmallCNN, cfg, first_rows(prepare(SmallCNN, batch)))
+    optimizer = model.configure_optimizer(cfg)
+    assert optimizer is model.optimizer  # the model's own (SGD from the config), no stand-in
+    steps = []
+    optimizer.register_step_post_hook(lambda *a: steps.append(1))
+    trainer = create_trainer(model, optimizer, torch.device("cpu"))
+    trainer.run([batch, batch], max_epochs=1)
+    assert len(steps) == 2  # one step per batch: the model's, not a second one by the loop

@@ -157,19 +157,19 @@ def _reference_keys() -> set[str]:
     return {ln.strip().replace('"', "") for ln in lines if ln.strip() and not ln.startswith("#")}
 
 
-def _flat_keys(d: dict, prefix: str = "") -> list[str]:
-    out = []
+def _flat_items(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
     for k, v in d.items():
         path = f"{prefix}{k}"
-        out += _flat_keys(v, path + ".") if isinstance(v, dict) and v else [path]
+        out |= _flat_items(v, path + ".") if isinstance(v, dict) and v else {path: v}
     return out
 
 
-def validate(user: dict, defaults: dict, source: str) -> list[str]:
-    """Errors for `user` (already migrated) checked against `defaults`; reference-only keys are removed
-    from `user` and warned about once."""
+def validate(user: dict, defaults: dict, source: str) -> tuple[list[str], dict[str, Any]]:
+    """Errors for `user` (already migrated) checked against `defaults`, and the reference Hyrax's keys
+    that this Hyrax doesn't use, removed from `user` ({dotted key: value})."""
     errors: list[str] = []
-    reference_only: list[str] = []
+    reference_only: dict[str, Any] = {}
     ref_keys = _reference_keys()
 
     def walk(node: dict, dflt: dict, prefix: str) -> None:
@@ -183,9 +183,9 @@ def validate(user: dict, defaults: dict, source: str) -> list[str]:
                     errors.append(f"{path} in {source} must be a table, not {_type_name(value)}")
                 continue
             if key not in dflt:
-                flat = _flat_keys({key: value}, prefix)
+                flat = _flat_items({key: value}, prefix)
                 if all(f in ref_keys or f.rsplit(".", 1)[0] in ref_keys for f in flat):
-                    reference_only.extend(flat)
+                    reference_only.update(flat)
                     del node[key]
                     continue
                 known = [f"{prefix}{k}" for k in dflt]
@@ -204,10 +204,7 @@ def validate(user: dict, defaults: dict, source: str) -> list[str]:
                               f"(like the default {dflt[key]!r}), not {value!r}")
 
     walk(user, defaults, "")
-    if reference_only:
-        log.warning("%s: the reference Hyrax's keys %s are not used by this Hyrax; ignoring them",
-                    source, ", ".join(sorted(reference_only)))
-    return errors
+    return errors, reference_only
 
 
 # --- plugins ---------------------------------------------------------------------------------------
@@ -256,8 +253,21 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     """The resolved, migrated, validated config.
 
     `path`: a TOML file (else ./hyrax_config.toml, else defaults only); `data`: a dict used instead of a
-    file (a notebook's config); `overrides`: `key=value` strings, as `--set` takes them.
+    file (a notebook's config); `overrides`: `key=value` strings, as `--set` takes them. Keys of the
+    reference Hyrax's config that this Hyrax doesn't use are named in one warning and left out.
     """
+    cfg, ignored = load_config_ignoring(path, overrides, data)
+    if ignored:
+        source = "the given config" if data is not None else str(find_config_file(path) or "defaults")
+        log.warning("%s: the reference Hyrax's keys %s are not used by this Hyrax; ignoring them",
+                    source, ", ".join(sorted(ignored)))
+    return cfg
+
+
+def load_config_ignoring(path: str | os.PathLike | None = None, overrides: list[str] | tuple = (),
+                         data: dict | None = None) -> tuple[dict, dict[str, Any]]:
+    """`load_config`'s config, and the reference Hyrax's keys it left out ({dotted key: value}) for the
+    caller to judge (the reference facade honours some and refuses the others)."""
     if data is not None:
         user, source = deepcopy(data), "the given config"
     else:
@@ -272,13 +282,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     # (say infer) falls back to its train group when a stage reads it
     if "data_request" in user:
         defaults["data_request"] = {}
-    errors = validate(user, defaults, source if not overrides else f"{source} (with --set)")
+    errors, ignored = validate(user, defaults, source if not overrides else f"{source} (with --set)")
     cfg = deep_merge(defaults, user)
     errors += _check_data_request(cfg, source)
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
     cfg["config_version"] = current_version()
-    return cfg
+    return cfg, ignored
 
 
 def _check_data_request(cfg: dict, source: str) -> list[str]:
@@ -303,6 +313,17 @@ def resolve(config: dict | str | os.PathLike | None = None, overrides: list[str]
         cfg = load_config(config, overrides)
     apply_config_level(cfg["general"]["log_level"])
     return cfg
+
+
+def resolve_ignoring(config: dict | str | os.PathLike | None = None,
+                     overrides: list[str] | tuple = ()) -> tuple[dict, dict[str, Any]]:
+    """`resolve`, and the reference Hyrax's keys the config left out ({dotted key: value}), unwarned."""
+    from libhyrax.log import apply_config_level
+
+    data, path = (config, None) if isinstance(config, dict) else (None, config)
+    cfg, ignored = load_config_ignoring(path, overrides, data)
+    apply_config_level(cfg["general"]["log_level"])
+    return cfg, ignored
 
 
 def dump_config(cfg: dict) -> str:

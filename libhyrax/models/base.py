@@ -29,7 +29,9 @@ the class; a different class can't take a name already registered, see libhyrax.
 (``{"image": (B,C,H,W) float32, "object_id": ..., <other fields>}``) into the numpy array (or tuple of
 arrays) the model takes; the default takes ``batch["image"]``. The framework makes tensors, moves them to
 the device, runs the optimizer (from ``[optimizer]`` unless the model overrides ``configure_optimizer``),
-and builds ``self.criterion`` from ``[criterion]`` when a config names one. Check a class with
+and builds ``self.criterion`` from ``[criterion]`` when a config names one. A model that steps its own
+optimizer inside ``train_batch`` says so with ``steps_itself = True``: the training loop then leaves
+zero_grad, backward and step to it and takes its loss as a figure (it trains in one process). Check a class with
 ``libhyrax.models.check_model(TinyAE)``.
 """
 
@@ -60,6 +62,9 @@ class HyraxModel(nn.Module):
     # and cuDNN run faster (the default autoencoder: 1.3-2x on this kind of 2-core CPU, training too).
     # Off by default: a model that `.view()`s a feature map would fail on the permuted strides.
     channels_last: bool = False
+    # True: train_batch zeroes, backpropagates and steps the optimizer configure_optimizer returns itself
+    # (the framework still builds, schedules and checkpoints that optimizer)
+    steps_itself: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -51,6 +51,8 @@ def _train_step(cls, model, config, x, problems) -> float | None:
         problems.append(f"train_batch's dict has no 'loss' (it has {sorted(out)}); the framework "
                         "backpropagates out['loss']")
         return None
+    if getattr(model, "steps_itself", False):  # its train_batch stepped its optimizer: the loss is a figure
+        return float(loss)
     if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
         problems.append("train_batch's 'loss' must be a one-element tensor (e.g. F.mse_loss(...)), not "
                         f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}")

@@ -81,7 +81,9 @@ def save_trained(run_dir: str | os.PathLike, model: nn.Module, description: dict
 # --- the source of a notebook class ----------------------------------------------------------------
 
 def _defining_text(cls: type) -> str:
-    """The text of the file or notebook cell that defines `cls` (IPython keeps cells in linecache)."""
+    """The text of the file or notebook cell that defines `cls` (IPython keeps cells in linecache); for a
+    class made by a decorator (`__wrapped__`), the class as the user wrote it."""
+    cls = cls.__dict__.get("__wrapped__") or cls
     files = [f.__code__.co_filename for f in vars(cls).values() if inspect.isfunction(f)]
     module_file = getattr(sys.modules.get(cls.__module__), "__file__", None)
     for filename in files + ([module_file] if module_file else []):

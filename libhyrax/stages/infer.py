@@ -8,7 +8,7 @@
     for i in 0 1 2; do hyrax infer --shard $i/3; done                     # the same without Slurm
 
     import libhyrax
-    latents = libhyrax.infer(from_run="results/<train-run>")
+    latents = libhyrax.infer(from_run="results/<train-run>")   # a Latents: len, [rows], ids(), vector(id)
 
 `latents.h5` holds `/object_id`, `/latent` (N, D) float32 in input order and, for autoencoders,
 `/recon_error` (N,) (`infer.recon_error = false` leaves it and the decoder pass out). Batches stream from the data group to the file, so memory does not grow with N. The
@@ -33,8 +33,8 @@ from libhyrax.data.loader import contiguous_batches
 from libhyrax.engines import load_engine, model_input_group
 from libhyrax.errors import DataError, ModelError, RunError
 from libhyrax.hdf5 import BufferedWriter, is_complete_file, read_ids
+from libhyrax.latents import Latents
 from libhyrax.log import Progress
-from libhyrax.results import Result
 from libhyrax.sharding import Shard
 from libhyrax.start import Given, start_run
 
@@ -44,7 +44,7 @@ STEM = "latents"
 
 
 def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str | Shard | None = None,
-          engine: str | None = None, run_name: str | None = None) -> Result:
+          engine: str | None = None, run_name: str | None = None) -> Latents:
     """Write the latents of every object of the `infer` group; returns the infer run.
 
     from_run: a train run (or, with engine "onnx" or "auto", an export run); default: the newest finished one.
@@ -73,7 +73,7 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
             log.warning("replaced %d NaN/inf pixels in all (data_set.nan_mode=%s)", replaced, group.transform.nan_mode)
         run.record(n_objects=n, rows=[start, stop], nan_pixels_replaced=replaced,
                    **({"shard": str(run.shard)} if run.shard else {}), **stats)
-    return Result(run.path)
+    return Latents(run.path)
 
 
 def _record_inputs(run, model, group, engine: str) -> None:

@@ -129,22 +129,29 @@ def create_trainer(model, optimizer, device: torch.device, mixed_precision: bool
     from ignite.engine import Engine
 
     params = [p for p in model.parameters() if p.requires_grad]
+    steps_itself = getattr(model, "steps_itself", False)  # the model contract: train_batch runs the step
+    if steps_itself and dist.world_size() > 1:
+        raise ModelError(f"{type(model).__name__} steps its own optimizer (steps_itself), so it trains in one "
+                         "process: its gradients can't be averaged across ranks; run it without torchrun/srun")
 
     def step(engine: Engine, batch: dict) -> dict:
         x = to_device(prepare(model, batch), device, non_blocking=True)
         model.train()
-        optimizer.zero_grad(set_to_none=True)
+        if not steps_itself:
+            optimizer.zero_grad(set_to_none=True)
         with autocast(device, mixed_precision):
             out = model.train_batch(x)
         loss = loss_of(out, model)
-        loss.backward()
+        if not steps_itself:
+            loss.backward()
         value = dist.average_gradients(params, loss) if dist.world_size() > 1 else float(loss.detach())
         if not math.isfinite(value):
             n_batch = (engine.state.iteration - 1) % engine.state.epoch_length + 1
             raise RunError(f"the loss became {value} in epoch {engine.state.epoch}, batch {n_batch}; training "
                            "stopped and the last good checkpoint is kept (checkpoints/last.pt). Lower "
                            "optimizer.kwargs.lr, or check the data for NaN/inf values (data_set.nan_mode)")
-        optimizer.step()
+        if not steps_itself:
+            optimizer.step()
         return figures(out, len(batch["object_id"])) | {"loss": value}
 
     return quiet(Engine(step))

@@ -1,7 +1,7 @@
 """The reference Hyrax's `@hyrax_model`, here: a model written for lincc-frameworks/hyrax trains, infers
-and exports with its import line changed (`libhyrax.reference` re-exports it).
+and exports with its import line changed (`libhyrax.reference_tool` re-exports it).
 
-    from libhyrax.reference import hyrax_model     # was: from hyrax.models.model_registry import hyrax_model
+    from libhyrax.reference_tool import hyrax_model   # was: from hyrax.models.model_registry import hyrax_model
 
     @hyrax_model
     class MyCNN(nn.Module):
@@ -28,8 +28,8 @@ and exports with its import line changed (`libhyrax.reference` re-exports it).
             data = data_dict["data"]
             return np.asarray(data["image"], np.float32), np.asarray(data.get("label", []), np.int64)
 
-The class is changed in place, as the reference's decorator does, and registered under its name. How the
-two contracts meet:
+The decorator returns a subclass of the class (same name and module; `MyCNN.__wrapped__` is the class as
+written, left unchanged) and registers it under its name. How the two contracts meet:
 
 - `prepare_inputs` gets the batch shaped as the reference shapes it, `{"<friendly name>": {field: array},
   "object_id": ids}`; any friendly name (`data_dict["data"]`, `data_dict["cutouts"]`) finds the request's
@@ -38,14 +38,15 @@ two contracts meet:
   `hyrax export` writes an ONNX graph that takes the image;
 - `train_batch` steps its own optimizer, as in the reference: `self.optimizer` (from `[optimizer]` unless
   `__init__` made one), `self.criterion` (`[criterion]`, else the reference's default
-  `torch.nn.CrossEntropyLoss`) and `self.scheduler` (`[scheduler]`, stepped each epoch). The framework's
-  own optimizer is a handle on the model's (its step does nothing), so checkpoints keep the model's
-  optimizer state and `--resume` restores it;
+  `torch.nn.CrossEntropyLoss`) and `self.scheduler` (`[scheduler]`, stepped each epoch). The class says
+  so with the model contract's `steps_itself = True`: the training loop then runs train_batch and takes
+  its loss, leaving backward and step to it; `configure_optimizer` hands the framework the model's own
+  optimizer, so checkpoints keep its state and `--resume` restores it;
 - `validate_batch` is the model's, else its `test_batch`, else `train_batch`'s loss without a step;
 - `infer_batch` is the model's, else `forward`; the output, flattened per object, is the latent vector;
 - such a model trains in one process (it steps itself, so gradients can't be averaged across ranks).
 
-In a notebook, import `hyrax_model` from `libhyrax.reference` in the cell that defines the class: that
+In a notebook, import `hyrax_model` from `libhyrax.reference_tool` in the cell that defines the class: that
 cell's imports are saved with the class (model_source.py), and a later run rebuilds it with them.
 """
 
@@ -53,15 +54,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 
 import numpy as np
 import torch
 from torch import nn
 
-from libhyrax.data.reference import MissingSetting, reference_config, to_numpy
 from libhyrax.errors import ModelError
 from libhyrax.models.base import HyraxModel, import_object, register
+from libhyrax.reference_tool.datasets import MissingSetting, reference_config, to_numpy
 
 DEFAULT_CRITERION = "torch.nn.CrossEntropyLoss"  # the reference's default criterion.name
 CONVENTIONAL_NAME = "data"  # the friendly name the reference's examples use
@@ -156,15 +156,15 @@ def _empty_torch(dtype, like):
 # --- the decorator ---------------------------------------------------------------------------------
 
 def hyrax_model(cls: type | None = None, *, name: str | None = None):
-    """`@hyrax_model` of the reference: adapt a reference-style model class in place and register it."""
+    """`@hyrax_model` of the reference: a subclass of the user's class that meets the model contract,
+    registered under the class's name (the class itself is left as it is)."""
 
     def wrap(c: type) -> type:
         if not (isinstance(c, type) and issubclass(c, nn.Module)):
             raise ModelError(f"@hyrax_model decorates a torch.nn.Module subclass, not {c!r}")
-        if "_reference_model" not in c.__dict__:
-            _adapt(c)
-        register(c, name)
-        return c
+        adapted = c if c.__dict__.get("__wrapped__") is not None else _adapted(c)
+        register(adapted, name)
+        return adapted
 
     return wrap(cls) if cls is not None else wrap
 
@@ -193,9 +193,11 @@ def _default_prepare(data_dict):
     return data.get("image", np.array([])), data.get("label", np.array([]))
 
 
-def _adapt(c: type) -> None:
+def _adapted(c: type) -> type:
+    """A subclass of `c` (same name, module and qualified name; `__wrapped__` is `c`) whose methods take
+    the framework's inputs and call `c`'s with the reference's; it steps its own optimizer."""
     name = c.__name__
-    orig = {"__init__": c.__dict__.get("__init__", c.__init__), "forward": _method(c, "forward"),
+    orig = {"__init__": c.__init__, "forward": _method(c, "forward"),
             "train_batch": _method(c, "train_batch", "train_step"), "validate_batch": _method(c, "validate_batch"),
             "test_batch": _method(c, "test_batch"), "infer_batch": _method(c, "infer_batch")}
     prepare = _static(c, "prepare_inputs", "to_tensor") or _default_prepare
@@ -221,11 +223,6 @@ def _adapt(c: type) -> None:
         return orig["forward"](self, to_ref(self, x), *args, **kwargs)
 
     def train_batch(self, x):
-        from libhyrax.training import distributed as dist
-
-        if dist.world_size() > 1:
-            raise ModelError(f"{name} steps its own optimizer (the reference's contract), so it trains in one "
-                             "process; run `hyrax train` without torchrun/srun")
         steps = self._hyrax_steps
         with _plain_errors(name):
             out = orig["train_batch"](self, to_ref(self, x))
@@ -233,7 +230,7 @@ def _adapt(c: type) -> None:
             raise ModelError(f"{name}.train_batch did not step its optimizer; in the reference's contract "
                              "train_batch runs self.optimizer.zero_grad(), loss.backward() and "
                              "self.optimizer.step() itself")
-        return _figures(out, name, "train_batch", trainable=True)
+        return _figures(out, name, "train_batch")
 
     def validate_batch(self, x):
         xr = to_ref(self, x)
@@ -260,7 +257,7 @@ def _adapt(c: type) -> None:
         if self.optimizer is None:
             raise ModelError(f"{name} has no optimizer: set optimizer.name (e.g. torch.optim.Adam) or make "
                              "self.optimizer in its __init__")
-        return StepsItself(self.optimizer)
+        return self.optimizer  # its own: train_batch steps it, the framework checkpoints and schedules it
 
     def configure_scheduler(self, optimizer, config):
         return self.scheduler
@@ -286,14 +283,11 @@ def _adapt(c: type) -> None:
     for key, fn in new.items():
         if callable(fn) and not isinstance(fn, staticmethod):
             functools.update_wrapper(fn, orig.get(key) or fn, updated=())
-    # the class's own functions stay first in its namespace, the adapters after them: a notebook class's
-    # source is found through the first function defined in its cell (libhyrax.models.saving)
-    kept = {f"_reference_{k}": v for k, v in orig.items() if v is not None and inspect.isfunction(v)}
-    for key in [*kept, *new]:
-        if key in c.__dict__:
-            delattr(c, key)
-    for key, value in {**kept, **new, "_reference_model": True}.items():
-        setattr(c, key, value)
+    # the model contract's "this model steps its own optimizer in train_batch" (the training loop then
+    # leaves backward and step to it); it trains in one process (gradients can't be averaged across ranks)
+    new["steps_itself"] = True
+    identity = {"__module__": c.__module__, "__qualname__": c.__qualname__, "__doc__": c.__doc__, "__wrapped__": c}
+    return type(name, (c,), {**new, **identity})
 
 
 @contextlib.contextmanager
@@ -354,32 +348,7 @@ class _NoStep:
         return getattr(self.inner, item)
 
 
-class StepsItself(torch.optim.Optimizer):
-    """The framework's handle on a model's own optimizer: its zero_grad and step do nothing (the model's
-    train_batch steps), its parameter groups and state are the model's optimizer's (schedulers, logged
-    learning rates, checkpoints and resume use them)."""
-
-    def __init__(self, inner: torch.optim.Optimizer):
-        params = [p for group in inner.param_groups for p in group["params"]]
-        super().__init__(params, dict(inner.defaults))
-        self.inner = inner
-        self.param_groups, self.state = inner.param_groups, inner.state
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        return None
-
-    def step(self, closure=None):
-        return None
-
-    def state_dict(self):
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state_dict) -> None:
-        self.inner.load_state_dict(state_dict)
-        self.param_groups, self.state = self.inner.param_groups, self.inner.state
-
-
-def _figures(out, name: str, what: str, trainable: bool = False) -> dict:
+def _figures(out, name: str, what: str) -> dict:
     """A reference loss dict ({"loss": float, ...}) as the framework's: the loss a one-element tensor."""
     if not isinstance(out, dict) or "loss" not in out:
         got = sorted(out) if isinstance(out, dict) else type(out).__name__
@@ -388,10 +357,5 @@ def _figures(out, name: str, what: str, trainable: bool = False) -> dict:
         figures = {k: float(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
     except (TypeError, ValueError) as e:
         raise ModelError(f"{name}.{what} must return numbers (a loss and metrics): {e}") from None
-    loss = torch.tensor(figures.pop("loss"), requires_grad=trainable)
+    loss = torch.tensor(figures.pop("loss"))
     return {"loss": loss, **figures}
-
-
-def is_reference_model(cls: type) -> bool:
-    return isinstance(cls, type) and "_reference_model" in cls.__dict__
-

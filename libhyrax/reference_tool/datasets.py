@@ -1,7 +1,7 @@
 """The reference Hyrax's dataset base class, here: a dataset class written for lincc-frameworks/hyrax runs
-with its import line changed (`libhyrax.reference` re-exports what is here).
+with its import line changed (`libhyrax.reference_tool` re-exports what is here).
 
-    from libhyrax.reference import HyraxDataset        # was: from hyrax.datasets import HyraxDataset
+    from libhyrax.reference_tool import HyraxDataset   # was: from hyrax.datasets import HyraxDataset
 
     class MyCutouts(HyraxDataset):
         def __init__(self, config, data_location=None):
@@ -43,18 +43,9 @@ import numpy as np
 
 from libhyrax.data.base import Dataset
 from libhyrax.errors import DataError
+from libhyrax.reference_tool.settings import INSTEAD
 
 log = logging.getLogger("hyrax.data")
-
-# reference settings that live elsewhere here: what a plugin that reads them should use instead
-INSTEAD = {
-    "data_set.filters": "the band order is prepare.bands (or the dataset's own option)",
-    "data_set.use_cache": "there is no cache setting: data are read in contiguous batches",
-    "data_set.filter_catalog": "give the dataset a catalog of the objects to read",
-    "train.weights_filename": "a train run's weights are its model.pt",
-    "general.dev_mode": "there is no dev mode",
-}
-
 
 # --- the config as a reference plugin sees it ------------------------------------------------------
 

@@ -11,8 +11,9 @@
     h.lookup(id="HDF-0001")                   # that object's latent vector (numpy), None if absent
     h.to_onnx(); h.engine()                   # export to ONNX; infer through onnxruntime
 
-Each method is the libhyrax stage of that name (the reference's verb names and arguments work too: `input_dir`,
-`input_model_directory`, `model_directory`, `database_dir`, `results_dir`). A stage reads the run this
+Each method is the libhyrax stage of that name and returns what that stage's function returns (the
+reference's verb names and arguments work too: `input_dir`, `input_model_directory`, `model_directory`,
+`database_dir`, `results_dir`). A stage reads the run this
 object made last of the stage it needs, unless `from_run=` (or the reference's argument, or its config key
 such as `vector_db.vector_db_dir`) names one; then the newest finished run. Names of the reference that
 this Hyrax has no use for raise an AttributeError saying what to use instead.
@@ -20,7 +21,6 @@ this Hyrax has no use for raise an AttributeError saying what to use instead.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from copy import deepcopy
@@ -29,35 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax import stages
-from libhyrax.config import dump_config, find_config_file, parse_override, read_toml, resolve, set_key
+from libhyrax.config import dump_config, parse_override, resolve_ignoring, set_key
 from libhyrax.errors import UsageError
+from libhyrax.latents import Latents
+from libhyrax.reference_tool.settings import RUN_ARGS, RUN_KEYS, UNSUPPORTED
 from libhyrax.results import Result, find_run
 from libhyrax.rundir import INDEX_DIR
 
-log = logging.getLogger("hyrax.api")
+log = logging.getLogger("hyrax.reference_tool")
 
-# the reference's settings that name a run to read: honoured by this object (the config itself has no
-# such keys here), by the verb that reads them
-RUN_KEYS = {
-    "umap": "results.inference_dir", "lookup": "results.inference_dir", "index": "vector_db.infer_results_dir",
-    "export": "onnx.input_model_directory", "engine": "engine.model_directory",
-    "database_connection": "vector_db.vector_db_dir",
-}
-# the reference's verb arguments that name a run to read
-RUN_ARGS = {"umap": "input_dir", "visualize": "input_dir", "index": "input_dir", "export": "input_model_directory",
-            "engine": "model_directory", "database_connection": "database_dir", "lookup": "results_dir"}
-UNSUPPORTED = {
-    "rebuild_manifest": "h.prepare() reads a download folder's manifest.fits as it is and lists failed downloads "
-                        "in rejected.csv",
-    "infer_stream": "streams are not supported: write the objects to files and use h.prepare() and h.infer()",
-    "train_stream": "streams are not supported: write the objects to files and use h.prepare() and h.train()",
-    "visualize_v2": "use h.visualize(): an interactive map with cutouts, inline and as visualize.html",
-    "create_splits": "h.train() makes the splits from [split] and keeps them in the train run (split.h5); reuse "
-                     "them with split.from_run",
-    "raw_data_dimensions": "the cutouts are prepare.cutout_size square; libhyrax.open_group(h.config, "
-                           "'train').sample_shape is the model's input shape",
-    "vdb_index": "use h.save_to_database() and h.database_connection()",
-}
+# what the facade's own verbs (not stages) read
+READS = {"engine": ("export",), "database_connection": ("index",)}
 
 
 class Hyrax:
@@ -67,21 +49,17 @@ class Hyrax:
         or the defaults. `setup_logging` is accepted for the reference's sake (logging is set up by the
         config's general.log_level)."""
         config = config if config is not None else config_file
-        raw = deepcopy(config) if isinstance(config, dict) else _raw_file(config)
         self.run_dirs: dict[str, str] = {}  # the reference's run-naming settings (RUN_KEYS)
-        _take_run_keys(raw, self.run_dirs)
-        with _honoured_keys_not_warned():
-            self.config = resolve(config, overrides)
+        self.config, ignored = resolve_ignoring(deepcopy(config) if isinstance(config, dict) else config,
+                                                overrides)
+        self._honour(ignored)
         self.results: dict[str, Result] = {}
-        self._latents: dict[Path, _Latents] = {}
+        self._latents: dict[Path, Latents] = {}
 
     # --- configuration ---------------------------------------------------------------------------
 
     def set(self, key: str, value) -> Hyrax:
         """Change one key (dotted path); the config is validated again (a bad value changes nothing)."""
-        if key in RUN_KEYS.values():
-            self.run_dirs[key] = value
-            return self
         cfg = deepcopy(self.config)
         set_key(cfg, key, value if not isinstance(value, str) else parse_override(f"k={value}")[1])
         self._resolve(cfg)
@@ -96,13 +74,23 @@ class Hyrax:
 
     def _resolve(self, cfg: dict) -> dict:
         """`cfg` checked and resolved into self.config (the same dict object: edits to h.config apply)."""
-        cfg = deepcopy(cfg)
-        _take_run_keys(cfg, self.run_dirs)
-        with _honoured_keys_not_warned():
-            resolved = resolve(cfg)
+        resolved, ignored = resolve_ignoring(deepcopy(cfg))
+        self._honour(ignored)
         self.config.clear()
         self.config.update(resolved)
         return self.config
+
+    def _honour(self, ignored: dict) -> None:
+        """The reference's keys the config left out: the run-naming ones kept (RUN_KEYS), the others named."""
+        for key in set(RUN_KEYS.values()) & set(ignored):
+            value = ignored.pop(key)
+            if value in (False, "", None):
+                self.run_dirs.pop(key, None)  # the reference's "unset"
+            else:
+                self.run_dirs[key] = value
+        if ignored:
+            log.warning("the reference Hyrax's keys %s are not used by this Hyrax; ignoring them",
+                        ", ".join(sorted(ignored)))
 
     # --- the stages ------------------------------------------------------------------------------
 
@@ -130,53 +118,47 @@ class Hyrax:
                 raise UsageError("save_to_database(output_dir=...) adds to an existing database in the reference; "
                                  "here each index is a new run: leave output_dir out (database_connection() "
                                  "connects to the newest)")
-            kwargs = self._with_input(stage.name, stage.needs, kwargs)
+            given = kwargs.pop(RUN_ARGS[stage.name], None) if stage.name in RUN_ARGS else None
+            chosen = kwargs.pop("from_run", None) or self._input_run(stage.name, given)
+            if chosen is not None:
+                kwargs["from_run"] = chosen
             result = getattr(libhyrax, stage.name)(cfg, *args, **kwargs)
             self.results[stage.name] = result
-            return _InferResult(result.path) if stage.name == "infer" else result
+            return result
 
         run_stage.__name__ = stage.name
         run_stage.__doc__ = stage.help
         return run_stage
 
-    def _with_input(self, verb: str, needs: tuple[str, ...], kwargs: dict) -> dict:
-        """`from_run` for a verb: the reference's argument, its config key, this object's last run of a stage
-        the verb needs (else nothing: the stage takes the newest)."""
-        arg = RUN_ARGS.get(verb)
-        given = kwargs.pop(arg, None) if arg else None
-        if kwargs.get("from_run") is None:
-            chosen = given or self.run_dirs.get(RUN_KEYS.get(verb, ""))
-            made = [self.results[n] for n in needs if n in self.results]
-            if chosen:
-                kwargs["from_run"] = chosen
-            elif made:
-                kwargs["from_run"] = made[0].path
-        return {k: v for k, v in kwargs.items() if v is not None or k != "from_run"}
+    def _input_run(self, verb: str, given: str | os.PathLike | None = None) -> str | os.PathLike | None:
+        """The run `verb` reads: `given` (the reference's argument), else the reference's config key for it,
+        else this object's last run of a stage it reads; None: the stage takes the newest finished run."""
+        chosen = given or self.run_dirs.get(RUN_KEYS.get(verb, ""))
+        if chosen:
+            return chosen
+        reads = READS.get(verb) or stages.get(verb).needs
+        made = [self.results[n] for n in reads if n in self.results]
+        return made[0].path if made else None
 
-    def engine(self, model_directory: str | os.PathLike | None = None, **kwargs) -> Result:
+    def engine(self, model_directory: str | os.PathLike | None = None, **kwargs) -> Latents:
         """The reference's `engine`: infer through an exported ONNX model (an export run; default: this
         object's last `to_onnx()`, else `engine.model_directory`, else the newest export run)."""
         import libhyrax
 
         cfg = self._resolve(self.config)
-        chosen = model_directory or self.run_dirs.get(RUN_KEYS["engine"])
-        made = self.results.get("export")
-        from_run = chosen or (made.path if made else None)
-        export_run = find_run("export", cfg, from_run)
+        export_run = find_run("export", cfg, self._input_run("engine", model_directory))
         result = libhyrax.infer(cfg, from_run=export_run.path, engine="onnx", **kwargs)
         self.results["infer"] = result
-        return _InferResult(result.path)
+        return result
 
     def database_connection(self, database_dir: str | os.PathLike | None = None) -> Database:
         """The reference's vector database object over an index run (`database_dir`, or
         vector_db.vector_db_dir, or this object's last `save_to_database()`, or the newest index run)."""
         cfg = self._resolve(self.config)
-        chosen = database_dir or self.run_dirs.get(RUN_KEYS["database_connection"])
+        chosen = self._input_run("database_connection", database_dir)
         if chosen and Path(chosen).name == INDEX_DIR and not (Path(chosen) / "provenance.json").exists():
             chosen = Path(chosen).parent  # the index folder inside the run
-        made = self.results.get("index")
-        run = find_run("index", cfg, chosen or (made.path if made else None))
-        return Database(run, cfg["general"]["trusted_runs"])
+        return Database(find_run("index", cfg, chosen), cfg["general"]["trusted_runs"])
 
     def lookup(self, id: str | None = None, results_dir: str | os.PathLike | None = None, *,
                object_id: str | None = None) -> np.ndarray | None:
@@ -187,10 +169,8 @@ class Hyrax:
         if wanted is None:
             raise UsageError("lookup needs the object's id: h.lookup(id='...')")
         cfg = self._resolve(self.config)
-        chosen = results_dir or self.run_dirs.get(RUN_KEYS["lookup"])
-        made = self.results.get("infer")
-        run = find_run("infer", cfg, chosen or (made.path if made else None))
-        latents = self._latents.setdefault(run.path.resolve(), _Latents(run.path))
+        run = find_run("infer", cfg, self._input_run("lookup", results_dir))
+        latents = self._latents.setdefault(run.path.resolve(), Latents(run.path))
         try:
             return latents.vector(str(wanted))
         except UsageError as e:
@@ -219,125 +199,6 @@ class Hyrax:
 
     def __repr__(self) -> str:
         return f"<Hyrax model={self.config['model']['name']} results_dir={self.config['general']['results_dir']}>"
-
-
-# --- the reference's run-naming settings -------------------------------------------------------------
-
-def _raw_file(config) -> dict:
-    try:
-        path = find_config_file(config)
-    except Exception:  # resolve() reports it
-        return {}
-    return read_toml(path) if path else {}
-
-
-def _take_run_keys(cfg: dict, into: dict) -> None:
-    """Move the RUN_KEYS settings out of `cfg` (a user config) into `into` (set values only)."""
-    for key in set(RUN_KEYS.values()):
-        section, name = key.split(".")
-        table = cfg.get(section)
-        if isinstance(table, dict) and name in table:
-            value = table.pop(name)
-            if value not in (False, "", None):
-                into[key] = value
-    for section in ("engine", "results"):  # tables the reference has and we don't, now empty
-        if cfg.get(section) == {}:
-            cfg.pop(section)
-
-
-class _NotHonoured(logging.Filter):
-    """Leave the settings this object honours out of the 'reference keys not used' warning."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "reference Hyrax's keys" in str(record.msg) and len(record.args or ()) == 2:
-            keys = [k for k in str(record.args[1]).split(", ") if k not in RUN_KEYS.values()]
-            if not keys:
-                return False
-            record.args = (record.args[0], ", ".join(keys))
-        return True
-
-
-@contextlib.contextmanager
-def _honoured_keys_not_warned():
-    logger, f = logging.getLogger("hyrax.config"), _NotHonoured()
-    logger.addFilter(f)
-    try:
-        yield
-    finally:
-        logger.removeFilter(f)
-
-
-# --- lookup ----------------------------------------------------------------------------------------
-
-class _Latents:
-    """An infer run's latents by object id: O(log N) per lookup once the id table is built."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
-        self._index = None
-
-    def vector(self, object_id: str) -> np.ndarray:
-        from libhyrax.hdf5 import IdIndex, open_result, read_ids
-
-        with open_result(self.run_dir, "latents") as f:
-            if self._index is None:
-                self._index = IdIndex(read_ids(f["object_id"]))
-            row = int(self._index.rows([object_id])[0])
-            if row < 0:
-                near = self._index.close_matches(object_id)
-                raise UsageError(f"object id {object_id!r} is not in {self.run_dir}"
-                                 + (f"; close ids: {', '.join(near)}" if near else ""))
-            return np.asarray(f["latent"][row])
-
-
-def lookup(object_id: str, config=None, *, from_run: str | os.PathLike | None = None, overrides=()) -> np.ndarray:
-    """The latent vector of one object from an infer run (`from_run`, else the newest); a UsageError naming
-    the closest ids when no object has that id.
-
-        hyrax lookup --id HDF-0001                       # prints the vector, comma-separated
-        libhyrax.lookup("HDF-0001", from_run=latents)
-    """
-    from libhyrax.hdf5 import as_id_bytes, open_result
-
-    cfg = resolve(config, overrides)
-    run = find_run("infer", cfg, from_run)
-    wanted = as_id_bytes([str(object_id)])[0]
-    with open_result(run.path, "latents") as f:
-        ids, step = f["object_id"], 1 << 20
-        for start in range(0, len(ids), step):  # a vectorised scan: no id table for one lookup
-            hit = np.flatnonzero(as_id_bytes(ids[start:start + step]) == wanted)
-            if len(hit):
-                return np.asarray(f["latent"][start + int(hit[0])])
-    return _Latents(run.path).vector(str(object_id))  # raises, naming the closest ids
-
-
-class _InferResult(Result):
-    """An infer run, also as the reference's inference results: `len(r)`, `r[i]` (latent vectors of rows),
-    `r.ids()`."""
-
-    def __len__(self) -> int:
-        from libhyrax.hdf5 import open_result
-
-        with open_result(self.path, "latents") as f:
-            return len(f["latent"])
-
-    def __getitem__(self, rows) -> np.ndarray:
-        from libhyrax.hdf5 import open_result
-
-        with open_result(self.path, "latents") as f:
-            if isinstance(rows, (int, np.integer, slice)):
-                return np.asarray(f["latent"][rows])
-            rows = np.asarray(rows)
-            order = np.argsort(rows)
-            out = np.empty((len(rows), f["latent"].shape[1]), f["latent"].dtype)
-            out[order] = f["latent"][rows[order]]
-            return out
-
-    def ids(self) -> np.ndarray:
-        from libhyrax.hdf5 import open_result, read_ids
-
-        with open_result(self.path, "latents") as f:
-            return read_ids(f["object_id"])
 
 
 # --- the vector database object --------------------------------------------------------------------
