@@ -9,6 +9,9 @@ import typer
 
 from libhyrax.stages import STAGES, Stage
 
+# help text is shown as written: rich markup would eat "[data_request]" and every other [section] name
+PLAIN = None
+
 
 def _command(stage: Stage):
     return importlib.import_module(f"hyrax_cli.{stage.name}").command
@@ -23,7 +26,7 @@ def _version(value: bool) -> None:
 
 
 def build_app() -> typer.Typer:
-    app = typer.Typer(name="hyrax", no_args_is_help=True, add_completion=False,
+    app = typer.Typer(name="hyrax", no_args_is_help=True, add_completion=False, rich_markup_mode=PLAIN,
                       pretty_exceptions_enable=False,
                       help="Hyrax: machine learning on astronomical imaging surveys. Each stage writes one "
                            "results directory and prints its path, so stages chain: hyrax train | hyrax infer")
@@ -55,7 +58,7 @@ def _alias_command(alias: str, stage: Stage, command):
 def stage_app(name: str) -> typer.Typer:
     """A one-command app for the `hyrax-<name>` executable."""
     stage = next(s for s in STAGES if s.name == name)
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=PLAIN)
     app.command(stage.name, short_help=stage.help)(_command(stage))
     return app
 

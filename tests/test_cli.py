@@ -201,3 +201,16 @@ def test_an_empty_pipe_is_an_error_not_a_stale_run(workdir):
     proc = subprocess.run(f"true | {py} stage.py infer train", shell=True, cwd=workdir, capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "printed no results directory" in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("stage", [s.name for s in STAGES])
+def test_help_text_is_shown_as_written(stage):
+    """A [section] name in a help text is text, not markup that the renderer drops ("else )." was shown)."""
+    from typer.testing import CliRunner
+
+    from hyrax_cli.main import build_app
+
+    out = CliRunner().invoke(build_app(), [stage, "--help"], terminal_width=200).output
+    assert "else )" not in out and "()" not in out.replace("(s)", "")
+    if stage == "train":
+        assert "the path piped in, else [data_request])." in " ".join(out.split())

@@ -127,12 +127,14 @@ def _matches(path: str, pattern: str) -> bool:
     return len(p) >= len(q) and all(b == "*" or a == b for a, b in zip(p, q, strict=False))
 
 
-def _is_free_form(path: str, defaults: dict) -> bool:
+def _is_free_form(path: str, defaults: dict, value: Any = None) -> bool:
     if any(_matches(path, pat) for pat in FREE_FORM):
         return True
     parts = path.split(".")
-    # a user class's table, e.g. [model.MyNet]: free-form when our defaults don't define it
-    return len(parts) >= 2 and parts[0] in CLASS_TABLES and parts[1] not in defaults.get(parts[0], {})
+    # a user class's table, e.g. [model.MyNet] (a table: a plain `data_set.use_cache = false` is a key like
+    # any other): free-form when our defaults don't define it
+    is_class_table = len(parts) > 2 or (len(parts) == 2 and isinstance(value, dict))
+    return is_class_table and parts[0] in CLASS_TABLES and parts[1] not in defaults.get(parts[0], {})
 
 
 def _type_name(value: Any) -> str:
@@ -178,7 +180,7 @@ def validate(user: dict, defaults: dict, source: str) -> tuple[list[str], dict[s
             value = node[key]
             if key == "config_version" and not prefix:
                 continue
-            if _is_free_form(path, defaults):
+            if _is_free_form(path, defaults, value):
                 if "." not in path and not isinstance(value, dict):
                     errors.append(f"{path} in {source} must be a table, not {_type_name(value)}")
                 continue
@@ -205,6 +207,28 @@ def validate(user: dict, defaults: dict, source: str) -> tuple[list[str], dict[s
 
     walk(user, defaults, "")
     return errors, reference_only
+
+
+def class_tables(user: dict, defaults: dict, source: str) -> list[str]:
+    """A top-level table named by a class's import path (`["torch.optim.SGD"] lr = 0.05`, the reference
+    Hyrax's form) holds that optimizer's or scheduler's keyword arguments: moved into `[optimizer.kwargs]`
+    (or `[scheduler.kwargs]`) when `optimizer.name` picks that class; an error naming the setting
+    otherwise (never dropped: the run would silently use other values)."""
+    errors = []
+    for key in [k for k, v in user.items() if "." in k and isinstance(v, dict)]:
+        table = user.pop(key)
+        for section in ("optimizer", "scheduler"):
+            chosen = (user.get(section) or {}).get("name") or (defaults.get(section) or {}).get("name")
+            if chosen == key:
+                kwargs = user.setdefault(section, {}).setdefault("kwargs", {})
+                kwargs.update(table)
+                break
+        else:
+            kind = "scheduler" if ".lr_scheduler." in key else "optimizer"
+            chosen = (user.get(kind) or {}).get("name") or (defaults.get(kind) or {}).get("name") or "unset"
+            errors.append(f'["{key}"] in {source} sets arguments of {key}, but {kind}.name is {chosen}: set '
+                          f'{kind}.name = "{key}" to use them (its arguments then go in [{kind}.kwargs])')
+    return errors
 
 
 # --- plugins ---------------------------------------------------------------------------------------
@@ -282,7 +306,9 @@ def load_config_ignoring(path: str | os.PathLike | None = None, overrides: list[
     # (say infer) falls back to its train group when a stage reads it
     if "data_request" in user:
         defaults["data_request"] = {}
-    errors, ignored = validate(user, defaults, source if not overrides else f"{source} (with --set)")
+    errors = class_tables(user, defaults, source)
+    more, ignored = validate(user, defaults, source if not overrides else f"{source} (with --set)")
+    errors += more
     cfg = deep_merge(defaults, user)
     errors += _check_data_request(cfg, source)
     if errors:

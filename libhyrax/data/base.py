@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from libhyrax.errors import DataError
 from libhyrax.registry import Registry
 
 # every Dataset subclass registers here under its class name, as it is defined
@@ -38,6 +39,8 @@ REGISTRY: Registry[type[Dataset]] = Registry(
 class Dataset:
     """Base class of every dataset. `config` is the resolved config; this class's options are
     `self.dataset_config` (the `[data_set.<ClassName>]` table merged with the request's dataset_config)."""
+
+    reads_data_location = True  # False for a dataset that makes its data: a data_location is then not checked
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -75,7 +78,10 @@ class Dataset:
     # --- reading --------------------------------------------------------------------------------------
 
     def read(self, fields: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
-        """Rows start..stop of `fields` as stacked numpy arrays. Uses `get_<field>_batch` when defined."""
+        """Rows start..stop of `fields` as stacked numpy arrays. Uses `get_<field>_batch` when defined, and
+        the dataset's own `collate` when it has one."""
+        if callable(getattr(self, "collate", None)):
+            return self._collated(fields, start, stop)
         out = {}
         for f in fields:
             batch = getattr(self, f"get_{f}_batch", None)
@@ -83,6 +89,28 @@ class Dataset:
                 out[f] = np.asarray(batch(start, stop))
             else:
                 out[f] = np.asarray([np.asarray(self.get(f, i)) for i in range(start, stop)])
+        if "object_id" in out:
+            out["object_id"] = out["object_id"].astype(str)
+        return out
+
+    def _collated(self, fields: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        """A dataset whose fields differ in shape per object (light curves, spectra) batches them itself:
+        `collate(items)` takes a list of {field: value} (one per object, every field) and returns {field:
+        array} with one row per object (padded, say). It is called only when a field read here differs in
+        shape; fields of one shape are stacked as usual. Per object, in Python: such data are small."""
+        rows = range(start, stop)
+        values = {f: [np.asarray(self.get(f, i)) for i in rows] for f in fields}
+        out = {f: np.stack(v) if v else np.zeros(0) for f, v in values.items() if len({x.shape for x in v}) <= 1}
+        if len(out) < len(fields):
+            items = [{f: values[f][k] if f in values else self.get(f, i) for f in self.fields}
+                     for k, i in enumerate(rows)]
+            collated = {k: np.asarray(v) for k, v in self.collate(items).items()}
+            missing = [f for f in fields if f not in out and f not in collated]
+            wrong = [f"{f} ({len(collated[f])} rows)" for f in fields if f in collated and len(collated[f]) != len(rows)]
+            if missing or wrong:
+                raise DataError(f"{type(self).__name__}.collate must return every field with one row per object; "
+                                f"missing: {', '.join(missing) or 'none'}; wrong length: {', '.join(wrong) or 'none'}")
+            out |= {f: collated[f] for f in fields if f not in out}
         if "object_id" in out:
             out["object_id"] = out["object_id"].astype(str)
         return out

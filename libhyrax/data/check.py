@@ -63,7 +63,7 @@ def check_dataset(cls, config: dict | None = None, data_location=None, n_rows: i
         if len(values) != len(rows):
             continue
         shapes = {v.shape for v in values}
-        if len(shapes) > 1:
+        if len(shapes) > 1 and not callable(getattr(ds, "collate", None)):
             problems.append(f"get_{field} returns different shapes for different objects ({sorted(shapes)}); "
                             "every object must have the same shape (crop or pad them)")
         if field == "image" and values:
@@ -85,6 +85,11 @@ def check_dataset(cls, config: dict | None = None, data_location=None, n_rows: i
                                     f"(shapes {got.shape} and {want.shape})")
             except Exception as e:
                 problems.append(f"get_{field}_batch(0, {len(rows)}) raised {type(e).__name__}: {e}")
+    if callable(getattr(ds, "collate", None)) and rows and not problems:  # it batches its own fields
+        try:
+            ds.read(fields, 0, len(rows))
+        except Exception as e:
+            problems.append(f"reading {len(rows)} objects through its collate failed: {type(e).__name__}: {e}")
     if "object_id" in fields and n > 1 and not problems:
         ids = ds.column("object_id")
         if len(set(ids.tolist())) != len(ids):

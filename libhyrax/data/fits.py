@@ -102,7 +102,14 @@ def group_catalog(columns: dict[str, np.ndarray], id_col: str, filter_col: str, 
                   where: str = "catalog"):
     """One row per object: (object ids, band names, files (n_objects, n_bands) with "" where a band is
     missing, other columns' values at each object's first row). Objects keep their catalog order."""
+    if filter_col not in columns and bands and len(bands) == 1 and id_col in columns:
+        # a single-band catalogue: every row is a cutout in the one band prepare.bands names
+        columns = {**columns, filter_col: np.full(len(columns[id_col]), str(bands[0]))}
     for col in (id_col, filter_col, file_col):
+        if col == filter_col and col not in columns and col not in (id_col, file_col):
+            raise DataError(f"{where} has no column {col!r}{did_you_mean(col, columns)} Columns: "
+                            f"{', '.join(columns)}; set prepare.filter_column to the band column, or for a "
+                            "single-band catalogue name its band: prepare.bands = [\"I\"]")
         if col not in columns:
             raise DataError(f"{where} has no column {col!r}{did_you_mean(col, columns)} Columns: "
                             f"{', '.join(columns)}; set prepare.{_key(col, id_col, filter_col)} to the right name")
@@ -166,9 +173,10 @@ def _first_image(fits, path: Path) -> np.ndarray:
     raise BadCutout("no image data in the FITS file", filename=str(path))
 
 
-def stack_bands(files, bands, folder: Path, size: int | None) -> np.ndarray:
+def stack_bands(files, bands, folder: Path, size: int | None, pad_smaller: bool = False) -> np.ndarray:
     """(bands, size, size) from one file per band, centre-cropped to a common size (`size`, or the
-    smallest band when None). BadCutout names the band and file that failed."""
+    smallest band when None); with `pad_smaller`, a side shorter than `size` is zero-padded (centred)
+    instead of the cutout being rejected. BadCutout names the band and file that failed."""
     planes = []
     for band, name in zip(bands, files, strict=True):
         if not name:
@@ -181,15 +189,26 @@ def stack_bands(files, bands, folder: Path, size: int | None) -> np.ndarray:
         except BadCutout as e:
             raise BadCutout(e.reason, band, name) from None
     target = size or min(min(p.shape) for p in planes)
+    if pad_smaller:
+        planes = [pad_to(p, target) for p in planes]
     for band, name, p in zip(bands, files, planes, strict=True):
         if min(p.shape) < target:
-            raise BadCutout(f"cutout {p.shape[0]}x{p.shape[1]} is smaller than {target}x{target}", band, name)
+            raise BadCutout(f"cutout {p.shape[0]}x{p.shape[1]} is smaller than {target}x{target}; set "
+                            f"prepare.cutout_size = {min(p.shape)}, or prepare.pad_smaller = true", band, name)
     cut = [center_crop(p, target) for p in planes]
     for band, name, p in zip(bands, files, cut, strict=True):
         if not np.isfinite(p).any():
             # nothing to learn from, and after NaN replacement it would look like the most normal object
             raise BadCutout("every pixel is NaN or inf", band, name)
     return np.stack(cut)
+
+
+def pad_to(plane: np.ndarray, size: int) -> np.ndarray:
+    """`plane` with each side shorter than `size` zero-padded to it, centred (longer sides untouched)."""
+    extra = [max(size - n, 0) for n in plane.shape]
+    if not any(extra):
+        return plane
+    return np.pad(plane, [(e // 2, e - e // 2) for e in extra])
 
 
 class FitsImageDataset(Dataset):

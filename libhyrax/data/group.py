@@ -32,13 +32,18 @@ log = logging.getLogger("hyrax.data")
 def open_dataset(cfg: dict, spec: DatasetSpec, where: str = "data_request") -> Dataset:
     """Construct one dataset of a request (its class resolved, its location checked)."""
     cls = dataset_class(spec.dataset_class)
-    # a dataset that fetches its data (CIFAR-10, LSST cutouts) makes its folder the first time
+    # a dataset that fetches its data (CIFAR-10, LSST cutouts) makes its folder the first time; one that
+    # makes its data (random) reads none
     if spec.data_location and not getattr(cls, "fetches_into_location", False) and \
-            not Path(spec.data_location).expanduser().exists():
+            getattr(cls, "reads_data_location", True) and not Path(spec.data_location).expanduser().exists():
         raise DataError(f"{where}.data_location {spec.data_location!r} does not exist (looked from "
                         f"{Path.cwd()}); give the path of the data for {spec.dataset_class}")
     data_set = dict(cfg.get("data_set") or {})
-    data_set[cls.__name__] = {**(data_set.get(cls.__name__) or {}), **spec.dataset_config}
+    own = dict(spec.dataset_config)
+    nested = own.pop(cls.__name__, None)  # {ClassName = {size = 30}}: the reference's form, nested by class
+    if isinstance(nested, dict):
+        own |= nested
+    data_set[cls.__name__] = {**(data_set.get(cls.__name__) or {}), **own}
     sub = {**cfg, "data_set": data_set}
     try:
         return cls(sub, spec.data_location)

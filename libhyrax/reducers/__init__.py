@@ -12,7 +12,7 @@ Construction only stores keyword arguments (`self.kwargs`); `fit` returns `self`
 maps new data later (`hyrax umap --reducer RUN_DIR`). Unpickling runs code, so `save` signs the file and
 `load` refuses one this account's Hyrax didn't write unless its run is trusted (libhyrax.trust). Subclasses register themselves by `name`
 (two different classes can't share one; see libhyrax.registry).
-Built in: `umap` (umap-learn) and `pca` (scikit-learn). Nothing heavy is imported until `fit`/`load`.
+Built in: `umap` (umap-learn), `pca` and `tsne` (scikit-learn; a map of the objects it is fitted on). Nothing heavy is imported until `fit`/`load`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from libhyrax.registry import Registry
 
 REDUCER_FILE = "reducer.pkl"
 # the built-ins, imported when first named (umap-learn and scikit-learn load later still, in fit)
-BUILT_IN = {"umap": "libhyrax.reducers.umap", "pca": "libhyrax.reducers.pca"}
+BUILT_IN = {"umap": "libhyrax.reducers.umap", "pca": "libhyrax.reducers.pca", "tsne": "libhyrax.reducers.tsne"}
 
 
 class Reducer:

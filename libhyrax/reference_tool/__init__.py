@@ -9,7 +9,9 @@ A notebook, dataset or model package written for the reference runs here with it
 and is named in the config by class name or import path as before. What is where:
 
     facade.py     `Hyrax`: the reference's notebook calls (set_config, the verbs, database_connection, lookup)
-    settings.py   the reference's settings this package honours, and what to use instead of the others
+    settings.py   its config forms, the settings this package honours, and what to use instead of the others
+    prepared.py   what `h.prepare()` returns: the data the request describes, a provider per group
+    config_utils  its `find_most_recent_results_dir`, where its notebooks import it from (hyrax.config_utils)
     datasets.py   `HyraxDataset` on top of libhyrax.data.Dataset (the dataset contract's adapter)
     models.py     `@hyrax_model`: a reference model wrapped for the model contract (it steps itself)
 

@@ -3,7 +3,11 @@
     h = Hyrax("my.toml")             # or Hyrax(config_file="my.toml"), Hyrax() for the defaults, Hyrax({...})
     h.config["train"]["epochs"] = 3  # a plain dict: the next call uses (and checks) it
     h.set_config("model.name", "HyraxCNN")
-    h.train(); h.infer(); h.umap(); h.visualize()
+    h.set_config("'torch.optim.SGD'", {"lr": 0.05})   # a class-named table, merged (optimizer.name picks it)
+    prepared = h.prepare()           # the request's data: prepared["train"][0], len, collate
+    trained = h.train()              # trained.final_training_metrics; weights also as train.weights_filename
+    results = h.infer()              # Latents: len, [i], get_data(i), get_object_id(i), .table
+    h.reduce_dimensions(algorithm="tsne"); h.visualize()
     h.save_to_database()             # a vector index of the latents (`index`)
     db = h.database_connection()
     db.search_by_id("HDF-0001", k=5)          # {"HDF-0001": [ids]}, db.search_by_id(...).distances: L2
@@ -16,7 +20,8 @@ reference's verb names and arguments work too: `input_dir`, `input_model_directo
 `database_dir`, `results_dir`). A stage reads the run this
 object made last of the stage it needs, unless `from_run=` (or the reference's argument, or its config key
 such as `vector_db.vector_db_dir`) names one; then the newest finished run. Names of the reference that
-this Hyrax has no use for raise an AttributeError saying what to use instead.
+this Hyrax has no use for raise an AttributeError saying what to use instead, and its settings that would
+run differently here are a ConfigError saying the same (settings.py), never a warning.
 """
 
 from __future__ import annotations
@@ -29,10 +34,26 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax import stages
-from libhyrax.config import dump_config, parse_override, resolve_ignoring, set_key
-from libhyrax.errors import UsageError
+from libhyrax.config import (
+    deep_merge,
+    dump_config,
+    find_config_file,
+    parse_override,
+    read_toml,
+    resolve_ignoring,
+    set_key,
+)
+from libhyrax.errors import ConfigError, UsageError
 from libhyrax.latents import Latents
-from libhyrax.reference_tool.settings import RUN_ARGS, RUN_KEYS, UNSUPPORTED
+from libhyrax.reference_tool.settings import (
+    HONOURED,
+    RUN_ARGS,
+    RUN_KEYS,
+    UNSUPPORTED,
+    reference_forms,
+    refused,
+    split_key,
+)
 from libhyrax.results import Result, find_run
 from libhyrax.rundir import INDEX_DIR
 
@@ -50,47 +71,68 @@ class Hyrax:
         config's general.log_level)."""
         config = config if config is not None else config_file
         self.run_dirs: dict[str, str] = {}  # the reference's run-naming settings (RUN_KEYS)
-        self.config, ignored = resolve_ignoring(deepcopy(config) if isinstance(config, dict) else config,
-                                                overrides)
-        self._honour(ignored)
+        self.settings: dict[str, object] = dict(HONOURED)  # the reference's settings the facade acts on
+        self.config: dict = {}
+        if not isinstance(config, dict):  # a file is read here, so its reference forms are taken as a dict's
+            path = find_config_file(config)
+            config = read_toml(path) if path else {}
+        self._resolve(config, overrides)
         self.results: dict[str, Result] = {}
         self._latents: dict[Path, Latents] = {}
 
     # --- configuration ---------------------------------------------------------------------------
 
-    def set(self, key: str, value) -> Hyrax:
-        """Change one key (dotted path); the config is validated again (a bad value changes nothing)."""
+    def set(self, key: str, value, over_write: bool = False) -> Hyrax:
+        """Change one key (a dotted path; a part with dots in quotes: "'torch.optim.SGD'.lr"); the config is
+        validated again (a bad value changes nothing). A table given for a table is merged into it, as the
+        reference does; `over_write=True` replaces it."""
         cfg = deepcopy(self.config)
-        set_key(cfg, key, value if not isinstance(value, str) else parse_override(f"k={value}")[1])
+        *parents, leaf = split_key(key)
+        node = cfg
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"set_config({key!r}): {part} is a value, not a table")
+        value = value if not isinstance(value, str) else parse_override(f"k={value}")[1]
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict) and not over_write:
+            node[leaf] = deep_merge(node[leaf], value)
+        else:
+            node[leaf] = value
         self._resolve(cfg)
         return self
 
-    def set_config(self, key: str, value) -> None:
+    def set_config(self, key: str, value, over_write: bool = False) -> None:
         """The reference's `set_config("train.epochs", 3)`: set one key, checked now."""
-        self.set(key, value)
+        self.set(key, value, over_write)
 
     def show_config(self) -> str:
         return dump_config(self._resolve(self.config))
 
-    def _resolve(self, cfg: dict) -> dict:
-        """`cfg` checked and resolved into self.config (the same dict object: edits to h.config apply)."""
-        resolved, ignored = resolve_ignoring(deepcopy(cfg))
-        self._honour(ignored)
-        self.config.clear()
-        self.config.update(resolved)
-        return self.config
-
-    def _honour(self, ignored: dict) -> None:
-        """The reference's keys the config left out: the run-naming ones kept (RUN_KEYS), the others named."""
-        for key in set(RUN_KEYS.values()) & set(ignored):
-            value = ignored.pop(key)
+    def _resolve(self, cfg: dict, overrides=()) -> dict:
+        """`cfg` (h.config, edited or not) checked and resolved; the result, without the reference's settings,
+        is what a stage gets. self.config (the same dict object: edits to h.config apply) shows it with
+        those settings. A reference setting this Hyrax doesn't honour is an error naming what to use."""
+        cfg = deepcopy(cfg)
+        reference_forms(cfg)
+        resolved, ignored = resolve_ignoring(cfg, overrides)
+        run_dirs = {k: ignored.pop(k) for k in set(RUN_KEYS.values()) & set(ignored)}
+        settings = {k: ignored.pop(k) for k in set(HONOURED) & set(ignored)}
+        refuse = refused(ignored)
+        if refuse:
+            raise ConfigError("settings of the reference Hyrax that this Hyrax doesn't have:\n  "
+                              + "\n  ".join(refuse))
+        for key, value in run_dirs.items():
             if value in (False, "", None):
                 self.run_dirs.pop(key, None)  # the reference's "unset"
             else:
                 self.run_dirs[key] = value
-        if ignored:
-            log.warning("the reference Hyrax's keys %s are not used by this Hyrax; ignoring them",
-                        ", ".join(sorted(ignored)))
+        self.settings |= {k: v if v not in (False, "", None) else HONOURED[k] for k, v in settings.items()}
+        shown = deepcopy(resolved)
+        for key, value in self.settings.items():
+            set_key(shown, key, value)
+        self.config.clear()
+        self.config.update(shown)
+        return resolved
 
     # --- the stages ------------------------------------------------------------------------------
 
@@ -122,13 +164,41 @@ class Hyrax:
             chosen = kwargs.pop("from_run", None) or self._input_run(stage.name, given)
             if chosen is not None:
                 kwargs["from_run"] = chosen
+            if stage.name == "umap":  # the reference's reduce_dimensions(algorithm=, model_path=)
+                if kwargs.get("algorithm") is not None:
+                    cfg["reduce_dimensions"]["algorithm"] = kwargs.pop("algorithm")
+                kwargs.setdefault("reducer", kwargs.pop("model_path", None))
             result = getattr(libhyrax, stage.name)(cfg, *args, **kwargs)
+            if stage.name == "train" and result is not None:
+                result = self._as_reference_train(result)
             self.results[stage.name] = result
             return result
 
         run_stage.__name__ = stage.name
         run_stage.__doc__ = stage.help
         return run_stage
+
+    def prepare(self) -> dict:
+        """The reference's `prepare`: the data the request describes, a provider per data_request group
+        (`prepared["train"][0]`, `len`, `ids()`, `collate`). Our FITS->HDF5 stage is libhyrax.prepare()."""
+        from libhyrax.reference_tool.prepared import prepare
+
+        return prepare(self._resolve(self.config))
+
+    def _as_reference_train(self, run: Result) -> Result:
+        """A train run as the reference's train leaves it: its weights also under train.weights_filename,
+        and the last epoch's figures as `final_training_metrics` / `final_validation_metrics`."""
+        name = str(self.settings["train.weights_filename"])
+        if Path(name).name != name:
+            raise UsageError(f"train.weights_filename must be a file name, not a path: {name!r}")
+        if name != "model.pt" and not run.file(name).exists():
+            os.link(run.file("model.pt"), run.file(name))  # the same bytes, under the reference's name
+        rows = run.file("metrics.csv").read_text().splitlines()
+        header, last = rows[0].split(","), rows[-1].split(",")
+        figures = dict(zip(header, last, strict=True))
+        run.final_training_metrics = {k[6:]: float(v) for k, v in figures.items() if k.startswith("train_") and v}
+        run.final_validation_metrics = {k[4:]: float(v) for k, v in figures.items() if k.startswith("val_") and v}
+        return run
 
     def _input_run(self, verb: str, given: str | os.PathLike | None = None) -> str | os.PathLike | None:
         """The run `verb` reads: `given` (the reference's argument), else the reference's config key for it,

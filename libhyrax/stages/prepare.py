@@ -14,9 +14,11 @@ its `manifest.fits` is the catalog, and objects whose download failed are reject
 
     hyrax prepare --set prepare.fits_dir=~/hsc_download --set prepare.cutout_size=128
 
-Each object's bands are stacked and centre-cropped to `cutout_size`. An object with a missing band, an
+Each object's bands are stacked and centre-cropped to `cutout_size` (with `pad_smaller = true`, a side
+shorter than that is zero-padded, so cutouts of mixed sizes just work). An object with a missing band, an
 unreadable or corrupt file, or a cutout smaller than `cutout_size` is skipped and listed, with the reason,
-in rejected.csv: one bad file never stops the run. Use the result with
+in rejected.csv: one bad file never stops the run; when every object is rejected, the error says why.
+docs/prepare.md has the catalogue's columns and every setting. Use the result with
 `dataset_class = "HyraxHDF5Dataset"`, `data_location = "<run>/cutouts.h5"`.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +97,7 @@ def prepare_fits(folder: Path, catalog: Path, out: Path, rejected_csv: Path, p: 
         if first:
             log.info("resuming after %d of %d catalog objects", first, len(ids))
             progress.advance(first)
-        rejects = csv.writer(fh)
+        rejects, reasons = csv.writer(fh), Counter()
         if not resuming:
             rejects.writerow(["object_id", "band", "filename", "reason"])
         for start in range(first, len(ids), BATCH):
@@ -102,10 +105,11 @@ def prepare_fits(folder: Path, catalog: Path, out: Path, rejected_csv: Path, p: 
             images, keep = [], []
             for i in range(start, stop):  # one object's files at a time: FITS I/O is per file anyway
                 try:
-                    images.append(stack_bands(files[i], bands, folder, size))
+                    images.append(stack_bands(files[i], bands, folder, size, bool(p["pad_smaller"])))
                     keep.append(i)
                 except BadCutout as e:
                     rejects.writerow([ids[i], e.band, e.filename, e.reason])
+                    reasons[e.reason] += 1
                     n_rejected += 1
             fh.flush()  # the batch's rejections reach the disk before the batch is marked done
             # set before append, which flushes: the batch and the mark reach the file together
@@ -121,8 +125,9 @@ def prepare_fits(folder: Path, catalog: Path, out: Path, rejected_csv: Path, p: 
         log.warning("%d of %d objects rejected; their reasons are in %s in the results directory", n_rejected,
                     len(ids), rejected_csv.name)
     if not written:
-        raise DataError(f"no object of {catalog} could be used ({n_rejected} rejected); their reasons are in "
-                        f"{rejected_csv.name} in the results directory")
+        reason, count = reasons.most_common(1)[0] if reasons else ("see rejected.csv", n_rejected)
+        raise DataError(f"no object of {catalog} could be used: {n_rejected} of {len(ids)} rejected, {count} "
+                        f"because {reason} (every reason is in {rejected_csv.name} in the results directory)")
     return written, n_rejected
 
 

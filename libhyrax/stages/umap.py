@@ -28,9 +28,10 @@ import numpy as np
 
 from libhyrax import atomic, hdf5
 from libhyrax.errors import DataError
+from libhyrax.latents import Embedding
 from libhyrax.log import Progress
 from libhyrax.reducers import REDUCER_FILE, Reducer, make_reducer
-from libhyrax.results import Result, check_run
+from libhyrax.results import check_run
 from libhyrax.start import start_run
 
 log = logging.getLogger("hyrax.umap")
@@ -38,7 +39,7 @@ BUILT_IN = ("umap", "pca")
 
 
 def umap(config=None, *, from_run=None, reducer=None, shard=None, resume=None, run_name=None,
-         overrides=()) -> Result:
+         overrides=()) -> Embedding:
     """Reduce the latents of an infer run (`from_run`, else the newest) to `embedding.h5`.
 
     `reducer`: a umap results directory (or a `reducer.pkl`) whose fitted reducer to reuse instead of
@@ -56,7 +57,7 @@ def umap(config=None, *, from_run=None, reducer=None, shard=None, resume=None, r
         start, stop = run.rows(n_rows(latents))
         stats = transform_file(red, latents, run.output("embedding"), start, stop, cfg["reduce_dimensions"])
         run.record(algorithm=type(red).name or type(red).__name__, **stats)
-    return Result(run.path)
+    return Embedding(run.path)
 
 
 def n_rows(latents: Path) -> int:

@@ -3,7 +3,7 @@
 - optimizer and scheduler keyword tables named by import path (`["torch.optim.SGD"] lr = 0.01`) become
   `[optimizer.kwargs]` / `[scheduler.kwargs]` of the class that `optimizer.name` / `scheduler.name` picks;
 - `reduce_dimensions.<algorithm>.fit_sample_size` becomes `reduce_dimensions.fit_sample_size`;
-- `split.rng_seed` becomes `split.seed`; `criterion.band_loss_reduction` moves to the model that uses it;
+- `split.rng_seed` becomes `split.seed`; splits a `[split]` doesn't size share what the sized ones leave; `criterion.band_loss_reduction` moves to the model that uses it;
 - a matplotlib colormap name in `visualize.cmap` ("viridis") becomes the bokeh palette ("Viridis256");
 - `false`/empty placeholders of the reference (`model.name = ""`, `data_set.nan_mode = false`) are
   dropped so our defaults apply; a `crop_to = [w, h]` becomes one size;
@@ -18,6 +18,7 @@ from libhyrax.config.migrations import (
     pop_path,
     reference_datasets,
     reference_download,
+    remainder_to_the_rest,
     set_path,
     step,
 )
@@ -26,6 +27,13 @@ from libhyrax.config.migrations import (
 MATPLOTLIB_TO_BOKEH = {n.lower(): f"{n}256" for n in ("Viridis", "Magma", "Inferno", "Plasma", "Cividis", "Turbo",
                                                       "Greys", "Blues", "Greens", "Oranges", "Purples", "Reds")}
 MATPLOTLIB_TO_BOKEH |= {"gray": "Greys256", "grey": "Greys256"}
+
+
+# the class-named tables of the reference's default config; any other (a user's setting for a class the
+# config doesn't pick) is left for the loader to refuse, naming optimizer.name / scheduler.name
+REFERENCE_DEFAULT_TABLES = {"torch.optim.SGD": {"lr": 0.01, "momentum": 0.9}, "torch.optim.Adam": {"lr": 0.01},
+                            "torch.optim.lr_scheduler.ExponentialLR": {"gamma": 1},
+                            "torch.optim.lr_scheduler.ConstantLR": {"last_epoch": -1}}
 
 
 @step(7, "reference Hyrax v7 -> Hyrax v8 (optimizer/scheduler kwargs tables, reduce and split keys)")
@@ -37,13 +45,16 @@ def migrate(cfg: dict) -> list[str]:
             cfg[section]["kwargs"] = cfg.pop(name)
             done.append(f'["{name}"] -> [{section}.kwargs]')
     for key in [k for k, v in cfg.items() if "." in k and isinstance(v, dict)]:
-        cfg.pop(key)
-        done.append(f'["{key}"] dropped (not the configured optimizer or scheduler)')
+        if cfg[key] == REFERENCE_DEFAULT_TABLES.get(key):  # its defaults file, copied: not a setting
+            cfg.pop(key)
+            done.append(f'["{key}"] dropped (the reference\'s default, for a class not configured)')
     red = cfg.get("reduce_dimensions") or {}
     algo = red.get("algorithm", "umap")
     if has_path(cfg, f"reduce_dimensions.{algo}.fit_sample_size"):
         done += move(cfg, f"reduce_dimensions.{algo}.fit_sample_size", "reduce_dimensions.fit_sample_size")
     done += move(cfg, "split.rng_seed", "split.seed")
+    if isinstance(cfg.get("split"), dict) and any(k in cfg["split"] for k in ("train", "validate", "test")):
+        done += remainder_to_the_rest(cfg["split"])
     done += move(cfg, "criterion.band_loss_reduction", "model.HyraxAutoencoderV2.band_loss_reduction")
     for placeholder in ("model.name", "data_set.nan_mode", "criterion.name"):
         if has_path(cfg, placeholder):

@@ -81,3 +81,14 @@ def move(cfg: dict, old: str, new: str) -> list[str]:
         return []
     set_path(cfg, new, pop_path(cfg, old))
     return [f"{old} -> {new}"]
+
+
+def remainder_to_the_rest(split: dict) -> list[str]:
+    """The reference gave the splits a config didn't size what the sized ones left (a notebook's
+    `train = 1.0` means all of it for training); our defaults (0.8/0.1/0.1) would overfill instead."""
+    rest = [s for s in ("train", "validate", "test") if s not in split]
+    given = sum(float(v) for k, v in split.items() if k in ("train", "validate", "test") and v is not False)
+    share = round(max(0.0, 1.0 - given) / len(rest), 10) if rest else 0.0
+    for s in rest:
+        split[s] = share
+    return [f"split.{s} = {share} (what the other splits leave)" for s in rest]
