@@ -206,9 +206,8 @@ def test_an_empty_pipe_is_an_error_not_a_stale_run(workdir):
 @pytest.mark.parametrize("stage", [s.name for s in STAGES])
 def test_help_text_is_shown_as_written(stage):
     """A [section] name in a help text is text, not markup that the renderer drops ("else )." was shown)."""
-    from typer.testing import CliRunner
-
     from hyrax_cli.main import build_app
+    from typer.testing import CliRunner
 
     out = CliRunner().invoke(build_app(), [stage, "--help"], terminal_width=200).output
     assert "else )" not in out and "()" not in out.replace("(s)", "")
