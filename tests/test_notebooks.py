@@ -40,6 +40,7 @@ def _own_classes(text, pictures, workdir):
 
 
 def _map(text, pictures, workdir):
+    assert "nothing selected on the map: selecting its right edge" in text  # through the map's API
     selected = re.search(r"(\d+) objects selected, e.g. \['SYN-", text)
     assert selected and int(selected.group(1)) > 0  # ids back in Python
     assert re.search(r"kinds: \{'[a-z_]+': \d+", text)  # their cutouts were read
@@ -94,6 +95,17 @@ def outputs(nb) -> tuple[str, int]:
     return "\n".join(texts), pictures
 
 
+def assert_maps_keep_a_static_copy(nb) -> None:
+    """Every live map (a widget) in an executed notebook has the page beside it as text/html, which shows
+    when the notebook is reopened or rendered without a kernel; BokehJS is never fetched from a CDN."""
+    for cell in nb.cells:
+        data = [o.get("data", {}) for o in cell.get("outputs", [])]
+        if any("application/vnd.jupyter.widget-view+json" in d for d in data):
+            static = [d.get("text/html", "") for d in data if "hyrax-static-map" in d.get("text/html", "")]
+            assert static and "<iframe srcdoc=" in static[0]
+        assert not any("cdn.bokeh.org" in str(d) for d in data)
+
+
 def test_the_gallery_is_numbered_and_complete():
     names = [p.stem for p in NOTEBOOKS]
     assert set(CHECKS) <= set(names), f"missing: {set(CHECKS) - set(names)}"
@@ -119,6 +131,7 @@ def test_notebook_runs(path, workdir):
     nb = nbformat.read(workdir / path.name, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
     text, pictures = outputs(nb)
+    assert_maps_keep_a_static_copy(nb)
     check = CHECKS.get(path.stem)
     if check is not None:
         check(text, pictures, workdir)

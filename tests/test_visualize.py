@@ -325,9 +325,11 @@ def test_done_when_train_infer_umap_visualize_in_a_shell_pipe(workdir):
         assert not js_errors(log), js_errors(log)
 
 
-def test_in_jupyter_the_map_shows_inline_with_a_live_selection(workdir):
-    """In a kernel, visualize() displays the map as a bokeh app whose selection lands in
-    `result.selected`; the selection callback is exercised by setting the source's selection."""
+def test_in_jupyter_the_map_is_a_widget_with_a_static_copy_and_a_selection_from_python(workdir):
+    """In a kernel, visualize() shows the map as a jupyter_bokeh widget (the kernel's comm channel; BokehJS
+    inline, no CDN), above it a static copy of the page that stays in the saved notebook, and a text
+    fallback that names visualize.html; select() selects in the map and `res.selected` follows (plain str).
+    The browser side is tested in test_notebook_map.py."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -335,14 +337,22 @@ def test_in_jupyter_the_map_shows_inline_with_a_live_selection(workdir):
     code = (f"import os; os.chdir({str(workdir)!r})\n"
             "import libhyrax\n"
             "res = libhyrax.visualize()\n"
-            "print(res.html.is_file(), res.selected, len(res.labels))")
+            "print(res.html.is_file(), res.selected, len(res.labels))\n"
+            "print(res.select(['gal00007', 'gal00003', 'not-drawn']), type(res.selected[0]).__name__)")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     outputs = nb.cells[0].outputs
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "True [] 0" in text
-    shown = [o for o in outputs if o.output_type == "display_data"]
-    assert any("application/vnd.bokehjs_exec.v0+json" in o.data or "text/html" in o.data for o in shown)
+    assert "True [] 0" in text and "['gal00003', 'gal00007'] str" in text
+    shown = [o.data for o in outputs if o.output_type == "display_data"]
+    static = [d["text/html"] for d in shown if "hyrax-static-map" in d.get("text/html", "")]
+    assert len(static) == 1 and "<iframe srcdoc=" in static[0] and "gal00119" in static[0]
+    widget = [d for d in shown if "application/vnd.jupyter.widget-view+json" in d]
+    assert len(widget) == 1 and "visualize.html" in widget[0]["text/plain"]  # what shows without widgets
+    bokehjs = [d for d in shown if "application/vnd.bokehjs_load.v0+json" in d]
+    assert bokehjs and len(bokehjs[0]["application/vnd.bokehjs_load.v0+json"]) > 500_000  # inline, not a URL
+    everything = nbformat.writes(nb)
+    assert "cdn.bokeh.org" not in everything
 
 
 def test_selection_comes_back_to_python_as_ids():
@@ -363,12 +373,12 @@ def test_in_jupyter_a_tiled_map_is_served_by_python_and_its_selection_comes_back
     which answers with the tiles as data URIs and streams the cells' objects into the points."""
     from bokeh.document import Document
 
-    from libhyrax.stages.visualize import live_app
+    from libhyrax.stages.visualize import live_page
 
     cfg, src = make_runs(workdir, n=3000, cutouts=False, max_points=500)
     res = visualize(cfg, from_run=src)
     doc = Document()
-    live_app(res, res.page)(doc)  # what the notebook shows
+    live_page(res, res.page, doc)  # what the notebook shows
     requests, tiles, source = (doc.get_model_by_name(n) for n in ("map-requests", "tiles", "points"))
     assert requests.tags == ["python"] and len(source.data["_x"]) == 0
     cells = sorted((res.path / "points").glob("*.js"))[:2]

@@ -7,6 +7,10 @@ Jupyter).
     res = libhyrax.visualize(from_run=emb)             # in a notebook: shows the map inline
     res.selected                                        # the ids picked with box/lasso (live in Jupyter)
     res.labels                                          # the labels given in the map (live in Jupyter)
+    res.select(ids)                                     # select in the map from Python
+
+In Jupyter the map is a widget (jupyter_bokeh): it talks to Python over the kernel's own comm channel, so it
+works wherever the notebook is served (any host and port, under JupyterHub's base URL, no internet).
 
 Colour columns: the infer run's catalog columns (read from its data group, joined by object_id),
 `recon_error` from its latents, `score` from the newest anomaly run of the same latents, and
@@ -55,10 +59,25 @@ class VisualizeResult(Result):
     selected: list[str]
     labels: Labels
     page: Callable
+    _source = None  # the points of the map shown in the notebook (None when none is shown)
 
     @property
     def html(self) -> Path:
         return self.path / HTML_FILE
+
+    def select(self, object_ids) -> list[str]:
+        """Select these objects in the map shown in the notebook, as a box or lasso would (the map shows
+        the selection; `.selected` follows it); the ids selected. Ids not drawn as points are left out."""
+        if self._source is None:
+            raise UsageError("select() selects in the map shown in a notebook, and none is shown here: "
+                             "call libhyrax.visualize(...) in Jupyter")
+        drawn = self._source.data["object_id"]
+        rows = hdf5.IdIndex(np.asarray(drawn, dtype=str)).rows(np.asarray(list(object_ids), dtype=str))
+        if (rows < 0).any():
+            log.warning("%d of the %d ids are not drawn on the map; they are not selected",
+                        int((rows < 0).sum()), len(rows))
+        self._source.selected.indices = np.sort(rows[rows >= 0]).tolist()
+        return self.selected
 
 
 def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
@@ -415,11 +434,11 @@ def in_notebook() -> bool:
 
 
 def follow_selection(source, selected: list) -> None:
-    """Keep `selected` equal to the object ids of the points selected in `source`."""
+    """Keep `selected` equal to the object ids (plain `str`) of the points selected in `source`."""
 
     def on_select(attr, old, new):
         ids = source.data["object_id"]
-        selected[:] = [ids[i] for i in new]
+        selected[:] = [str(ids[i]) for i in new]
 
     source.selected.on_change("indices", on_select)
 
@@ -434,26 +453,77 @@ def follow_labels(label_source, result: VisualizeResult) -> None:
     label_source.on_change("data", on_change)
 
 
+# Runs in the live map once it has drawn: the static copy shown above it is no longer needed (removing its
+# iframe frees that second copy of the page).
+HIDE_STATIC_JS = """
+for (const el of document.querySelectorAll('.hyrax-static-map[data-map="' + uid + '"]')) {
+  for (const frame of el.querySelectorAll('iframe')) frame.remove();
+  el.style.display = 'none';
+}
+"""
+NO_WIDGETS = ("This front end shows no Jupyter widgets, so the live map (whose box/lasso selection and "
+              "labels come back to Python as res.selected and res.labels) can't show here, and res.selected "
+              "stays empty. The page works on its own (select, label, save as CSV): {html}, opened in a browser "
+              "from disk. JupyterLab shows the live map (with jupyter_bokeh where the Jupyter server runs).")
+
+
 def show_inline(result: VisualizeResult, page_factory) -> None:
-    """Show the map in the notebook as a small bokeh server app, so box/lasso selections and labels come
-    back to Python: `result.selected` (a list of object ids) and `result.labels`, updated live."""
-    from bokeh.io import output_notebook, show
+    """Show the map in the notebook as a Jupyter widget (jupyter_bokeh), so box/lasso selections and labels
+    come back to Python through the kernel's own comm channel, wherever the notebook is served: the
+    ids in `result.selected`, the labels in `result.labels`, updated live. BokehJS comes from the installed
+    package (inline), never a CDN. Above the live map, a static copy of the page (visualize.html in an
+    iframe) stays in the saved notebook: it is what shows when the notebook is reopened or rendered
+    elsewhere, and the live map hides it once it has drawn."""
+    import uuid
 
-    output_notebook(hide_banner=True)
-    show(live_app(result, page_factory))
+    from bokeh.document import Document
+    from bokeh.events import DocumentReady
+    from bokeh.io.notebook import load_notebook
+    from bokeh.models import CustomJS
+    from bokeh.resources import INLINE
+    from IPython.display import display
+    from jupyter_bokeh import BokehModel
+
+    uid = uuid.uuid4().hex
+    doc = Document()
+    page = live_page(result, page_factory, doc)
+    doc.js_on_event(DocumentReady, CustomJS(args={"uid": uid}, code=HIDE_STATIC_JS))
+    display({"text/html": static_copy(result.html, uid, tiled=page.tiled is not None),
+             "text/plain": f"Hyrax map: {result.html}"}, raw=True)
+    load_notebook(INLINE, hide_banner=True)
+    bundle = BokehModel(page.layout)._repr_mimebundle_()
+    bundle["text/plain"] = NO_WIDGETS.format(html=result.html)
+    display(bundle, raw=True)
 
 
-def live_app(result: VisualizeResult, page_factory):
-    """The bokeh app of show_inline: a fresh page per document, its selection and labels followed."""
+def live_page(result: VisualizeResult, page_factory, doc):
+    """The page the notebook shows, in `doc`: a fresh one whose selection and labels `result` follows (a
+    tiled map's files served from Python: the live page can't load files beside it)."""
+    page = page_factory()
+    if page.tiled is not None:
+        from libhyrax.viz.tiled import serve_from_python
 
-    def app(doc):
-        page = page_factory()
-        if page.tiled is not None:
-            from libhyrax.viz.tiled import serve_from_python
+        serve_from_python(page, result.path)
+    follow_selection(page.source, result.selected)
+    follow_labels(page.labels, result)
+    result._source = page.source
+    page.attach(doc)
+    return page
 
-            serve_from_python(page, result.path)
-        follow_selection(page.source, result.selected)
-        follow_labels(page.labels, result)
-        page.attach(doc)
 
-    return app
+def static_copy(page: Path, uid: str, tiled: bool = False) -> str:
+    """The self-contained page in an iframe (srcdoc: nothing to fetch), under a line saying what it is; a
+    tiled map's page loads files beside it, so its copy is that line alone."""
+    import html
+
+    note = ("Static copy of the map: selections made in it don't reach Python. The live map below hides it "
+            "once it has drawn; when none draws (the notebook reopened, or a front end without Jupyter "
+            "widgets or jupyter_bokeh), res.selected stays empty: rerun the cell where widgets work, or open "
+            f"{html.escape(str(page))}")
+    if tiled:
+        note = note.replace("Static copy of the map:", "This map is tiled (its tiles are files beside the page), "
+                                                       "so no copy of it is kept here:")
+    frame = "" if tiled else (f'<iframe srcdoc="{html.escape(page.read_text(encoding="utf-8"), quote=True)}" '
+                              'style="width:100%;height:760px;border:0" title="Hyrax map"></iframe>')
+    return (f'<div class="hyrax-static-map" data-map="{uid}">'
+            f'<div style="font-size:90%;color:#555">{note}</div>{frame}</div>')

@@ -7,7 +7,7 @@ cells in view hold at most `budget` objects, adds <script src="points/CELL.js"> 
 loaded; the file calls hyraxPoints(), which appends its objects to the points source. Points stay once
 loaded, so selection, the ids table, labelling and hover work on them as on the small page.
 
-In the notebook the page is a bokeh server app, where paths relative to the page lead nowhere: there the
+In the notebook the page is a Jupyter widget, where paths relative to the page lead nowhere: there the
 page asks Python instead (serve_from_python), which answers with the tiles as data URIs and streams the
 cells' objects into the points source, so selections come back to Python as on the small map.
 """
