@@ -99,6 +99,55 @@ def test_bad_input(tmp_path):
         assert set(f) == {"object_id", "score", "knn", "isolation_forest"}
 
 
+@pytest.fixture()
+def small_latents(tmp_path):
+    """A 30-object infer run without recon_error; returns its config and the latents."""
+    cfg = load_config(data={"general": {"results_dir": str(tmp_path / "results")}})
+    latents = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    with open_run("infer", cfg) as run:
+        write_arrays(run.file("latents.h5"), [f"o{i}" for i in range(30)], latent=latents)
+    return cfg, latents
+
+
+def test_a_scorer_registered_by_name_is_used_alone_and_in_combined(small_latents, monkeypatch):
+    from libhyrax.scorers import SCORERS, Scorer, combine_by_rank
+    from libhyrax.stages.anomaly import anomaly
+
+    monkeypatch.setattr(SCORERS, "_entries", dict(SCORERS._entries))  # the registration ends with the test
+    cfg, latents = small_latents
+
+    class Spread(Scorer):
+        name = "spread"
+
+        def fit(self, x):
+            self.mean_ = np.asarray(x[:]).mean(0)
+            return self
+
+        def score(self, batch):
+            return np.abs(batch["latent"] - self.mean_).sum(1)
+
+    want = np.abs(latents - latents.mean(0)).sum(1)
+    alone = anomaly(cfg, method="spread")
+    with h5py.File(alone.path / "scores.h5") as f:
+        assert set(f) == {"object_id", "score", "spread"}
+        np.testing.assert_allclose(f["score"][:], want, rtol=1e-6)
+    combined = anomaly(cfg)
+    with h5py.File(combined.path / "scores.h5") as f:
+        assert set(f) == {"object_id", "score", "knn", "isolation_forest", "spread"}
+        np.testing.assert_allclose(f["spread"][:], want, rtol=1e-6)
+        raw = {m: f[m][:] for m in ("knn", "isolation_forest", "spread")}
+        np.testing.assert_allclose(f["score"][:], combine_by_rank(raw), rtol=1e-6)
+
+
+def test_an_unknown_scorer_is_an_error_listing_the_known_ones(small_latents):
+    from libhyrax.stages.anomaly import anomaly
+
+    cfg, _ = small_latents
+    with pytest.raises(UsageError, match="unknown anomaly method 'sprad'.*Known: combined, isolation_forest, knn, "
+                                         "recon_error"):
+        anomaly(cfg, method="sprad")
+
+
 def test_metrics_by_hand():
     truth = np.array([1, 0, 1, 0, 0], bool)
     assert precision_at_k(np.array([5, 4, 3, 2, 1.0]), truth, 2) == 0.5
