@@ -3,8 +3,10 @@ map takes seconds instead of a minute of compiling. `make install` runs it (and 
 
     python -m libhyrax.reducers.warm          # into $NUMBA_CACHE_DIR, default ~/.cache/hyrax-numba
 
-It fits the default UMAP (the settings `hyrax umap` uses) on a small random sample and maps more points
-through it in a worker-like second step, which compiles what both fit and transform use.
+It fits the default UMAP (the settings `hyrax umap` uses) on random samples and maps more points through
+each fit in a worker-like second step, which compiles what both fit and transform use: once below
+umap-learn's NNDESCENT_FROM objects (exact neighbours) and once above, where umap-learn searches the
+neighbours with pynndescent, whose numba code is most of the compiling a first large map would do.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 import time
 
 import numpy as np
+
+NNDESCENT_FROM = 4096  # umap-learn finds the neighbours of this many objects or more with pynndescent
 
 
 def warm() -> float:
@@ -24,8 +28,9 @@ def warm() -> float:
     t0 = time.perf_counter()
     kwargs = dict(default_config()["reduce_dimensions"].get("umap", {}).get("kwargs", {}))
     kwargs.setdefault("random_state", 42)
-    x = np.random.default_rng(0).normal(size=(600, 16)).astype(np.float32)
-    UMAPReducer(**kwargs).fit(x[:500]).transform(x[500:])
+    x = np.random.default_rng(0).normal(size=(NNDESCENT_FROM + 200, 16)).astype(np.float32)
+    UMAPReducer(**kwargs).fit(x[:500]).transform(x[500:600])
+    UMAPReducer(**kwargs).fit(x[:NNDESCENT_FROM]).transform(x[NNDESCENT_FROM:])
     return time.perf_counter() - t0
 
 
