@@ -29,10 +29,9 @@ from libhyrax.errors import ConfigError, DataError, unknown_choice
 from libhyrax.results import find_run
 
 ENGINES = ("auto", "torch", "onnx")
-RUNTIMES = ("torch", "onnxruntime")
 ONNX_MIN_ROWS = 5000  # below this the conversion (about 0.5 s) costs more than it saves
 CHECK_ROWS = 64  # the sample batch a conversion is checked on
-# onnxruntime's outputs must match torch's to this, relative to the largest output value of the batch
+# onnxruntime's outputs must match torch's to this, relative to the largest output value of the sample
 ONNX_TOLERANCE = 1e-4
 log = logging.getLogger("hyrax.infer")
 
