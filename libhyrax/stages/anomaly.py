@@ -2,7 +2,7 @@
 
     hyrax train | hyrax infer | hyrax anomaly --show        # prints the top anomalies to stderr
     hyrax anomaly --method knn --from results/<infer-run>
-    libhyrax.scorers(from_run=latents_run)                  # a notebook
+    libhyrax.anomaly(from_run=latents_run)                  # a notebook
 
 Writes `scores.h5` (/object_id, /score, and one array per method), `top_anomalies.csv` (the top
 `anomaly.top_k` with their scores and catalog columns), and, when the data has an `is_anomaly` catalog
