@@ -13,7 +13,7 @@ from libhyrax.config import load_config
 from libhyrax.errors import DataError, UsageError
 from libhyrax.hdf5 import write_arrays
 from libhyrax.runs import open_run
-from libhyrax.scorers import combine_by_rank, precision_at_k, roc_auc
+from libhyrax.scorers import Scorer, combine_by_rank, precision_at_k, roc_auc
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +137,23 @@ def test_a_scorer_registered_by_name_is_used_alone_and_in_combined(small_latents
         np.testing.assert_allclose(f["spread"][:], want, rtol=1e-6)
         raw = {m: f[m][:] for m in ("knn", "isolation_forest", "spread")}
         np.testing.assert_allclose(f["score"][:], combine_by_rank(raw), rtol=1e-6)
+
+
+class FirstLatent(Scorer):
+    """No name: not registered, so "combined" never sees it; `anomaly.method` names it by import path."""
+
+    def score(self, batch):
+        return batch["latent"][:, 0]
+
+
+def test_a_scorer_named_by_import_path_is_used(small_latents):
+    from libhyrax.stages.anomaly import anomaly
+
+    cfg, latents = small_latents
+    res = anomaly(cfg, method="test_anomaly.FirstLatent")
+    with h5py.File(res.path / "scores.h5") as f:
+        np.testing.assert_array_equal(f["score"][:], latents[:, 0])
+        assert f.attrs["method"] == "test_anomaly.FirstLatent"
 
 
 def test_an_unknown_scorer_is_an_error_listing_the_known_ones(small_latents):
