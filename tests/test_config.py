@@ -208,20 +208,6 @@ def test_reference_only_keys_warn_once_and_run_goes_on(workdir, caplog):
     assert "dev_mode" not in cfg["general"] and "stats_print_interval" not in cfg["download"]
 
 
-def test_a_config_written_with_the_retired_data_dir_still_loads(workdir, caplog):
-    """general.data_dir was in our defaults (so in every `hyrax config` dump) but never read; it is gone,
-    and a file that sets it loads with a warning (it is also a reference key) instead of an error."""
-    f = write(workdir / "c.toml", 'config_version = 8\n[general]\ndata_dir = "./data"\nseed = 7\n')
-    with caplog.at_level(logging.WARNING, logger="hyrax"):
-        logging.getLogger("hyrax").propagate = True
-        try:
-            cfg = load_config(f)
-        finally:
-            logging.getLogger("hyrax").propagate = False
-    assert "data_dir" not in cfg["general"] and cfg["general"]["seed"] == 7
-    assert "general.data_dir" in caplog.text and "ignoring" in caplog.text
-
-
 def test_false_on_a_key_with_a_default_means_the_default(workdir):
     cfg = load_config(write(workdir / "c.toml", "[model.HyraxAutoencoder]\nlatent_dim = false\n[train]\nshuffle = false\n"))
     assert cfg["model"]["HyraxAutoencoder"]["latent_dim"] == 64  # unset: the default applies

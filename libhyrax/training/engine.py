@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 from contextlib import nullcontext
 from pathlib import Path
