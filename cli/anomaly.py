@@ -20,9 +20,10 @@ from hyrax_cli.common import (
     show_option,
 )
 
-MethodOpt = Annotated[str | None, typer.Option("--method", help="combined (every score the latents allow), knn, "
-                                               "recon_error, isolation_forest, or a registered scorer's name or "
-                                               "import path (default: anomaly.method).", show_default=False)]
+MethodOpt = Annotated[str | None, typer.Option(
+    "--method", help="combined (every score the latents allow), knn, recon_error, isolation_forest, or "
+                     "a registered scorer's name or import path (default: anomaly.method).",
+    show_default=False)]
 IndexOpt = Annotated[Path | None, typer.Option("--index", help="The index run the knn score searches "
                                                "(with --set anomaly.knn_source=index).", show_default=False)]
 ShowOpt = show_option("the top anomalies")

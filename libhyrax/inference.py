@@ -181,7 +181,8 @@ class TorchEngine(Engine):
             session = in_memory_session(self.model, x[:2], self.latent_only)
             got = run_session(session, x)
         except Exception as e:  # noqa: BLE001 - any failure to convert only means staying on torch
-            log.info("running the model with torch (it did not convert to ONNX: %s)", str(e).splitlines()[0][:200])
+            log.info("running the model with torch (it did not convert to ONNX: %s)",
+                     str(e).splitlines()[0][:200])
             return self
         scale = max((float(np.max(np.abs(v), initial=0.0)) for v in want.values()), default=0.0) + 1e-12
         diff = max(differences(got, want).values(), default=np.inf)

@@ -97,7 +97,8 @@ class KnnDistance(Scorer):
     @classmethod
     def from_config(cls, cfg: dict, index=None) -> KnnDistance:
         acfg = cfg["anomaly"]
-        return cls(acfg["k"], cfg["general"]["device"], index, acfg["knn_sample_size"], cfg["general"]["seed"])
+        general = cfg["general"]
+        return cls(acfg["k"], general["device"], index, acfg["knn_sample_size"], general["seed"])
 
     @classmethod
     def wants_index(cls, cfg: dict) -> bool:
@@ -233,7 +234,8 @@ def check_scorer(cls: type, config: dict | None = None) -> dict:
                         "uses every named one")
     unknown = [a for a in cls.needs if a not in ("latent", "recon_error")]
     if unknown:
-        problems.append(f"needs = {cls.needs!r}: a latents file holds 'latent' and 'recon_error', not {unknown}")
+        problems.append(f"needs = {cls.needs!r}: a latents file holds 'latent' and 'recon_error', "
+                        f"not {unknown}")
     if problems:
         raise contract_error(cls, "anomaly scorer", problems)
     rng = np.random.default_rng(0)

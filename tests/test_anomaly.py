@@ -160,8 +160,8 @@ def test_an_unknown_scorer_is_an_error_listing_the_known_ones(small_latents):
     from libhyrax.stages.anomaly import anomaly
 
     cfg, _ = small_latents
-    with pytest.raises(UsageError, match="unknown anomaly method 'sprad'.*Known: combined, isolation_forest, knn, "
-                                         "recon_error"):
+    known = "Known: combined, isolation_forest, knn, recon_error"
+    with pytest.raises(UsageError, match=f"unknown anomaly method 'sprad'.*{known}"):
         anomaly(cfg, method="sprad")
 
 

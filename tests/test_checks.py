@@ -47,7 +47,8 @@ def test_check_scorer_passes_the_built_ins_and_explains_a_broken_one(monkeypatch
 def test_check_reducer_passes_pca_and_explains_a_broken_one():
     from libhyrax.reducers.pca import PCAReducer
 
-    assert libhyrax.check_reducer(PCAReducer) == {"class": "PCAReducer", "name": "pca", "output_shape": [200, 2]}
+    assert libhyrax.check_reducer(PCAReducer) == {"class": "PCAReducer", "name": "pca",
+                                                  "output_shape": [200, 2]}
 
     class FirstColumns(Reducer):
         def fit(self, x):
@@ -59,7 +60,8 @@ def test_check_reducer_passes_pca_and_explains_a_broken_one():
     with pytest.raises(UsageError) as e:
         libhyrax.check_reducer(FirstColumns)
     assert "1. fit(x) must return self" in str(e.value)
-    assert "2. transform(x) must return (200, n_components=2) floats; it returned float32 (200, 3)" in str(e.value)
+    assert "2. transform(x) must return (200, n_components=2) floats; it returned float32 (200, 3)" in (
+        str(e.value))
     with pytest.raises(UsageError, match="does not subclass libhyrax.reducers.Reducer"):
         libhyrax.check_reducer(dict)
 
@@ -67,7 +69,8 @@ def test_check_reducer_passes_pca_and_explains_a_broken_one():
 def test_check_index_passes_exact_and_explains_a_broken_one(monkeypatch):
     from libhyrax.vector_index.exact import ExactIndex
 
-    assert libhyrax.check_index(ExactIndex) == {"class": "ExactIndex", "backend": "exact", "n_vectors": 50, "dim": 8}
+    assert libhyrax.check_index(ExactIndex) == {"class": "ExactIndex", "backend": "exact", "n_vectors": 50,
+                                                "dim": 8}
     monkeypatch.setattr(INDEXES, "_entries", dict(INDEXES._entries))
 
     class Squared(ExactIndex):  # similarity-style scores: squared distances

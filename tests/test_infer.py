@@ -298,4 +298,5 @@ def test_a_conversion_returns_a_new_engine_and_leaves_the_torch_one(train_run, f
     assert onnx_engine.converted("torch", batch) is onnx_engine  # an onnxruntime session stays one
     np.testing.assert_allclose(onnx_engine.outputs(batch)["latent"], torch_engine.outputs(batch)["latent"],
                                rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(torch_engine.outputs(batch)["latent"], full[1]["latent"][:64], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(torch_engine.outputs(batch)["latent"], full[1]["latent"][:64],
+                               rtol=1e-5, atol=1e-6)

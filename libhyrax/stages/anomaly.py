@@ -46,9 +46,10 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
     """Score every object of an infer run (`from_run`, else the newest). `method`: "combined", a
     registered scorer's name or a Scorer's import path (default anomaly.method). `index_run`: the index
     run the knn score searches when anomaly.knn_source = "index" (else the newest index run of these
-    latents). `shard`: "I/N" (default: the Slurm array task's share): each shard scores its rows into `raw_scores.shard-*.h5` of one shared directory, and
-    the task that completes the set writes scores.h5 and top_anomalies.csv. `resume`: the shared
-    directory of a sharded run, to rerun a failed shard into."""
+    latents). `shard`: "I/N" (default: the Slurm array task's share): each shard scores its rows into
+    `raw_scores.shard-*.h5` of one shared directory, and the task that completes the set writes
+    scores.h5 and top_anomalies.csv. `resume`: the shared directory of a sharded run, to rerun a failed
+    shard into."""
     plan = start_run("anomaly", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name,
                      given=[Given("--method", "anomaly.method", method)])
     cfg = plan.config

@@ -16,7 +16,8 @@ images get the train run's `[data_set]` transforms (never the current config's).
 `latents.shard-IIII-of-NNNN.h5`; read either through `libhyrax.hdf5.open_result(run, "latents")`.
 
 The parts: the model from `libhyrax.inference` (its runtime chosen once, before the loop), batches
-from `libhyrax.data.loader.contiguous_batches`, the file written by `libhyrax.hdf5.BufferedWriter`; this module is the loop between them.
+from `libhyrax.data.loader.contiguous_batches`, the file written by `libhyrax.hdf5.BufferedWriter`; this
+module is the loop between them.
 """
 
 from __future__ import annotations

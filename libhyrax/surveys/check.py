@@ -10,8 +10,9 @@ import numpy as np
 from libhyrax.contract import contract_error, missing_methods, require_subclass
 from libhyrax.surveys.base import Failed, Fetched, Missing, Provider, Rejected, Request, Target
 
-REQUIRED = {"requests": "requests(self, targets) yielding a Request for some (object index, band index) cells",
-            "read": "read(self, request, body) mapping each cell of a 200 answer to Fetched/Missing/Rejected/Failed"}
+REQUIRED = {
+    "requests": "requests(self, targets) yielding a Request for some (object index, band index) cells",
+    "read": "read(self, request, body) mapping each cell of a 200 answer to Fetched/Missing/Rejected/Failed"}
 
 
 def check_provider(cls: type, settings: dict | None = None, bands=("g", "r"), size: int = 16,
@@ -27,15 +28,17 @@ def check_provider(cls: type, settings: dict | None = None, bands=("g", "r"), si
     targets = [Target(0, "obj_0", 150.0, 2.0, tuple(range(len(bands)))),
                Target(1, "obj_1", 150.1, 2.1, tuple(range(len(bands))))]
     try:
-        provider = cls(settings if settings is not None else {"url": "https://example.org/cutout"}, bands, size)
+        settings = settings if settings is not None else {"url": "https://example.org/cutout"}
+        provider = cls(settings, bands, size)
         requests = list(provider.requests(targets))
     except Exception as e:  # noqa: BLE001 - any failure is the user's to read
-        raise contract_error(cls, "survey provider", [f"building it or asking for requests failed: "
-                                                      f"{type(e).__name__}: {e} (pass settings= its config table)"]) from None
+        raise contract_error(cls, "survey provider", [
+            f"building it or asking for requests failed: {type(e).__name__}: {e} (pass settings= its "
+            "config table)"]) from None
     bad = [r for r in requests if not isinstance(r, Request)]
     if bad or not requests:
-        raise contract_error(cls, "survey provider", [f"requests(targets) must yield Request objects; it gave "
-                                                      f"{[type(r).__name__ for r in bad] or 'none'}"])
+        gave = [type(r).__name__ for r in bad] or "none"
+        raise contract_error(cls, "survey provider", [f"requests(targets) must yield Request objects; it gave {gave}"])
     asked = {(t.index, b) for t in targets for b in t.bands}
     covered = {tuple(c) for r in requests for c in r.cells}
     if asked - covered:

@@ -11,7 +11,8 @@ from libhyrax.contract import contract_error, missing_methods, require_subclass
 from libhyrax.vector_index import VectorIndex
 
 HOOKS = {"_add": "_add(self, rows, vectors) storing (n, dim) float32 vectors under integer rows",
-         "_search": "_search(self, vectors, k) returning (rows (Q, k) int64, L2 distances (Q, k)), nearest first",
+         "_search": "_search(self, vectors, k) returning (rows (Q, k) int64, L2 distances (Q, k)), "
+                    "nearest first",
          "_vectors": "_vectors(self, rows) returning the stored vectors of those rows"}
 
 
@@ -22,8 +23,8 @@ def check_index(cls: type, dim: int = 8, **params) -> dict:
     require_subclass(cls, VectorIndex, "check_index")
     problems = missing_methods(cls, VectorIndex, HOOKS)
     if cls.backend == "base":
-        problems.append('give it a backend name (backend = "mine"): vector_db.name picks a backend by it, and an '
-                        "index records it to be opened again")
+        problems.append('give it a backend name (backend = "mine"): vector_db.name picks a backend by it, '
+                        "and an index records it to be opened again")
     if problems:
         raise contract_error(cls, "vector index backend", problems)
     vectors = np.random.default_rng(0).normal(size=(50, dim)).astype(np.float32)
@@ -38,8 +39,8 @@ def check_index(cls: type, dim: int = 8, **params) -> dict:
             found, dist = index.search(vectors[:5], k=3)
             stored = index.vectors(["obj_7"])
         except Exception as e:  # noqa: BLE001 - any failure is the user's to read
-            raise contract_error(cls, "vector index backend", [f"create, add, persist, open or search failed: "
-                                                               f"{type(e).__name__}: {e}"]) from None
+            raise contract_error(cls, "vector index backend", [
+                f"create, add, persist, open or search failed: {type(e).__name__}: {e}"]) from None
     if type(index) is not cls:
         problems.append(f"opened again it is a {type(index).__name__}, not a {cls.__name__}")
     if found.shape != (5, 3) or list(found[:, 0]) != ids[:5]:
