@@ -51,8 +51,8 @@ def config(path: Path, results: Path, args) -> dict:
 
 def plain_loop(path: Path, cfg: dict, args) -> list[float]:
     """The loop a user would write: contiguous h5py slices -> tensor -> device -> step."""
+    from libhyrax.device import pick_device
     from libhyrax.models import build_model, model_class
-    from libhyrax.training.engine import pick_device
 
     device = pick_device(args.device)
     with h5py.File(path, "r") as f:

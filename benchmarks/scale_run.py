@@ -63,9 +63,27 @@ import threading
 import time
 from pathlib import Path
 
-STAGES = ("prepare", "train", "infer", "umap", "index", "search", "anomaly", "visualize")
-UPSTREAM = {"train": "prepare", "infer": "train", "umap": "infer", "index": "infer", "search": "index",
-            "anomaly": "infer", "visualize": "umap"}
+from libhyrax.data.from_run import DATA_STAGES
+from libhyrax.stages import BY_NAME
+from libhyrax.stages import STAGES as REGISTRY
+
+# the registry's stages this doesn't run, and why
+NOT_RUN = {"download": "it fetches from a survey's service (prepare makes the data here)",
+           "test": "it evaluates the model, a fixed cost", "export": "infer runs the train run's model",
+           "rank": "it needs label files"}
+# the registry's order, but visualize last: it colours the map by the newest anomaly score
+STAGES = tuple(sorted((s.name for s in REGISTRY if s.makes_run and s.name not in NOT_RUN),
+                      key=lambda name: name == "visualize"))
+
+
+def upstream(stage: str) -> str | None:
+    """The run piped into `stage`: the first stage it reads (the registry's `needs`) that runs here; for a
+    stage that starts from data (train), the data stage that runs here (prepare)."""
+    needs = BY_NAME[stage].needs or (() if stage in DATA_STAGES else DATA_STAGES)
+    return next((n for n in needs if n in STAGES), None)
+
+
+UPSTREAM = {s: up for s in STAGES if (up := upstream(s))}
 # the array a stage would hold if it didn't stream: (the run holding it, the file or folder)
 HOLDS = {"prepare": ("prepare", "cutouts.h5"), "train": ("prepare", "cutouts.h5"),
          "infer": ("prepare", "cutouts.h5"), "umap": ("infer", "latents.h5"), "index": ("infer", "latents.h5"),

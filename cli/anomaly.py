@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,14 +15,18 @@ from hyrax_cli.common import (
     SetOpt,
     ShardOpt,
     input_run,
+    print_table,
     run_stage,
+    show_option,
 )
 
-MethodOpt = Annotated[str | None, typer.Option("--method", help="combined, knn, recon_error or "
-                                               "isolation_forest (default: anomaly.method).", show_default=False)]
+MethodOpt = Annotated[str | None, typer.Option(
+    "--method", help="combined (every score the latents allow), knn, recon_error, isolation_forest, or "
+                     "a registered scorer's name or import path (default: anomaly.method).",
+    show_default=False)]
 IndexOpt = Annotated[Path | None, typer.Option("--index", help="The index run the knn score searches "
                                                "(with --set anomaly.knn_source=index).", show_default=False)]
-ShowOpt = Annotated[bool, typer.Option("--show", help="Also print the top anomalies to stderr.")]
+ShowOpt = show_option("the top anomalies")
 
 
 def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = None, shard: ShardOpt = None,
@@ -38,12 +41,11 @@ def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = N
 
     def body():
         from libhyrax.stages.anomaly import anomaly
-        from libhyrax.tables import format_table, read_table
 
         res = anomaly(config, overrides=set_ or (), from_run=input_run(from_run), method=method, index_run=index,
                       shard=shard, run_name=run_name, resume=resume)
-        if show and res.file("top_anomalies.csv").exists():
-            print(format_table(read_table(res.file("top_anomalies.csv")), max_rows=20), file=sys.stderr)
+        if show:
+            print_table(res, "top_anomalies.csv")
         return res
 
     run_stage(body, debug)

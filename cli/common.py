@@ -28,6 +28,21 @@ ShardOpt = Annotated[str | None, typer.Option("--shard", help="Process share I o
 ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="An interrupted run's results directory to "
                                                 "finish (for a sharded run: the shared directory).",
                                                 show_default=False)]
+
+
+def show_option(what: str):
+    """`--show`: also print `what` (a table the stage wrote) to stderr; stdout keeps only the run's path."""
+    return Annotated[bool, typer.Option("--show", help=f"Also print {what} to stderr.")]
+
+
+def print_table(result, file_name: str) -> None:
+    """The first rows of a CSV table of `result` on stderr (`--show`)."""
+    from libhyrax.tables import format_table, read_table
+
+    if result.file(file_name).exists():
+        print(format_table(read_table(result.file(file_name)), max_rows=20), file=sys.stderr)
+
+
 def _plain_name(name: str | None) -> str | None:
     if name is not None:
         from libhyrax.errors import UsageError

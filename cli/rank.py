@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,14 +15,16 @@ from hyrax_cli.common import (
     SetOpt,
     ShardOpt,
     input_run,
+    print_table,
     run_stage,
+    show_option,
 )
 
 LabelsOpt = Annotated[list[Path] | None, typer.Option("--labels", help="A label file: CSV with object_id and "
                                                       "label (0-5 or yes/no) columns, e.g. the map's labels.csv "
                                                       "(repeatable; the newest label of an object wins).",
                                                       show_default=False)]
-ShowOpt = Annotated[bool, typer.Option("--show", help="Also print the top candidates to stderr.")]
+ShowOpt = show_option("the top candidates")
 
 
 def command(labels: LabelsOpt = None, show: ShowOpt = False, shard: ShardOpt = None, run_name: RunNameOpt = None,
@@ -40,12 +41,11 @@ def command(labels: LabelsOpt = None, show: ShowOpt = False, shard: ShardOpt = N
 
     def body():
         from libhyrax.stages.rank import rank
-        from libhyrax.tables import format_table, read_table
 
         res = rank(config, overrides=set_ or (), from_run=input_run(from_run), labels=labels or (), shard=shard,
                    run_name=run_name, resume=resume)
-        if show and res.file("top_candidates.csv").exists():
-            print(format_table(read_table(res.file("top_candidates.csv")), max_rows=20), file=sys.stderr)
+        if show:
+            print_table(res, "top_candidates.csv")
         return res
 
     run_stage(body, debug)

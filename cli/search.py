@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, run_stage
+from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, run_stage, show_option
 
 IdOpt = Annotated[list[str] | None, typer.Option("--id", help="An object id to search around (repeatable).",
                                                  show_default=False)]
@@ -24,7 +24,7 @@ LabelsOpt = Annotated[list[Path] | None, typer.Option("--labels", help="More lik
                                                       "around together (repeatable).", show_default=False)]
 KOpt = Annotated[int | None, typer.Option("-k", help="Neighbours per query (default: search.k).",
                                           show_default=False)]
-ShowOpt = Annotated[bool, typer.Option("--show", help="Also print the table to stderr.")]
+ShowOpt = show_option("the table")
 
 
 def command(id_: IdOpt = None, vector: VectorOpt = None, image: ImageOpt = None, labels: LabelsOpt = None, k: KOpt = None,

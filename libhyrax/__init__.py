@@ -36,7 +36,13 @@ _API = {
     "check_model": "libhyrax.models:check_model",
     "load_trained": "libhyrax.models:load_trained",
     "Reducer": "libhyrax.reducers:Reducer",
+    "check_reducer": "libhyrax.reducers.check:check_reducer",
     "VectorIndex": "libhyrax.vector_index:VectorIndex",
+    "check_index": "libhyrax.vector_index.check:check_index",
+    "Scorer": "libhyrax.scorers:Scorer",
+    "check_scorer": "libhyrax.scorers:check_scorer",
+    "Provider": "libhyrax.surveys.base:Provider",
+    "check_provider": "libhyrax.surveys.check:check_provider",
     "show_neighbors": "libhyrax.stages.search:show_neighbors",
     # errors
     "HyraxError": "libhyrax.errors:HyraxError",

@@ -9,12 +9,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
 
 from libhyrax import redact
 
-T = TypeVar("T")
 PLAIN_EVERY_S = 30.0
 _configured = False
 _pinned = False  # --debug: the level stays, whatever a config's general.log_level says
@@ -108,11 +105,3 @@ class Progress:
             secs = time.monotonic() - self._start
             print(f"{self.description}: {self.done} {self.unit} in {secs:.1f} s", file=sys.stderr, flush=True)
 
-
-def track(items: Iterable[T], description: str, total: int | None = None, unit: str = "items") -> Iterator[T]:
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with Progress(description, total, unit) as p:
-        for item in items:
-            yield item
-            p.advance(1)

@@ -95,6 +95,7 @@ def _export(module, x, tmp: Path, names: list[str], opset: int) -> None:
         with _quiet_exporter():
             torch.onnx.export(module, (x,), str(tmp), input_names=[INPUT_NAME], output_names=names,
                               opset_version=opset, dynamo=True, external_data=False,
+                              verbose=False,  # its "[torch.onnx] Run decompositions... ✅" progress lines
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
     except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; the legacy path is the fallback
         log.warning("the dynamo ONNX exporter could not trace the model (%s: %s); using the TorchScript "

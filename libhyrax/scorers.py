@@ -1,8 +1,17 @@
 """Anomaly scorers: how unusual each object is, higher = more unusual.
 
-Each scorer is cheap to build, learns what it needs in `fit(latents)` (a matrix or an HDF5 dataset of
-all latents) and scores one batch at a time with `score(batch)`, where a batch is a dict holding
-"latent" (B, D) and, when infer saved it, "recon_error" (B,):
+Each scorer is cheap to build (`from_config(cfg)`), learns what it needs in `fit(latents)` (a matrix or an
+HDF5 dataset of all latents) and scores one batch at a time with `score(batch)`, where a batch is a dict
+holding "latent" (B, D), "rows" (B,) (the objects' rows in the latents file) and, when infer saved it,
+"recon_error" (B,). Subclasses register themselves by `name`; `anomaly.method` (or `--method`) picks one by
+name or import path, and "combined" uses every registered scorer whose inputs (`needs`) the latents hold:
+
+    class Brightness(Scorer):
+        name = "brightness"                 # `hyrax anomaly --method brightness`; part of "combined"
+        def score(self, batch):
+            return np.abs(batch["latent"]).sum(1)
+
+`libhyrax.check_scorer(Brightness)` says in plain words what a scorer class is missing. Built in:
 
     knn                the distance to the k-th nearest other object in latent space (exact torch
                        search, on the GPU when there is one, among all latents or a seeded sample of
@@ -16,13 +25,15 @@ all latents) and scores one batch at a time with `score(batch)`, where a batch i
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import numpy as np
 
-from libhyrax.errors import DataError
+from libhyrax.errors import DataError, UsageError, unknown_choice
 from libhyrax.hdf5 import read_rows
+from libhyrax.registry import Registry
 
-METHODS = ("combined", "knn", "recon_error", "isolation_forest")
+COMBINED = "combined"  # every registered scorer the latents can feed, combined by rank
 log = logging.getLogger("hyrax.anomaly")
 # exact knn is all against all: N^2 distances. Measured on 2 idle CPU cores: ~5e8 distances/s (100k objects
 # 20 s; 1M about 32 min), 2.2e8 with the cores shared. Through a ChromaDB index (ef_search 800) 1M took
@@ -32,13 +43,39 @@ WARN_EXACT_CPU_N = 200_000  # exact knn of more than this squared distances on a
 
 
 class Scorer:
-    name = "base"
+    """The base class of anomaly scorers. `name`: how `anomaly.method` names it (registered when set);
+    `needs`: the arrays of the latents file it reads ("latent", "recon_error")."""
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[tuple[str, ...]] = ("latent",)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.name:
+            SCORERS.register(cls.name, cls)
+
+    @classmethod
+    def from_config(cls, cfg: dict, index=None) -> Scorer:
+        """A new scorer from the resolved config (its `[anomaly]` table). `index`: the vector index of these
+        latents, when `wants_index(cfg)`."""
+        return cls()
+
+    @classmethod
+    def wants_index(cls, cfg: dict) -> bool:
+        """Whether this scorer searches an index run's vector index under `cfg`."""
+        return False
 
     def fit(self, latents) -> Scorer:
         return self
 
     def score(self, batch: dict) -> np.ndarray:
         raise NotImplementedError
+
+
+# defined after Scorer: an import path must name a Scorer subclass
+SCORERS: Registry[type[Scorer]] = Registry(
+    "anomaly method", error=UsageError, import_paths=True, base=Scorer,
+    rename_hint="give one of the classes another `name = ...`")
 
 
 class KnnDistance(Scorer):
@@ -57,12 +94,25 @@ class KnnDistance(Scorer):
         self.k, self.device, self.index = int(k), device, index
         self.sample_size, self.seed = int(sample_size), int(seed)
 
+    @classmethod
+    def from_config(cls, cfg: dict, index=None) -> KnnDistance:
+        acfg = cfg["anomaly"]
+        general = cfg["general"]
+        return cls(acfg["k"], general["device"], index, acfg["knn_sample_size"], general["seed"])
+
+    @classmethod
+    def wants_index(cls, cfg: dict) -> bool:
+        source = cfg["anomaly"]["knn_source"]
+        if source not in ("exact", "index"):
+            raise UsageError(unknown_choice("anomaly.knn_source", source, ("exact", "index")))
+        return source == "index"
+
     def fit(self, latents) -> KnnDistance:
         self.rows_ = None  # every object is in the reference set
         if self.index is None:
             import torch
 
-            from libhyrax.vector_index.exact import resolve_device
+            from libhyrax.device import pick_device
 
             total = len(latents)
             if 0 < self.sample_size < total:
@@ -72,7 +122,7 @@ class KnnDistance(Scorer):
                          "(anomaly.knn_sample_size)", total, self.sample_size)
             else:
                 reference = np.ascontiguousarray(latents[:], dtype=np.float32)
-            self.data_ = torch.from_numpy(reference).to(resolve_device(self.device))
+            self.data_ = torch.from_numpy(reference).to(pick_device(self.device))
             self.data_sq_ = (self.data_ * self.data_).sum(1)
             n = len(self.data_)
             distances = float(total) * n
@@ -108,9 +158,11 @@ class KnnDistance(Scorer):
         return np.where(in_sample, dist[:, -1], dist[:, -2])
 
 
-
 class ReconError(Scorer):
+    """The reconstruction error infer saved (autoencoders)."""
+
     name = "recon_error"
+    needs = ("recon_error",)
 
     def score(self, batch: dict) -> np.ndarray:
         return np.asarray(batch["recon_error"], dtype=np.float32)
@@ -123,6 +175,11 @@ class IsolationForestScore(Scorer):
 
     def __init__(self, n_estimators: int = 200, sample_size: int = 100_000, seed: int = 0):
         self.n_estimators, self.sample_size, self.seed = int(n_estimators), int(sample_size), int(seed)
+
+    @classmethod
+    def from_config(cls, cfg: dict, index=None) -> IsolationForestScore:
+        acfg = cfg["anomaly"]
+        return cls(acfg["n_estimators"], acfg["fit_sample_size"], cfg["general"]["seed"])
 
     def fit(self, latents) -> IsolationForestScore:
         from sklearn.ensemble import IsolationForest
@@ -162,3 +219,47 @@ def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
         return float("nan")
     ranks = rankdata(scores)
     return float((ranks[truth].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def check_scorer(cls: type, config: dict | None = None) -> dict:
+    """Build `cls` from the config (default: the defaults), fit it on 64 random latents and score 16 of
+    them as the anomaly stage does. Returns a summary; raises a UsageError listing every problem."""
+    from libhyrax.config import resolve
+    from libhyrax.contract import contract_error, missing_methods, require_subclass
+
+    require_subclass(cls, Scorer, "check_scorer")
+    problems = missing_methods(cls, Scorer, {"score": "score(self, batch) returning one number per object"})
+    if not cls.name:
+        problems.append('give it a name (name = "mine"): anomaly.method picks a scorer by it, and "combined" '
+                        "uses every named one")
+    unknown = [a for a in cls.needs if a not in ("latent", "recon_error")]
+    if unknown:
+        problems.append(f"needs = {cls.needs!r}: a latents file holds 'latent' and 'recon_error', "
+                        f"not {unknown}")
+    if problems:
+        raise contract_error(cls, "anomaly scorer", problems)
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(64, 8)).astype(np.float32)
+    batch = {"latent": latents[:16], "rows": np.arange(16), "recon_error": rng.random(16).astype(np.float32)}
+    try:
+        scorer = cls.from_config(resolve(config if config is not None else {}))
+    except Exception as e:  # noqa: BLE001 - any failure is the user's to read
+        raise contract_error(cls, "anomaly scorer", [f"{cls.__name__}.from_config(cfg) failed: "
+                                                    f"{type(e).__name__}: {e}; build it from the config's "
+                                                    "[anomaly] table, or give __init__ defaults"]) from None
+    try:
+        fitted = scorer.fit(latents)
+        scores = np.asarray(fitted.score(batch))
+    except Exception as e:  # noqa: BLE001
+        raise contract_error(cls, "anomaly scorer", [f"fit or score failed on random latents: "
+                                                    f"{type(e).__name__}: {e}"]) from None
+    if fitted is not scorer:
+        problems.append("fit(latents) must return self")
+    if scores.shape != (16,) or scores.dtype.kind not in "fiu":
+        problems.append(f"score(batch) must return one number per object, shape (16,) for 16 objects; it "
+                        f"returned {scores.dtype} {scores.shape}")
+    elif not np.isfinite(scores).all():
+        problems.append("score(batch) returned NaN or infinite values")
+    if problems:
+        raise contract_error(cls, "anomaly scorer", problems)
+    return {"class": cls.__name__, "name": cls.name, "needs": list(cls.needs)}

@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 
-from libhyrax.surveys.fits_bytes import write_image
+from libhyrax.surveys.fits_bytes import BLOCK, CARD
 
 HSC_PATH, LS_PATH, URL_PATH = "/das_cutout/pdr3/cgi-bin/cutout", "/viewer/fits-cutout", "/cutout"
 SODA_PATH, SIA_PATH = "/api/cutout/sync", "/api/sia/dp1/query"
@@ -449,3 +449,38 @@ def sky_fixture(tmp_path_factory) -> Sky:
 def catalog_fixture(sky, workdir, monkeypatch) -> Path:
     monkeypatch.setenv("HSC_SSP_CAS_PASSWORD", PASSWORD)
     return sky.catalog(workdir / "objects.csv")
+
+def write_image(image: np.ndarray, header: dict | None = None, primary_empty: bool = False) -> bytes:
+    """FITS bytes of a float32 image (big-endian, BITPIX -32) with `header` cards (numbers and strings):
+    a primary HDU holding the image, or with `primary_empty` an empty primary HDU and an IMAGE extension
+    (the HSC layout). What the loopback servers (and benchmarks/bench_download.py) serve."""
+    image = np.asarray(image, dtype=">f4")
+    hdus = []
+    if primary_empty:
+        hdus.append(_header_bytes([("SIMPLE", True), ("BITPIX", 8), ("NAXIS", 0), ("EXTEND", True)]))
+        first = [("XTENSION", "IMAGE"), ("BITPIX", -32), ("NAXIS", image.ndim)]
+    else:
+        first = [("SIMPLE", True), ("BITPIX", -32), ("NAXIS", image.ndim)]
+    cards = first + [(f"NAXIS{i + 1}", n) for i, n in enumerate(reversed(image.shape))]
+    cards += [("PCOUNT", 0), ("GCOUNT", 1)] if primary_empty else []
+    cards += list((header or {}).items())
+    body = image.tobytes()
+    hdus.append(_header_bytes(cards) + body + b"\0" * (-len(body) % BLOCK))
+    return b"".join(hdus)
+
+
+def _header_bytes(cards: list[tuple[str, object]]) -> bytes:
+    lines = []
+    for key, value in cards:
+        if isinstance(value, bool):
+            text = f"{'T' if value else 'F':>20}"
+        elif isinstance(value, str):
+            text = f"'{value:<8}'".ljust(20)
+        elif isinstance(value, float):
+            text = f"{value:>20.15G}"
+        else:
+            text = f"{value:>20}"
+        lines.append(f"{key:<8}= {text}".ljust(CARD)[:CARD])
+    lines.append("END".ljust(CARD))
+    raw = "".join(lines).encode("ascii")
+    return raw + b" " * (-len(raw) % BLOCK)

@@ -13,7 +13,7 @@ from libhyrax.config import load_config
 from libhyrax.errors import DataError, UsageError
 from libhyrax.hdf5 import write_arrays
 from libhyrax.runs import open_run
-from libhyrax.scorers import combine_by_rank, precision_at_k, roc_auc
+from libhyrax.scorers import Scorer, combine_by_rank, precision_at_k, roc_auc
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,72 @@ def test_bad_input(tmp_path):
     assert not (res.path / "evaluation.json").exists()
     with h5py.File(res.path / "scores.h5") as f:
         assert set(f) == {"object_id", "score", "knn", "isolation_forest"}
+
+
+@pytest.fixture()
+def small_latents(tmp_path):
+    """A 30-object infer run without recon_error; returns its config and the latents."""
+    cfg = load_config(data={"general": {"results_dir": str(tmp_path / "results")}})
+    latents = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    with open_run("infer", cfg) as run:
+        write_arrays(run.file("latents.h5"), [f"o{i}" for i in range(30)], latent=latents)
+    return cfg, latents
+
+
+def test_a_scorer_registered_by_name_is_used_alone_and_in_combined(small_latents, monkeypatch):
+    from libhyrax.scorers import SCORERS, Scorer, combine_by_rank
+    from libhyrax.stages.anomaly import anomaly
+
+    monkeypatch.setattr(SCORERS, "_entries", dict(SCORERS._entries))  # the registration ends with the test
+    cfg, latents = small_latents
+
+    class Spread(Scorer):
+        name = "spread"
+
+        def fit(self, x):
+            self.mean_ = np.asarray(x[:]).mean(0)
+            return self
+
+        def score(self, batch):
+            return np.abs(batch["latent"] - self.mean_).sum(1)
+
+    want = np.abs(latents - latents.mean(0)).sum(1)
+    alone = anomaly(cfg, method="spread")
+    with h5py.File(alone.path / "scores.h5") as f:
+        assert set(f) == {"object_id", "score", "spread"}
+        np.testing.assert_allclose(f["score"][:], want, rtol=1e-6)
+    combined = anomaly(cfg)
+    with h5py.File(combined.path / "scores.h5") as f:
+        assert set(f) == {"object_id", "score", "knn", "isolation_forest", "spread"}
+        np.testing.assert_allclose(f["spread"][:], want, rtol=1e-6)
+        raw = {m: f[m][:] for m in ("knn", "isolation_forest", "spread")}
+        np.testing.assert_allclose(f["score"][:], combine_by_rank(raw), rtol=1e-6)
+
+
+class FirstLatent(Scorer):
+    """No name: not registered, so "combined" never sees it; `anomaly.method` names it by import path."""
+
+    def score(self, batch):
+        return batch["latent"][:, 0]
+
+
+def test_a_scorer_named_by_import_path_is_used(small_latents):
+    from libhyrax.stages.anomaly import anomaly
+
+    cfg, latents = small_latents
+    res = anomaly(cfg, method="test_anomaly.FirstLatent")
+    with h5py.File(res.path / "scores.h5") as f:
+        np.testing.assert_array_equal(f["score"][:], latents[:, 0])
+        assert f.attrs["method"] == "test_anomaly.FirstLatent"
+
+
+def test_an_unknown_scorer_is_an_error_listing_the_known_ones(small_latents):
+    from libhyrax.stages.anomaly import anomaly
+
+    cfg, _ = small_latents
+    known = "Known: combined, isolation_forest, knn, recon_error"
+    with pytest.raises(UsageError, match=f"unknown anomaly method 'sprad'.*{known}"):
+        anomaly(cfg, method="sprad")
 
 
 def test_metrics_by_hand():

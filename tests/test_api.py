@@ -14,7 +14,8 @@ EXPECTED = {
     "load_config", "dump_config", "Result", "Hyrax", "lookup",
     "Dataset", "check_dataset", "open_group", "generate_survey",
     "HyraxModel", "hyrax_model", "check_model", "load_trained",
-    "Reducer", "VectorIndex", "show_neighbors",
+    "Reducer", "check_reducer", "VectorIndex", "check_index", "Scorer", "check_scorer", "Provider",
+    "check_provider", "show_neighbors",
     "HyraxError", "ConfigError", "UsageError", "DataError", "ModelError", "RunError",
 }
 

@@ -75,3 +75,19 @@ def test_bench_map_prints_its_figures(tmp_path):
     assert found, proc.stdout
     assert float(found[1]) > 0 and int(found[2]) > 50 and int(found[4]) > 10 and int(found[5]) > 10
     assert not list(tmp_path.glob("bench_map-*"))  # its folder removed
+
+
+def test_scale_run_takes_its_stages_and_pipes_from_the_stage_registry():
+    """scale_run keeps no list of its own: the registry's stages (less those it says it doesn't run), each
+    fed the run of the first stage it reads; a new stage with `needs` joins the pipeline."""
+    import importlib.util
+
+    from libhyrax.stages import STAGES
+
+    spec = importlib.util.spec_from_file_location("scale_run", REPO / "benchmarks" / "scale_run.py")
+    scale_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale_run)
+    assert set(scale_run.STAGES) == {s.name for s in STAGES if s.makes_run} - set(scale_run.NOT_RUN)
+    assert scale_run.STAGES[0] == "prepare" and scale_run.STAGES[-1] == "visualize"
+    assert scale_run.UPSTREAM == {"train": "prepare", "infer": "train", "umap": "infer", "index": "infer",
+                                  "search": "index", "anomaly": "infer", "visualize": "umap"}

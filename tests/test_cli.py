@@ -43,8 +43,8 @@ def test_help_imports_nothing_heavy(args):
 
 # a stage's path imports what it uses and no more before it reads its first row (issue 16, "the first minute")
 LEAN_PATHS = [
-    # infer's device (libhyrax.engines): Ignite is for training, and imports all of torch.distributed
-    ("from libhyrax.training.engine import pick_device; pick_device('cpu')", ("ignite", "mlflow")),
+    # infer's device (libhyrax.device): Ignite is for training, and imports all of torch.distributed
+    ("from libhyrax.device import pick_device; pick_device('cpu')", ("ignite", "mlflow")),
     # a single process asks its rank (pick_device on a GPU): no process group, no Ignite
     ("from libhyrax.training import distributed as d; assert (d.rank(), d.world_size()) == (0, 1)", ("ignite",)),
     # visualize asks whether it runs in a notebook; a kernel has imported IPython long before

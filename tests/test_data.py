@@ -8,7 +8,7 @@ import pytest
 
 from libhyrax.config import load_config
 from libhyrax.data import CutoutWriter, HyraxHDF5Dataset, make_loader, open_group, write_cutouts
-from libhyrax.data.loader import batch_plan
+from libhyrax.data.loader import BatchPlan
 from libhyrax.data.split import load_splits, make_splits, save_splits
 from libhyrax.data.transforms import Transform, center_crop, replace_nonfinite
 from libhyrax.errors import ConfigError, DataError
@@ -133,6 +133,11 @@ def test_transforms():
         Transform("asin")
     with pytest.raises(ConfigError, match="crop_to"):
         Transform(crop_to=-3)
+
+
+def batch_plan(indices, batch_size: int, shuffle: bool, seed: int, epoch: int = 0, block: int = 64) -> list:
+    plan = BatchPlan(indices, batch_size, shuffle, seed, epoch, block)
+    return [np.asarray(plan[i], dtype=np.int64) for i in range(len(plan))]
 
 
 def test_loader_shuffles_blocks_and_sees_everything_once(cutout_file):

@@ -8,10 +8,11 @@ import tarfile
 
 import numpy as np
 import pytest
+from survey_servers import write_image
 
 from libhyrax.errors import UsageError
 from libhyrax.surveys.base import Failed, Fetched, Missing, Rejected, Request, file_credentials
-from libhyrax.surveys.fits_bytes import BadFits, read_images, write_image
+from libhyrax.surveys.fits_bytes import BadFits, read_images
 from libhyrax.surveys.hsc import HSC, unsafe_member
 
 

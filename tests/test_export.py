@@ -55,6 +55,7 @@ def test_onnx_engine_matches_torch(runs):
     np.testing.assert_allclose(o["latent"], t["latent"], atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(o["recon_error"], t["recon_error"], atol=1e-4, rtol=1e-3)
     assert [u.resolve() for u in upstream_paths(by_onnx)] == [runs[1].resolve()]
+    assert read_provenance(by_onnx)["stage_info"]["runtime"] == "onnxruntime"
 
 
 def test_plain_onnxruntime_script_needs_only_the_two_files(runs, tmp_path):
@@ -89,11 +90,12 @@ def test_plain_onnxruntime_script_needs_only_the_two_files(runs, tmp_path):
     np.testing.assert_allclose(latent, read_latents(by_torch)["latent"][row], atol=1e-4, rtol=1e-4)
 
 
-def test_export_fails_when_onnxruntime_differs_beyond_tolerance(runs, workdir):
+def test_export_fails_when_onnxruntime_differs_beyond_tolerance(runs, workdir, capfd):
     from libhyrax.stages.export import export
 
     with pytest.raises(ModelError, match=r"differ by up to [0-9.e-]+ in '(latent|recon_error)'"):
         export({"onnx": {"tolerance": 1e-12}}, from_run=runs[0])
+    assert "[torch.onnx]" not in capfd.readouterr().err  # the exporter's progress lines stay off
     failed = next((workdir / "results").glob("*-export-*.failed"))
     assert "differ by up to" in read_provenance(failed)["error"]
 

@@ -103,7 +103,7 @@ def test_uses_the_train_runs_transforms_not_the_current_config(train_run, full, 
 
 def interrupted_infer(train_run, monkeypatch, cfg, batch: int = 3):
     """An infer run from `train_run` that failed in its `batch`th batch; returns its .failed directory."""
-    from libhyrax.engines import TorchEngine
+    from libhyrax.inference import TorchEngine
     from libhyrax.stages.infer import infer
 
     real, calls = TorchEngine.outputs, []
@@ -199,11 +199,11 @@ def test_long_unicode_ids_and_worker_processes_keep_ids_and_order(train_run, ful
 def test_auto_engine_runs_onnxruntime_on_a_cpu_with_torchs_outputs(train_run, full, workdir, monkeypatch):
     """The default engine ("auto") converts the model to onnxruntime for a large run on a CPU; its latents
     and reconstruction errors are torch's (within 1e-5), and provenance says which runtime ran."""
-    from libhyrax import engines
+    from libhyrax import inference
     from libhyrax.stages.infer import infer
 
     _, torch_out = full
-    monkeypatch.setattr(engines, "ONNX_MIN_ROWS", 100)  # the sample's 1,000 objects count as a large run
+    monkeypatch.setattr(inference, "ONNX_MIN_ROWS", 100)  # the sample's 1,000 objects count as a large run
     result = infer({"general": {"results_dir": "results", "device": "cpu"}}, from_run=train_run)
     info = read_provenance(result.path)["stage_info"]
     assert info["runtime"] == "onnxruntime"
@@ -215,7 +215,7 @@ def test_auto_engine_runs_onnxruntime_on_a_cpu_with_torchs_outputs(train_run, fu
 
 def test_auto_engine_stays_on_torch_for_small_runs_and_models_that_dont_convert(train_run, full, workdir,
                                                                                  monkeypatch, caplog):
-    from libhyrax import engines, onnx_io
+    from libhyrax import inference, onnx_io
     from libhyrax.stages.infer import infer
 
     _, torch_out = full
@@ -225,7 +225,7 @@ def test_auto_engine_stays_on_torch_for_small_runs_and_models_that_dont_convert(
     def broken(model, example, latent_only=False):
         raise RuntimeError("Unsupported: aten::something_odd")
 
-    monkeypatch.setattr(engines, "ONNX_MIN_ROWS", 100)
+    monkeypatch.setattr(inference, "ONNX_MIN_ROWS", 100)
     monkeypatch.setattr(onnx_io, "in_memory_session", broken)
     with caplog.at_level("INFO", logger="hyrax.infer"):
         result = infer({"general": {"results_dir": "results", "device": "cpu"}}, from_run=train_run)
@@ -235,11 +235,11 @@ def test_auto_engine_stays_on_torch_for_small_runs_and_models_that_dont_convert(
 
 
 def test_auto_engine_refuses_a_conversion_whose_outputs_differ(train_run, workdir, monkeypatch, caplog):
-    from libhyrax import engines, onnx_io
+    from libhyrax import inference, onnx_io
     from libhyrax.stages.infer import infer
 
     real = onnx_io.run_session
-    monkeypatch.setattr(engines, "ONNX_MIN_ROWS", 100)
+    monkeypatch.setattr(inference, "ONNX_MIN_ROWS", 100)
     monkeypatch.setattr(onnx_io, "run_session", lambda s, x: {k: v + 0.01 for k, v in real(s, x).items()})
     with caplog.at_level("WARNING", logger="hyrax.infer"):
         result = infer({"general": {"results_dir": "results", "device": "cpu"}}, from_run=train_run)
@@ -259,13 +259,13 @@ def test_engine_choice_lists_the_known_ones(train_run, workdir):
 def test_latents_only_skips_the_decoder_and_keeps_the_latents(train_run, full, workdir, monkeypatch, convert):
     """infer.recon_error = false: the same latents, no /recon_error (torch, and onnxruntime on a CPU), and
     anomaly scores without it."""
-    from libhyrax import engines
+    from libhyrax import inference
     from libhyrax.stages.anomaly import anomaly
     from libhyrax.stages.infer import infer
 
     _, torch_out = full
     if convert:
-        monkeypatch.setattr(engines, "ONNX_MIN_ROWS", 100)
+        monkeypatch.setattr(inference, "ONNX_MIN_ROWS", 100)
     cfg = {"general": {"results_dir": "results", "device": "cpu"}, "infer": {"recon_error": False}}
     result = infer(cfg, from_run=train_run)
     got = read_latents(result.path)
@@ -275,3 +275,28 @@ def test_latents_only_skips_the_decoder_and_keeps_the_latents(train_run, full, w
     scored = anomaly(cfg, from_run=result.path)
     with h5py.File(scored.file("scores.h5"), "r") as f:
         assert "recon_error" not in f and "knn" in f and len(f["score"]) == len(got["latent"])
+
+
+@pytest.mark.parametrize("engine, device, rows, runtime", [
+    ("auto", "cpu", 5000, "onnxruntime"), ("auto", "cpu", 4999, "torch"), ("auto", "cuda:0", 10**6, "torch"),
+    ("torch", "cpu", 10**6, "torch"), ("onnx", "cuda", 1, "onnxruntime"), ("onnx", "cpu", 0, "onnxruntime"),
+])
+def test_the_runtime_is_a_function_of_the_setting_the_device_and_the_rows(engine, device, rows, runtime):
+    from libhyrax.inference import choose_runtime
+
+    assert choose_runtime(engine, device, rows) == runtime
+
+
+def test_a_conversion_returns_a_new_engine_and_leaves_the_torch_one(train_run, full, workdir):
+    from libhyrax.inference import TorchEngine, model_input_group
+
+    torch_engine = TorchEngine(train_run, device="cpu")
+    batch = model_input_group(resolve({}), torch_engine.data_set).read(0, 64)
+    onnx_engine = torch_engine.converted("onnxruntime", batch)
+    assert (torch_engine.runtime, onnx_engine.runtime) == ("torch", "onnxruntime")
+    assert torch_engine.converted("torch", batch) is torch_engine
+    assert onnx_engine.converted("torch", batch) is onnx_engine  # an onnxruntime session stays one
+    np.testing.assert_allclose(onnx_engine.outputs(batch)["latent"], torch_engine.outputs(batch)["latent"],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(torch_engine.outputs(batch)["latent"], full[1]["latent"][:64],
+                               rtol=1e-5, atol=1e-6)

@@ -321,7 +321,7 @@ def test_a_reducer_pickle_from_someone_else_is_not_loaded(workdir, colleague_key
 
 
 def test_model_source_from_someone_else_is_not_run(workdir, colleague_key):
-    from libhyrax.engines import TorchEngine
+    from libhyrax.inference import TorchEngine
 
     marker = workdir / "pwned"
     train = make_train_run(workdir / "results")

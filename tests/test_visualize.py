@@ -525,3 +525,18 @@ def test_labelling_in_headless_chromium_saves_a_label_file_and_survives_a_reload
     assert all(t.endswith("Z") for i, t in zip(labels.object_id, labels.time, strict=True) if i != "gal00300")
     after, status = labels_at("after-reload")
     assert after == expected and status == "5 labelled (3 interesting)"
+
+
+def test_thumbnails_of_dark_cutouts_raise_no_numpy_warning():
+    """astropy's Lupton RGB computes 0/0 for pixels at or below the black level and discards it; that
+    warning used to reach the demo's stderr once per thumbnail."""
+    import warnings
+
+    from libhyrax.viz.thumbnails import to_rgb
+
+    cutout = np.zeros((3, 16, 16), np.float32)
+    cutout[:, 6:10, 6:10] = 5.0  # a source on an empty sky
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rgb = to_rgb(cutout)
+    assert rgb.shape == (16, 16, 3) and rgb[0, 0].tolist() == [0, 0, 0] and rgb[8, 8].max() > 0

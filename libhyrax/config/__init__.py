@@ -35,8 +35,6 @@ FREE_FORM = ("data_request", "*.kwargs", "reduce_dimensions.*.kwargs", "download
 # Sub-tables of these may be a user class's parameters: unknown ones are accepted as free-form.
 CLASS_TABLES = ("model", "data_set")
 
-Config = dict
-
 
 # --- reading ---------------------------------------------------------------------------------------
 

@@ -75,14 +75,6 @@ class BatchPlan:
         return (self[i] for i in range(len(self)))
 
 
-def batch_plan(indices, batch_size: int, shuffle: bool, seed: int, epoch: int = 0,
-               block: int = 64) -> list[np.ndarray]:
-    """Row indices of each batch, as a list (small inputs, tests). Every index appears exactly once per
-    epoch. `make_loader` uses the lazy `BatchPlan` instead."""
-    plan = BatchPlan(indices, batch_size, shuffle, seed, epoch, block)
-    return [np.asarray(plan[i], dtype=np.int64) for i in range(len(plan))]
-
-
 class _Batches:
     """Map-style: item i is batch i (a dict of numpy arrays). Picklable for DataLoader workers."""
 

@@ -85,11 +85,6 @@ class Transform:
         return {"transform": self.transform, "asinh_scale": self.asinh_scale, "crop_to": self.crop_to,
                 "nan_mode": self.nan_mode, "nan_quantile": self.nan_quantile}
 
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        if self.crop_to is False:
-            return tuple(shape)
-        return (*shape[:-2], min(shape[-2], self.crop_to), min(shape[-1], self.crop_to))
-
     def __call__(self, images: np.ndarray, inplace: bool = False) -> np.ndarray:
         """The transformed batch. `inplace`: `images` is a fresh buffer of the caller's that may be
         overwritten (no copies are made then; the result may be `images` itself or a view of it)."""

@@ -2,7 +2,7 @@
 
     hyrax train | hyrax infer | hyrax anomaly --show        # prints the top anomalies to stderr
     hyrax anomaly --method knn --from results/<infer-run>
-    libhyrax.scorers(from_run=latents_run)                  # a notebook
+    libhyrax.anomaly(from_run=latents_run)                  # a notebook
 
 Writes `scores.h5` (/object_id, /score, and one array per method), `top_anomalies.csv` (the top
 `anomaly.top_k` with their scores and catalog columns), and, when the data has an `is_anomaly` catalog
@@ -27,17 +27,10 @@ import numpy as np
 from libhyrax.errors import DataError, HyraxError, UsageError, unknown_choice
 from libhyrax.hdf5 import IdIndex, open_result, read_ids, write_arrays
 from libhyrax.log import Progress
+from libhyrax.registry import is_import_path
 from libhyrax.results import Result, find_run
 from libhyrax.rundir import INDEX_DIR
-from libhyrax.scorers import (
-    METHODS,
-    IsolationForestScore,
-    KnnDistance,
-    ReconError,
-    combine_by_rank,
-    precision_at_k,
-    roc_auc,
-)
+from libhyrax.scorers import COMBINED, SCORERS, Scorer, combine_by_rank, precision_at_k, roc_auc
 from libhyrax.sharding import Shard
 from libhyrax.start import Given, start_run
 from libhyrax.tables import catalog_rows, write_table
@@ -50,27 +43,29 @@ RAW_STEM = "raw_scores"  # a sharded run's per-shard method scores
 def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: str | None = None,
             index_run: str | os.PathLike | None = None, shard: str | Shard | None = None,
             run_name: str | None = None, resume: str | os.PathLike | None = None, overrides=()) -> Result:
-    """Score every object of an infer run (`from_run`, else the newest). `method`: one of METHODS
-    (default anomaly.method). `index_run`: the index run the knn score searches when
-    anomaly.knn_source = "index" (else the newest index run of these latents). `shard`: "I/N" (default: the Slurm array
-    task's share): each shard scores its rows into `raw_scores.shard-*.h5` of one shared directory, and
-    the task that completes the set writes scores.h5 and top_anomalies.csv. `resume`: the shared
-    directory of a sharded run, to rerun a failed shard into."""
+    """Score every object of an infer run (`from_run`, else the newest). `method`: "combined", a
+    registered scorer's name or a Scorer's import path (default anomaly.method). `index_run`: the index
+    run the knn score searches when anomaly.knn_source = "index" (else the newest index run of these
+    latents). `shard`: "I/N" (default: the Slurm array task's share): each shard scores its rows into
+    `raw_scores.shard-*.h5` of one shared directory, and the task that completes the set writes
+    scores.h5 and top_anomalies.csv. `resume`: the shared directory of a sharded run, to rerun a failed
+    shard into."""
     plan = start_run("anomaly", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name,
                      given=[Given("--method", "anomaly.method", method)])
     cfg = plan.config
     index_run = plan.recorded("--index", index_run, "index")  # a resumed run: the index it started with
     acfg = cfg["anomaly"]
     method = acfg["method"]
-    if method not in METHODS:
-        raise UsageError(unknown_choice("anomaly method", method, METHODS))
+    if method != COMBINED and method not in SCORERS and not is_import_path(method):
+        raise UsageError(unknown_choice("anomaly method", method, [COMBINED, *SCORERS]))
     src = plan.input
     with open_result(src.path, "latents") as f:
         n = f["object_id"].shape[0]
         if n == 0:
             raise DataError(f"{src} holds no latents (0 objects): nothing to score")
-        index = _index_of(src, cfg, index_run) if "knn" in _methods(method, f) and acfg["knn_source"] == "index" else None
-        scorers = make_scorers(method, cfg, f, index)
+        classes = scorer_classes(method, f)
+        index = _index_of(src, cfg, index_run) if any(c.wants_index(cfg) for c in classes.values()) else None
+        scorers = make_scorers(classes, cfg, f, index)
         with plan.open(key=[src.path.resolve()]) as run:
             run.add_upstream(src.path)
             if index is not None:
@@ -88,15 +83,18 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
     return Result(run.path)
 
 
-def _methods(method: str, f) -> list[str]:
-    """The scoring methods `method` needs; "combined" uses every one the latents allow."""
-    names = [m for m in METHODS[1:] if method in (m, "combined")]
-    if "recon_error" not in f:
-        if method == "recon_error":
-            raise DataError(f"{f.filename} has no /recon_error (the model gives none); use --method knn "
-                            "or isolation_forest")
-        names = [m for m in names if m != "recon_error"]
-    return names
+def scorer_classes(method: str, f) -> dict[str, type[Scorer]]:
+    """The scorers `method` names, by name: one (a registered name or an import path), or for "combined"
+    every registered scorer whose inputs (`needs`) the latents file `f` holds."""
+    if method == COMBINED:
+        return {name: SCORERS[name] for name in SCORERS if all(a in f for a in SCORERS[name].needs)}
+    cls = SCORERS.lookup(method)
+    missing = [a for a in cls.needs if a not in f]
+    if missing:
+        others = [n for n in SCORERS if all(a in f for a in SCORERS[n].needs)]
+        raise DataError(f"{f.filename} has no /{missing[0]} (the model gives none), which the {method} score "
+                        f"needs; use --method {' or '.join(others) or COMBINED}")
+    return {method: cls}
 
 
 def _index_of(src: Result, cfg: dict, index_run=None):
@@ -108,40 +106,29 @@ def _index_of(src: Result, cfg: dict, index_run=None):
     return VectorIndex.open(index_dir, cfg["general"]["trusted_runs"])
 
 
-def make_scorers(method: str, cfg: dict, f, index=None) -> list:
-    """The scorers `method` needs, fitted. `index`: the vector index the knn score searches
-    (anomaly.knn_source = "index"), else exact knn."""
-    acfg = cfg["anomaly"]
-    if acfg["knn_source"] not in ("exact", "index"):
-        raise UsageError(unknown_choice("anomaly.knn_source", acfg["knn_source"], ("exact", "index")))
-    scorers = []
-    for name in _methods(method, f):
-        if name == "knn":
-            scorers.append(KnnDistance(acfg["k"], cfg["general"]["device"], index, acfg["knn_sample_size"],
-                                       cfg["general"]["seed"]))
-        elif name == "recon_error":
-            scorers.append(ReconError())
-        else:
-            scorers.append(IsolationForestScore(acfg["n_estimators"], acfg["fit_sample_size"],
-                                                cfg["general"]["seed"]))
-    for s in scorers:
-        log.info("fitting %s", s.name)
+def make_scorers(classes: dict[str, type[Scorer]], cfg: dict, f, index=None) -> dict[str, Scorer]:
+    """The scorers, built from the config and fitted on the latents of `f`. `index`: the vector index a
+    scorer searches (anomaly.knn_source = "index" for knn)."""
+    scorers = {name: cls.from_config(cfg, index) for name, cls in classes.items()}
+    for name, s in scorers.items():
+        log.info("fitting %s", name)
         s.fit(f["latent"])
     return scorers
 
 
-def score_all(scorers: list, f, batch_size: int, first: int = 0, last: int | None = None) -> dict[str, np.ndarray]:
+def score_all(scorers: dict[str, Scorer], f, batch_size: int, first: int = 0,
+              last: int | None = None) -> dict[str, np.ndarray]:
     """Each scorer's score of objects first..last, reading contiguous batches."""
     last = f["object_id"].shape[0] if last is None else last
-    out = {s.name: np.empty(last - first, np.float32) for s in scorers}
+    out = {name: np.empty(last - first, np.float32) for name in scorers}
     with Progress("anomaly", total=last - first) as p:
         for start in range(first, last, batch_size):
             stop = min(start + batch_size, last)
             batch = {"latent": f["latent"][start:stop], "rows": np.arange(start, stop)}
             if "recon_error" in f:
                 batch["recon_error"] = f["recon_error"][start:stop]
-            for s in scorers:
-                out[s.name][start - first:stop - first] = s.score(batch)
+            for name, s in scorers.items():
+                out[name][start - first:stop - first] = np.asarray(s.score(batch), np.float32)
             p.advance(stop - start)
     return out
 

@@ -20,8 +20,8 @@ import logging
 
 import numpy as np
 
-from libhyrax.engines import model_input_group, train_data_set
 from libhyrax.errors import ModelError
+from libhyrax.inference import model_input_group, train_data_set
 from libhyrax.results import Result
 from libhyrax.start import start_run
 

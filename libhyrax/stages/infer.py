@@ -15,8 +15,9 @@
 images get the train run's `[data_set]` transforms (never the current config's). A sharded run writes
 `latents.shard-IIII-of-NNNN.h5`; read either through `libhyrax.hdf5.open_result(run, "latents")`.
 
-The parts: the model from `libhyrax.engines`, batches from `libhyrax.data.loader.contiguous_batches`, the
-file written by `libhyrax.hdf5.BufferedWriter`; this module is the loop between them.
+The parts: the model from `libhyrax.inference` (its runtime chosen once, before the loop), batches
+from `libhyrax.data.loader.contiguous_batches`, the file written by `libhyrax.hdf5.BufferedWriter`; this
+module is the loop between them.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ import numpy as np
 
 from libhyrax.data.from_run import with_trained_data
 from libhyrax.data.loader import contiguous_batches
-from libhyrax.engines import load_engine, model_input_group
 from libhyrax.errors import DataError, ModelError, RunError
 from libhyrax.hdf5 import BufferedWriter, is_complete_file, read_ids
+from libhyrax.inference import CHECK_ROWS, Engine, choose_runtime, load_engine, model_input_group
 from libhyrax.latents import Latents
 from libhyrax.log import Progress
 from libhyrax.sharding import Shard
@@ -66,6 +67,7 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
     with plan.open(key=[model.source.resolve(), engine]) as run:
         _record_inputs(run, model, group, engine)
         start, stop = run.rows(n)
+        model = _on_chosen_runtime(model, engine, group, start, stop)
         stats = write_latents(model, group, start, stop, run.output(STEM), int(cfg["data_loader"]["batch_size"]),
                               model.read_ahead, int(cfg["data_loader"].get("num_workers") or 0))
         replaced = group.transform.replaced_pixels  # over every reader, worker processes included
@@ -84,7 +86,20 @@ def _record_inputs(run, model, group, engine: str) -> None:
     run.record(engine=engine, data_set=model.data_set)
 
 
-def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, batch_size: int,
+def _on_chosen_runtime(model: Engine, engine: str, group, start: int, stop: int) -> Engine:
+    """The model on the runtime `engine` chooses for rows start..stop: decided on the whole share, so a
+    resumed run makes the same choice as its first attempt; a conversion is checked on the share's first
+    rows."""
+    runtime = choose_runtime(engine, model.device, stop - start)
+    if runtime == model.runtime or start == stop:
+        return model
+    counted = group.transform.replaced_pixels
+    sample = group.read(start, min(stop, start + CHECK_ROWS))
+    group.transform.replaced_pixels = counted  # the loop counts these rows' NaN pixels when it reads them
+    return model.converted(runtime, sample)
+
+
+def write_latents(model: Engine, group, start: int, stop: int, path: str | os.PathLike, batch_size: int,
                   read_ahead: bool = False, num_workers: int = 0) -> dict:
     """Stream rows start..stop of `group` through `model.outputs` into `path`, resuming after the rows an
     earlier attempt wrote. Every batch must carry as many ids as latents, and the file ends with exactly
@@ -102,10 +117,6 @@ def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, 
         _check_resumed_ids(out, group, start)
         log.info("resuming %s after row %d of %d", path.name, done, n)
     id_width = 0 if out.started else group.id_width()
-    if hasattr(model, "expect"):
-        # engine "auto": onnxruntime on a CPU pays only for a large enough run; decided on the whole share,
-        # so a resumed run makes the same choice as its first attempt
-        model.expect(n)
     t0, computed = time.monotonic(), 0
     try:
         with Progress("infer", total=n) as progress:
@@ -130,7 +141,7 @@ def write_latents(model, group, start: int, stop: int, path: str | os.PathLike, 
     secs = time.monotonic() - t0
     log.info("wrote %d latents to %s (%.0f objects/s)", n, path.name, computed / max(secs, 1e-9))
     return {"objects_per_s": round(computed / max(secs, 1e-9), 1), "seconds": round(secs, 2),
-            "resumed_at_row": done or None, "runtime": getattr(model, "runtime", None)}
+            "resumed_at_row": done or None, "runtime": model.runtime}
 
 
 def _check_outputs(out: dict, n: int) -> None:

@@ -165,7 +165,7 @@ def embed_image(image, index_run: Result, model_run=None, trusted_runs=()) -> np
                              f"latents (hyrax infer --from {model_run} | hyrax index) or leave out --model")
     from libhyrax.data.fits import read_image
     from libhyrax.data.transforms import Transform
-    from libhyrax.engines import TorchEngine
+    from libhyrax.inference import TorchEngine
 
     engine = TorchEngine(Path(made_by), device="cpu", trusted_runs=trusted_runs)  # the weights and transforms infer used
     images = Transform.from_config({"data_set": engine.data_set})(read_image(image))

@@ -33,9 +33,10 @@ def test(config=None, *, from_run=None, overrides=()) -> Result:
     """Evaluate the train run `from_run` (default: the newest finished one) on its test split."""
     from libhyrax.data import open_group
     from libhyrax.data.split import load_splits
+    from libhyrax.device import pick_device
     from libhyrax.hdf5 import write_arrays
     from libhyrax.models import load_trained, load_weights, place
-    from libhyrax.training.engine import EpochBatches, EpochMeans, create_evaluator, pick_device
+    from libhyrax.training.engine import EpochBatches, EpochMeans, create_evaluator
     from libhyrax.training.tracking import METRICS_FILE, MetricsCSV, MLflowRun
 
     plan = start_run("test", config, overrides, from_run=from_run)

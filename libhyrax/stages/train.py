@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax.data.from_run import DATA_STAGES, request_of_run, run_holding
+from libhyrax.device import pick_device
 from libhyrax.errors import ConfigError, DataError
 from libhyrax.models import build_model, describe, load_weights, model_class, place, prepare, save_trained
 from libhyrax.models.base import first_rows
@@ -34,7 +35,6 @@ from libhyrax.training.engine import (
     EpochBatches,
     create_evaluator,
     create_trainer,
-    pick_device,
     seed_everything,
 )
 from libhyrax.training.handlers import (

@@ -136,38 +136,3 @@ def _astropy_images(data: bytes, first_only: bool) -> list[np.ndarray]:
         raise BadFits("the FITS file holds no image")
     return images[:1] if first_only else images
 
-
-def write_image(image: np.ndarray, header: dict | None = None, primary_empty: bool = False) -> bytes:
-    """FITS bytes of a float32 image (big-endian, BITPIX -32) with `header` cards (numbers and strings):
-    a primary HDU holding the image, or with `primary_empty` an empty primary HDU and an IMAGE extension
-    (the HSC layout). What the loopback test servers and the benchmark serve."""
-    image = np.asarray(image, dtype=">f4")
-    hdus = []
-    if primary_empty:
-        hdus.append(_header_bytes([("SIMPLE", True), ("BITPIX", 8), ("NAXIS", 0), ("EXTEND", True)]))
-        first = [("XTENSION", "IMAGE"), ("BITPIX", -32), ("NAXIS", image.ndim)]
-    else:
-        first = [("SIMPLE", True), ("BITPIX", -32), ("NAXIS", image.ndim)]
-    cards = first + [(f"NAXIS{i + 1}", n) for i, n in enumerate(reversed(image.shape))]
-    cards += [("PCOUNT", 0), ("GCOUNT", 1)] if primary_empty else []
-    cards += list((header or {}).items())
-    body = image.tobytes()
-    hdus.append(_header_bytes(cards) + body + b"\0" * (-len(body) % BLOCK))
-    return b"".join(hdus)
-
-
-def _header_bytes(cards: list[tuple[str, object]]) -> bytes:
-    lines = []
-    for key, value in cards:
-        if isinstance(value, bool):
-            text = f"{'T' if value else 'F':>20}"
-        elif isinstance(value, str):
-            text = f"'{value:<8}'".ljust(20)
-        elif isinstance(value, float):
-            text = f"{value:>20.15G}"
-        else:
-            text = f"{value:>20}"
-        lines.append(f"{key:<8}= {text}".ljust(CARD)[:CARD])
-    lines.append("END".ljust(CARD))
-    raw = "".join(lines).encode("ascii")
-    return raw + b" " * (-len(raw) % BLOCK)

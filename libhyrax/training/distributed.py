@@ -6,7 +6,7 @@ gradients (and the loss) are averaged across ranks in one all-reduce per step; o
     srun --ntasks-per-node 4 --gpus-per-task 1 hyrax train            # Slurm, any number of nodes
 
 Ignite is imported at the first call that needs it, not with this module: a second of imports that
-`infer` (libhyrax.training.engine's pick_device) would pay for nothing.
+`infer` (libhyrax.device's pick_device) would pay for nothing.
 """
 
 from __future__ import annotations

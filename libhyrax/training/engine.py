@@ -1,18 +1,17 @@
-"""Ignite engines and the pieces around them: the device, seeds and RNG state, batches read ahead of the
+"""Ignite engines and the pieces around them: seeds and RNG state, batches read ahead of the
 model, the training step, evaluation, and checkpoints.
 
 A step: numpy batch -> model.prepare_inputs -> tensors on the device -> model.train_batch (bf16 autocast
 on CUDA when asked) -> backward -> (all-reduce across ranks) -> NaN check -> optimizer step.
 
 Ignite loads only where an engine is made (create_trainer, create_evaluator, EpochMeans): importing it
-costs a second (it imports all of torch.distributed), which `infer`, needing only pick_device, skips.
+costs a second (it imports all of torch.distributed). The device comes from libhyrax.device.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,17 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hyrax.train")
 PREFETCH = 2  # batches read ahead of the model by a thread when data_loader.num_workers = 0
-
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    if setting == "cuda" and dist.world_size() > 1:
-        setting = f"cuda:{int(os.environ.get('LOCAL_RANK', dist.rank() % max(torch.cuda.device_count(), 1)))}"
-    device = torch.device(setting)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
 
 
 def seed_everything(seed: int) -> None:

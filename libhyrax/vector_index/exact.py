@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from libhyrax.device import pick_device
 from libhyrax.vector_index import VectorIndex
 
 VECTORS_FILE = "vectors.f32"
@@ -17,15 +18,6 @@ VECTORS_FILE = "vectors.f32"
 # top-k on rows a block can't improve (a min pass first) was slower.
 Q_BLOCK, ROWS_BLOCK = 1024, 16384
 BLOCK_ELEMENTS = Q_BLOCK * ROWS_BLOCK
-
-
-def resolve_device(name: str = "auto") -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; anything else as given."""
-    if name in ("auto", "", None, False):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(name)
 
 
 def knn(data, queries, k: int, data_sq=None, q_block: int | None = None, rows_block: int | None = None):
@@ -104,7 +96,7 @@ class ExactIndex(VectorIndex):
             import torch
 
             m = np.fromfile(self._file, dtype="<f4")  # one sequential read
-            x = torch.from_numpy(m.reshape(-1, self.dim)).to(resolve_device(self.device))
+            x = torch.from_numpy(m.reshape(-1, self.dim)).to(pick_device(self.device))
             self._data = (x, (x * x).sum(1))
         return self._data
 

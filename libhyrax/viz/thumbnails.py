@@ -21,7 +21,10 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
         b, g, r = img[0], img[c // 2], img[c - 1]
         lo = np.array([np.percentile(band, 1) for band in (r, g, b)])
         hi = max(float(np.percentile(band, 99.5)) for band in (r, g, b))
-        return make_lupton_rgb(r, g, b, minimum=lo, stretch=max(hi - lo.min(), 1e-6), Q=8)
+        # astropy divides by each pixel's intensity inside np.where(intensity <= 0, 0, ...): the 0/0 it
+        # computes for pixels at or below `minimum` is thrown away, but numpy warns about it
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return make_lupton_rgb(r, g, b, minimum=lo, stretch=max(hi - lo.min(), 1e-6), Q=8)
     grey = img.mean(axis=0)
     lo, hi = np.percentile(grey, [1, 99.5])
     v = np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)
