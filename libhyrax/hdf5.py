@@ -6,13 +6,16 @@
 
 Writing streams into preallocated, chunked datasets and records `rows_written` after each batch, so an
 interrupted write resumes where it stopped (`ArrayWriter`; `BufferedWriter` when the batches are small and
-many, as in `infer`). A result written by N shards is
+many, as in `infer`). The count is written only once the rows it counts are flushed, a write that fails (a
+full disk) is an error that leaves the file unfinished, and a resume keeps only the rows whose bytes are
+in the file (`rows_on_disk`): an attribute alone is never trusted. A result written by N shards is
 `<stem>.shard-IIII-of-NNNN.h5` files plus, once all are complete, `<stem>.h5`: a virtual dataset over
 them, read in input order without copying.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -25,7 +28,7 @@ import h5py
 import numpy as np
 
 from libhyrax import atomic
-from libhyrax.errors import DataError, RunError
+from libhyrax.errors import DataError, HyraxError, RunError
 
 log = logging.getLogger("hyrax.hdf5")
 
@@ -87,13 +90,95 @@ def reopen_unfinished(path: Path, fmt: str, fits=None) -> h5py.File | None:
         return None
     try:
         if f.attrs.get("format") == fmt and not f.attrs.get("complete") and (fits is None or fits(f)):
+            _keep_rows_on_disk(f, path)
             return f
+    except (OSError, RuntimeError) as e:  # its metadata half-written (a full disk): nothing in it to trust
+        f.close()
+        log.warning("%s can't be read (%s); writing it again from the start", path.name, e)
+        return None
     except BaseException:
         if f.id.valid:
             f.close()
         raise
     f.close()
     return None
+
+
+def rows_on_disk(f: h5py.File, rows: int) -> int:
+    """How many of the first `rows` rows of every chunked array of `f` are really in the file: each chunk
+    they lie in allocated and, where the file system tells (SEEK_HOLE), none of its bytes a hole. A disk that
+    filled up mid-write can leave a file whose attributes count rows its data never reached (a sparse
+    stretch that reads back as zeros)."""
+    arrays: list[h5py.Dataset] = []
+    f.visititems(lambda _, v: arrays.append(v) if isinstance(v, h5py.Dataset) and v.chunks and v.shape else None)
+    if not arrays or rows <= 0:
+        return max(rows, 0)
+    fd = os.open(f.filename, os.O_RDONLY)
+    try:
+        return min(_rows_in_chunks(ds, rows, fd) for ds in arrays)
+    finally:
+        os.close(fd)
+
+
+def _rows_in_chunks(ds: h5py.Dataset, rows: int, fd: int) -> int:
+    """The rows of `ds` before its first chunk that is missing or has a hole, up to `rows`."""
+    step = ds.chunks[0]
+    where: dict[int, tuple[int, int]] = {}
+    ds.id.chunk_iter(lambda c: where.__setitem__(c.chunk_offset[0], (c.byte_offset, c.size)))
+    for start in range(0, rows, step):
+        if start not in where or _has_hole(fd, *where[start]):
+            return start
+    return rows
+
+
+def _has_hole(fd: int, offset: int, size: int) -> bool:
+    try:
+        return os.lseek(fd, offset, os.SEEK_DATA) != offset or os.lseek(fd, offset, os.SEEK_HOLE) < offset + size
+    except OSError as e:  # ENXIO: nothing but hole from offset on; EINVAL: the file system can't tell
+        return e.errno == errno.ENXIO
+
+
+def _keep_rows_on_disk(f: h5py.File, path: Path) -> None:
+    """Lower an unfinished file's `rows_written` to the rows really in it (see rows_on_disk)."""
+    said = int(f.attrs.get("rows_written", 0))
+    real = rows_on_disk(f, said)
+    if real < said:
+        log.warning("%s says %d rows were written but only %d are in the file; resuming after row %d",
+                    path.name, said, real, real)
+        f.attrs["rows_written"] = real
+
+
+def write_failed(f: h5py.File, path: Path, error: BaseException) -> RunError:
+    """Close `f` after a write to it failed, writing nothing more, and return the error to raise.
+
+    HDF5 retries the failed writes when the file is closed and, failing again, leaves its cache so that the
+    next close (at the latest, at exit) crashes the process with a segfault. So the file's descriptor is
+    pointed at /dev/null first: the file on disk stays as its last successful flush left it, unfinished,
+    for a resume to check and continue."""
+    if f.id.valid:
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, f.id.get_vfd_handle())
+            os.close(null)
+        except Exception:  # noqa: BLE001  (a file HDF5 has already let go of)
+            pass
+        try:
+            f.close()
+        except Exception:  # noqa: BLE001  (its writes now go nowhere; what is left to fail doesn't matter)
+            pass
+    code = getattr(error, "errno", None) or _hdf5_errno(str(error))
+    reason = os.strerror(code) if code else str(error)
+    hint = f"; free some space in {path.parent.parent}, then resume the run" if code in FULL_ERRNOS else ""
+    return RunError(f"writing {path.name} failed: {reason}{hint}")
+
+
+def _hdf5_errno(message: str) -> int | None:
+    """The errno HDF5 puts in its message ("... errno = 28, error message = ..."), h5py giving a RuntimeError."""
+    m = re.search(r"errno = (\d+)", message)
+    return int(m[1]) if m else None
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class ArrayWriter:
@@ -112,6 +197,8 @@ class ArrayWriter:
             self.file = h5py.File(self.path, "w")
             self._create(columns, id_length, attrs or {})
         self.rows_written = int(self.file.attrs["rows_written"])
+        self.arrays: dict[str, h5py.Dataset] = {}
+        self.broken = False
 
     def _same_layout(self, f: h5py.File, columns) -> bool:
         if [c for c in columns if c not in f] or f["object_id"].shape[0] != self.n_rows:
@@ -152,21 +239,41 @@ class ArrayWriter:
         if stop > self.n_rows:
             raise RunError(f"{self.path.name}: writing rows {start}:{stop} past its {self.n_rows} rows")
         check_id_width(ids, self.file["object_id"], self.path.name, RunError)
-        self.file["object_id"][start:stop] = np.asarray(ids, dtype=self.file["object_id"].dtype)
-        for name, arr in arrays.items():
-            self.file[name][start:stop] = np.asarray(arr, dtype=self.file[name].dtype)
+        if self.broken:
+            raise RunError(f"{self.path.name} is closed: an earlier write to it failed")
+        # the datasets stay open (self.arrays): a write that fails when a dataset is closed, as a temporary
+        # h5py object would close it, is swallowed by h5py and breaks the file for good
+        arrays = {"object_id": ids} | arrays
+        try:
+            for name, arr in arrays.items():
+                if name not in self.arrays:
+                    self.arrays[name] = self.file[name]
+                self.arrays[name][start:stop] = np.asarray(arr, dtype=self.arrays[name].dtype)
+            self.file.flush()  # the rows reach the file before the count that says they are there
+            self.file.attrs["rows_written"] = stop
+            self.file.flush()
+        except (OSError, RuntimeError) as e:
+            self.broken = True  # HDF5 can't be asked anything more about this file: it would crash
+            raise write_failed(self.file, self.path, e) from e
         self.rows_written = stop
-        self.file.attrs["rows_written"] = stop
-        self.file.flush()
 
     def close(self, complete: bool = True) -> None:
-        if self.file.id.valid:
+        """Close the file; `complete` checks every row is written and marks the file finished."""
+        if self.broken or not self.file.id.valid:
             if complete:
-                if self.rows_written != self.n_rows:
-                    self.file.close()
-                    raise RunError(f"{self.path.name}: {self.rows_written} rows written, {self.n_rows} expected")
-                self.file.attrs["complete"] = True
+                raise RunError(f"{self.path.name} can't be finished: an earlier write to it failed")
+            return
+        if complete and self.rows_written != self.n_rows:
             self.file.close()
+            raise RunError(f"{self.path.name}: {self.rows_written} rows written, {self.n_rows} expected")
+        try:
+            if complete:
+                self.file.attrs["complete"] = True
+            self.file.flush()
+            self.file.close()
+        except (OSError, RuntimeError) as e:
+            self.broken = True  # HDF5 can't be asked anything more about this file: it would crash
+            raise write_failed(self.file, self.path, e) from e
 
     def __enter__(self) -> ArrayWriter:
         return self
@@ -238,23 +345,26 @@ class BufferedWriter:
             self.flush()
 
     def flush(self) -> None:
-        if self.buffered:
-            self.writer.append(np.concatenate(self.ids),
-                               **{k: np.concatenate([a[k] for a in self.arrays]) for k in self.arrays[0]})
-        self._clear()
+        ids, arrays, buffered = self.ids, self.arrays, self.buffered
+        self._clear()  # a block whose write failed is dropped, never written twice
+        if buffered:
+            self.writer.append(np.concatenate(ids), **{k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]})
 
     def close(self, complete: bool = True) -> None:
         """Write what is buffered and close: `complete` checks that all n_rows are written and marks the
         file complete. After an error, `complete=False` keeps the rows appended before it for a resume,
-        and closes the file even when that write fails."""
+        and closes the file even when that write fails (logged: the error being handled is the one to raise)."""
         if self.writer is None:
             return
         if complete:
             self.flush()
             self.writer.close()
             return
+        lost = self.buffered
         try:
             self.flush()
+        except HyraxError as e:
+            log.warning("the last %d rows of %s weren't written: %s", lost, self.path.name, e)
         finally:
             self.writer.close(complete=False)
 
@@ -292,10 +402,12 @@ def read_rows(ds, rows: np.ndarray) -> np.ndarray:
 
 
 def is_complete_file(path: str | os.PathLike, n_rows: int | None = None) -> bool:
-    """Whether `path` is an array file whose writer finished it (with `n_rows` rows, when given)."""
+    """Whether `path` is an array file whose writer finished it (with `n_rows` rows, when given), every
+    row of it in the file (rows_on_disk)."""
     try:
         with h5py.File(path, "r") as f:
-            return bool(f.attrs.get("complete")) and (n_rows is None or f["object_id"].shape[0] == n_rows)
+            n = f["object_id"].shape[0]
+            return bool(f.attrs.get("complete")) and n_rows in (None, n) and rows_on_disk(f, n) == n
     except (OSError, KeyError):
         return False
 
@@ -369,9 +481,14 @@ def open_result(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "") -> 
     the run directory."""
     path = result_file(run_dir, stem, rerun_hint)
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as e:
         raise DataError(f"{path} can't be opened as HDF5 ({e}); rerun the stage that wrote it") from None
+    if not f.attrs.get("complete"):  # its writer failed or was stopped: never read as a result
+        f.close()
+        raise DataError(f"{path} was not finished by the stage that wrote it; resume that run "
+                        f"(hyrax <stage> --resume {Path(run_dir)}) or rerun it")
+    return f
 
 
 class IdIndex:

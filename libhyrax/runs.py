@@ -166,6 +166,7 @@ def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resu
         run = _open_plain(stage, config, resume, name)
     else:
         run = _open_shard(stage, config, the_shard, resume, name, key)
+    reserve_space(run)
     handler = hlog.add_file_log(run.path / (f"{stage}.log" if the_shard is None else f"{stage}.{the_shard.tag}.log"))
     log.info("%s%s: writing %s", stage, f" shard {the_shard}" if the_shard else "", run.final_path)
     try:
@@ -403,11 +404,26 @@ def _claim_shared_directory(path: Path, stage: str, config: dict, shard: Shard) 
     atomic.write_text(path / CONFIG_FILE, dump_config(config))
 
 
+RESERVE_BYTES = 64 << 10  # more than provenance.json and the last log lines need
+
+
+def reserve_path(run: Run) -> Path:
+    return run.path / (".hyrax-reserve" if run.shard is None else f".hyrax-reserve.{run.shard.tag}")
+
+
+def reserve_space(run: Run) -> None:
+    """Hold some disk space for recording how the run ended: a stage that fills the disk still marks its
+    run failed (and says how to resume it) instead of leaving it "running". Random bytes: a file system
+    that compresses would store zeros in nothing."""
+    reserve_path(run).write_bytes(os.urandom(RESERVE_BYTES))
+
+
 # --- ending a run -------------------------------------------------------------------------------------
 
 def mark_ended(run: Run, log_handler, exc: BaseException | None = None) -> bool:
     """Record how a run ended (complete, failed or interrupted, with the error) in its provenance and
     close its log file; returns whether it was interrupted."""
+    reserve_path(run).unlink(missing_ok=True)  # room for the record, should the disk have filled up
     interrupted = isinstance(exc, KeyboardInterrupt)
     status = Status.COMPLETE if exc is None else Status.INTERRUPTED if interrupted else Status.FAILED
     run.provenance |= {"status": status, "finished": now().isoformat()}

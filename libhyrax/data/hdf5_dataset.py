@@ -18,7 +18,7 @@ import numpy as np
 
 from libhyrax import atomic
 from libhyrax.data.base import Dataset
-from libhyrax.errors import DataError
+from libhyrax.errors import DataError, RunError
 from libhyrax.hdf5 import (
     IdIndex,
     as_id_bytes,
@@ -27,6 +27,7 @@ from libhyrax.hdf5 import (
     id_dtype,
     read_ids,
     reopen_unfinished,
+    write_failed,
 )
 
 FORMAT, FORMAT_VERSION = "hyrax-cutouts", 1
@@ -73,6 +74,8 @@ class CutoutWriter:
             self.file = h5py.File(self.path, "w")
             self._create(bands, pixel_scale, planes, id_length, attrs or {})
         self.rows_written = int(self.file.attrs["rows_written"])
+        self.arrays: dict[str, h5py.Dataset] = {}
+        self.broken = False
 
     def _create(self, bands, pixel_scale, planes, id_length, attrs) -> None:
         f = self.file
@@ -125,20 +128,32 @@ class CutoutWriter:
         if self.n_rows is not None and stop > self.n_rows:
             raise DataError(f"{self.path.name}: writing rows {start}:{stop} past its {self.n_rows} rows")
         targets = {"object_id": ids} | arrays
-        for name, arr in targets.items():
-            ds = self.file[name] if name in self.file else self._ensure(name, arr)
-            if ds.shape[0] < stop:
-                ds.resize(stop, axis=0)
-            if h5py.check_string_dtype(ds.dtype):
-                arr = as_id_bytes(arr)
-                arr = arr.astype(object) if ds.dtype.kind == "O" else arr.astype(ds.dtype)
-            ds[start:stop] = arr
+        if self.broken:
+            raise RunError(f"{self.path.name} is closed: an earlier write to it failed")
+        try:
+            for name, arr in targets.items():
+                # kept open: a write that fails as a temporary h5py object closes its dataset is lost
+                if name not in self.arrays:
+                    self.arrays[name] = self.file[name] if name in self.file else self._ensure(name, arr)
+                ds = self.arrays[name]
+                if ds.shape[0] < stop:
+                    ds.resize(stop, axis=0)
+                if h5py.check_string_dtype(ds.dtype):
+                    arr = as_id_bytes(arr)
+                    arr = arr.astype(object) if ds.dtype.kind == "O" else arr.astype(ds.dtype)
+                ds[start:stop] = arr
+            self.file.flush()  # the rows reach the file before the count that says they are there
+            self.file.attrs["rows_written"] = stop
+            self.file.flush()
+        except (OSError, RuntimeError) as e:
+            self.broken = True  # HDF5 can't be asked anything more about this file: it would crash
+            raise write_failed(self.file, self.path, e) from e
         self.rows_written = stop
-        self.file.attrs["rows_written"] = stop
-        self.file.flush()
 
     def close(self, complete: bool = True) -> None:
-        if not self.file.id.valid:
+        if self.broken or not self.file.id.valid:
+            if complete:
+                raise RunError(f"{self.path.name} can't be finished: an earlier write to it failed")
             return
         try:
             if complete:
@@ -149,8 +164,13 @@ class CutoutWriter:
                         self.file[name].resize(self.rows_written, axis=0)
                 IdIndex(read_ids(self.file["object_id"]))  # raises on duplicate ids
                 self.file.attrs["complete"] = True
+            self.file.flush()
+        except (OSError, RuntimeError) as e:
+            self.broken = True  # HDF5 can't be asked anything more about this file: it would crash
+            raise write_failed(self.file, self.path, e) from e
         finally:
-            self.file.close()
+            if not self.broken and self.file.id.valid:
+                self.file.close()
 
     def _all_arrays(self) -> list[str]:
         names = ["object_id"] + [p for p in PLANES if p in self.file]
