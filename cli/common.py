@@ -3,6 +3,7 @@ results path on stdout, and turning errors into exit codes and short messages.""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -96,13 +97,20 @@ def input_run(from_run: Path | None) -> Path | None:
 
 
 def run_stage(body: Callable[[], object], debug: bool = False) -> None:
-    """Run a stage body; print its results directory on stdout; exit with the contract's code. The stage
-    resolves its config itself, once (its `general.log_level` then applies, unless --debug pins it)."""
+    """Run a stage body; print its results directory (or a tool's text, returned as a str) on stdout; exit
+    with the contract's code. The stage resolves its config itself, once (its `general.log_level` then
+    applies, unless --debug pins it).
+
+    Stdout carries that one answer and nothing else: while the body runs, file descriptor 1 points at
+    stderr, so whatever a library prints (MLflow's "View run ..." lines, a C library's chatter) lands in
+    the log, never in `T=$(hyrax train)`. A reader that went away (`| head`, a next stage that failed at
+    once) doesn't fail a run that completed: a broken pipe exits 0."""
     from libhyrax.errors import HyraxError
     from libhyrax.log import setup_logging
     from libhyrax.redact import text as safe
 
     setup_logging("debug" if debug else "info", pin=debug)
+    answer = _stdout_to_stderr()
     try:
         result = body()
     except HyraxError as e:
@@ -113,10 +121,57 @@ def run_stage(body: Callable[[], object], debug: bool = False) -> None:
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated: Slurm's time limit, scancel)
         print(f"interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
         sys.exit(getattr(e, "exit_code", EXIT_INTERRUPTED))
-    except Exception as e:  # a bug or an unexpected failure: short message, traceback on --debug
-        if debug:
-            print(safe(traceback.format_exc()), file=sys.stderr, end="")
-        print(f"error: {type(e).__name__}: {safe(str(e))}\n(rerun with --debug for the traceback)", file=sys.stderr)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            _unexpected(e, debug, safe)
+        print(f"error: {e.strerror}{f': {e.filename}' if e.filename else ''}; free some space there, then "
+              "resume the run (the log above names the command)", file=sys.stderr)
         sys.exit(EXIT_FAILURE)
+    except Exception as e:  # a bug or an unexpected failure: short message, traceback on --debug
+        _unexpected(e, debug, safe)
+    finally:
+        _restore_stdout(answer)
     if result is not None:
-        print(os.fspath(getattr(result, "path", result)), flush=True)
+        text = result if isinstance(result, str) else os.fspath(getattr(result, "path", result))
+        _answer(text if text.endswith("\n") else text + "\n")
+
+
+def _unexpected(e: Exception, debug: bool, safe) -> None:
+    if debug:
+        print(safe(traceback.format_exc()), file=sys.stderr, end="")
+    print(f"error: {type(e).__name__}: {safe(str(e))}\n(rerun with --debug for the traceback)", file=sys.stderr)
+    sys.exit(EXIT_FAILURE)
+
+
+def _stdout_to_stderr() -> int | None:
+    """Point fd 1 at stderr; returns a copy of the real stdout (None when there is no fd 1 to move)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        return saved
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _restore_stdout(saved: int | None) -> None:
+    if saved is None:
+        return
+    try:
+        sys.stdout.flush()  # what a library printed goes to stderr, where fd 1 points still
+    except (OSError, ValueError):
+        pass
+    os.dup2(saved, 1)
+    os.close(saved)
+
+
+def _answer(text: str) -> None:
+    """Write the stage's answer on stdout. A reader gone away is not a failure of the run: stdout is
+    pointed at /dev/null so Python's own flush at exit doesn't fail either."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, run_stage
 
 
@@ -13,9 +11,9 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = Fal
     Examples: hyrax config -c my.toml --set train.epochs=3 > resolved.toml
     """
 
-    def body() -> None:
+    def body() -> str:
         from libhyrax.config import dump_config, resolve
 
-        sys.stdout.write(dump_config(resolve(config, set_ or ())))
+        return dump_config(resolve(config, set_ or ()))
 
     run_stage(body, debug)

@@ -19,12 +19,12 @@ def command(id_: IdOpt, config: ConfigOpt = None, set_: SetOpt = None, from_run:
     Example: hyrax lookup --id HDF-0001        # then: hyrax search --vector "$(hyrax lookup --id HDF-0001)"
     """
 
-    def body() -> None:
+    def body() -> str:
         import numpy as np
 
         from libhyrax.latents import lookup
 
         vector = lookup(id_, config, from_run=input_run(from_run), overrides=set_ or ())
-        print(",".join(np.format_float_positional(v, trim="-") for v in np.ravel(vector)), flush=True)
+        return ",".join(np.format_float_positional(v, trim="-") for v in np.ravel(vector))
 
     run_stage(body, debug)
