@@ -34,7 +34,7 @@ def command(id_: IdOpt = None, vector: VectorOpt = None, image: ImageOpt = None,
     neighbors.csv and prints the search run's directory.
 
     Examples:
-      hyrax search --id hxdf_0042 --show
+      hyrax search --id HDF-0001 --show
       hyrax search --labels labels.csv -k 50     # nearest to all the objects labelled interesting
     """
 

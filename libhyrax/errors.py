@@ -54,6 +54,11 @@ class Terminated(KeyboardInterrupt):
         super().__init__(f"received {signal_name} (a Slurm time limit, scancel, or kill)")
 
 
+def a_run(stage) -> str:
+    """'an infer run', 'a train run': the article for a stage's name."""
+    return f"{'an' if str(stage)[:1].lower() in 'aeio' else 'a'} {stage} run"  # a umap run
+
+
 def did_you_mean(name: str, choices: Iterable[str], n: int = 1) -> str:
     """A short '; did you mean X?' suffix, or '' when nothing is close."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=0.6)

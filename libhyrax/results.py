@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from libhyrax import stages
-from libhyrax.errors import HyraxError, UsageError
+from libhyrax.errors import HyraxError, UsageError, a_run
 from libhyrax.rundir import (
     CONFIG_FILE,
     FAILED,
@@ -50,7 +50,7 @@ def check_run(run_dir: str | os.PathLike, stage_names: str | tuple[str, ...]) ->
         raise UsageError(f"{p} is not a directory; give a results directory made by `hyrax {wanted[0]}`")
     prov = read_provenance(p)
     if prov.get(STAGE) not in wanted:
-        raise UsageError(f"{p} is a {prov.get(STAGE)!r} run; this needs a {' or '.join(wanted)} run")
+        raise UsageError(f"{p} is {a_run(prov.get(STAGE))}; this needs {a_run(' or '.join(wanted))}")
     if prov.get(STATUS) != Status.COMPLETE:
         raise UsageError(f"{p} did not finish ({prov.get('status')}: {prov.get('error')}); "
                          f"rerun it or resume it with --resume")

@@ -28,7 +28,7 @@ import secrets
 from enum import StrEnum
 from pathlib import Path
 
-from libhyrax.errors import UsageError
+from libhyrax.errors import UsageError, a_run
 
 PARTIAL, FAILED = ".partial", ".failed"  # suffixes of a run being written, and of one that failed
 CONFIG_FILE, PROVENANCE_FILE = "runtime_config.toml", "provenance.json"
@@ -101,7 +101,7 @@ def read_provenance(run_dir: str | os.PathLike) -> dict:
 def check_stage(path: Path, prov: dict, stage: str, option: str = "--resume") -> None:
     """`path` (given as `option`) must be a run of `stage`: the one "is an X run, not a Y run" check."""
     if prov.get(STAGE) != stage:
-        raise UsageError(f"{option} {path} is a {prov.get(STAGE)!r} run, not a {stage} run")
+        raise UsageError(f"{option} {path} is {a_run(prov.get(STAGE))}, not {a_run(stage)}")
 
 
 def _merge_shards(run_dir: Path, prov: dict) -> dict:

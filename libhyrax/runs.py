@@ -43,7 +43,7 @@ from typing import Any
 
 from libhyrax import atomic, redact, stages
 from libhyrax import log as hlog
-from libhyrax.errors import RunError, Terminated, UsageError
+from libhyrax.errors import RunError, Terminated, UsageError, a_run
 from libhyrax.rundir import (
     CLAIM_FILE,
     CONFIG_FILE,
@@ -393,7 +393,7 @@ def _claim_shared_directory(path: Path, stage: str, config: dict, shard: Shard) 
         prov = json.loads(top.read_text(encoding="utf-8"))
         info = prov.get("sharded") or {}
         if prov.get("stage") != stage or info.get("count") != shard.count:
-            raise UsageError(f"{path} already holds a {prov.get('stage')} run in {info.get('count')} shards; "
+            raise UsageError(f"{path} already holds {a_run(prov.get('stage'))} in {info.get('count')} shards; "
                              f"this task is {stage} shard {shard}: pick another --run-name or --resume")
         return
     prov = {"stage": stage, STATUS: Status.SHARDED, "started": now().isoformat(), "finished": None,

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import libhyrax
+from libhyrax.errors import UsageError
 
 EXPECTED = {
     "load_config", "dump_config", "Result", "Hyrax", "lookup",
@@ -105,7 +106,8 @@ def test_a_reference_notebook_runs_unchanged(workdir, hyrax):
     by_vector = db.search_by_vector(np.stack([vector, inference[7]]), k=2)
     assert by_vector[0][0] == ids[5] and by_vector[1][0] == ids[7] and set(by_vector) == {0, 1}
     assert db.get_by_id([ids[7]])[ids[7]] == inference[7].tolist()
-    assert h.lookup(id="no-such-object") is None
+    with pytest.raises(UsageError, match="no-such-object"):  # as `hyrax lookup` exits 2, never a silent None
+        h.lookup(id="no-such-object")
     with pytest.raises(KeyError, match="no-such-object"):  # named, with close ids: not a bare KeyError: 0
         db.search_by_id("no-such-object")
     exported = h.to_onnx()

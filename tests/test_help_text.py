@@ -10,9 +10,8 @@ import re
 import click
 import pytest
 import typer
-from typer.testing import CliRunner
-
 from hyrax_cli.main import build_app
+from typer.testing import CliRunner
 
 BRACKETED = re.compile(r"\[[^\]\s]+\]")
 

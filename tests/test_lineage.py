@@ -86,7 +86,7 @@ def test_input_run_follows_the_registry(cfg):
     train, infer, index = chain(cfg, ("train", []), ("infer", [0]), ("index", [1]))
     assert input_run("search", cfg) == index and input_run("anomaly", cfg) == infer
     assert input_run("infer", cfg) == train  # the first of ("train", "export") that has a finished run
-    with pytest.raises(UsageError, match="this needs a infer run"):
+    with pytest.raises(UsageError, match="this needs an infer run"):
         input_run("umap", cfg, train.path)
 
 

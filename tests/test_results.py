@@ -88,7 +88,7 @@ def test_resume_reopens_a_failed_run(cfg):
     assert len(read_provenance(again.path)["resumed"]) == 1
     with pytest.raises(UsageError, match="already finished"), open_run("train", cfg, resume=again.path):
         pass
-    with pytest.raises(UsageError, match="is a 'train' run, not a infer run"), open_run("infer", cfg, resume=again.path):
+    with pytest.raises(UsageError, match="is a train run, not an infer run"), open_run("infer", cfg, resume=again.path):
         pass
 
 
@@ -129,7 +129,7 @@ def test_newest_run_is_by_finish_time_not_name(cfg):
 def test_from_run_must_be_the_right_stage(cfg):
     with open_run("umap", cfg) as run:
         pass
-    with pytest.raises(UsageError, match="is a 'umap' run; this needs a train run"):
+    with pytest.raises(UsageError, match="is a umap run; this needs a train run"):
         find_run("train", cfg, run.path)
     with pytest.raises(UsageError, match="not a directory"):
         find_run("train", cfg, "/nonexistent/run")

@@ -94,7 +94,7 @@ def test_search_bad_input(tmp_path):
     # no failed search directories were left behind by refused queries
     assert not list((tmp_path / "results").glob("*search*"))
     # an index run asked for by the wrong stage
-    with pytest.raises(UsageError, match="is a 'infer' run; this needs a index run"):
+    with pytest.raises(UsageError, match="is an infer run; this needs an index run"):
         search(cfg, from_run=infer_run, object_ids=["obj_0001"])
     # without a catalog the table still has ids and distances
     hits = search(cfg, from_run=res, object_ids=["obj_0001"], k=2)

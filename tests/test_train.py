@@ -340,7 +340,7 @@ def test_resume_refuses_what_is_not_an_interrupted_train_run(survey, workdir, sh
     with pytest.raises(UsageError, match="already finished"):
         train(resume=done.path)
     tested = run_test(cfg, from_run=done.path)
-    with pytest.raises(UsageError, match="is a 'test' run, not a train run"):
+    with pytest.raises(UsageError, match="is a test run, not a train run"):
         train(resume=tested.path)
     with pytest.raises(UsageError, match="not a Hyrax results directory"):
         train(resume=workdir)

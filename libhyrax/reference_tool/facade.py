@@ -231,21 +231,17 @@ class Hyrax:
         return Database(find_run("index", cfg, chosen), cfg["general"]["trusted_runs"])
 
     def lookup(self, id: str | None = None, results_dir: str | os.PathLike | None = None, *,
-               object_id: str | None = None) -> np.ndarray | None:
+               object_id: str | None = None) -> np.ndarray:
         """The reference's `lookup`: the latent vector of object `id` from an infer run (`results_dir`, or
-        results.inference_dir, or this object's last infer, or the newest); None when no object has that id
-        (a warning names the closest ids)."""
+        results.inference_dir, or this object's last infer, or the newest); a UsageError naming the closest
+        ids when no object has that id (as `hyrax lookup` exits 2)."""
         wanted = id if id is not None else object_id
         if wanted is None:
             raise UsageError("lookup needs the object's id: h.lookup(id='...')")
         cfg = self._resolve(self.config)
         run = find_run("infer", cfg, self._input_run("lookup", results_dir))
         latents = self._latents.setdefault(run.path.resolve(), Latents(run.path))
-        try:
-            return latents.vector(str(wanted))
-        except UsageError as e:
-            log.warning("%s", e)
-            return None
+        return latents.vector(str(wanted))
 
     def model(self) -> type:
         """The reference's `model`: the class `model.name` names (not an instance)."""

@@ -5,7 +5,7 @@
     hyrax search --image cutout.npy                      # through the model that made the index's latents
     hyrax search --labels labels.csv -k 50               # more like these: the interesting ones of a label file
 
-    hits = libhyrax.search(object_ids=["hxdf_0042"])     # a notebook: the same table
+    hits = libhyrax.search(object_ids=["HDF-0001"])     # a notebook: the same table
     hits.to_pandas(); libhyrax.show_neighbors(hits)      # the neighbours' cutouts as a grid
 
 Each search writes `neighbors.csv` (query, rank, object_id, distance, catalog columns) into its results
