@@ -44,6 +44,16 @@ def test_pixels_beyond_float16_range_are_an_error_not_infinities(tmp_path):
         write_cutouts(tmp_path / "x.h5", ["a", "b"], images, dtype="float16")
 
 
+def test_pixels_below_float16_range_are_an_error_not_zeros(tmp_path):
+    images = np.ones((3, 1, 4, 4), np.float32)
+    images[1] *= 1e-9  # flux in physical units: float16 would store zeros
+    images[2] = 0  # a blank object is fine
+    with pytest.raises(DataError, match="'b', are no larger than 1e-09, below float16's smallest normal"):
+        write_cutouts(tmp_path / "x.h5", ["a", "b", "c"], images, dtype="float16")
+    images[1] *= 1e6  # 1e-3 is within range (to 11 bits)
+    write_cutouts(tmp_path / "x.h5", ["a", "b", "c"], images, dtype="float16")
+
+
 def test_prepare_writes_float16_when_asked(workdir):
     import csv
 

@@ -33,6 +33,7 @@ from libhyrax.hdf5 import (
 FORMAT, FORMAT_VERSION = "hyrax-cutouts", 1
 PIXEL_DTYPES = ("float32", "float16")  # how pixels are stored; they are always read back as float32
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+FLOAT16_TINY = float(np.finfo(np.float16).smallest_normal)  # 6.1e-05: below it, bits of precision go, then all
 PLANES = ("images", "masks", "variance")  # per-pixel arrays; fields "image", "mask", "variance"
 FIELD_OF = {"images": "image", "masks": "mask", "variance": "variance"}
 
@@ -112,10 +113,7 @@ class CutoutWriter:
         arrays = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items() if v is not None}
         if self.dtype == np.float16:
             for name, arr in arrays.items():
-                finite = arr[np.isfinite(arr)]
-                if finite.size and float(np.abs(finite).max()) > FLOAT16_MAX:
-                    raise DataError(f"{name} hold values up to {float(np.abs(finite).max()):.4g}, beyond float16's "
-                                    f"{FLOAT16_MAX:g}; store these cutouts as float32 (or scale them first)")
+                _check_float16_range(name, arr, ids)
         arrays |= {f"catalog/{k}": np.asarray(v) for k, v in (catalog or {}).items()}
         for name, arr in arrays.items():
             if len(arr) != n:
@@ -181,6 +179,22 @@ class CutoutWriter:
 
     def __exit__(self, exc_type, *_) -> None:
         self.close(complete=exc_type is None)
+
+
+def _check_float16_range(name: str, arr: np.ndarray, ids: np.ndarray) -> None:
+    """Pixels float16 can't hold are an error, not infinities (overflow) or zeros (underflow): an object
+    whose largest pixel is below float16's smallest normal number would be stored as zeros, or nearly."""
+    largest = np.abs(np.where(np.isfinite(arr), arr, 0)).reshape(len(arr), -1).max(axis=1, initial=0)
+    if len(largest) and float(largest.max()) > FLOAT16_MAX:
+        raise DataError(f"{name} hold values up to {float(largest.max()):.4g}, beyond float16's "
+                        f"{FLOAT16_MAX:g}; store these cutouts as float32 (or scale them first)")
+    tiny = (largest > 0) & (largest < FLOAT16_TINY)
+    if tiny.any():
+        first = int(np.flatnonzero(tiny)[0])
+        raise DataError(f"{name} of {tiny.sum()} object(s), e.g. {ids[first].decode(errors='replace')!r}, are no "
+                        f"larger than {float(largest[first]):.3g}, below float16's smallest normal number "
+                        f"{FLOAT16_TINY:.3g}: stored as float16 they would become zeros; store these cutouts "
+                        "as float32 (or scale them first)")
 
 
 def write_cutouts(path, object_id, images, catalog: dict | None = None, bands=None,
