@@ -344,6 +344,37 @@ def test_model_source_from_someone_else_is_not_run(workdir, colleague_key):
         TorchEngine(train, device="cpu")
 
 
+def crafted_import_path(train: Path, import_path: str, name: str = "Crafted") -> None:
+    desc = json.loads((train / "model.json").read_text()) | {"import_path": import_path, "name": name}
+    (train / "model.json").write_text(json.dumps(desc))  # edited: its signature no longer matches
+
+
+def test_a_crafted_import_path_is_not_imported_from_the_cli(workdir, hyrax):
+    train = make_train_run(workdir / "results")
+    crafted_import_path(train, "this.Foo", name="HyraxAutoencoder")  # `import this` prints the Zen of Python
+    proc = hyrax("infer", "--from", str(train), cwd=workdir)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert "refusing to import 'this.Foo'" in proc.stderr and "trusted_runs" in proc.stderr
+    assert "Beautiful is better than ugly" not in proc.stdout + proc.stderr
+
+
+def test_a_module_planted_beside_a_notebook_is_not_imported(workdir, monkeypatch):
+    import libhyrax
+
+    marker = workdir / "pwned"
+    train = make_train_run(workdir / "results")
+    (workdir / "planted.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+                                         "from torch import nn\nModel = nn.Linear\n")
+    monkeypatch.syspath_prepend(str(workdir))  # a notebook's folder is on sys.path
+    crafted_import_path(train, "planted.Model")
+    with pytest.raises(UsageError, match="refusing to import 'planted.Model'"):
+        libhyrax.load_trained(train)
+    assert not marker.exists()
+    with pytest.raises(Exception):  # noqa: B017  (the yes imports it; it is no Hyrax model, so it fails after)
+        libhyrax.load_trained(train, trusted_runs=[str(train)])
+    assert marker.exists()
+
+
 def test_a_notebook_model_trained_here_loads_and_one_from_elsewhere_needs_a_yes(workdir, colleague_key):
     """A class written in a notebook is saved as model_source.py and signed (models.saving.save_trained):
     this account's later runs load it; another account's need the run named in general.trusted_runs."""

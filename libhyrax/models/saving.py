@@ -76,6 +76,7 @@ def save_trained(run_dir: str | os.PathLike, model: nn.Module, description: dict
         trust.sign(run_dir / SOURCE)  # this account wrote it: its own later runs may load it
     torch.save(model.state_dict(), run_dir / WEIGHTS)
     (run_dir / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    trust.sign(run_dir / DESCRIPTION)  # its import path is this account's own: importing it needs no yes
 
 
 # --- the source of a notebook class ----------------------------------------------------------------
@@ -128,7 +129,8 @@ def _load_source(path: Path, class_name: str) -> type:
 def model_class_for(desc: dict, run_dir: Path, trusted_runs=()) -> type:
     """The class of a train run's model. A class from a notebook is rebuilt from the run's
     model_source.py, which runs it as Python: only when this account's Hyrax wrote it (signed) or the user
-    trusts the run (general.trusted_runs). An import path must name a torch module class."""
+    trusts the run (general.trusted_runs). An import path is checked before it is imported (importing runs
+    the module's code: see check_importable) and must name a torch module class."""
     if desc.get("source_file"):
         source = run_dir / SOURCE  # always this name: model.json can't point the loader at another file
         trust.check_loadable(source, "the Python source of a model class defined in a notebook",
@@ -137,6 +139,7 @@ def model_class_for(desc: dict, run_dir: Path, trusted_runs=()) -> type:
     cls = MODELS.get(desc["name"])
     if cls is not None and f"{cls.__module__}.{cls.__qualname__}" == desc["import_path"]:
         return cls
+    check_importable(desc["import_path"], run_dir, trusted_runs)
     try:
         found = import_object(desc["import_path"], "the model's import path")
     except Exception:
@@ -148,6 +151,30 @@ def model_class_for(desc: dict, run_dir: Path, trusted_runs=()) -> type:
         raise ModelError(f"{run_dir / DESCRIPTION} names {desc['import_path']!r} as its model class, which is not "
                          "a torch module class; the file is damaged or was edited")
     return found
+
+
+def check_importable(path: str, run_dir: Path, trusted_runs=()) -> None:
+    """Refuse to import a model.json's import path that could run code nobody chose: importing a module runs
+    it, and a copied results directory's model.json may name any module, `this` (which prints) or one planted
+    beside a notebook (the notebook's folder is on sys.path). Allowed: a model.json this account's Hyrax
+    wrote (signed), a run the user trusts (general.trusted_runs), or a module of an installed package or one
+    already imported."""
+    if trust.is_signed(run_dir / DESCRIPTION) or trust.is_trusted_run(run_dir, trusted_runs):
+        return
+    top = path.replace(":", ".").split(".")[0]
+    if top in sys.modules or top in _installed_packages():
+        return
+    raise UsageError(
+        f"refusing to import {path!r}, the model class {run_dir / DESCRIPTION} names: importing runs code, "
+        f"{top!r} is neither an installed package nor imported yet, and the file was not written by Hyrax on this "
+        f"account. If you trust whoever made {run_dir}, say so: --set 'general.trusted_runs=[\"{run_dir}\"]'")
+
+
+def _installed_packages() -> set[str]:
+    """Top-level modules of the installed distributions (site-packages), not loose files on sys.path."""
+    from importlib.metadata import packages_distributions
+
+    return set(packages_distributions())
 
 
 def sample_from(desc: dict):
