@@ -4,6 +4,7 @@ whatever a library prints, and a reader that went away doesn't fail a run that c
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -92,8 +93,12 @@ def mlflow_server(tmp_path):
                 time.sleep(1)
         yield url
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # its workers ignore SIGTERM while busy
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 @pytest.mark.slow
