@@ -107,6 +107,24 @@ def test_5xx_is_retried_with_backoff_then_succeeds(sky, catalog):
     assert run.provenance["stage_info"]["retries"] == 3
 
 
+@pytest.mark.parametrize("provider", ["legacysurvey", "hsc"])
+def test_a_hung_service_stops_the_run_within_seconds_and_it_resumes(sky, catalog, provider):
+    """A service that accepts and never answers: each attempt waits stall_timeout (not the whole timeout),
+    and the circuit breaker stops the run after 2 silent attempts per connection; --resume finishes it."""
+    import time
+
+    with SurveyServer(sky, Faults(hang={i: 1000 for i in range(N)}, hang_s=5.0)) as server:
+        cfg = settings(server, provider, catalog, retries=3, **{provider: {"stall_timeout": 0.5}})
+        t0 = time.monotonic()
+        with pytest.raises(RunError, match=r"gave no answer to 8 attempts in a row .*no answer for 0.5 s"):
+            libhyrax.download(cfg)
+        assert time.monotonic() - t0 < 15  # the default timeout alone would be 60 s (hsc: 3600 s) per attempt
+        failed = next(Path("results").glob("*-download-*.failed"))
+        server.faults.hang.clear()
+        run = libhyrax.download(resume=failed)
+    assert len(cutouts(run)["ids"]) == N
+
+
 def test_4xx_is_never_retried(sky, catalog):
     with SurveyServer(sky, Faults(fail={7: 5}, fail_status=400)) as server:
         run = libhyrax.download(settings(server, "url_template", catalog, retries=3))

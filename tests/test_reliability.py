@@ -486,6 +486,31 @@ def test_training_with_an_unreachable_tracking_server_goes_on_at_once_and_keeps_
     assert (run.path / "model.pt").is_file()
 
 
+def test_a_tracking_server_that_accepts_and_never_answers_is_given_up_in_seconds(tmp_path, workdir, caplog):
+    import socket
+    import time
+
+    from test_train import small_config
+
+    from libhyrax.data.synthetic import generate_survey
+    from libhyrax.stages.train import train
+    from libhyrax.training.tracking import probe
+
+    with socket.socket() as hung:  # connections complete in the kernel's backlog; nothing ever answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        uri = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="gave no answer within 1 s"):
+            probe(uri, timeout=1.0)
+        assert time.monotonic() - t0 < 3
+        survey = generate_survey(tmp_path / "survey.h5", n=64, size=16, seed=0)
+        t0 = time.monotonic()
+        run = train(small_config(survey, workdir / "results", mlflow_uri=uri, epochs=1))
+        assert time.monotonic() - t0 < 30  # the probe's 3 s, then training; it stalled 66 s before
+    assert "tracking is off" in caplog.text and (run.path / "model.pt").is_file()
+
+
 def test_mlflow_artifacts_are_not_written_outside_a_moved_tree(tmp_path, workdir):
     import shutil
 

@@ -100,7 +100,8 @@ class Provider:
     name: ClassVar[str] = ""
     pixel_scale: ClassVar[float | None] = None  # arcsec per pixel
     band_names: ClassVar[dict[str, str]] = {}  # short band name -> the service's name (default: itself)
-    default_timeout: ClassVar[float] = 60.0
+    default_timeout: ClassVar[float] = 60.0  # seconds an attempt may take in all
+    default_stall: ClassVar[float] = 20.0  # seconds without a byte (connecting, or waiting for the next ones)
     # the download's connections, retries and retry_wait (make_provider sets them), for a provider that
     # sends requests of its own before its cutouts' (soda's image lookups)
     fetch_options: dict = {}
@@ -113,6 +114,7 @@ class Provider:
             raise ConfigError(f"download.{self.name or 'kwargs'}.url must be an http(s) URL, not "
                               f"{self.settings.get('url')!r}")
         self.timeout = float(self.settings.get("timeout") or self.default_timeout)
+        self.stall = float(self.settings.get("stall_timeout") or self.default_stall)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

@@ -13,8 +13,13 @@ Retried: 5xx, 429, timeouts and dropped connections, `retries` times, after retr
 random factor in [0.5, 1.5) (jitter, so parallel clients don't retry in step), or the Retry-After the
 service asks for (at most MAX_RETRY_AFTER). Never another 4xx: 404 is an answer (no such cutout), other
 4xx are errors of the request, and 401/403 raise CredentialsRefused at once (nothing more is sent).
-`timeout` bounds each attempt whole, however slowly the bytes trickle in. Credentials go in headers,
-never in URLs; every URL or error that is logged or recorded goes through libhyrax.redact.
+`timeout` bounds each attempt whole, however slowly the bytes trickle in; `stall` bounds each wait for
+the connection and for the next bytes (the answer's first ones included), so a hung service costs an
+attempt `stall` seconds, not `timeout`. A circuit breaker stops the run when `give_up_after` attempts in a
+row (default: 2 per connection) got no answer at all: a service that is down or hung fails the run at once
+(ServiceDown: the run is kept and `--resume` continues it) instead of costing every object its retries.
+Credentials go in headers, never in URLs; every URL or error that is logged or recorded goes through
+libhyrax.redact.
 
 Ctrl-C or SIGTERM reach the calling thread, which stops handing out requests; the workers are daemon
 threads that end after the attempt they are in (bounded by `timeout`).
@@ -31,7 +36,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from libhyrax import redact
-from libhyrax.errors import UsageError
+from libhyrax.errors import RunError, UsageError
 from libhyrax.surveys.base import Request
 
 log = logging.getLogger("hyrax.download")
@@ -42,6 +47,10 @@ WINDOW_BYTES = 128 << 20  # answers taken but not handed back: at most about thi
 
 class CredentialsRefused(UsageError):
     """The service answered 401 or 403: the account or token is wrong, so nothing more is sent."""
+
+
+class ServiceDown(RunError):
+    """Attempt after attempt got no answer (the circuit breaker): the service is down or hung."""
 
 
 @dataclass
@@ -65,11 +74,15 @@ class Fetcher:
 
     def __init__(self, *, connections: int = 4, retries: int = 3, retry_wait: float = 2.0, timeout: float = 60.0,
                  auth: tuple[str, str] | None = None, headers: dict | None = None, cell_bytes: int = 1 << 16,
-                 first_number: int = 0, refused_hint: str = "check the credentials"):
-        if connections < 1 or retries < 0 or retry_wait < 0 or timeout <= 0:
+                 first_number: int = 0, refused_hint: str = "check the credentials", stall: float | None = None,
+                 give_up_after: int | None = None):
+        if connections < 1 or retries < 0 or retry_wait < 0 or timeout <= 0 or (stall is not None and stall <= 0):
             raise UsageError("download: connections must be at least 1, retries and retry_wait not negative, "
-                             "timeout positive")
+                             "timeout and stall_timeout positive")
         self.connections, self.retries, self.retry_wait, self.timeout = connections, retries, retry_wait, timeout
+        self.stall = min(timeout, stall or timeout)
+        self.give_up_after = give_up_after or 2 * connections
+        self._silent = 0  # attempts in a row, over all connections, that got no answer
         self.auth, self.headers, self.cell_bytes = auth, dict(headers or {}), cell_bytes
         self.number, self.refused_hint = first_number, refused_hint
         self.retried = 0  # attempts beyond the first, over the run
@@ -85,7 +98,7 @@ class Fetcher:
         ready, stop = threading.Condition(), threading.Event()
         client = httpx.Client(limits=httpx.Limits(max_connections=self.connections,
                                                   max_keepalive_connections=self.connections),
-                              timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0), pool=None),
+                              timeout=httpx.Timeout(self.stall, connect=min(self.stall, 30.0), pool=None),
                               auth=self.auth, headers=self.headers, follow_redirects=True)
         for _ in range(self.connections):
             threading.Thread(target=self._work, args=(client, todo, done, ready, stop), daemon=True).start()
@@ -143,6 +156,7 @@ class Fetcher:
         while True:
             attempt += 1
             status, body, error, retry_after = self._attempt(client, request)
+            self._breaker(status, error, request)
             if status in (401, 403):
                 raise CredentialsRefused(f"the service refused the credentials ({error}) at "
                                          f"{redact.text(request.url)}; {self.refused_hint}")
@@ -158,6 +172,17 @@ class Fetcher:
                 self.retried += 1
             stop.wait(wait)
 
+    def _breaker(self, status: int, error: str | None, request: Request) -> None:
+        """Count attempts in a row with no answer; enough of them means the service is down or hung."""
+        with self._lock:
+            self._silent = self._silent + 1 if status == 0 else 0
+            if self._silent < self.give_up_after:
+                return
+        host = redact.text(request.url.split("/")[2] if "//" in request.url else request.url)
+        raise ServiceDown(f"{host} gave no answer to {self.give_up_after} attempts in a row (the last: {error}); "
+                          "the service looks down or hung, so the run stops here: resume it when the service is "
+                          "back")
+
     def _attempt(self, client, request: Request) -> tuple[int, bytes | None, str | None, float | None]:
         """(HTTP status or 0, the body of a 200 answer, why there is none, Retry-After in seconds)."""
         import httpx
@@ -165,6 +190,7 @@ class Fetcher:
         limit = (1 << 20) + 8 * len(request.cells) * self.cell_bytes
         deadline = time.monotonic() + self.timeout  # the whole attempt, however slowly bytes arrive
         late = f"no whole answer within the timeout ({self.timeout:g} s)"
+        stalled = late if self.stall == self.timeout else f"no answer for {self.stall:g} s (stall_timeout)"
         try:
             with client.stream(request.method, request.url, params=request.params, files=request.files) as r:
                 if r.status_code != 200:
@@ -179,7 +205,7 @@ class Fetcher:
                         return 0, None, late, None
                 return 200, b"".join(chunks), None, None  # one copy of the body, made once
         except httpx.TimeoutException:
-            return 0, None, late, None
+            return 0, None, stalled, None
         except httpx.TransportError as e:
             return 0, None, redact.text(f"connection failed ({type(e).__name__}: {e})"[:300]), None
 

@@ -44,6 +44,7 @@ class HSC(Provider):
     pixel_scale = 0.168
     band_names = {"g": "HSC-G", "r": "HSC-R", "i": "HSC-I", "z": "HSC-Z", "y": "HSC-Y"}
     default_timeout = 3600.0  # a chunk of 990 cutouts can take long on a busy service
+    default_stall = 300.0  # but its tar streams: 5 minutes without a byte is a hung request
 
     def __init__(self, settings: dict, bands, size: int, netrc_file=None):
         super().__init__(settings, bands, size, netrc_file)

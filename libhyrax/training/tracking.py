@@ -97,16 +97,29 @@ def _credentials_to_environment(uri: str) -> str:
 
 
 def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Raise OSError when an http(s) tracking server doesn't accept a connection within `timeout`."""
-    import socket
+    """Raise OSError when an http(s) tracking server doesn't answer an HTTP request within `timeout`: a
+    server that accepts connections and never answers (hung) is as good as none. Any answer will do (a 404,
+    a 401: MLflow's own calls report those)."""
+    import http.client
     from urllib.parse import urlsplit
 
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    with socket.create_connection((parts.hostname, port), timeout=timeout):
-        pass
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname, parts.port, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        conn.request("GET", (parts.path.rstrip("/") or "") + "/health")
+        if conn.sock is not None:  # the whole answer within `timeout`, however slowly its bytes come
+            conn.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        conn.getresponse().read(1024)
+    except TimeoutError:
+        raise TimeoutError(f"{redact.text(uri)} accepted a connection but gave no answer within {timeout:g} s") from None
+    except (http.client.HTTPException, ValueError) as e:
+        raise OSError(f"{redact.text(uri)} answered something that is not HTTP ({e})") from None
+    finally:
+        conn.close()
 
 
 def seed_store(path: Path) -> None:
@@ -169,8 +182,10 @@ class MLflowRun:
             seed_store(results_root(cfg).resolve() / STORE)
         # MLflow retries an unreachable server for minutes; one quick look first, and shorter retries after
         probe(uri)
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        # a server that answered the probe and hangs later costs one call at most about 2 x 10 s: the first
+        # failure turns tracking off (_call)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.results_root = results_root(cfg).resolve()
         self.client = MlflowClient(tracking_uri=uri)
         if run_id:
