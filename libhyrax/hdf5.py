@@ -331,9 +331,10 @@ class BufferedWriter:
         return self.rows_written + self.buffered
 
     def create(self, like: dict, id_length: int, dtype: str = "<f4") -> None:
-        """Create the file: one `dtype` column per array of `like`, shaped like its rows, and /object_id
-        `id_length` bytes wide."""
-        columns = {k: (np.shape(v)[1:], dtype) for k, v in like.items()}
+        """Create the file: one `dtype` column per float array of `like` (others keep their own type),
+        shaped like its rows, and /object_id `id_length` bytes wide."""
+        columns = {k: (np.shape(v)[1:], dtype if np.asarray(v).dtype.kind == "f" else np.asarray(v).dtype.str)
+                   for k, v in like.items()}
         self.writer = ArrayWriter(self.path, self.n_rows, columns, id_length=id_length)
 
     def append(self, object_id, **arrays) -> None:
@@ -367,6 +368,14 @@ class BufferedWriter:
             log.warning("the last %d rows of %s weren't written: %s", lost, self.path.name, e)
         finally:
             self.writer.close(complete=False)
+
+
+def no_data_rows(f: h5py.File) -> np.ndarray:
+    """Rows of a latents file whose object had a band with no finite pixel (infer's /no_data): their
+    latents describe a blank image, so they are not scored; all False for a file without the column."""
+    if "no_data" not in f:
+        return np.zeros(f["object_id"].shape[0], bool)
+    return np.asarray(f["no_data"][:], bool)
 
 
 def read_ids(ds: h5py.Dataset, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -239,6 +239,43 @@ def test_infer_on_no_objects_is_an_error(workdir):
     assert not list((workdir / "results").glob("*-infer-*"))
 
 
+def test_objects_without_data_are_named_and_never_ranked_as_ordinary(workdir, caplog):
+    """All-NaN objects (and one with a band of nothing but NaN) read straight from a user's file: infer
+    flags them by id, anomaly and rank leave them unscored, never the most ordinary."""
+    import csv
+
+    import libhyrax
+    from libhyrax.data import write_cutouts
+
+    train = make_train_run(workdir / "results")
+    images = np.random.default_rng(0).normal(size=(60, 3, 64, 64)).astype("f4")
+    images[[7, 30]] = np.nan
+    images[45, 2] = np.inf
+    ids = np.array([f"u{i:02d}" for i in range(60)])
+    write_cutouts(workdir / "mine.h5", ids, images)
+    cut = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(workdir / "mine.h5"),
+           "fields": ["image", "object_id"], "primary_id_field": "object_id"}
+    cfg = {"data_request": {"infer": {"c": cut}}, "data_loader": {"batch_size": 16, "num_workers": 2},
+           "anomaly": {"top_k": 60}, "rank": {"top_k": 60}}
+    latents = libhyrax.infer(cfg, from_run=train)
+    assert latents.provenance["stage_info"]["no_data_objects"] == 3
+    assert latents.provenance["stage_info"]["no_data_examples"] == ["u07", "u30", "u45"]
+    assert "u07, u30, u45" in caplog.text
+    scores = libhyrax.anomaly(cfg, from_run=latents.path)
+    with h5py.File(scores.file("scores.h5")) as f:
+        score = f["score"][:]
+    assert np.isnan(score[[7, 30, 45]]).all() and np.isfinite(np.delete(score, [7, 30, 45])).all()
+    with open(scores.file("top_anomalies.csv")) as fh:
+        listed = [r["object_id"] for r in csv.DictReader(fh)]
+    assert len(listed) == 57 and not {"u07", "u30", "u45"} & set(listed)
+    (workdir / "labels.csv").write_text("object_id,label\nu01,5\nu02,0\nu03,5\nu04,0\n")
+    ranked = libhyrax.rank(cfg, from_run=scores.path, labels=[workdir / "labels.csv"])
+    with h5py.File(ranked.file("scores.h5")) as f:
+        assert np.isnan(f["score"][[7, 30, 45]]).all()
+    with open(ranked.file("top_candidates.csv")) as fh:
+        assert not {"u07", "u30", "u45"} & {r["object_id"] for r in csv.DictReader(fh)}
+
+
 def test_nan_pixels_replaced_in_worker_processes_are_counted(workdir):
     from libhyrax.data import write_cutouts
     from libhyrax.stages.infer import infer

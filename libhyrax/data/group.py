@@ -22,7 +22,7 @@ import numpy as np
 
 from libhyrax.data.base import Dataset, dataset_class
 from libhyrax.data.request import DatasetSpec, parse_group, primary_name
-from libhyrax.data.transforms import Transform
+from libhyrax.data.transforms import Transform, all_finite
 from libhyrax.errors import ConfigError, DataError, HyraxError, did_you_mean
 from libhyrax.hdf5 import IdIndex, as_id_bytes
 
@@ -79,11 +79,25 @@ def _missing_fill(values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+NO_DATA = "_no_data"  # a batch's flags of objects with a band that has no finite pixel (when asked for)
+
+
+def no_data_flags(images: np.ndarray) -> np.ndarray:
+    """Per object of a (N, bands, H, W) batch: whether some band has no finite pixel at all. Such an object
+    becomes a blank image once its NaNs are replaced, which a model maps to "perfectly ordinary"."""
+    images = np.asarray(images)
+    if images.dtype.kind != "f" or images.ndim < 3 or all_finite(images):
+        return np.zeros(len(images), bool)
+    finite_anywhere = np.isfinite(images).any(axis=(-2, -1))
+    return ~finite_anywhere.all(axis=tuple(range(1, finite_anywhere.ndim)))
+
+
 class DataGroup:
     def __init__(self, name: str, specs: dict[str, DatasetSpec], datasets: dict[str, Dataset],
                  transform: Transform | None = None):
         self.name, self.specs, self.datasets = name, specs, datasets
         self.transform = transform or Transform("none")
+        self.flag_no_data = False  # infer sets it: batches then carry NO_DATA (see no_data_flags)
         self.shuffle_block = 64
         self.primary = primary_name(specs)
         pspec, pds = specs[self.primary], datasets[self.primary]
@@ -237,6 +251,8 @@ class DataGroup:
                 full[hit] = got[f]
                 out[key] = full
         if "image" in out:
+            if self.flag_no_data:
+                out[NO_DATA] = no_data_flags(out["image"])
             out["image"] = self.transform(out["image"], inplace=fresh)
         return out
 

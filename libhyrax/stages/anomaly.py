@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from libhyrax.errors import DataError, HyraxError, UsageError, unknown_choice
-from libhyrax.hdf5 import IdIndex, open_result, read_ids, write_arrays
+from libhyrax.hdf5 import IdIndex, no_data_rows, open_result, read_ids, write_arrays
 from libhyrax.log import Progress
 from libhyrax.registry import is_import_path
 from libhyrax.results import Result, find_run
@@ -74,12 +74,13 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
             start, stop = run.rows(n)
             raw = score_all(scorers, f, int(acfg["batch_size"]), start, stop)
             if run.shard is None:
-                _finish(run, cfg, src, method, read_ids(f["object_id"]), raw)
+                _finish(run, cfg, src, method, read_ids(f["object_id"]), raw, no_data_rows(f))
             else:  # each shard writes its raw scores; the task that completes the set ranks them all together
                 write_arrays(run.output(RAW_STEM), read_ids(f["object_id"], start, stop), **raw)
                 if run.shards_complete(RAW_STEM):
                     with open_result(run.path, RAW_STEM) as r:
-                        _finish(run, cfg, src, method, read_ids(r["object_id"]), {m: r[m][:] for m in raw})
+                        _finish(run, cfg, src, method, read_ids(r["object_id"]), {m: r[m][:] for m in raw},
+                                no_data_rows(f))
     return Result(run.path)
 
 
@@ -133,23 +134,35 @@ def score_all(scorers: dict[str, Scorer], f, batch_size: int, first: int = 0,
     return out
 
 
-def _finish(run, cfg: dict, src: Result, method: str, ids: np.ndarray, raw: dict[str, np.ndarray]) -> None:
+def _finish(run, cfg: dict, src: Result, method: str, ids: np.ndarray, raw: dict[str, np.ndarray],
+            no_data: np.ndarray) -> None:
     score = combine_by_rank(raw) if method == "combined" else raw[method]
+    score, raw = unscored(score, no_data), {m: unscored(v, no_data) for m, v in raw.items()}
+    if no_data.any():
+        log.warning("%d object(s) have a band with no finite pixel (e.g. %s): not scored (NaN in scores.h5) "
+                    "and left out of top_anomalies.csv", int(no_data.sum()), ", ".join(ids[no_data][:10]))
     write_arrays(run.file("scores.h5"), ids, attrs={"method": method}, score=score, **raw)
-    top_k = min(int(cfg["anomaly"]["top_k"]), len(ids))
-    top = np.argsort(-score, kind="stable")[:top_k]
+    scored = np.flatnonzero(~no_data)
+    top_k = min(int(cfg["anomaly"]["top_k"]), len(scored))
+    top = scored[np.argsort(-score[scored], kind="stable")[:top_k]]
     table = {"rank": np.arange(1, top_k + 1), "object_id": ids[top], "score": score[top]}
     if method == "combined":
         table |= {name: values[top] for name, values in raw.items()}
     group = src.data_group()  # the data of the latents: catalog columns and, for the synthetic survey, the truth
     table |= {c: v for c, v in catalog_rows(group, ids[top], rows=top).items() if c not in table}
     write_table(run.file("top_anomalies.csv"), table)
-    evaluation = evaluate(group, ids, {"score": score, **raw}, top_k)
+    evaluation = evaluate(group, ids[scored], {k: v[scored] for k, v in {"score": score, **raw}.items()}, top_k)
     if evaluation:
         (run.file("evaluation.json")).write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
         log.info("against %s: precision@%d = %.3f (random: %.3f), ROC AUC = %.3f", TRUTH_COLUMN, top_k,
                  evaluation["score"]["precision_at_k"], evaluation["fraction"], evaluation["score"]["roc_auc"])
-    run.record(n_objects=len(ids), method=method, methods=list(raw), top_k=top_k, evaluation=evaluation or None)
+    run.record(n_objects=len(ids), method=method, methods=list(raw), top_k=top_k, evaluation=evaluation or None,
+               no_data_objects=int(no_data.sum()))
+
+
+def unscored(score: np.ndarray, no_data: np.ndarray) -> np.ndarray:
+    """`score` with NaN for the objects without data: a blank image's latent would score as ordinary."""
+    return np.where(no_data, np.float32(np.nan), score).astype(score.dtype) if no_data.any() else score
 
 
 def evaluate(group, ids: np.ndarray, scores: dict[str, np.ndarray], k: int) -> dict:

@@ -11,7 +11,9 @@
     latents = libhyrax.infer(from_run="results/<train-run>")   # a Latents: len, [rows], ids(), vector(id)
 
 `latents.h5` holds `/object_id`, `/latent` (N, D) float32 in input order and, for autoencoders,
-`/recon_error` (N,) (`infer.recon_error = false` leaves it and the decoder pass out). Batches stream from the data group to the file, so memory does not grow with N. The
+`/recon_error` (N,) (`infer.recon_error = false` leaves it and the decoder pass out), and `/no_data` (N,)
+bool: the objects with a band that has no finite pixel (logged by id; anomaly and rank don't score them:
+their latent is that of a blank image, which would rank as the most ordinary of all). Batches stream from the data group to the file, so memory does not grow with N. The
 images get the train run's `[data_set]` transforms (never the current config's). A sharded run writes
 `latents.shard-IIII-of-NNNN.h5`; read either through `libhyrax.hdf5.open_result(run, "latents")`.
 
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax.data.from_run import with_trained_data
+from libhyrax.data.group import NO_DATA
 from libhyrax.data.loader import contiguous_batches
 from libhyrax.errors import DataError, ModelError, RunError
 from libhyrax.hdf5 import BufferedWriter, is_complete_file, read_ids
@@ -42,6 +45,7 @@ from libhyrax.start import Given, start_run
 log = logging.getLogger("hyrax.infer")
 
 STEM = "latents"
+NAMED = 10  # ids of objects without data named in the log and provenance
 
 
 def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str | Shard | None = None,
@@ -117,14 +121,19 @@ def write_latents(model: Engine, group, start: int, stop: int, path: str | os.Pa
         _check_resumed_ids(out, group, start)
         log.info("resuming %s after row %d of %d", path.name, done, n)
     id_width = 0 if out.started else group.id_width()
-    t0, computed = time.monotonic(), 0
+    t0, computed, blank, examples = time.monotonic(), 0, 0, []
+    group.flag_no_data = True
     try:
         with Progress("infer", total=n) as progress:
             progress.advance(done)
             for a, batch in contiguous_batches(group, start + done, stop, batch_size, read_ahead, num_workers):
                 ids = batch["object_id"]
+                no_data = batch.pop(NO_DATA)
                 outputs = model.outputs(batch)
                 _check_outputs(outputs, len(ids))
+                outputs["no_data"] = no_data
+                blank += int(no_data.sum())
+                examples += [_id(i) for i in ids[no_data][:NAMED - len(examples)]]
                 if not out.started:
                     out.create(outputs, id_length=id_width)
                 out.append(ids, **outputs)
@@ -133,15 +142,24 @@ def write_latents(model: Engine, group, start: int, stop: int, path: str | os.Pa
                 computed += len(ids)
                 progress.advance(len(ids))
         if not out.started:  # an empty share: still a valid, complete file
-            out.create({"latent": np.zeros((0, model.latent_dim or 0), "f4")}, id_length=id_width)
+            out.create({"latent": np.zeros((0, model.latent_dim or 0), "f4"), "no_data": np.zeros(0, bool)},
+                       id_length=id_width)
         out.close()
     except BaseException:
         out.close(complete=False)  # rows computed before the failure are good: keep them for --resume
         raise
     secs = time.monotonic() - t0
     log.info("wrote %d latents to %s (%.0f objects/s)", n, path.name, computed / max(secs, 1e-9))
+    if blank:
+        log.warning("%d object(s) have a band with no finite pixel, e.g. %s: flagged in /no_data (anomaly "
+                    "and rank leave them out); check the data they came from", blank, ", ".join(examples))
     return {"objects_per_s": round(computed / max(secs, 1e-9), 1), "seconds": round(secs, 2),
-            "resumed_at_row": done or None, "runtime": model.runtime}
+            "resumed_at_row": done or None, "runtime": model.runtime,
+            "no_data_objects": blank, "no_data_examples": examples}
+
+
+def _id(raw) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
 def _check_outputs(out: dict, n: int) -> None:

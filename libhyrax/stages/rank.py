@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax.errors import DataError, UsageError
-from libhyrax.hdf5 import IdIndex, open_result, read_ids, write_arrays
+from libhyrax.hdf5 import IdIndex, no_data_rows, open_result, read_ids, write_arrays
 from libhyrax.labels import LABEL_MAX, Labels, keep_known, read_labels
 from libhyrax.log import Progress
 from libhyrax.ranking import LabelModel, rank_percentile
@@ -64,6 +64,7 @@ def rank(config=None, *, from_run: str | os.PathLike | None = None, labels=(), s
         if len(ids) == 0:
             raise DataError(f"{infer_run} holds no latents (0 objects): nothing to rank")
         labelled = keep_known(read_labels(rcfg["labels"]), ids)  # bad labels fail before a run is made
+        no_data = no_data_rows(f)
         anomaly = anomaly_percentile(scores_run, ids)
         with plan.open(key=[src.path.resolve()]) as run:
             for upstream in dict.fromkeys(r.path for r in (src, infer_run, scores_run) if r is not None):
@@ -74,13 +75,13 @@ def rank(config=None, *, from_run: str | os.PathLike | None = None, labels=(), s
             start, stop = run.rows(len(ids))
             out = score_rows(model, f["latent"], anomaly, int(rcfg["batch_size"]), start, stop)
             if run.shard is None:
-                _finish(run, cfg, infer_run, scores_run, ids, out, labelled, model, interest)
+                _finish(run, cfg, infer_run, scores_run, ids, out, labelled, model, interest, no_data)
             else:  # each shard writes its rows; the task that completes the set writes the outputs
                 write_arrays(run.output(RAW_STEM), ids[start:stop], **out)
                 if run.shards_complete(RAW_STEM):
                     with open_result(run.path, RAW_STEM) as r:
                         out = {c: r[c][:] for c in COLUMNS}
-                    _finish(run, cfg, infer_run, scores_run, ids, out, labelled, model, interest)
+                    _finish(run, cfg, infer_run, scores_run, ids, out, labelled, model, interest, no_data)
     return Result(run.path)
 
 
@@ -145,13 +146,17 @@ def score_rows(model: LabelModel, latent, anomaly: np.ndarray, batch_size: int, 
 
 
 def _finish(run, cfg: dict, infer_run: Result, scores_run: Result | None, ids: np.ndarray, out: dict,
-            labelled: Labels, model: LabelModel, interest: np.ndarray) -> None:
+            labelled: Labels, model: LabelModel, interest: np.ndarray, no_data: np.ndarray) -> None:
     rcfg = cfg["rank"]
+    if no_data.any():  # a blank image's latent: not ranked (NaN), never a candidate
+        out = {c: np.where(no_data, np.float32(np.nan), v).astype(np.float32) for c, v in out.items()}
+        log.warning("%d object(s) have a band with no finite pixel (e.g. %s): not ranked (NaN in scores.h5), "
+                    "never a candidate", int(no_data.sum()), ", ".join(ids[no_data][:10]))
     label = np.full(len(ids), np.nan, np.float32)
     label[IdIndex(ids).rows(labelled.object_id)] = labelled.label
     write_arrays(run.file("scores.h5"), ids, attrs={"exploration": float(rcfg["exploration"])}, label=label, **out)
     # what to look at next: the best objects nobody has labelled yet
-    fresh = np.flatnonzero(np.isnan(label))
+    fresh = np.flatnonzero(np.isnan(label) & ~no_data)
     top = fresh[np.argsort(-out["score"][fresh], kind="stable")[:int(rcfg["top_k"])]]
     table = {"rank": np.arange(1, len(top) + 1), "object_id": ids[top]} | {c: out[c][top] for c in COLUMNS}
     group = infer_run.data_group()
