@@ -300,3 +300,42 @@ def test_a_conversion_returns_a_new_engine_and_leaves_the_torch_one(train_run, f
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(torch_engine.outputs(batch)["latent"], full[1]["latent"][:64],
                                rtol=1e-5, atol=1e-6)
+
+
+class CountingModel:
+    """A stand-in engine: the mean of each image as a 1-d latent; stops (as Ctrl-C would) in batch `stop_at`."""
+
+    def __init__(self, stop_at: int | None = None):
+        self.calls, self.stop_at, self.read_ahead, self.runtime = 0, stop_at, False, "test"
+
+    def outputs(self, batch):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return {"latent": batch["image"].reshape(len(batch["image"]), -1).mean(axis=1, keepdims=True)}
+
+
+def test_resuming_over_input_whose_ids_changed_is_refused(tmp_path):
+    """The file fingerprint can't see it when the data comes through another route (a catalog, a sample
+    regenerated): the last written id is checked against the input (write_latents._check_resumed_ids)."""
+    from libhyrax.data import write_cutouts
+    from libhyrax.errors import DataError
+    from libhyrax.stages.infer import write_latents
+
+    def group(name: str, prefix: str):
+        images = np.random.default_rng(0).normal(size=(40, 1, 8, 8)).astype("f4")
+        write_cutouts(tmp_path / name, np.array([f"{prefix}{i}" for i in range(40)]), images)
+        spec = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(tmp_path / name),
+                "fields": ["image", "object_id"], "primary_id_field": "object_id"}
+        return open_group(resolve({"data_request": {"infer": {"c": spec}}}), "infer")
+
+    out = tmp_path / "latents.h5"
+    with pytest.raises(KeyboardInterrupt):
+        write_latents(CountingModel(stop_at=3), group("a.h5", "a"), 0, 40, out, batch_size=8)
+    with h5py.File(out) as f:
+        assert f.attrs["rows_written"] == 16 and not f.attrs["complete"]
+    with pytest.raises(DataError, match=r"written from other input \(row 15 is 'a15', the input has 'b15'\)"):
+        write_latents(CountingModel(), group("b.h5", "b"), 0, 40, out, batch_size=8)
+    write_latents(CountingModel(), group("a2.h5", "a"), 0, 40, out, batch_size=8)  # the same ids: resumes
+    with h5py.File(out) as f:
+        assert f.attrs["complete"] and hdf5.read_ids(f["object_id"])[-1] == "a39"

@@ -179,5 +179,5 @@ def _check_resumed_ids(out: BufferedWriter, group, start: int) -> None:
     want = group.read(start + done - 1, start + done)["object_id"][0]
     if last != want:
         out.close(complete=False)
-        raise DataError(f"{out.path} was written from other input (row {done - 1} is {last!r}, the "
-                        f"input has {want!r}); start a new run instead of --resume")
+        raise DataError(f"{out.path} was written from other input (row {done - 1} is {_id(last)!r}, the "
+                        f"input has {_id(want)!r}); start a new run instead of --resume")
