@@ -259,3 +259,41 @@ def test_cli_rank(survey, tmp_path, hyrax):
     bad = write(tmp_path / "bad.csv", "object_id,label\nSYN-0001,9\n")
     proc = hyrax("rank", "--labels", str(bad), "--from", str(survey["anomaly"]), cwd=tmp_path)
     assert proc.returncode == 2 and "label '9' is out of range" in proc.stderr and not proc.stdout
+
+
+# --- the label model's score, on hand-made latents ---------------------------------------------------------
+
+def two_clusters():
+    """Cluster A around (0, 0) labelled interesting (5), cluster B around (10, 10) labelled boring (0)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 0.3, (20, 2)), rng.normal(10, 0.3, (20, 2))
+    latents = np.concatenate([a, b]).astype("f4")
+    interest = np.r_[np.full(20, 5), np.zeros(20)] / 5
+    sample = np.concatenate([latents, rng.normal(5, 4, (200, 2))]).astype("f4")
+    return latents, interest, sample
+
+
+def test_the_label_model_scores_what_looks_like_the_interesting_labels_first():
+    from libhyrax.ranking import LabelModel
+
+    latents, interest, sample = two_clusters()
+    model = LabelModel(exploration=0.0, n_estimators=50).fit(latents, interest, sample)
+    out = model.score(np.array([[0.1, -0.1], [9.9, 10.2]], "f4"), np.array([1.0, 1.0], "f4"))
+    assert out["interest"][0] > 0.9 and out["interest"][1] < 0.1  # the label term: without it, a tie
+    assert out["score"][0] > 0.9 and out["score"][1] < 0.1
+
+
+def test_the_label_model_score_is_the_anomaly_squared_times_interest_and_novelty():
+    """score = anomaly^2 x ((1 - e x novelty) x interest + e x novelty): the tuned anomaly power is 2
+    (libhyrax.ranking.ANOMALY_POWER, from benchmarks/bench_active.py); changing it must fail here."""
+    from libhyrax.ranking import LabelModel
+
+    latents, interest, sample = two_clusters()
+    queries = np.array([[0.0, 0.0], [10.0, 10.0], [30.0, -30.0], [5.0, 5.0]], "f4")
+    anomaly = np.array([0.5, 0.9, 0.8, 0.3], "f4")
+    for e in (0.0, 0.2, 1.0):
+        out = LabelModel(exploration=e, n_estimators=50).fit(latents, interest, sample).score(queries, anomaly)
+        want = anomaly.astype("f8") ** 2 * ((1 - e * out["novelty"]) * out["interest"] + e * out["novelty"])
+        np.testing.assert_allclose(out["score"], want, rtol=1e-5, err_msg=f"exploration {e}")
+    assert out["novelty"][2] > 0.99 and out["novelty"][0] < 0.1  # far from every label; at one
+    assert out["score"][2] == pytest.approx(0.8 ** 2, rel=1e-3)  # e = 1: a far object keeps its anomaly score
