@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from libhyrax.device import allows_gpu
-from libhyrax.errors import ConfigError, DataError, unknown_choice
+from libhyrax.errors import ConfigError, DataError, UsageError, unknown_choice
 from libhyrax.results import find_run
 
 ENGINES = ("auto", "torch", "onnx")
@@ -40,8 +40,10 @@ class Engine:
     """What the infer loop needs of a model. `source`: the run it was loaded from; `data_set`: the
     `[data_set]` transforms the model was trained with (its input must get them, never the current
     config's); `latent_dim`; `device` ("cpu", "cuda:0"); `runtime` ("torch" or "onnxruntime");
-    `read_ahead`: whether reading the next batches in a thread pays (the model runs on a GPU)."""
+    `read_ahead`: whether reading the next batches in a thread pays (the model runs on a GPU);
+    `input_shape`: one image's shape as the model was trained on it (None when unknown)."""
 
+    input_shape: list | None = None
     source: Path
     data_set: dict
     latent_dim: int | None
@@ -100,6 +102,17 @@ def model_input_group(cfg: dict, data_set: dict):
     return open_group({**cfg, "data_set": {**cfg["data_set"], **data_set}}, "infer")
 
 
+def check_input_shape(engine: Engine, images, what: str = "the infer data") -> None:
+    """A usage error, before the model sees them, when `images` (a batch) aren't shaped like the images
+    the model was trained on (model.json records the shape): a raw torch error said nothing useful."""
+    want = engine.input_shape
+    got = tuple(np.shape(images)[1:])
+    if want and got != tuple(want):
+        raise UsageError(f"the model of {engine.source} takes images of shape {tuple(want)} (bands, height, "
+                         f"width), but {what} has {got} after its transforms; use data of the cutout size "
+                         "and bands it was trained on")
+
+
 def train_run_of(weights: str | os.PathLike) -> Path:
     """The train run a weights file belongs to (model.pt or checkpoints/*): the nearest folder above it
     with model.json, which says how to build the model and preprocess its input."""
@@ -146,6 +159,7 @@ class TorchEngine(Engine):
         place(self.model, self.torch_device).eval()
         self.data_set = train_data_set(self.source, self.description)
         self.latent_dim = self.description.get("latent_dim")
+        self.input_shape = self.description.get("input_shape")  # check_input_shape
         self.read_ahead = self.torch_device.type != "cpu"
         self.latent_only = latent_only  # infer.recon_error = false: infer_batch alone (no decoder pass)
 
@@ -191,8 +205,10 @@ class TorchEngine(Engine):
             return self
         log.info("running the model with onnxruntime (converted from torch, within %.1g of it)", diff)
         model = self.model
-        return OnnxEngine(self.source, self.data_set, self.latent_dim, session,
+        onnx = OnnxEngine(self.source, self.data_set, self.latent_dim, session,
                           lambda batch: prepare(model, batch), latent_only=False)
+        onnx.input_shape = self.input_shape
+        return onnx
 
 
 class OnnxEngine(Engine):
@@ -226,7 +242,9 @@ class OnnxEngine(Engine):
             return batch[field]
 
         sess = session(source / "model.onnx", "cuda" if allows_gpu(device) else "cpu")
-        return cls(source, pre["data_set"], pre.get("latent_dim"), sess, inputs, latent_only)
+        engine = cls(source, pre["data_set"], pre.get("latent_dim"), sess, inputs, latent_only)
+        engine.input_shape = pre["input"].get("shape", [None])[1:] or None  # after "batch"
+        return engine
 
     def outputs(self, batch: dict) -> dict[str, np.ndarray]:
         from libhyrax.onnx_io import run_session

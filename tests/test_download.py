@@ -23,7 +23,7 @@ from survey_servers import (  # noqa: F401  (fixtures)
 )
 
 import libhyrax
-from libhyrax.errors import ConfigError, DataError, RunError, UsageError
+from libhyrax.errors import ConfigError, RunError, UsageError
 from libhyrax.stages import BY_NAME
 from libhyrax.surveys.store import FAILED, MISSING, OK, REJECTED
 
@@ -236,13 +236,13 @@ def test_a_catalogue_with_duplicate_ids_or_bad_coordinates_is_refused_before_any
             ([0, 1, 1, 2], r"1 ids appear more than once \(SYN-001\).*drop the duplicate rows"),
         ]:
             bad = sky.catalog(workdir / "dup.csv", rows)
-            with pytest.raises(DataError, match=message):
+            with pytest.raises(UsageError, match=message):  # the user's file: exit 2
                 libhyrax.download(settings(server, "legacysurvey", bad))
         text = sky.catalog(workdir / "nan.csv", range(4)).read_text().replace(f"{float(sky.ra[2])!r}", "nan")
         (workdir / "nan.csv").write_text(text)
-        with pytest.raises(DataError, match=r"1 rows have a missing or non-finite ra/dec \(ids SYN-002\)"):
+        with pytest.raises(UsageError, match=r"1 rows have a missing or non-finite ra/dec \(ids SYN-002\)"):
             libhyrax.download(settings(server, "legacysurvey", workdir / "nan.csv"))
-        with pytest.raises(DataError, match=r"no column 'rra'; did you mean ra\?.*set download.ra_column"):
+        with pytest.raises(UsageError, match=r"no column 'rra'; did you mean ra\?.*set download.ra_column"):
             libhyrax.download(settings(server, "legacysurvey", workdir / "dup.csv", ra_column="rra"))
         with pytest.raises(UsageError, match="download.catalog is not set"):
             libhyrax.download({"general": {"results_dir": "results"}})

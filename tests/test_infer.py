@@ -269,7 +269,7 @@ def test_latents_only_skips_the_decoder_and_keeps_the_latents(train_run, full, w
     cfg = {"general": {"results_dir": "results", "device": "cpu"}, "infer": {"recon_error": False}}
     result = infer(cfg, from_run=train_run)
     got = read_latents(result.path)
-    assert set(got) == {"object_id", "latent"}
+    assert set(got) == {"object_id", "latent", "no_data"}
     assert read_provenance(result.path)["stage_info"]["runtime"] == ("onnxruntime" if convert else "torch")
     np.testing.assert_allclose(got["latent"], torch_out["latent"], rtol=1e-5, atol=1e-5)
     scored = anomaly(cfg, from_run=result.path)

@@ -276,6 +276,20 @@ def test_objects_without_data_are_named_and_never_ranked_as_ordinary(workdir, ca
         assert not {"u07", "u30", "u45"} & {r["object_id"] for r in csv.DictReader(fh)}
 
 
+def test_infer_on_data_of_another_cutout_size_says_so_and_exits_2(workdir, hyrax):
+    from libhyrax.config import dump_config
+    from libhyrax.data import write_cutouts
+
+    train = make_train_run(workdir / "results")  # trained on 64 x 64 cutouts of 3 bands
+    write_cutouts(workdir / "small.h5", np.array([f"s{i}" for i in range(8)]), np.zeros((8, 3, 32, 32), "f4"))
+    cut = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(workdir / "small.h5"),
+           "fields": ["image", "object_id"], "primary_id_field": "object_id"}
+    (workdir / "small.toml").write_text(dump_config(resolve({"data_request": {"infer": {"c": cut}}})))
+    proc = hyrax("infer", "--from", str(train), "-c", "small.toml", cwd=workdir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "takes images of shape (3, 64, 64)" in proc.stderr and "has (3, 32, 32)" in proc.stderr
+
+
 def test_nan_pixels_replaced_in_worker_processes_are_counted(workdir):
     from libhyrax.data import write_cutouts
     from libhyrax.stages.infer import infer

@@ -36,7 +36,14 @@ from libhyrax.data.group import NO_DATA
 from libhyrax.data.loader import contiguous_batches
 from libhyrax.errors import DataError, ModelError, RunError
 from libhyrax.hdf5 import BufferedWriter, is_complete_file, read_ids
-from libhyrax.inference import CHECK_ROWS, Engine, choose_runtime, load_engine, model_input_group
+from libhyrax.inference import (
+    CHECK_ROWS,
+    Engine,
+    check_input_shape,
+    choose_runtime,
+    load_engine,
+    model_input_group,
+)
 from libhyrax.latents import Latents
 from libhyrax.log import Progress
 from libhyrax.sharding import Shard
@@ -100,6 +107,8 @@ def _on_chosen_runtime(model: Engine, engine: str, group, start: int, stop: int)
     counted = group.transform.replaced_pixels
     sample = group.read(start, min(stop, start + CHECK_ROWS))
     group.transform.replaced_pixels = counted  # the loop counts these rows' NaN pixels when it reads them
+    if "image" in sample:
+        check_input_shape(model, sample["image"])  # before a conversion traces the model with them
     return model.converted(runtime, sample)
 
 
@@ -129,6 +138,8 @@ def write_latents(model: Engine, group, start: int, stop: int, path: str | os.Pa
             for a, batch in contiguous_batches(group, start + done, stop, batch_size, read_ahead, num_workers):
                 ids = batch["object_id"]
                 no_data = batch.pop(NO_DATA)
+                if a == start + done and "image" in batch:
+                    check_input_shape(model, batch["image"])
                 outputs = model.outputs(batch)
                 _check_outputs(outputs, len(ids))
                 outputs["no_data"] = no_data

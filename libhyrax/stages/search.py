@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from libhyrax.errors import DataError, ModelError, UsageError
+from libhyrax.errors import DataError, UsageError
 from libhyrax.hdf5 import IdIndex
 from libhyrax.results import Result, check_run
 from libhyrax.rundir import INDEX_DIR
@@ -159,16 +159,17 @@ def embed_image(image, index_run: Result, model_run=None, trusted_runs=()) -> np
     if model_run is not None:
         model_run = str(check_run(model_run, "train").resolve())
         if model_run != made_by:
-            raise ModelError(f"the index {index_run} holds latents of the model trained in {made_by}, but the "
+            raise UsageError(f"the index {index_run} holds latents of the model trained in {made_by}, but the "
                              f"query image would go through the model of {model_run}: distances between "
                              "latents of different models mean nothing. Build an index from that model's "
                              f"latents (hyrax infer --from {model_run} | hyrax index) or leave out --model")
     from libhyrax.data.fits import read_image
     from libhyrax.data.transforms import Transform
-    from libhyrax.inference import TorchEngine
+    from libhyrax.inference import TorchEngine, check_input_shape
 
     engine = TorchEngine(Path(made_by), device="cpu", trusted_runs=trusted_runs)  # the weights and transforms infer used
     images = Transform.from_config({"data_set": engine.data_set})(read_image(image))
+    check_input_shape(engine, images, f"the image {Path(image).name}")
     return np.asarray(engine.outputs({"image": images})["latent"], dtype=np.float32)
 
 

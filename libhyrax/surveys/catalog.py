@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from libhyrax.errors import DataError, UsageError, did_you_mean
+from libhyrax.errors import UsageError, did_you_mean
 
 log = logging.getLogger("hyrax.download")
 SHOWN = 5  # rows named in a message
@@ -47,7 +47,7 @@ def read_catalog(d: dict) -> Catalog:
     table = read_table(path)
     for key in ("id_column", "ra_column", "dec_column"):
         if d[key] not in table:
-            raise DataError(f"catalogue {path} has no column {d[key]!r}{did_you_mean(d[key], table) or ';'} its "
+            raise UsageError(f"catalogue {path} has no column {d[key]!r}{did_you_mean(d[key], table) or ';'} its "
                             f"columns: {', '.join(table)}; set download.{key} to the right name")
     ids = np.asarray(table[d["id_column"]]).astype(str)
     ra = _degrees(table[d["ra_column"]], d["ra_column"], path)
@@ -68,27 +68,27 @@ def _degrees(values, name: str, path: Path) -> np.ndarray:
     try:
         return np.asarray(np.ma.filled(values, np.nan) if np.ma.isMaskedArray(values) else values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise DataError(f"catalogue {path}: column {name!r} is not numbers (degrees)") from None
+        raise UsageError(f"catalogue {path}: column {name!r} is not numbers (degrees)") from None
 
 
 def _check(path: Path, ids: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> None:
     if not len(ids):
-        raise DataError(f"catalogue {path} has no rows")
+        raise UsageError(f"catalogue {path} has no rows")
     empty = np.flatnonzero(np.char.str_len(np.char.strip(ids)) == 0)
     if len(empty):
-        raise DataError(f"catalogue {path}: {len(empty)} rows have no id (rows {_rows(empty)}); every object needs one")
+        raise UsageError(f"catalogue {path}: {len(empty)} rows have no id (rows {_rows(empty)}); every object needs one")
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1]
-        raise DataError(f"catalogue {path}: {len(dup)} ids appear more than once ({', '.join(dup[:SHOWN])}"
+        raise UsageError(f"catalogue {path}: {len(dup)} ids appear more than once ({', '.join(dup[:SHOWN])}"
                         f"{', ...' if len(dup) > SHOWN else ''}); ids must be unique: drop the duplicate rows")
     bad = np.flatnonzero(~np.isfinite(ra) | ~np.isfinite(dec))
     if len(bad):
-        raise DataError(f"catalogue {path}: {len(bad)} rows have a missing or non-finite ra/dec (ids "
+        raise UsageError(f"catalogue {path}: {len(bad)} rows have a missing or non-finite ra/dec (ids "
                         f"{', '.join(ids[bad[:SHOWN]])}{', ...' if len(bad) > SHOWN else ''}); fix or drop them")
     bad = np.flatnonzero(np.abs(dec) > 90)
     if len(bad):
-        raise DataError(f"catalogue {path}: {len(bad)} rows have a declination outside -90..90 (ids "
+        raise UsageError(f"catalogue {path}: {len(bad)} rows have a declination outside -90..90 (ids "
                         f"{', '.join(ids[bad[:SHOWN]])}); are ra and dec in degrees, and the right columns?")
 
 
