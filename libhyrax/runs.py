@@ -26,6 +26,7 @@ them). `resume` is the shared directory to rerun a shard into.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import getpass
 import json
 import logging
@@ -318,8 +319,18 @@ def _open_plain(stage: str, config: dict, resume: str | os.PathLike | None, name
 def _claim_new_directory(root: Path, stage: str, name: str | None) -> tuple[Path, Path]:
     """A new run's final and working paths. mkdir is the claim: on the rare uid clash with a job that
     started in the same second (or an existing final directory) a fresh uid is drawn; a given `name`
-    that is taken is an error."""
-    root.mkdir(parents=True, exist_ok=True)
+    that is taken is an error. A folder that can't be written in is a usage error saying which."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return _claim_in(root, stage, name)
+    except OSError as e:
+        if not (isinstance(e, PermissionError) or e.errno == errno.EROFS):
+            raise
+        raise UsageError(f"can't write in the results folder {root} ({e.strerror}); point general.results_dir "
+                         "at a folder you can write, e.g. --set \"general.results_dir='/scratch/$USER/results'\"") from None
+
+
+def _claim_in(root: Path, stage: str, name: str | None) -> tuple[Path, Path]:
     for _ in range(100):
         final = root / (name or run_name(stage))
         work = final.with_name(final.name + PARTIAL)

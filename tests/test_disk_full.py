@@ -140,6 +140,21 @@ def test_train_on_a_full_disk_fails_and_marks_its_run_failed(tmp_path, small_dis
     assert json.loads((failed / "provenance.json").read_text())["status"] == "failed"
 
 
+def test_a_read_only_results_folder_is_a_usage_error_naming_it(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip("can't mount a read-only tmpfs here (root only)")
+    try:
+        proc = run_hyrax("train", "--set", f"general.results_dir='{folder / 'results'}'")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"can't write in the results folder {folder / 'results'} (Read-only file system)" in proc.stderr
+        assert "general.results_dir" in proc.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 # --- the writer's own rules, without a mount ----------------------------------------------------------------
 
 def test_a_writer_closed_short_of_its_rows_is_not_marked_complete(tmp_path):
