@@ -128,11 +128,26 @@ def keep_known(labels: Labels, known: np.ndarray) -> Labels:
 
 
 def _rows(path: Path):
-    """(line number, object_id, label text, time text) of each data row."""
+    """(line number, object_id, label text, time text) of each data row. Read as Excel and the map save
+    them: UTF-8 (with or without a byte-order mark) or UTF-16 ("Unicode text"), separated by commas,
+    semicolons (a comma-decimal locale) or tabs."""
     if not path.is_file():
         raise UsageError(f"label file {path}: no such file")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+    with open(path, "rb") as f:
+        encoding = "utf-16" if f.read(2) in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        yield from _read_rows(path, encoding)
+    except UnicodeDecodeError as e:
+        raise UsageError(f"label file {path} is not UTF-8 or UTF-16 text (byte {e.start}); save it as CSV "
+                         "(UTF-8)") from None
+
+
+def _read_rows(path: Path, encoding: str):
+    with open(path, newline="", encoding=encoding) as f:
+        first = f.readline()
+        f.seek(0)
+        delimiter = max(",;\t", key=first.count)  # the header's separator: it names at least two columns
+        reader = csv.reader(f, delimiter=delimiter)
         header = [h.strip().lower() for h in next(reader, [])]
         if "object_id" not in header or "label" not in header:
             raise UsageError(f"label file {path} needs object_id and label columns; it has: "
@@ -155,7 +170,8 @@ def _label(text: str, path: Path, line: int) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
+        raise UsageError(f"{path}, line {line}: label {text!r} is not a number; a label is a number from 0 "
+                         f"(boring) to {LABEL_MAX:g} (interesting), or yes/no") from None
     if not 0 <= value <= LABEL_MAX:  # NaN fails too
         raise UsageError(f"{path}, line {line}: label {text!r} is out of range; a label is a number from 0 "
                          f"(boring) to {LABEL_MAX:g} (interesting), or yes/no")

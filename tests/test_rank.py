@@ -44,13 +44,28 @@ def test_label_files_merge_newest_wins_and_ignore_other_columns(tmp_path, caplog
     assert dict(zip(again.object_id, again.label, strict=True)) == got
 
 
+def test_label_files_as_excel_saves_them(tmp_path):
+    """UTF-16 with tabs (Excel's "Unicode text"), semicolons (a comma-decimal locale's CSV), a UTF-8 BOM."""
+    (tmp_path / "unicode.txt").write_bytes("object_id\tlabel\no1\t5\no2\t0\n".encode("utf-16"))
+    (tmp_path / "semi.csv").write_text("object_id;label\no1;5\no2;0\n")
+    (tmp_path / "bom.csv").write_bytes("object_id,label\no1,5\no2,0\n".encode("utf-8-sig"))
+    for name in ("unicode.txt", "semi.csv", "bom.csv"):
+        labels = read_labels(tmp_path / name)
+        assert dict(zip(labels.object_id, labels.label, strict=True)) == {"o1": 5.0, "o2": 0.0}, name
+
+
 def test_label_files_bad_input(tmp_path, caplog):
     with pytest.raises(UsageError, match="line 3: label '7' is out of range; a label is a number from 0"):
         read_labels(write(tmp_path / "high.csv", "object_id,label\no1,5\no2,7\n"))
     with pytest.raises(UsageError, match="line 2: label '-1' is out of range"):
         read_labels(write(tmp_path / "low.csv", "object_id,label\no1,-1\n"))
-    with pytest.raises(UsageError, match="label 'maybe' is out of range.*or yes/no"):
+    with pytest.raises(UsageError, match="label 'maybe' is not a number.*or yes/no"):
         read_labels(write(tmp_path / "word.csv", "object_id,label\no1,maybe\n"))
+    with pytest.raises(UsageError, match="line 2: label 'abc' is not a number"):
+        read_labels(write(tmp_path / "abc.csv", "object_id,label\no1,abc\n"))
+    (tmp_path / "latin1.csv").write_bytes("object_id,label\nGalaxie é,5\n".encode("latin-1"))
+    with pytest.raises(UsageError, match=r"label file .*latin1.csv is not UTF-8 or UTF-16 text.*save it as CSV"):
+        read_labels(tmp_path / "latin1.csv")
     with pytest.raises(UsageError, match="no labels in .*empty.csv"):
         read_labels(write(tmp_path / "empty.csv", "object_id,label\n"))
     with pytest.raises(UsageError, match=r"no labels in .*blank.csv \(2 rows with an empty label\)"):
