@@ -48,7 +48,7 @@ def read_table(path, text_columns=()) -> dict[str, np.ndarray]:
 
     path = Path(path)
     if not path.exists():
-        raise DataError(f"catalog {path} does not exist; check the catalog path")
+        raise UsageError(f"catalog {path} does not exist; check the catalog path")
     try:
         if path.suffix == ".csv":
             table = Table.read(path, format="ascii.csv",

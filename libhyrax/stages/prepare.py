@@ -42,7 +42,7 @@ from libhyrax.data.fits import (
 )
 from libhyrax.data.hdf5_dataset import CutoutWriter
 from libhyrax.data.sample import build_sample
-from libhyrax.errors import DataError
+from libhyrax.errors import DataError, UsageError
 from libhyrax.log import Progress
 from libhyrax.results import Result
 from libhyrax.start import start_run
@@ -59,16 +59,16 @@ def prepare(config=None, *, overrides=(), resume=None) -> Result:
     plan = start_run("prepare", config, overrides, resume=resume)
     cfg = plan.config
     p = cfg["prepare"]
+    folder = Path(p["fits_dir"]).expanduser() if p["fits_dir"] else None
+    if folder is not None and not folder.is_dir():  # a mistake in the config: said before any run is made
+        raise UsageError(f"prepare.fits_dir {folder} is not a folder; give the folder of FITS cutouts")
     with plan.open() as run:
         out = run.path / OUTPUT
-        if not p["fits_dir"]:
+        if folder is None:
             log.info("no prepare.fits_dir: building the built-in sample (Hubble eXtreme Deep Field)")
             build_sample(out)
             run.record(source="built-in sample", n_objects=1000, n_rejected=0)
         else:
-            folder = Path(p["fits_dir"]).expanduser()
-            if not folder.is_dir():
-                raise DataError(f"prepare.fits_dir {folder} is not a folder; give the folder of FITS cutouts")
             catalog = find_catalog(folder, p["catalog"])
             run.add_input(catalog)
             n, rejected = prepare_fits(folder, catalog, out, run.path / REJECTED, p)
