@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from libhyrax.config import load_config
-from libhyrax.errors import DataError, ModelError, UsageError
+from libhyrax.errors import DataError, UsageError
 from libhyrax.hdf5 import write_arrays
 from libhyrax.runs import open_run
 
@@ -110,7 +110,7 @@ def test_image_from_another_model_is_refused(tmp_path):
     with open_run("train", cfg) as other:
         pass
     np.save(tmp_path / "q.npy", np.zeros((3, 8, 8), np.float32))
-    with pytest.raises(ModelError, match=f"model trained in {train_run.resolve()}.*model of {other.path.resolve()}"):
+    with pytest.raises(UsageError, match=f"model trained in {train_run.resolve()}.*model of {other.path.resolve()}"):
         search(cfg, from_run=res, image=tmp_path / "q.npy", model_run=other.path)
 
 
