@@ -139,7 +139,8 @@ def run_stage(body: Callable[[], object], debug: bool = False) -> None:
 def _unexpected(e: Exception, debug: bool, safe) -> None:
     if debug:
         print(safe(traceback.format_exc()), file=sys.stderr, end="")
-    print(f"error: {type(e).__name__}: {safe(str(e))}\n(rerun with --debug for the traceback)", file=sys.stderr)
+    print(f"error: {type(e).__name__}: {safe(str(e))}\n(rerun with --debug for the traceback)",
+          file=sys.stderr)
     sys.exit(EXIT_FAILURE)
 
 

@@ -110,7 +110,7 @@ def rows_on_disk(f: h5py.File, rows: int) -> int:
     filled up mid-write can leave a file whose attributes count rows its data never reached (a sparse
     stretch that reads back as zeros)."""
     arrays: list[h5py.Dataset] = []
-    f.visititems(lambda _, v: arrays.append(v) if isinstance(v, h5py.Dataset) and v.chunks and v.shape else None)
+    f.visititems(lambda _, v: arrays.append(v) if isinstance(v, h5py.Dataset) and v.chunks else None)
     if not arrays or rows <= 0:
         return max(rows, 0)
     fd = os.open(f.filename, os.O_RDONLY)
@@ -133,7 +133,8 @@ def _rows_in_chunks(ds: h5py.Dataset, rows: int, fd: int) -> int:
 
 def _has_hole(fd: int, offset: int, size: int) -> bool:
     try:
-        return os.lseek(fd, offset, os.SEEK_DATA) != offset or os.lseek(fd, offset, os.SEEK_HOLE) < offset + size
+        data_from = os.lseek(fd, offset, os.SEEK_DATA)
+        return data_from != offset or os.lseek(fd, offset, os.SEEK_HOLE) < offset + size
     except OSError as e:  # ENXIO: nothing but hole from offset on; EINVAL: the file system can't tell
         return e.errno == errno.ENXIO
 
@@ -173,7 +174,7 @@ def write_failed(f: h5py.File, path: Path, error: BaseException) -> RunError:
 
 
 def _hdf5_errno(message: str) -> int | None:
-    """The errno HDF5 puts in its message ("... errno = 28, error message = ..."), h5py giving a RuntimeError."""
+    """The errno in HDF5's message ("... errno = 28, error message = ..."): h5py raises a RuntimeError."""
     m = re.search(r"errno = (\d+)", message)
     return int(m[1]) if m else None
 
@@ -349,12 +350,14 @@ class BufferedWriter:
         ids, arrays, buffered = self.ids, self.arrays, self.buffered
         self._clear()  # a block whose write failed is dropped, never written twice
         if buffered:
-            self.writer.append(np.concatenate(ids), **{k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]})
+            columns = {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
+            self.writer.append(np.concatenate(ids), **columns)
 
     def close(self, complete: bool = True) -> None:
         """Write what is buffered and close: `complete` checks that all n_rows are written and marks the
         file complete. After an error, `complete=False` keeps the rows appended before it for a resume,
-        and closes the file even when that write fails (logged: the error being handled is the one to raise)."""
+        and closes the file even when that write fails (logged: the error being handled is the one to
+        raise)."""
         if self.writer is None:
             return
         if complete:

@@ -33,7 +33,7 @@ from libhyrax.hdf5 import (
 FORMAT, FORMAT_VERSION = "hyrax-cutouts", 1
 PIXEL_DTYPES = ("float32", "float16")  # how pixels are stored; they are always read back as float32
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-FLOAT16_TINY = float(np.finfo(np.float16).smallest_normal)  # 6.1e-05: below it, bits of precision go, then all
+FLOAT16_TINY = float(np.finfo(np.float16).smallest_normal)  # 6.1e-05: below it precision goes, then all
 PLANES = ("images", "masks", "variance")  # per-pixel arrays; fields "image", "mask", "variance"
 FIELD_OF = {"images": "image", "masks": "mask", "variance": "variance"}
 
@@ -191,10 +191,11 @@ def _check_float16_range(name: str, arr: np.ndarray, ids: np.ndarray) -> None:
     tiny = (largest > 0) & (largest < FLOAT16_TINY)
     if tiny.any():
         first = int(np.flatnonzero(tiny)[0])
-        raise DataError(f"{name} of {tiny.sum()} object(s), e.g. {ids[first].decode(errors='replace')!r}, are no "
-                        f"larger than {float(largest[first]):.3g}, below float16's smallest normal number "
-                        f"{FLOAT16_TINY:.3g}: stored as float16 they would become zeros; store these cutouts "
-                        "as float32 (or scale them first)")
+        example = ids[first].decode(errors="replace")
+        raise DataError(f"{name} of {tiny.sum()} object(s), e.g. {example!r}, are no larger than "
+                        f"{float(largest[first]):.3g}, below float16's smallest normal number {FLOAT16_TINY:.3g}: "
+                        "stored as float16 they would become zeros; store these cutouts as float32 (or scale "
+                        "them first)")
 
 
 def write_cutouts(path, object_id, images, catalog: dict | None = None, bands=None,
