@@ -326,8 +326,9 @@ def _claim_new_directory(root: Path, stage: str, name: str | None) -> tuple[Path
     except OSError as e:
         if not (isinstance(e, PermissionError) or e.errno == errno.EROFS):
             raise
-        raise UsageError(f"can't write in the results folder {root} ({e.strerror}); point general.results_dir "
-                         "at a folder you can write, e.g. --set \"general.results_dir='/scratch/$USER/results'\"") from None
+        raise UsageError(f"can't write in the results folder {root} ({e.strerror}); point "
+                         "general.results_dir at a folder you can write, e.g. "
+                         "--set \"general.results_dir='/scratch/$USER/results'\"") from None
 
 
 def _claim_in(root: Path, stage: str, name: str | None) -> tuple[Path, Path]:
@@ -404,7 +405,8 @@ def _claim_shared_directory(path: Path, stage: str, config: dict, shard: Shard) 
         prov = json.loads(top.read_text(encoding="utf-8"))
         info = prov.get("sharded") or {}
         if prov.get("stage") != stage or info.get("count") != shard.count:
-            raise UsageError(f"{path} already holds {a_run(prov.get('stage'))} in {info.get('count')} shards; "
+            raise UsageError(f"{path} already holds {a_run(prov.get('stage'))} in {info.get('count')} "
+                             "shards; "
                              f"this task is {stage} shard {shard}: pick another --run-name or --resume")
         return
     prov = {"stage": stage, STATUS: Status.SHARDED, "started": now().isoformat(), "finished": None,

@@ -193,9 +193,9 @@ def _check_float16_range(name: str, arr: np.ndarray, ids: np.ndarray) -> None:
         first = int(np.flatnonzero(tiny)[0])
         example = ids[first].decode(errors="replace")
         raise DataError(f"{name} of {tiny.sum()} object(s), e.g. {example!r}, are no larger than "
-                        f"{float(largest[first]):.3g}, below float16's smallest normal number {FLOAT16_TINY:.3g}: "
-                        "stored as float16 they would become zeros; store these cutouts as float32 (or scale "
-                        "them first)")
+                        f"{float(largest[first]):.3g}, below float16's smallest normal number "
+                        f"{FLOAT16_TINY:.3g}: stored as float16 they would become zeros; store these cutouts "
+                        "as float32 (or scale them first)")
 
 
 def write_cutouts(path, object_id, images, catalog: dict | None = None, bands=None,

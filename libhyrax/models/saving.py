@@ -166,8 +166,9 @@ def check_importable(path: str, run_dir: Path, trusted_runs=()) -> None:
         return
     raise UsageError(
         f"refusing to import {path!r}, the model class {run_dir / DESCRIPTION} names: importing runs code, "
-        f"{top!r} is neither an installed package nor imported yet, and the file was not written by Hyrax on this "
-        f"account. If you trust whoever made {run_dir}, say so: --set 'general.trusted_runs=[\"{run_dir}\"]'")
+        f"{top!r} is neither an installed package nor imported yet, and the file was not written by Hyrax on "
+        f"this account. If you trust whoever made {run_dir}, say so: "
+        f"--set 'general.trusted_runs=[\"{run_dir}\"]'")
 
 
 def _installed_packages() -> set[str]:

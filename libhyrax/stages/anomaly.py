@@ -151,13 +151,14 @@ def _finish(run, cfg: dict, src: Result, method: str, ids: np.ndarray, raw: dict
     group = src.data_group()  # the data of the latents: catalog columns and, for the synthetic survey, the truth
     table |= {c: v for c, v in catalog_rows(group, ids[top], rows=top).items() if c not in table}
     write_table(run.file("top_anomalies.csv"), table)
-    evaluation = evaluate(group, ids[scored], {k: v[scored] for k, v in {"score": score, **raw}.items()}, top_k)
+    evaluation = evaluate(group, ids[scored], {k: v[scored] for k, v in {"score": score, **raw}.items()},
+                          top_k)
     if evaluation:
         (run.file("evaluation.json")).write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
         log.info("against %s: precision@%d = %.3f (random: %.3f), ROC AUC = %.3f", TRUTH_COLUMN, top_k,
                  evaluation["score"]["precision_at_k"], evaluation["fraction"], evaluation["score"]["roc_auc"])
-    run.record(n_objects=len(ids), method=method, methods=list(raw), top_k=top_k, evaluation=evaluation or None,
-               no_data_objects=int(no_data.sum()))
+    run.record(n_objects=len(ids), method=method, methods=list(raw), top_k=top_k,
+               evaluation=evaluation or None, no_data_objects=int(no_data.sum()))
 
 
 def unscored(score: np.ndarray, no_data: np.ndarray) -> np.ndarray:

@@ -62,7 +62,8 @@ def download(config=None, *, overrides=(), resume=None, shard: str | Shard | Non
     d = cfg["download"]
     provider = make_provider(cfg)  # config and credential mistakes stop here, before a run is opened
     fetcher = Fetcher(connections=int(d["connections"]), retries=int(d["retries"]), retry_wait=float(d["retry_wait"]),
-                      timeout=provider.timeout, stall=provider.stall, auth=provider.auth(), headers=provider.headers(),
+                      timeout=provider.timeout, stall=provider.stall, auth=provider.auth(),
+                      headers=provider.headers(),
                       cell_bytes=4 * (int(d["size"]) + 8) ** 2, refused_hint=provider.credentials_hint())
     catalog = read_catalog(d)
 

@@ -13,8 +13,9 @@
 `latents.h5` holds `/object_id`, `/latent` (N, D) float32 in input order and, for autoencoders,
 `/recon_error` (N,) (`infer.recon_error = false` leaves it and the decoder pass out), and `/no_data` (N,)
 bool: the objects with a band that has no finite pixel (logged by id; anomaly and rank don't score them:
-their latent is that of a blank image, which would rank as the most ordinary of all). Batches stream from the data group to the file, so memory does not grow with N. The
-images get the train run's `[data_set]` transforms (never the current config's). A sharded run writes
+their latent is that of a blank image, which would rank as the most ordinary of all). Batches stream from
+the data group to the file, so memory does not grow with N. The images get the train run's `[data_set]`
+transforms (never the current config's). A sharded run writes
 `latents.shard-IIII-of-NNNN.h5`; read either through `libhyrax.hdf5.open_result(run, "latents")`.
 
 The parts: the model from `libhyrax.inference` (its runtime chosen once, before the loop), batches

@@ -74,9 +74,10 @@ class Fetcher:
 
     def __init__(self, *, connections: int = 4, retries: int = 3, retry_wait: float = 2.0, timeout: float = 60.0,
                  auth: tuple[str, str] | None = None, headers: dict | None = None, cell_bytes: int = 1 << 16,
-                 first_number: int = 0, refused_hint: str = "check the credentials", stall: float | None = None,
-                 give_up_after: int | None = None):
-        if connections < 1 or retries < 0 or retry_wait < 0 or timeout <= 0 or (stall is not None and stall <= 0):
+                 first_number: int = 0, refused_hint: str = "check the credentials",
+                 stall: float | None = None, give_up_after: int | None = None):
+        bad_stall = stall is not None and stall <= 0
+        if connections < 1 or retries < 0 or retry_wait < 0 or timeout <= 0 or bad_stall:
             raise UsageError("download: connections must be at least 1, retries and retry_wait not negative, "
                              "timeout and stall_timeout positive")
         self.connections, self.retries, self.retry_wait, self.timeout = connections, retries, retry_wait, timeout
@@ -179,9 +180,9 @@ class Fetcher:
             if self._silent < self.give_up_after:
                 return
         host = redact.text(request.url.split("/")[2] if "//" in request.url else request.url)
-        raise ServiceDown(f"{host} gave no answer to {self.give_up_after} attempts in a row (the last: {error}); "
-                          "the service looks down or hung, so the run stops here: resume it when the service is "
-                          "back")
+        raise ServiceDown(f"{host} gave no answer to {self.give_up_after} attempts in a row (the last: "
+                          f"{error}); the service looks down or hung, so the run stops here: resume it when "
+                          "the service is back")
 
     def _attempt(self, client, request: Request) -> tuple[int, bytes | None, str | None, float | None]:
         """(HTTP status or 0, the body of a 200 answer, why there is none, Retry-After in seconds)."""

@@ -108,8 +108,8 @@ class SODA(Provider):
 
         opts = self.fetch_options
         fetcher = Fetcher(connections=int(opts.get("connections", 2)), retries=int(opts.get("retries", 3)),
-                          retry_wait=float(opts.get("retry_wait", 2.0)), timeout=self.timeout, stall=self.stall,
-                          auth=self.auth(),
+                          retry_wait=float(opts.get("retry_wait", 2.0)), timeout=self.timeout,
+                          stall=self.stall, auth=self.auth(),
                           headers=self.headers(), cell_bytes=1 << 12, refused_hint=self.credentials_hint())
         queries = (Request([(t.index, b) for b in t.bands], "GET", self.sia_url,
                            params={"POS": f"CIRCLE {t.ra!r} {t.dec!r} 0", **self.sia_params}, info=t)

@@ -120,7 +120,8 @@ def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
             conn.sock.settimeout(max(deadline - time.monotonic(), 0.01))
         conn.getresponse().read(1024)
     except TimeoutError:
-        raise TimeoutError(f"{redact.text(uri)} accepted a connection but gave no answer within {timeout:g} s") from None
+        raise TimeoutError(f"{redact.text(uri)} accepted a connection but gave no answer within "
+                           f"{timeout:g} s") from None
     except (http.client.HTTPException, ValueError) as e:
         raise OSError(f"{redact.text(uri)} answered something that is not HTTP ({e})") from None
     finally:
