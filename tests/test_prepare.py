@@ -97,8 +97,8 @@ def test_prepare_with_no_config_builds_the_sample(workdir, hyrax):
 
 def test_prepare_bad_folder_is_a_clear_error(workdir, hyrax):
     proc = hyrax("prepare", "--set", "prepare.fits_dir=nowhere")
-    assert proc.returncode == 1 and "prepare.fits_dir nowhere is not a folder" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "prepare.fits_dir nowhere is not a folder" in proc.stderr  # a user's mistake
+    assert "Traceback" not in proc.stderr and not (workdir / "results").exists()  # said before any run is made
 
 
 def test_an_interrupted_prepare_resumes_to_the_same_file(workdir, fits_folder, monkeypatch):
