@@ -105,7 +105,7 @@ def model_input_group(cfg: dict, data_set: dict):
 def check_input_shape(engine: Engine, images, what: str = "the infer data") -> None:
     """A usage error, before the model sees them, when `images` (a batch) aren't shaped like the images
     the model was trained on (model.json records the shape): a raw torch error said nothing useful."""
-    want = engine.input_shape
+    want = getattr(engine, "input_shape", None)  # a stand-in engine may not know it
     got = tuple(np.shape(images)[1:])
     if want and got != tuple(want):
         raise UsageError(f"the model of {engine.source} takes images of shape {tuple(want)} (bands, height, "

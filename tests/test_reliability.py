@@ -148,7 +148,7 @@ SIGTERM_STAGE = textwrap.dedent("""
     hdf5.FLUSH_BYTES = 1  # every batch is written: the signal lands between written batches
 
     class Slow:
-        latent_dim, read_ahead, calls = 2, False, 0
+        latent_dim, read_ahead, calls, runtime = 2, False, 0, "test"  # an engine (libhyrax.inference.Engine)
         def outputs(self, batch):
             self.calls += 1
             if self.calls == 4 and "--resume" not in sys.argv:
