@@ -11,7 +11,7 @@ export ANONYMIZED_TELEMETRY := False
 export ORT_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test test-slow test-sif sif lint bench clean
+.PHONY: install demo test test-slow test-sif sif lint bench bench-record bench-compare bench-history clean
 
 install: $(STAMP)
 
@@ -57,6 +57,20 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# Benchmark history (ASV, benchmarks/asv/README.md): record HEAD's figures for this machine (commit the
+# new file under benchmarks/asv/results/), compare them with the previous recorded commit (exit 1 on a
+# regression beyond the noise), and write the history page benchmarks/asv/html/index.html.
+ASV := cd benchmarks/asv && $(CURDIR)/$(BIN)/asv
+ASV_MACHINE ?= $(shell hostname)
+bench-record: $(STAMP)
+	$(ASV) machine --yes --machine $(ASV_MACHINE)
+	$(ASV) run --environment existing:$(CURDIR)/$(BIN)/python --set-commit-hash $$(git rev-parse HEAD) \
+		--machine $(ASV_MACHINE) --record-samples --show-stderr
+bench-compare: $(STAMP)
+	$(BIN)/python benchmarks/asv/compare.py --machine $(ASV_MACHINE)
+bench-history: $(STAMP)
+	$(ASV) publish
 
 clean:
 	rm -rf demo results .pytest_cache .sif-cache

@@ -91,3 +91,46 @@ def test_scale_run_takes_its_stages_and_pipes_from_the_stage_registry():
     assert scale_run.STAGES[0] == "prepare" and scale_run.STAGES[-1] == "visualize"
     assert scale_run.UPSTREAM == {"train": "prepare", "infer": "train", "umap": "infer", "index": "infer",
                                   "search": "index", "anomaly": "infer", "visualize": "umap"}
+
+
+def test_benchmark_history_flags_a_regression_beyond_the_noise(tmp_path):
+    """benchmarks/asv/compare.py (make bench-compare) on the recorded results of a commit and a made-up later
+    commit: the same figures pass; one benchmark five times slower (its median, confidence interval and
+samples) fails, and is named. (Three times slower would pass: on 2 cores shared at a load of ~15, the
+recorded 99% interval of `hyrax --help` spans 2.3-7.4 s.)"""
+    import json
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(REPO / "benchmarks" / "asv" / "results", results)
+    conf = json.loads((REPO / "benchmarks" / "asv" / "asv.conf.json").read_text())
+    (tmp_path / "asv.conf.json").write_text(json.dumps({**conf, "repo": str(REPO), "results_dir": "results"}))
+    machine = next(p.parent for p in results.glob("*/machine.json"))
+    first = min((f for f in machine.glob("*.json") if f.name != "machine.json"),
+                key=lambda f: json.loads(f.read_text())["date"])
+    data = json.loads(first.read_text())
+    later = "f" * 40
+
+    def record(scale: float) -> None:
+        out = json.loads(json.dumps(data))
+        out["commit_hash"], out["date"] = later, data["date"] + 1
+        cols = out["result_columns"]
+        row = out["results"]["benchmarks.CLI.time_help"]
+        for name in ("result", "stats_ci_99_a", "stats_ci_99_b", "stats_q_25", "stats_q_75", "samples"):
+            if name in cols and cols.index(name) < len(row):  # samples: with asv run --record-samples
+                row[cols.index(name)] = [[v * scale for v in s] if isinstance(s, list) else s * scale
+                                         for s in row[cols.index(name)]]
+        (machine / first.name.replace(data["commit_hash"][:8], later[:8])).write_text(json.dumps(out))
+
+    cmd = [sys.executable, str(REPO / "benchmarks" / "asv" / "compare.py"), "--config", str(tmp_path / "asv.conf.json")]
+    record(1.0)
+    same = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "REGRESSION" not in same.stderr
+    record(5.0)
+    slower = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert slower.returncode == 1, slower.stdout + slower.stderr
+    worse = slower.stdout.split("got worse")[1]
+    flagged = [line for line in worse.splitlines() if line.startswith("| +")]
+    assert len(flagged) == 1 and "benchmarks.CLI.time_help" in flagged[0], slower.stdout
+    assert "REGRESSION" in slower.stderr

@@ -1,7 +1,10 @@
 """The latent space and the map have structure (issue 16): with the default autoencoder (latent_norm =
-"batch") and the default map (UMAP on whitened latents), galaxy types of the synthetic survey separate,
-and no single direction holds the latent variance. Before, PC1 held 99.8% of it and a 5-NN classifier on
-the map did no better than chance (benchmarks/bench_structure.py measures it at full size)."""
+"batch") galaxy types of the synthetic survey separate in the latents and on the default map, and no
+single direction holds the latent variance. Before, PC1 held 99.8% of it and a 5-NN classifier on the map
+did no better than chance. The default map keeps what the latents of real galaxies know (issue 25): UMAP
+of the latents as they are (min_dist 0); whitening them first (`whiten = true`) separates the synthetic
+survey's types better but loses half of what the real sample's latents know of flux
+(benchmarks/bench_structure.py measures both at full size)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,14 @@ def knn_accuracy(x: np.ndarray, y: np.ndarray) -> float:
 
     cv = StratifiedKFold(5, shuffle=True, random_state=0)
     return float(cross_val_score(KNeighborsClassifier(5), x, y, cv=cv).mean())
+
+
+def knn_r2(x: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.neighbors import KNeighborsRegressor
+
+    cv = KFold(5, shuffle=True, random_state=0)
+    return float(cross_val_score(KNeighborsRegressor(5), x, y, cv=cv, scoring="r2").mean())
 
 
 def pc1_fraction(z: np.ndarray) -> float:
@@ -51,8 +62,11 @@ def test_default_latents_and_map_separate_galaxy_types(workdir):
     chance = np.bincount(y).max() / len(y)
     measured = {"pc1": pc1_fraction(z), "map": knn_accuracy(xy, y), "latent": knn_accuracy(z, y), "chance": chance}
     assert measured["pc1"] < 0.95, measured  # collapsed: 0.998
-    assert measured["map"] > chance + 0.15, measured  # collapsed: chance + 0.03
     assert measured["latent"] > chance + 0.12, measured
+    assert measured["map"] > chance + 0.1, measured  # collapsed: chance + 0.03
+    # the share of what the latents know of the type (above chance) that the map keeps: at full size
+    # (bench_structure.py) 0.67 on the latents as they are, 1.6 whitened
+    assert (measured["map"] - chance) / (measured["latent"] - chance) > 0.45, measured
 
 
 def test_whitening_gives_unit_variance_on_every_principal_axis():
@@ -71,7 +85,7 @@ def test_whitening_gives_unit_variance_on_every_principal_axis():
 
 def test_the_map_of_a_collapsed_latent_space_separates_types_once_whitened():
     """Three types that differ only along small directions, plus one wide direction of no meaning: raw
-    UMAP orders the map by the wide direction; the default (whitened) separates the types."""
+    UMAP orders the map by the wide direction; whitened (`whiten = true`), the map separates the types."""
     from libhyrax.reducers.umap import UMAPReducer
 
     rng = np.random.default_rng(1)
@@ -115,3 +129,37 @@ def test_latent_norm_choices_and_runs_trained_before_it():
     with pytest.raises(ModelError, match="latent_norm = 'layer'; use one of batch, none"):
         build_model(HyraxAutoencoder, {"model": {"HyraxAutoencoder": {**small, "latent_norm": "layer"}}},
                     x[:1].numpy())
+
+
+def test_neighbourhood_fidelity_of_a_faithful_and_a_random_map():
+    from libhyrax.reducers.fidelity import neighbourhood_fidelity
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(600, 8))
+    kept = neighbourhood_fidelity(z, z * 3 + 1)  # a map that only scales and shifts keeps every neighbour
+    assert kept == {"n": 600, "k": 10, "knn_overlap": 1.0, "trustworthiness": 1.0}
+    random = neighbourhood_fidelity(z, rng.normal(size=(600, 2)))
+    assert random["knn_overlap"] < 0.05 and 0.4 < random["trustworthiness"] < 0.6, random
+    flat = neighbourhood_fidelity(z, z[:, :2])  # two of eight directions: part of each neighbourhood
+    assert 0.05 < flat["knn_overlap"] < 0.6 and 0.6 < flat["trustworthiness"] < 0.95, flat
+    assert neighbourhood_fidelity(z[:2], z[:2]) is None  # too few objects for one neighbour
+
+
+def test_the_default_map_keeps_what_the_latents_of_real_galaxies_know():
+    """The built-in sample's latents (tests/data/sample_latents.npz: the default model's, general.seed 42,
+    as benchmarks/bench_structure.py --keep saved them) mapped with the default reduce_dimensions: a 5-NN
+    regression of log flux and size from the map keeps most of what it gets from the latents (issue 25).
+    Measured 0.80 and 0.90 of it; UMAP on whitened latents kept 0.41 and 0.82."""
+    from pathlib import Path
+
+    from libhyrax.config import load_config
+    from libhyrax.reducers import make_reducer
+
+    data = np.load(Path(__file__).parent / "data" / "sample_latents.npz")
+    z = data["latent"].astype(np.float32)
+    rd = load_config()["reduce_dimensions"]
+    xy = make_reducer(rd["algorithm"], {**rd["umap"]["kwargs"], "random_state": 42}).fit(z).transform(z)
+    kept = {}
+    for name, y in (("log flux", np.log10(data["flux"])), ("size", data["size"])):
+        kept[name] = knn_r2(xy, y) / knn_r2(z, y)
+    assert kept["log flux"] > 0.7 and kept["size"] > 0.8, kept  # whitened: 0.41, 0.82

@@ -81,6 +81,10 @@ def test_pca_embedding_in_input_order_and_exact(workdir):
     np.testing.assert_allclose(np.abs(emb), np.abs(ref), rtol=1e-3, atol=1e-3)  # PCA signs are arbitrary
     prov = read_provenance(res.path)
     assert prov["stage_info"]["algorithm"] == "pca" and prov["stage_info"]["n_objects"] == 1000
+    # how much of the latents' 10-NN neighbourhoods the map keeps, on a seeded sample (issue 25)
+    fidelity = prov["stage_info"]["fidelity"]
+    assert fidelity["n"] == 1000 and fidelity["k"] == 10, fidelity
+    assert 0.05 < fidelity["knn_overlap"] < 0.9 and 0.7 < fidelity["trustworthiness"] < 1, fidelity
     assert Path(src).resolve() in [u.resolve() for u in upstream_paths(res.path)]
 
 

@@ -74,6 +74,21 @@ def test_page_has_points_columns_and_thumbnails(workdir):
     assert "gal00299" in text and "Save selected ids (CSV)" in text and "@_thumb{safe}" in text
 
 
+def test_the_title_says_how_much_of_the_latents_neighbourhoods_the_map_keeps(workdir):
+    """The umap stage records its map's fidelity (issue 25); the page shows it, so a scientist knows how far
+    to trust distances on the map. A map made before that (or elsewhere) has no such line."""
+    import json
+
+    cfg, src = make_runs(workdir, max_thumbnails=0)
+    assert "nearest neighbours" not in visualize(cfg, from_run=src).html.read_text()
+    prov = json.loads((src / "provenance.json").read_text())
+    prov.setdefault("stage_info", {})["fidelity"] = {"n": 2000, "k": 10, "knn_overlap": 0.4213,
+                                                     "trustworthiness": 0.9312}
+    (src / "provenance.json").write_text(json.dumps(prov))
+    text = visualize(cfg, from_run=src).html.read_text()
+    assert "it keeps 42% of the latents' 10 nearest neighbours (trustworthiness 0.93, 2,000 objects)" in text
+
+
 def test_thumbnails_are_lupton_rgb_or_grey():
     from libhyrax.viz.thumbnails import to_rgb
 

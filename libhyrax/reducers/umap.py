@@ -1,11 +1,13 @@
 """UMAP (umap-learn), seeded: `random_state` makes fit and transform reproducible (single-threaded).
 
-`whiten` (Hyrax's own keyword, not umap's; on in the default config): the latents are PCA-whitened before
-UMAP (centred, turned onto their principal axes, each axis scaled to unit variance), so every direction of
-the latent space counts in the neighbour distances, not just the direction of largest variance. An
-autoencoder's latent scale is arbitrary (its decoder undoes any linear map): one direction may hold 99% of
-the variance while the types of object differ along the small ones, and the map is then a thin curve
-ordered by that one number (issue 16). The whitening is fitted with the map and saved with it.
+`whiten` (Hyrax's own keyword, not umap's): the latents are PCA-whitened before UMAP (centred, turned onto
+their principal axes, each axis scaled to unit variance), so every direction of the latent space counts in
+the neighbour distances, not just the direction of largest variance. An autoencoder's latent scale is
+arbitrary (its decoder undoes any linear map): one direction may hold 99% of the variance while the types
+of object differ along the small ones, and the map is then a thin curve ordered by that one number
+(issue 16). The whitening is fitted with the map and saved with it. It is off by default (issue 25): it
+gives noise directions the same weight as the rest, and on real galaxies the map then keeps half of what
+the latents know of flux; the default autoencoder's latent is standardised already.
 """
 
 from __future__ import annotations

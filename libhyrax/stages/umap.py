@@ -9,7 +9,9 @@
 The reducer is fitted on a seeded random sample of `fit_sample_size` objects (UMAP's cost grows with the
 points it is fitted on; mapping the rest through the fitted model is what scales), then every object is
 transformed in batches by spawned worker processes (UMAP's threads hang after a fork) and written in input
-order, streaming: memory stays constant in the number of objects. Rows whose latent vector holds NaN or
+order, streaming: memory stays constant in the number of objects. How much of the latents' neighbourhoods
+the map keeps (libhyrax.reducers.fidelity, on a seeded sample of `fidelity_sample_size`) is recorded in
+provenance.json's stage_info.fidelity and shown on the `visualize` page. Rows whose latent vector holds NaN or
 inf are dropped from the embedding, counted in provenance.json and named in the log.
 
 In a sharded run every task fits the same seeded model (or loads `--reducer`) and maps its share of rows.
@@ -54,6 +56,7 @@ def umap(config=None, *, from_run=None, reducer=None, shard=None, resume=None, r
         run.add_upstream(src)
         run.add_input(latents)
         red = _fitted_reducer(cfg, latents, reducer, run)
+        run.record(fidelity=map_fidelity(red, latents, cfg))
         start, stop = run.rows(n_rows(latents))
         stats = transform_file(red, latents, run.output("embedding"), start, stop, cfg["reduce_dimensions"])
         run.record(algorithm=type(red).name or type(red).__name__, **stats)
@@ -88,6 +91,22 @@ def _fitted_reducer(cfg: dict, latents: Path, reducer_from, run) -> Reducer:
     if not (run.path / REDUCER_FILE).exists():
         red.save(run.file(REDUCER_FILE))  # in a sharded run, the first task to get here saves it
     return red
+
+
+def map_fidelity(red: Reducer, latents: Path, cfg: dict) -> dict | None:
+    """How much of the latents' 10-NN neighbourhoods the map keeps, on a seeded sample of
+    `fidelity_sample_size` objects (bounded cost; libhyrax.reducers.fidelity); None when 0 or too few."""
+    size = int(cfg["reduce_dimensions"]["fidelity_sample_size"])
+    if size <= 0:
+        return None
+    from libhyrax.reducers.fidelity import neighbourhood_fidelity
+
+    x, _ = fit_sample(latents, size, cfg["general"]["seed"] + 1)  # not the fit sample's seed: a fresh draw
+    fidelity = neighbourhood_fidelity(x, red.transform(x))
+    if fidelity:
+        log.info("the map keeps %.0f%% of the latents' %d nearest neighbours (trustworthiness %.3f; %d objects)",
+                 100 * fidelity["knn_overlap"], fidelity["k"], fidelity["trustworthiness"], fidelity["n"])
+    return fidelity
 
 
 def fit_sample(latents: Path, size: int, seed: int) -> tuple[np.ndarray, int]:

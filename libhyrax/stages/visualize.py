@@ -12,6 +12,9 @@ Jupyter).
 In Jupyter the map is a widget (jupyter_bokeh): it talks to Python over the kernel's own comm channel, so it
 works wherever the notebook is served (any host and port, under JupyterHub's base URL, no internet).
 
+The title says how far to trust distances on the map: how much of the latents' 10 nearest neighbours the
+map keeps, as the umap stage measured it on a seeded sample (libhyrax.reducers.fidelity).
+
 Colour columns: the infer run's catalog columns (read from its data group, joined by object_id),
 `recon_error` from its latents, `score` from the newest anomaly run of the same latents, and
 `rank_score` and `interest` from the newest rank run of them (the default colour when there is one).
@@ -42,7 +45,7 @@ import numpy as np
 from libhyrax import hdf5
 from libhyrax.errors import DataError, UsageError
 from libhyrax.labels import Labels, read_labels
-from libhyrax.results import Result, newest_run
+from libhyrax.results import Result, newest_run, read_provenance
 from libhyrax.start import start_run
 from libhyrax.viz.tiles import chunks
 
@@ -127,7 +130,7 @@ def small_map(run, src: Result, infer_run: Result, scored: dict, cfg: dict, page
     fields = fields_shown(vz["fields"], columns)
     thumbs = make_thumbnails(group, object_id, vz["max_thumbnails"], rng) if group else None
     color = pick_color(vz["color_column"], columns)
-    title = f"Hyrax map of {n:,} objects ({src.path.name})"
+    title = f"Hyrax map of {n:,} objects ({src.path.name}){kept_neighbours(src.path)}"
 
     def page():  # built again for the notebook's live app
         return build_page(emb[:, 0], emb[:, 1], object_id, columns, color=color, fields=fields, thumbs=thumbs,
@@ -139,6 +142,15 @@ def small_map(run, src: Result, infer_run: Result, scored: dict, cfg: dict, page
                columns=list(columns), n_labels=len(page_args["labels"]), html_bytes=size)
     log.info("wrote %s (%.1f MB, %d objects)", run.final_path / HTML_FILE, size / 1e6, n)
     return page
+
+
+def kept_neighbours(umap_run: Path) -> str:
+    """The umap run's own fidelity figure, for the title: how far to trust distances on the map."""
+    f = read_provenance(umap_run).get("stage_info", {}).get("fidelity")
+    if not f:
+        return ""
+    return (f": it keeps {100 * f['knn_overlap']:.0f}% of the latents' {f['k']} nearest neighbours "
+            f"(trustworthiness {f['trustworthiness']:.2f}, {f['n']:,} objects)")
 
 
 def count_objects(run_dir) -> int:
@@ -174,7 +186,7 @@ def write_tiled_map(run, src: Result, infer_run: Result, scored: dict, cfg: dict
         tiled = write_map(run.path, ds, ids_ds, readers=readers, dtypes=dtypes, color=color, cmap=vz["cmap"],
                           budget=vz["max_points"], label_ids=page_args["labels"].object_id, thumbs=thumbs,
                           extent_n=(extent, n))
-    title = f"Hyrax map of {n:,} objects ({src.path.name})"
+    title = f"Hyrax map of {n:,} objects ({src.path.name}){kept_neighbours(src.path)}"
 
     def page():
         return build_page([], [], [], columns, color=color, fields=fields, thumbs=[] if thumbs else None,
