@@ -109,11 +109,13 @@ recorded 99% interval of `hyrax --help` spans 2.3-7.4 s.)"""
     first = min((f for f in machine.glob("*.json") if f.name != "machine.json"),
                 key=lambda f: json.loads(f.read_text())["date"])
     data = json.loads(first.read_text())
+    newest = max(json.loads(f.read_text())["date"] for f in machine.glob("*.json")
+                 if f.name != "machine.json")
     later = "f" * 40
 
     def record(scale: float) -> None:
         out = json.loads(json.dumps(data))
-        out["commit_hash"], out["date"] = later, data["date"] + 1
+        out["commit_hash"], out["date"] = later, newest + 1
         cols = out["result_columns"]
         row = out["results"]["benchmarks.CLI.time_help"]
         for name in ("result", "stats_ci_99_a", "stats_ci_99_b", "stats_q_25", "stats_q_75", "samples"):
@@ -122,7 +124,8 @@ recorded 99% interval of `hyrax --help` spans 2.3-7.4 s.)"""
                                          for s in row[cols.index(name)]]
         (machine / first.name.replace(data["commit_hash"][:8], later[:8])).write_text(json.dumps(out))
 
-    cmd = [sys.executable, str(REPO / "benchmarks" / "asv" / "compare.py"), "--config", str(tmp_path / "asv.conf.json")]
+    cmd = [sys.executable, str(REPO / "benchmarks" / "asv" / "compare.py"),
+           "--config", str(tmp_path / "asv.conf.json"), "--before", data["commit_hash"][:8], "--after", later[:8]]
     record(1.0)
     same = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert same.returncode == 0, same.stdout + same.stderr
