@@ -44,6 +44,16 @@ objects whatever N). Stages the registry marks `shards` get the fewest array tas
 each end within --task-hours; the others are one job. Memory per task = the tree peak at the largest
 size + its growth per byte of the array held, times that array's growth to the target; disk grows
 linearly. Wall times are this machine's: 2 shared cores in development.
+
+Stages from latents at 10M (--latents-sizes, default none; measures nothing else):
+
+    .venv/bin/python benchmarks/scale_run.py --latents-sizes 1000000,10000000 --latents-stages index,search \
+        --set vector_db.name=faiss --json latents.json
+
+writes a synthetic infer run per size (latents.h5: N x 64 float32 in 200 Gaussian clusters, ids SYN-<row>,
+written block by block; no cutouts, so search's catalog columns are left out) and runs the stages that
+work from latents (--latents-stages, of index, search, anomaly, umap) on it as processes, measured as
+above: where the cutouts of 10M objects (41 GB) would not fit this disk.
 """
 
 from __future__ import annotations
@@ -113,6 +123,70 @@ with open_run("prepare", cfg) as run:
     run.record(source="synthetic survey (SyntheticSurvey)", n_objects=len(survey), n_rejected=0)
 print(run.final_path, flush=True)
 """
+
+
+LATENTS = """
+import sys
+import numpy as np
+from libhyrax.config import resolve
+from libhyrax.hdf5 import BufferedWriter
+from libhyrax.log import setup_logging
+from libhyrax.runs import open_run
+setup_logging("info")
+n, dim = int(sys.argv[2]), 64
+cfg = resolve(sys.argv[1], sys.argv[3:])
+centres = np.random.default_rng(0).normal(size=(200, dim)).astype(np.float32) * 3
+width = len(str(n))
+with open_run("infer", cfg) as run:
+    out = BufferedWriter(run.file("latents.h5"), n)
+    for a in range(0, n, 1 << 18):
+        b = min(a + (1 << 18), n)
+        rng = np.random.default_rng([1, a])
+        x = centres[rng.integers(0, 200, b - a)] + rng.normal(size=(b - a, dim)).astype(np.float32)
+        ids = np.char.add(b"SYN-", np.char.zfill(np.arange(a, b).astype("S"), width))
+        if not out.started:
+            out.create({"latent": x}, id_length=4 + width)
+        out.append(ids, latent=x)
+    out.close()
+    run.record(n_objects=n, synthetic="200 Gaussian clusters, 64-d")
+print(run.final_path, flush=True)
+"""
+LATENT_STAGES = ("index", "search", "anomaly", "umap")
+
+
+def run_latents_size(n: int, root: Path, args, env: dict) -> dict:
+    """The stages that work from latents, on a synthetic infer run of n latents; {stage: figures}."""
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = root / "scale.toml"
+    # data that isn't there: the stages go on without catalog columns
+    cfg.write_text(f'[general]\nresults_dir = "{root / "results"}"\n\n[data_request.infer.none]\n'
+                   f'dataset_class = "HyraxHDF5Dataset"\ndata_location = "{root / "no-cutouts.h5"}"\n')
+    argv = commands(n, cfg, args)  # search asks for SYN-<first, middle and last row>, as the survey's ids
+    figures = {"infer": run_process([sys.executable, "-c", LATENTS, str(cfg), str(n), *args.set], None,
+                                    root / "latents.stderr.log", env)}
+    for stage in args.latents_stages:
+        f = run_process(argv[stage], figures[UPSTREAM[stage]]["run"] + "\n", root / f"{stage}.stderr.log", env)
+        f |= {"objects": n, "objects_per_s": n / f["wall_s"], "disk_bytes": size_of(Path(f["run"]))}
+        figures[stage] = f
+        print(f"  {n:>11,}  {stage:<9} {f['wall_s']:8.1f} s  {f['objects_per_s']:>10,.0f} obj/s  "
+              f"CPU {f['cpu_s']:8.1f} s  RSS {f['peak_rss_mib']:6.0f} MiB (tree {f['tree_peak_mib']:6.0f})  "
+              f"disk {f['disk_bytes'] / 1e6:9.1f} MB", file=sys.stderr, flush=True)
+    return figures
+
+
+def latents_main(args, env: dict) -> None:
+    scratch = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hyrax-scale-latents-"))
+    result = {"command": [Path(sys.argv[0]).name, *sys.argv[1:]], "load_before": os.getloadavg()[0], "sizes": {}}
+    for n in sorted({int(x) for x in args.latents_sizes.split(",") if x}):
+        result["sizes"][n] = run_latents_size(n, scratch / f"latents-n{n}", args, env)
+        if not args.keep:
+            shutil.rmtree(scratch / f"latents-n{n}", ignore_errors=True)
+    result["load_after"] = os.getloadavg()[0]
+    print(f"load average {result['load_before']:.1f} before, {result['load_after']:.1f} after", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if not args.keep and not args.dir:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # --- one stage as a process -----------------------------------------------------------------------------
@@ -523,7 +597,16 @@ def main() -> None:
                     "scale_run markers when it has them)")
     ap.add_argument("--from-json", default=None, help="measure nothing: the figures of an earlier --json, "
                     "projected and written again (its --sizes, --train-n, --epochs and --set are used)")
+    ap.add_argument("--latents-sizes", default=None, help="measure only the stages from latents on synthetic "
+                    "latents of these sizes (comma-separated), e.g. 1000000,10000000")
+    ap.add_argument("--latents-stages", default="index,search", help=f"with --latents-sizes: of {LATENT_STAGES}")
     args = ap.parse_args()
+    if args.latents_sizes:
+        args.latents_stages = [x for x in args.latents_stages.split(",") if x]
+        if bad := set(args.latents_stages) - set(LATENT_STAGES):
+            ap.error(f"--latents-stages: {', '.join(sorted(bad))} not among {', '.join(LATENT_STAGES)}")
+        latents_main(args, {**os.environ, "ANONYMIZED_TELEMETRY": "False", "MLFLOW_DISABLE_TELEMETRY": "true"})
+        return
     if args.from_json:
         report_again(Path(args.from_json), args)
         return

@@ -103,9 +103,9 @@ class KnnDistance(Scorer):
     @classmethod
     def wants_index(cls, cfg: dict) -> bool:
         source = cfg["anomaly"]["knn_source"]
-        if source not in ("exact", "index"):
-            raise UsageError(unknown_choice("anomaly.knn_source", source, ("exact", "index")))
-        return source == "index"
+        if source not in ("auto", "exact", "index"):
+            raise UsageError(unknown_choice("anomaly.knn_source", source, ("auto", "exact", "index")))
+        return source != "exact"  # "auto": the stage looks for a faiss index of the latents
 
     def fit(self, latents) -> KnnDistance:
         self.rows_ = None  # every object is in the reference set

@@ -68,10 +68,36 @@ def test_prepare_fits_skips_bad_objects(workdir, fits_folder):
     assert "truncated" in rejected["gal07"]["reason"]
     assert "smaller than 64x64" in rejected["gal09"]["reason"]
     assert rejected["gal10"]["reason"] == "file not found"
-    assert result.provenance["stage_info"] == {"source": str(folder), "n_objects": 7, "n_rejected": 5}
+    assert result.provenance["stage_info"] == {"source": str(folder), "n_objects": 7, "n_rejected": 5, "rows": [0, 12]}
     # the output is a dataset every stage can read
     g = open_group({"data_request": {"train": {"c": {"dataset_class": "HyraxHDF5Dataset",
                                                      "data_location": str(result.file("cutouts.h5"))}}}}, "train")
+    assert len(g) == 7
+
+
+def test_prepare_in_two_shards_reads_as_one_file(workdir, fits_folder):
+    from libhyrax.hdf5 import open_result
+
+    folder, images = fits_folder
+    cfg = {"prepare": {"fits_dir": str(folder), "bands": ["g", "r", "i"]}}
+    whole = prepare(cfg)
+    first = prepare(cfg, shard="0/2", run_name="prep")
+    assert not (first.path / "cutouts.h5").exists()  # written when the last shard ends
+    run = prepare(cfg, shard="1/2", run_name="prep")
+    assert run.path == first.path and run.provenance["status"] == "complete"
+    assert sorted(p.name for p in run.path.glob("cutouts.shard-*")) == ["cutouts.shard-0000-of-0002.h5",
+                                                                      "cutouts.shard-0001-of-0002.h5"]
+    with open_result(run.path, "cutouts") as got, h5py.File(whole.file("cutouts.h5")) as want:
+        assert got["object_id"][:].tolist() == want["object_id"][:].tolist()
+        np.testing.assert_array_equal(got["images"][:], want["images"][:])
+        np.testing.assert_array_equal(got["catalog/ra"][:], want["catalog/ra"][:])
+    rejected = set()
+    for i in range(2):
+        with open(run.path / f"rejected.shard-000{i}-of-0002.csv") as fh:
+            rejected |= {r["object_id"] for r in csv.DictReader(fh)}
+    assert rejected == {"gal03", "gal05", "gal07", "gal09", "gal10"}
+    g = open_group({"data_request": {"train": {"c": {"dataset_class": "HyraxHDF5Dataset",
+                                                     "data_location": str(run.file("cutouts.h5"))}}}}, "train")
     assert len(g) == 7
 
 

@@ -86,8 +86,9 @@ def test_hyrax_train_with_no_config_trains_the_default_autoencoder_on_the_sample
     rows = metrics(workdir / run)
     assert len(rows) == 1 and float(rows[0]["train_loss"]) > 0 and float(rows[0]["val_loss"]) > 0
     prov = json.loads((workdir / run / "provenance.json").read_text())
-    assert prov["status"] == "complete" and prov["stage_info"]["split_sizes"] == {"train": 800, "validate": 100,
-                                                                                   "test": 100}
+    sizes = prov["stage_info"]["split_sizes"]  # hashed from the ids: the fractions up to sampling noise
+    assert prov["status"] == "complete" and sum(sizes.values()) == 1000
+    assert abs(sizes["train"] - 800) < 40 and abs(sizes["validate"] - 100) < 30 and abs(sizes["test"] - 100) < 30
     model, _ = load_trained(workdir / run)
     out = model.infer_outputs(torch.zeros(2, 3, 64, 64))
     assert out["latent"].shape == (2, 64) and out["recon_error"].shape == (2,)

@@ -179,6 +179,14 @@ class DataGroup:
     def object_ids(self) -> np.ndarray:
         return self._ids
 
+    def id_blocks(self, step: int = 1 << 16):
+        """(first row, object ids as UTF-8 bytes) in contiguous blocks of `step`: every id in turn,
+        without holding them all (a split of 100M objects)."""
+        pds = self.datasets[self.primary]
+        for a in range(0, len(self), step):
+            ids = pds.read([self.id_field], a, min(a + step, len(self)))[self.id_field]
+            yield a, as_id_bytes(np.asarray(ids))
+
     @cached_property
     def _ids(self) -> np.ndarray:
         return np.asarray(self.datasets[self.primary].column(self.id_field)).astype(str)

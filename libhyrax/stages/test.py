@@ -44,7 +44,7 @@ def test(config=None, *, from_run=None, overrides=()) -> Result:
     trained = read_toml(src / CONFIG_FILE)
     data_cfg = {**cfg, "data_request": trained["data_request"], "data_set": trained["data_set"]}
     group = open_group(data_cfg, "train")
-    rows = load_splits(src / "split.h5", group.object_ids()).get("test", np.zeros(0, dtype=np.int64))
+    rows = load_splits(src / "split.h5", id_blocks=group.id_blocks()).get("test", np.zeros(0, dtype=np.int64))
     if len(rows) == 0:
         raise UsageError(f"{src} has no test split (split.test was 0 when it trained); train with "
                          "--set split.test=0.1 to keep a test split")

@@ -82,7 +82,7 @@ def _train(plan: Start, resumed: Resumed | None, stop_at_iteration: int | None) 
     device = pick_device(cfg["general"]["device"])
     seed_everything(int(cfg["general"]["seed"]))
     group = open_group(cfg, "train")
-    splits = _splits(cfg, group, resumed)
+    splits, split_ids, rule = _splits(cfg, group, resumed)
 
     cls = model_class(cfg["model"]["name"])
     sample = first_rows(prepare(cls, group.read(0, 1)), 1)
@@ -111,7 +111,7 @@ def _train(plan: Start, resumed: Resumed | None, stop_at_iteration: int | None) 
         return None
     with plan.open() as run:
         run.resumable = lambda: (run.path / LAST).is_file()  # SIGTERM in the first epoch: nothing to resume
-        _record_inputs(run, cfg, group, splits, resumed, cls, device)
+        _record_inputs(run, cfg, group, (splits, split_ids, rule), resumed, cls, device)
         with MLflowRun(cfg, "train", run.final_path, tcfg["experiment_name"], tcfg["run_name"] or None,
                        run_id=resumed.mlflow_run_id if resumed else None) as tracker:
             if tracker.run_id:
@@ -135,19 +135,22 @@ def _train(plan: Start, resumed: Resumed | None, stop_at_iteration: int | None) 
     return Result(run.path)
 
 
-def _splits(cfg: dict, group, resumed: Resumed | None) -> dict[str, np.ndarray]:
-    from libhyrax.data.split import load_splits, make_splits
+def _splits(cfg: dict, group, resumed: Resumed | None) -> tuple[dict[str, np.ndarray], dict, dict]:
+    """(rows, ids, rule) per split: a reused split.h5's (looked up by id), else hashed from the ids. Both
+    stream the ids in blocks: memory for the rows used, whatever N."""
+    from libhyrax.data.split import hash_rule, hashed_splits, load_splits, read_rule
 
     source = resumed.path if resumed else cfg["split"]["from_run"]
     if source:
-        return load_splits(Path(source) / "split.h5", group.object_ids())
+        splits, ids = load_splits(Path(source) / "split.h5", id_blocks=group.id_blocks(), with_ids=True)
+        return splits, ids, read_rule(Path(source) / "split.h5")
     fractions = {k: v for k, v in cfg["split"].items() if k not in ("seed", "from_run")}
-    seed = cfg["split"]["seed"] if cfg["split"]["seed"] is not False else cfg["general"]["seed"]
-    splits = make_splits(len(group), fractions, int(seed))
+    seed = int(cfg["split"]["seed"] if cfg["split"]["seed"] is not False else cfg["general"]["seed"])
+    splits, ids = hashed_splits(group.id_blocks(), fractions, seed)
     if len(splits.get("train", ())) < dist.world_size():
         raise DataError(f"the train split has {len(splits.get('train', ()))} of {len(group)} objects; give more "
                         "data or a larger split.train")
-    return splits
+    return splits, ids, hash_rule(fractions, seed)
 
 
 def _build_model(cls, cfg: dict, sample, device, fine_tune: bool):
@@ -176,16 +179,17 @@ def _batches(cfg: dict, group, splits: dict, trainer) -> tuple[EpochBatches, Epo
     return train, EpochBatches(group, dist.share(validate, equal=False), batch, False, seed, workers)
 
 
-def _record_inputs(run, cfg, group, splits, resumed, cls, device) -> None:
-    from libhyrax.data.split import save_splits
+def _record_inputs(run, cfg, group, split, resumed, cls, device) -> None:
+    from libhyrax.data.split import save_used_splits
 
+    splits, split_ids, rule = split
     for spec in group.specs.values():
         if spec.data_location:
             run.add_input(spec.data_location)
             if run_holding(spec.data_location):  # data a run made (download, prepare): part of the lineage
                 run.add_upstream(run_holding(spec.data_location))
     if resumed is None:
-        save_splits(run.file("split.h5"), splits, group.object_ids())
+        save_used_splits(run.file("split.h5"), splits, split_ids, rule)
     if cfg["split"]["from_run"]:
         run.add_upstream(cfg["split"]["from_run"])
     if cfg["train"]["model_weights_file"]:

@@ -1,4 +1,4 @@
-"""Vector indexes: one small base class, several backends (ChromaDB, exact torch search, Qdrant).
+"""Vector indexes: one small base class, several backends (ChromaDB, exact torch, FAISS IVF-PQ, Qdrant).
 
 An index lives in a folder:
 
@@ -39,7 +39,7 @@ from libhyrax.registry import Registry
 META_FILE, IDS_FILE = "index.json", "object_ids.h5"
 # built-in backends, imported only when used
 BUILT_IN = {"chromadb": "libhyrax.vector_index.chroma", "exact": "libhyrax.vector_index.exact",
-            "qdrant": "libhyrax.vector_index.qdrant"}
+            "faiss": "libhyrax.vector_index.faiss_ivf", "qdrant": "libhyrax.vector_index.qdrant"}
 REGISTRY: Registry[type[VectorIndex]] = Registry(
     "vector index backend", error=UsageError, lazy=BUILT_IN,
     rename_hint="give one of the classes another `backend = ...`")
@@ -52,6 +52,9 @@ class VectorIndex:
     # files (a glob inside the index) that the backend's library loads with pickle, or None; Hyrax signs
     # them when it persists the index and refuses to open ones it didn't write (libhyrax.trust)
     pickled_files: str | None = None
+    # True for a backend whose shards (processes of one sharded run) each write their own files into the one
+    # index folder: `create` then finds the folder already holding the index the other shards wrote
+    shards_into_one_folder = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -71,7 +74,7 @@ class VectorIndex:
         """A new, empty index in the folder `path` (made; it must not hold an index already)."""
         klass = backend_class(backend) if backend else cls
         path = Path(path)
-        if (path / META_FILE).exists():
+        if (path / META_FILE).exists() and not klass.shards_into_one_folder:
             raise UsageError(f"{path} already holds a vector index; choose another folder")
         path.mkdir(parents=True, exist_ok=True)
         index = klass(path, dim, **params)
@@ -89,11 +92,9 @@ class VectorIndex:
         except FileNotFoundError:
             raise DataError(f"{path} holds no vector index (no {META_FILE}); build one with `hyrax index`") from None
         index = backend_class(meta["backend"])(path, meta["dim"], **meta.get("params", {}))
-        with h5py.File(path / IDS_FILE, "r") as f:
-            raw = f["object_id"][:]  # fixed-length UTF-8: bytes as stored, no decode/encode round trip
-            index._all_ids = raw.astype("S") if raw.dtype.kind in "SO" else as_id_bytes(read_ids(f["object_id"]))
-            if not len(index._all_ids):
-                index._all_ids = np.array([], dtype="S1")
+        index._all_ids = index._read_ids()
+        if not len(index._all_ids):
+            index._all_ids = np.array([], dtype="S1")
         for file in sorted(path.glob(index.pickled_files)) if index.pickled_files else ():
             trust.check_loadable(file, f"part of a {index.backend} index kept with pickle", trusted_runs,
                                  run=path.parent)
@@ -185,6 +186,12 @@ class VectorIndex:
         return np.ascontiguousarray(v)
 
     # --- backend hooks ----------------------------------------------------------------------------
+
+    def _read_ids(self) -> np.ndarray:
+        """All object ids in row order, as UTF-8 bytes (a sharded backend joins its shards' files)."""
+        with h5py.File(self.path / IDS_FILE, "r") as f:
+            raw = f["object_id"][:]  # fixed-length UTF-8: bytes as stored, no decode/encode round trip
+            return raw.astype("S") if raw.dtype.kind in "SO" else as_id_bytes(read_ids(f["object_id"]))
 
     def _create(self) -> None:
         """Make the backend's empty store in self.path."""
