@@ -33,7 +33,7 @@ from libhyrax.vector_index import VectorIndex, backend_params
 
 log = logging.getLogger("hyrax.index")
 # ChromaDB built 1M x 64 in 4 min holding 1 GB (docs/scale.md) and its graph grows ~900 B a vector: above
-# this, faiss (~85 B a vector resident while searching at 1M, built in shards)
+# this, faiss (~100 B a vector resident while searching at 1M, built in shards)
 AUTO_FAISS_ABOVE = 1_000_000
 
 
