@@ -87,7 +87,9 @@ def precision(ids, kind: dict[str, str], k: int = 50) -> float:
     return float(np.mean([kind[i] in INTERESTING for i in list(ids)[:k]]))
 
 
-def loop(cfg: dict, anomaly_run: Path, kind: dict[str, str], rounds: int, per_round: int, root: Path) -> list[dict]:
+def loop(
+    cfg: dict, anomaly_run: Path, kind: dict[str, str], rounds: int, per_round: int, root: Path
+) -> list[dict]:
     """The simulated user's rounds; one dict per round (round 0: the anomaly ranking)."""
     from libhyrax.stages.rank import rank
 
@@ -104,9 +106,16 @@ def loop(cfg: dict, anomaly_run: Path, kind: dict[str, str], rounds: int, per_ro
         seconds = time.perf_counter() - t0
         shown = candidates(run)
         learned = json.loads((run / "ranking.json").read_text())
-        out.append({"round": r, "precision_at_50": precision(shown, kind), "labels": len(labelled),
-                    "found": sum(v == 5 for v in labelled.values()),
-                    "cv_roc_auc": learned["model"]["cross_validation"]["roc_auc"], "rank_s": seconds})
+        out.append(
+            {
+                "round": r,
+                "precision_at_50": precision(shown, kind),
+                "labels": len(labelled),
+                "found": sum(v == 5 for v in labelled.values()),
+                "cv_roc_auc": learned["model"]["cross_validation"]["roc_auc"],
+                "rank_s": seconds,
+            }
+        )
     return out
 
 
@@ -123,7 +132,9 @@ def rank_time(n: int, root: Path, n_labels: int = 100) -> float:
         scores.add_upstream(infer.path)
         write_arrays(scores.file("scores.h5"), ids, score=rng.random(n).astype(np.float32))
     pick = rng.choice(n, n_labels, replace=False)
-    (root / "labels.csv").write_text("object_id,label\n" + "".join(f"{ids[i]},{5 * (j % 2)}\n" for j, i in enumerate(pick)))
+    (root / "labels.csv").write_text(
+        "object_id,label\n" + "".join(f"{ids[i]},{5 * (j % 2)}\n" for j, i in enumerate(pick))
+    )
     t0 = time.perf_counter()
     rank(cfg, from_run=scores.path, labels=[root / "labels.csv"])
     return time.perf_counter() - t0
@@ -147,17 +158,25 @@ def main() -> None:
         if args.survey:
             cfg, anomaly_run, kind = survey_runs(args.survey, Path(tmp), args.seed)
             interesting = float(np.mean([k in INTERESTING for k in kind.values()]))
-            print(f"synthetic survey: {args.survey:,} objects, {interesting:.2%} interesting ({', '.join(INTERESTING)})")
+            print(
+                f"synthetic survey: {args.survey:,} objects, {interesting:.2%} interesting ({', '.join(INTERESTING)})"
+            )
             rounds = loop(cfg, anomaly_run, kind, args.rounds, args.per_round, Path(tmp))
             results |= {"survey": args.survey, "seed": args.seed, "random": interesting, "rounds": rounds}
             for r in rounds:
-                extra = (f"  labels {r['labels']:3d}, interesting found {r['found']:3d}, cross-validated ROC AUC "
-                         f"{r['cv_roc_auc'] if r['cv_roc_auc'] is None else round(r['cv_roc_auc'], 3)}, "
-                         f"rank {r['rank_s']:.1f} s" if r["round"] else "  (the anomaly ranking)")
+                extra = (
+                    f"  labels {r['labels']:3d}, interesting found {r['found']:3d}, cross-validated ROC AUC "
+                    f"{r['cv_roc_auc'] if r['cv_roc_auc'] is None else round(r['cv_roc_auc'], 3)}, "
+                    f"rank {r['rank_s']:.1f} s"
+                    if r["round"]
+                    else "  (the anomaly ranking)"
+                )
                 print(f"round {r['round']}: precision@50 {r['precision_at_50']:.2f}{extra}")
             last, first = rounds[-1]["precision_at_50"], rounds[0]["precision_at_50"]
-            print(f"precision@50 after {args.rounds} rounds: {last:.2f} (unsupervised: {first:.2f}, "
-                  f"random: {interesting:.3f})")
+            print(
+                f"precision@50 after {args.rounds} rounds: {last:.2f} (unsupervised: {first:.2f}, "
+                f"random: {interesting:.3f})"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -77,16 +77,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def scoring_time(n: int, root: Path, device: str, data: str = "clustered", methods=("knn", "isolation_forest",
-                 "combined"), shard: str | None = None, knn_source: str = "exact", index: Path | None = None) -> dict:
+def scoring_time(
+    n: int,
+    root: Path,
+    device: str,
+    data: str = "clustered",
+    methods=("knn", "isolation_forest", "combined"),
+    shard: str | None = None,
+    knn_source: str = "exact",
+    index: Path | None = None,
+) -> dict:
     from libhyrax.stages.anomaly import anomaly
 
     rng = np.random.default_rng(0)
     latents = vectors(n, 64, data=data)
     cfg = load_config(data={"general": {"results_dir": str(root / f"results-{n}"), "device": device}})
     with open_run("infer", cfg) as run:
-        write_arrays(run.file("latents.h5"), np.char.add("obj_", np.arange(n).astype(str)), latent=latents,
-                     recon_error=rng.random(n).astype(np.float32))
+        write_arrays(
+            run.file("latents.h5"),
+            np.char.add("obj_", np.arange(n).astype(str)),
+            latent=latents,
+            recon_error=rng.random(n).astype(np.float32),
+        )
     del latents
     index_run = None
     if knn_source == "index":
@@ -100,9 +112,15 @@ def scoring_time(n: int, root: Path, device: str, data: str = "clustered", metho
     count = int(shard.split("/")[1]) if shard else 1
     for i, method in enumerate(methods):
         t0 = time.perf_counter()
-        anomaly(cfg, from_run=run.path, method=method, index_run=index_run, shard=shard,
-                run_name=f"bench-{i}-{method}" if shard else None,
-                overrides=["anomaly.batch_size=16384", f"anomaly.knn_source={knn_source}"])
+        anomaly(
+            cfg,
+            from_run=run.path,
+            method=method,
+            index_run=index_run,
+            shard=shard,
+            run_name=f"bench-{i}-{method}" if shard else None,
+            overrides=["anomaly.batch_size=16384", f"anomaly.knn_source={knn_source}"],
+        )
         out[f"{method}_s"] = time.perf_counter() - t0
         out[f"{method}_estimate_all_s"] = out[f"{method}_s"] * count
         out[f"{method}_peak_rss_mb"] = peak_rss_mb()
@@ -117,7 +135,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["knn", "isolation_forest", "combined"])
     ap.add_argument("--shard", help="I/N: score one shard of the rows and estimate the whole as N x its time")
     ap.add_argument("--knn-source", default="exact", choices=["exact", "index"])
-    ap.add_argument("--index", type=Path, help="an index folder over the same vectors (for --knn-source index)")
+    ap.add_argument(
+        "--index", type=Path, help="an index folder over the same vectors (for --knn-source index)"
+    )
     ap.add_argument("--tmp", type=Path, help="folder for the temporary results (default: the system's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path)
@@ -129,22 +149,34 @@ def main() -> None:
         if args.survey:
             ev = survey_quality(args.survey, Path(tmp), args.device)
             results["quality"] = ev
-            print(f"synthetic survey: {ev['n_objects']} objects, {ev['n_anomalies']} injected "
-                  f"(random precision = {ev['fraction']:.3f}); K = {ev['k']}")
+            print(
+                f"synthetic survey: {ev['n_objects']} objects, {ev['n_anomalies']} injected "
+                f"(random precision = {ev['fraction']:.3f}); K = {ev['k']}"
+            )
             for name in ("score", "knn", "recon_error", "isolation_forest"):
                 m = ev[name]
                 label = "combined" if name == "score" else name
-                print(f"  {label:17s} precision@{ev['k']} {m['precision_at_k']:.3f}  "
-                      f"precision@{ev['n_anomalies']} {m['precision_at_n_anomalies']:.3f}  ROC AUC {m['roc_auc']:.3f}")
+                print(
+                    f"  {label:17s} precision@{ev['k']} {m['precision_at_k']:.3f}  "
+                    f"precision@{ev['n_anomalies']} {m['precision_at_n_anomalies']:.3f}  ROC AUC {m['roc_auc']:.3f}"
+                )
         results["timing"] = []
         for n in args.sizes:
-            t = scoring_time(n, Path(tmp), args.device, args.data, args.methods, args.shard, args.knn_source,
-                             args.index)
+            t = scoring_time(
+                n, Path(tmp), args.device, args.data, args.methods, args.shard, args.knn_source, args.index
+            )
             results["timing"].append(t)
             part = f" shard {args.shard}" if args.shard else ""
-            print(f"scoring N={n:,} x 64 ({args.data}, knn through {args.knn_source}){part}: " + ", ".join(
-                f"{m} {t[m + '_s']:.1f} s" + (f" (all rows: ~{t[m + '_estimate_all_s']:,.0f} s)" if args.shard else "")
-                + f" peak RSS {t[m + '_peak_rss_mb']:,.0f} MB" for m in args.methods), flush=True)
+            print(
+                f"scoring N={n:,} x 64 ({args.data}, knn through {args.knn_source}){part}: "
+                + ", ".join(
+                    f"{m} {t[m + '_s']:.1f} s"
+                    + (f" (all rows: ~{t[m + '_estimate_all_s']:,.0f} s)" if args.shard else "")
+                    + f" peak RSS {t[m + '_peak_rss_mb']:,.0f} MB"
+                    for m in args.methods
+                ),
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -66,7 +66,9 @@ class Server:
         self.catalog = root / f"catalog-{n}.csv"
         code = SERVER.format(tests=str(REPO / "tests"), n=n, catalog=str(self.catalog), latency=latency,
                              lifetime=lifetime)
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=root)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=root
+        )
         self.base = self.proc.stdout.readline().strip()
 
     def close(self) -> None:
@@ -83,14 +85,27 @@ def download(root: Path, server: Server, provider: str, n_rows: int, connections
                 if k > n_rows:
                     break
                 out.write(line)
-    cfg = {"general": {"results_dir": str(root / "results")},
-           "download": {"provider": provider, "catalog": str(catalog), "size": 64, "bands": ["r"],
-                        "connections": connections, provider: {"url": server.base + URLS[provider]}}}
+    cfg = {
+        "general": {"results_dir": str(root / "results")},
+        "download": {
+            "provider": provider,
+            "catalog": str(catalog),
+            "size": 64,
+            "bands": ["r"],
+            "connections": connections,
+            provider: {"url": server.base + URLS[provider]},
+        },
+    }
     if provider == "hsc":
         cfg["download"]["hsc"] |= {"user": "bench"}
     name = f"{provider}-{n_rows}-{connections}-{time.monotonic_ns()}"
-    proc = subprocess.run([sys.executable, "-c", CLIENT, json.dumps(cfg), name], capture_output=True, text=True,
-                          env={**os.environ, "HSC_SSP_CAS_PASSWORD": "bench"}, cwd=root)
+    proc = subprocess.run(
+        [sys.executable, "-c", CLIENT, json.dumps(cfg), name],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HSC_SSP_CAS_PASSWORD": "bench"},
+        cwd=root,
+    )
     if proc.returncode:
         raise SystemExit(f"download failed:\n{proc.stderr[-3000:]}")
     shutil.rmtree(root / "results" / name)  # the disk stays small
@@ -103,7 +118,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--latency", type=float, default=0.05, help="seconds per answer for part 1")
     ap.add_argument("--seconds", type=float, default=15.0, help="ideal seconds of work per part-1 figure")
-    ap.add_argument("--objects", type=int, default=100_000, help="objects of the memory runs (and of hsc's rate)")
+    ap.add_argument(
+        "--objects", type=int, default=100_000, help="objects of the memory runs (and of hsc's rate)"
+    )
     ap.add_argument("--only", choices=("per-object", "hsc", "memory"), help="one part")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -118,29 +135,45 @@ def main() -> None:
                     for c in (1, 4, 16):
                         ideal = c / args.latency
                         got = download(root, server, provider, int(ideal * args.seconds), c)
-                        figures[f"{provider}_{c}"] = {"objects_per_s": round(got["rate"], 1), "ideal": ideal,
-                                                      "ratio": round(got["rate"] / ideal, 3)}
-                        print(f"  {provider:13s} {c:2d} connections: {got['rate']:7.1f} objects/s = "
-                              f"{got['rate'] / ideal:.2f}x the ideal {ideal:.0f}/s ({got['peak_mb']:.0f} MB)")
+                        figures[f"{provider}_{c}"] = {
+                            "objects_per_s": round(got["rate"], 1),
+                            "ideal": ideal,
+                            "ratio": round(got["rate"] / ideal, 3),
+                        }
+                        print(
+                            f"  {provider:13s} {c:2d} connections: {got['rate']:7.1f} objects/s = "
+                            f"{got['rate'] / ideal:.2f}x the ideal {ideal:.0f}/s ({got['peak_mb']:.0f} MB)"
+                        )
             finally:
                 server.close()
         server = Server(root, args.objects, 0.0) if args.only in (None, "hsc", "memory") else None
         try:
             if args.only in (None, "hsc"):
                 got = download(root, server, "hsc", args.objects, 4)
-                figures["hsc"] = {"band_cutouts_per_s": round(got["rate"], 1), "objects": args.objects,
-                                  "peak_mb": round(got["peak_mb"], 1)}
-                print(f"hsc, tar answers of 990 64x64 cutouts into HDF5: {got['rate']:,.0f} band-cutouts/s "
-                      f"({args.objects:,} objects, peak {got['peak_mb']:.0f} MB)")
+                figures["hsc"] = {
+                    "band_cutouts_per_s": round(got["rate"], 1),
+                    "objects": args.objects,
+                    "peak_mb": round(got["peak_mb"], 1),
+                }
+                print(
+                    f"hsc, tar answers of 990 64x64 cutouts into HDF5: {got['rate']:,.0f} band-cutouts/s "
+                    f"({args.objects:,} objects, peak {got['peak_mb']:.0f} MB)"
+                )
             if args.only in (None, "memory"):
                 for provider, c in (("hsc", 4), ("legacysurvey", 16)):
-                    small, large = (download(root, server, provider, n, c) for n in (args.objects // 4, args.objects))
-                    figures[f"memory_{provider}"] = {"objects": [args.objects // 4, args.objects],
-                                                     "peak_mb": [round(small["peak_mb"], 1), round(large["peak_mb"], 1)],
-                                                     "objects_per_s": [round(small["rate"]), round(large["rate"])]}
-                    print(f"memory, {provider} ({c} connections, no latency): peak {small['peak_mb']:.0f} MB at "
-                          f"{args.objects // 4:,} objects, {large['peak_mb']:.0f} MB at {args.objects:,} "
-                          f"({small['rate']:,.0f} and {large['rate']:,.0f} objects/s)")
+                    small, large = (
+                        download(root, server, provider, n, c) for n in (args.objects // 4, args.objects)
+                    )
+                    figures[f"memory_{provider}"] = {
+                        "objects": [args.objects // 4, args.objects],
+                        "peak_mb": [round(small["peak_mb"], 1), round(large["peak_mb"], 1)],
+                        "objects_per_s": [round(small["rate"]), round(large["rate"])],
+                    }
+                    print(
+                        f"memory, {provider} ({c} connections, no latency): peak {small['peak_mb']:.0f} MB at "
+                        f"{args.objects // 4:,} objects, {large['peak_mb']:.0f} MB at {args.objects:,} "
+                        f"({small['rate']:,.0f} and {large['rate']:,.0f} objects/s)"
+                    )
         finally:
             if server is not None:
                 server.close()

@@ -41,25 +41,39 @@ SIZE, BASE, LATENT = 16, 8, 16
 DTYPE = "float32"  # --dtype: how the cutouts are stored (float16: half the bytes to read)
 
 
-def make_cutouts(path: Path, n: int, seed: int = 0, chunk: int = 65536, shape: tuple[int, int, int] = (1, SIZE, SIZE),
-                 bands=("r",)) -> Path:
+def make_cutouts(
+    path: Path,
+    n: int,
+    seed: int = 0,
+    chunk: int = 65536,
+    shape: tuple[int, int, int] = (1, SIZE, SIZE),
+    bands=("r",),
+) -> Path:
     from libhyrax.data import CutoutWriter
 
     rng = np.random.default_rng(seed)
     with CutoutWriter(path, shape, list(bands), n_rows=n, id_length=12, dtype=DTYPE) as w:
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
-            w.append(np.char.mod("obj%09d", np.arange(a, b)), rng.exponential(0.1, (b - a, *shape)).astype("f4"))
+            w.append(
+                np.char.mod("obj%09d", np.arange(a, b)), rng.exponential(0.1, (b - a, *shape)).astype("f4")
+            )
     return path
 
 
 def config(root: Path, cutouts: Path, device: str, batch_size: int, model: str) -> dict:
-    spec = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(cutouts), "fields": ["image", "object_id"],
-            "primary_id_field": "object_id"}
-    return {"general": {"results_dir": str(root / "results"), "device": device},
-            "data_request": {"train": {"cutouts": spec}, "infer": {"cutouts": spec}},
-            "model": {"name": model, "HyraxAutoencoder": {"base_channel_size": BASE, "latent_dim": LATENT}},
-            "data_loader": {"batch_size": batch_size}}
+    spec = {
+        "dataset_class": "HyraxHDF5Dataset",
+        "data_location": str(cutouts),
+        "fields": ["image", "object_id"],
+        "primary_id_field": "object_id",
+    }
+    return {
+        "general": {"results_dir": str(root / "results"), "device": device},
+        "data_request": {"train": {"cutouts": spec}, "infer": {"cutouts": spec}},
+        "model": {"name": model, "HyraxAutoencoder": {"base_channel_size": BASE, "latent_dim": LATENT}},
+        "data_loader": {"batch_size": batch_size},
+    }
 
 
 def make_train_run(cfg: dict) -> Path:
@@ -88,8 +102,9 @@ def plain_loop(train_run: Path, cutouts: Path, n: int, batch_size: int, device: 
 
     from libhyrax.models import load_trained
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     model, desc = load_trained(train_run, device=str(dev))
     scale = desc["data_set"]["asinh_scale"]
     outputs: dict[str, np.ndarray] = {}
@@ -138,8 +153,12 @@ print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_ma
 
 
 def peak_memory(cfg: dict, train_run: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, json.dumps(cfg), str(train_run)], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, json.dumps(cfg), str(train_run)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -159,7 +178,8 @@ TORCHVISION_STANDIN = {
         "    def __call__(self, x):\n"
         "        (h, w), (th, tw) = x.shape[-2:], self.size\n"
         "        t, l = (h - th) // 2, (w - tw) // 2\n"
-        "        return x[..., t:t + th, l:l + tw]\n"),
+        "        return x[..., t:t + th, l:l + tw]\n"
+    ),
 }
 REFERENCE_SCRIPT = """
 import sys, time
@@ -213,9 +233,16 @@ def reference_tool(python: str, n: int, folder: Path) -> tuple[float, float]:
         (folder / "stub" / rel).write_text(text)
     (folder / "ref.toml").write_text(REFERENCE_TOML.format(folder=folder, n=n))
     env = {**os.environ, "PYTHONPATH": str(folder / "stub"), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    out = subprocess.run([python, "-c", REFERENCE_SCRIPT, str(n), str(folder)], capture_output=True, text=True,
-                         env=env, cwd=folder)
-    rates = {line.split()[0]: float(line.split()[1]) for line in out.stdout.splitlines() if "OBJECTS_PER_S" in line}
+    out = subprocess.run(
+        [python, "-c", REFERENCE_SCRIPT, str(n), str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
+    )
+    rates = {
+        line.split()[0]: float(line.split()[1]) for line in out.stdout.splitlines() if "OBJECTS_PER_S" in line
+    }
     if out.returncode or len(rates) != 2:
         raise SystemExit(f"the reference tool failed:\n{out.stderr[-3000:]}")
     shutil.rmtree(folder / "results", ignore_errors=True)
@@ -259,15 +286,24 @@ def reference_workload(args, scratch: Path) -> dict:
     cfg = config(scratch, cutouts, "cpu", batch, "HyraxAutoencoder")
     cfg["model"]["HyraxAutoencoder"] = {"base_channel_size": 32, "latent_dim": 64}
     train_run = make_train_run(cfg)
-    rates: dict[str, list[float]] = {"infer": [], "infer_wall": [], "latents_only": [], "plain": [], "encoder": [],
-                                     "reference": [],
-                                     "train": [], "reference_train": []}
+    rates: dict[str, list[float]] = {
+        "infer": [],
+        "infer_wall": [],
+        "latents_only": [],
+        "plain": [],
+        "encoder": [],
+        "reference": [],
+        "train": [],
+        "reference_train": [],
+    }
     for _ in range(args.repeats):  # alternate, so load changes favour none of them
         loop_rate, wall_rate, run = hyrax_infer(cfg, train_run)
         shutil.rmtree(run)
         rates["infer"].append(loop_rate)
         rates["infer_wall"].append(wall_rate)
-        loop_rate, _, run = hyrax_infer({**cfg, "infer": {"recon_error": False}}, train_run)  # no decoder pass
+        loop_rate, _, run = hyrax_infer(
+            {**cfg, "infer": {"recon_error": False}}, train_run
+        )  # no decoder pass
         shutil.rmtree(run)
         rates["latents_only"].append(loop_rate)
         rates["plain"].append(plain_loop(train_run, cutouts, n, batch, "cpu"))
@@ -278,15 +314,21 @@ def reference_workload(args, scratch: Path) -> dict:
             rates["reference"].append(ref_infer)
             rates["reference_train"].append(ref_train)
     best = {k: max(v) for k, v in rates.items() if v}
-    out = {"workload": f"{n:,} random 3x32x32 {DTYPE}, HyraxAutoencoder base 32 latent 64, batch {batch}, cpu",
-           "objects_per_s": best, "all": rates}
+    out = {
+        "workload": f"{n:,} random 3x32x32 {DTYPE}, HyraxAutoencoder base 32 latent 64, batch {batch}, cpu",
+        "objects_per_s": best,
+        "all": rates,
+    }
     print(f"{out['workload']} (best of {args.repeats}):", file=sys.stderr)
     for k, v in best.items():
         if "train" not in k:
             print(f"  {k:<11} {v:8,.0f} objects/s   infer / {k}: {best['infer'] / v:.2f}", file=sys.stderr)
     if "reference_train" in best:
-        print(f"  train: {best['train']:,.0f} objects/s against the reference's {best['reference_train']:,.0f}: "
-              f"{best['train'] / best['reference_train']:.2f}x (the stage call, one epoch on {n // 5:,})", file=sys.stderr)
+        print(
+            f"  train: {best['train']:,.0f} objects/s against the reference's {best['reference_train']:,.0f}: "
+            f"{best['train'] / best['reference_train']:.2f}x (the stage call, one epoch on {n // 5:,})",
+            file=sys.stderr,
+        )
     return out
 
 
@@ -295,9 +337,14 @@ def default_figures(args, scratch: Path) -> dict:
     import torch
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    figures: dict = {"device": args.device, "cuda": torch.cuda.is_available(), "torch_threads": torch.get_num_threads(),
-                     "batch_size": args.batch_size, "cutout": f"1x{SIZE}x{SIZE} float32",
-                     "autoencoder": f"base {BASE} latent {LATENT}"}
+    figures: dict = {
+        "device": args.device,
+        "cuda": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "cutout": f"1x{SIZE}x{SIZE} float32",
+        "autoencoder": f"base {BASE} latent {LATENT}",
+    }
     files = {}
     for n in sorted({args.n, args.n_model, *sizes}):
         t0 = time.perf_counter()
@@ -324,49 +371,76 @@ def default_figures(args, scratch: Path) -> dict:
         ratio = float(np.median(np.array(ours) / np.array(plain)))
         ratio_wall = float(np.median(np.array(ours_wall) / np.array(plain)))
         figures["throughput"][model] = {
-            "n": n, "plain_objects_per_s": max(plain), "infer_objects_per_s": max(ours),
-            "infer_wall_objects_per_s": max(ours_wall), "ratio": ratio, "ratio_wall": ratio_wall,
-            "all_plain": plain, "all_infer": ours}
-        line = (f"{model} at {n:,}: plain {max(plain):,.0f}/s, infer {max(ours):,.0f}/s (wall incl. start-up "
-                f"{max(ours_wall):,.0f}/s): median ratio {ratio:.2f} (wall {ratio_wall:.2f})")
+            "n": n,
+            "plain_objects_per_s": max(plain),
+            "infer_objects_per_s": max(ours),
+            "infer_wall_objects_per_s": max(ours_wall),
+            "ratio": ratio,
+            "ratio_wall": ratio_wall,
+            "all_plain": plain,
+            "all_infer": ours,
+        }
+        line = (
+            f"{model} at {n:,}: plain {max(plain):,.0f}/s, infer {max(ours):,.0f}/s (wall incl. start-up "
+            f"{max(ours_wall):,.0f}/s): median ratio {ratio:.2f} (wall {ratio_wall:.2f})"
+        )
         if workers:
             w_ratio = float(np.median(np.array(workers) / np.array(plain)))
-            figures["throughput"][model] |= {"workers": args.workers, "infer_workers_objects_per_s": max(workers),
-                                             "ratio_workers": w_ratio, "all_infer_workers": workers}
+            figures["throughput"][model] |= {
+                "workers": args.workers,
+                "infer_workers_objects_per_s": max(workers),
+                "ratio_workers": w_ratio,
+                "all_infer_workers": workers,
+            }
             line += f"; {args.workers} reader processes {max(workers):,.0f}/s, ratio {w_ratio:.2f}"
         print(line, file=sys.stderr)
     figures["peak_memory"] = {}
     for n in sizes:
-        res = peak_memory(config(scratch, files[n], args.device, args.batch_size, "HyraxLoopback"),
-                          runs["HyraxLoopback"])
+        res = peak_memory(
+            config(scratch, files[n], args.device, args.batch_size, "HyraxLoopback"), runs["HyraxLoopback"]
+        )
         shutil.rmtree(res.pop("run"))
         figures["peak_memory"][str(n)] = res
         print(f"peak RSS at {n:,}: {res['peak_rss_mib']:.0f} MiB ({res['seconds']:.1f} s)", file=sys.stderr)
     if len(sizes) >= 2:
         lo, hi = (figures["peak_memory"][str(s)]["peak_rss_mib"] for s in (min(sizes), max(sizes)))
         figures["peak_memory_growth"] = hi / lo - 1
-        print(f"peak memory at {max(sizes):,} vs {min(sizes):,}: {100 * (hi / lo - 1):+.1f}%", file=sys.stderr)
+        print(
+            f"peak memory at {max(sizes):,} vs {min(sizes):,}: {100 * (hi / lo - 1):+.1f}%", file=sys.stderr
+        )
     return figures
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000, help="objects for the HyraxLoopback throughput comparison")
+    ap.add_argument(
+        "--n", type=int, default=100_000, help="objects for the HyraxLoopback throughput comparison"
+    )
     ap.add_argument("--n-model", type=int, default=20_000, help="objects for the HyraxAutoencoder comparison")
     ap.add_argument("--sizes", default="100000,1000000", help="object counts for the peak-memory runs")
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     ap.add_argument("--repeats", type=int, default=3, help="alternating repeats of each throughput loop")
-    ap.add_argument("--workers", type=int, default=0,
-                    help="also time infer with this many reader processes (data_loader.num_workers)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="also time infer with this many reader processes (data_loader.num_workers)",
+    )
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one, deleted after)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="cutout storage")
-    ap.add_argument("--reference-workload", action="store_true",
-                    help="only the side-by-side on 3x32x32 cutouts with the default autoencoder (issue 16): infer "
-                         "against a plain loop, an encoder-only loop and (with --reference-python) the reference tool")
-    ap.add_argument("--reference-python", default=None,
-                    help="the python of a venv where the reference tool (pip install hyrax) is installed")
+    ap.add_argument(
+        "--reference-workload",
+        action="store_true",
+        help="only the side-by-side on 3x32x32 cutouts with the default autoencoder (issue 16): infer "
+        "against a plain loop, an encoder-only loop and (with --reference-python) the reference tool",
+    )
+    ap.add_argument(
+        "--reference-python",
+        default=None,
+        help="the python of a venv where the reference tool (pip install hyrax) is installed",
+    )
     args = ap.parse_args()
     global DTYPE
     DTYPE = args.dtype
@@ -377,7 +451,9 @@ def main() -> None:
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="hyrax-bench-infer-"))
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        figures = reference_workload(args, scratch) if args.reference_workload else default_figures(args, scratch)
+        figures = (
+            reference_workload(args, scratch) if args.reference_workload else default_figures(args, scratch)
+        )
     finally:
         if not args.dir:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -55,16 +55,23 @@ def chunk(start: int, k: int, centres: np.ndarray):
 def make_runs(cfg: dict, n: int) -> Path:
     centres = np.random.default_rng(0).normal(scale=5, size=(30, 2))
     with open_run("infer", cfg) as infer:
-        with hdf5.ArrayWriter(infer.file("latents.h5"), n, {"latent": ((1,), "<f4"), "recon_error": ((), "<f4")},
-                              id_length=16) as lat:
+        with hdf5.ArrayWriter(
+            infer.file("latents.h5"), n, {"latent": ((1,), "<f4"), "recon_error": ((), "<f4")}, id_length=16
+        ) as lat:
             for start in range(0, n, CHUNK):
                 ids, which, _ = chunk(start, min(CHUNK, n - start), centres)
-                lat.append(ids, latent=np.zeros((len(ids), 1), np.float32),
-                           recon_error=(which / 10 + np.random.default_rng(start).gamma(2, size=len(ids)))
-                           .astype(np.float32))
+                lat.append(
+                    ids,
+                    latent=np.zeros((len(ids), 1), np.float32),
+                    recon_error=(which / 10 + np.random.default_rng(start).gamma(2, size=len(ids))).astype(
+                        np.float32
+                    ),
+                )
     with open_run("umap", cfg) as umap:
         umap.add_upstream(infer.path)
-        with hdf5.ArrayWriter(umap.file("embedding.h5"), n, {"embedding": ((2,), "<f4")}, id_length=16) as emb:
+        with hdf5.ArrayWriter(
+            umap.file("embedding.h5"), n, {"embedding": ((2,), "<f4")}, id_length=16
+        ) as emb:
             for start in range(0, n, CHUNK):
                 ids, _, xy = chunk(start, min(CHUNK, n - start), centres)
                 emb.append(ids, embedding=xy)
@@ -78,8 +85,12 @@ def du(path: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sizes", nargs="*", type=int, default=[1_000_000, 10_000_000])
-    ap.add_argument("--paints", type=int, default=3, help="times the page is opened (the cores are shared: "
-                    "the best and the median are printed)")
+    ap.add_argument(
+        "--paints",
+        type=int,
+        default=3,
+        help="times the page is opened (the cores are shared: the best and the median are printed)",
+    )
     args = ap.parse_args()
     import json
 
@@ -90,24 +101,35 @@ def main() -> None:
             cfg = resolve({"general": {"results_dir": str(tmp / "results")}})
             src = make_runs(cfg, n)
             load = os.getloadavg()[0]
-            proc = subprocess.run([sys.executable, "-c", WRITE, str(tmp / "results"), str(src)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", WRITE, str(tmp / "results"), str(src)], capture_output=True, text=True
+            )
             if proc.returncode:
                 sys.exit(f"visualize failed at n={n}:\n{proc.stderr[-3000:]}")
             out = json.loads(proc.stdout.strip().splitlines()[-1])
             peak = out["peak_kib"]
             run = Path(out["path"])
-            paints = sorted(t for t in (first_paint_seconds(run / "visualize.html", tmp / f"p{i}")
-                                        for i in range(args.paints)) if t is not None)
-            paint_text = (f"{paints[0]:.1f} s (median of {len(paints)} {paints[len(paints) // 2]:.1f} s)"
-                          if paints else "n/a (no chromium)")
+            paints = sorted(
+                t
+                for t in (
+                    first_paint_seconds(run / "visualize.html", tmp / f"p{i}") for i in range(args.paints)
+                )
+                if t is not None
+            )
+            paint_text = (
+                f"{paints[0]:.1f} s (median of {len(paints)} {paints[len(paints) // 2]:.1f} s)"
+                if paints
+                else "n/a (no chromium)"
+            )
             tiled = out["info"].get("tiled", {})
-            print(f"n={n:>10,}: written in {out['seconds']:.1f} s (load {load:.1f} -> "
-                  f"{os.getloadavg()[0]:.1f}), peak RSS {peak / 1024:.0f} MiB, {du(run) / 1e6:.0f} MB on disk "
-                  f"({tiled.get('n_tiles')} tiles, {tiled.get('n_cells')} point files, page "
-                  f"{out['info']['html_bytes'] / 1e6:.1f} MB), Chromium document idle after {paint_text} "
-                  f"(load {os.getloadavg()[0]:.1f})",
-                  flush=True)
+            print(
+                f"n={n:>10,}: written in {out['seconds']:.1f} s (load {load:.1f} -> "
+                f"{os.getloadavg()[0]:.1f}), peak RSS {peak / 1024:.0f} MiB, {du(run) / 1e6:.0f} MB on disk "
+                f"({tiled.get('n_tiles')} tiles, {tiled.get('n_cells')} point files, page "
+                f"{out['info']['html_bytes'] / 1e6:.1f} MB), Chromium document idle after {paint_text} "
+                f"(load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -72,10 +72,23 @@ def main() -> None:
         row_bytes = 3 * 64 * 64 * 4
 
         def group_of(file, transform="none"):
-            return open_group(load_config(data={
-                "data_request": {"train": {"c": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(file),
-                                                 "fields": ["image", "object_id"]}}},
-                "data_set": {"transform": transform}}), "train")
+            return open_group(
+                load_config(
+                    data={
+                        "data_request": {
+                            "train": {
+                                "c": {
+                                    "dataset_class": "HyraxHDF5Dataset",
+                                    "data_location": str(file),
+                                    "fields": ["image", "object_id"],
+                                }
+                            }
+                        },
+                        "data_set": {"transform": transform},
+                    }
+                ),
+                "train",
+            )
 
         g, asinh, g16 = group_of(path), group_of(path, "asinh"), group_of(path16)
         n, b = args.n, args.batch
@@ -84,7 +97,10 @@ def main() -> None:
             with h5py.File(file, "r") as f:
                 ds, ids = f["images"], f["object_id"]
                 for s in range(0, n, b):
-                    batch = ds[s:s + b], ids[s:s + b]  # held while the next is read, as a training loop does
+                    batch = (
+                        ds[s : s + b],
+                        ids[s : s + b],
+                    )  # held while the next is read, as a training loop does
             del batch
             return n
 
@@ -107,25 +123,33 @@ def main() -> None:
             return lambda: sum(len(x["object_id"]) for x in make_loader(group, None, b, shuffle, seed=0))
 
         raw(), raw(path16)  # warm the page cache
-        methods = [("raw h5py contiguous", raw), ("DataGroup.read sequential", group_seq),
-                   ("make_loader sequential", loader(False)), ("make_loader shuffled blocks", loader(True)),
-                   ("make_loader shuffled, asinh", loader(True, asinh)),
-                   ("raw h5py random single rows", raw_random_rows),
-                   # float16 storage: half the bytes from disk, read back as float32 (the rate counts objects)
-                   ("float16: raw h5py contiguous", lambda: raw(path16)),
-                   ("float16: DataGroup.read (->f32)", lambda: group_seq(g16)),
-                   ("float16: make_loader shuffled", loader(True, g16))]
+        methods = [
+            ("raw h5py contiguous", raw),
+            ("DataGroup.read sequential", group_seq),
+            ("make_loader sequential", loader(False)),
+            ("make_loader shuffled blocks", loader(True)),
+            ("make_loader shuffled, asinh", loader(True, asinh)),
+            ("raw h5py random single rows", raw_random_rows),
+            # float16 storage: half the bytes from disk, read back as float32 (the rate counts objects)
+            ("float16: raw h5py contiguous", lambda: raw(path16)),
+            ("float16: DataGroup.read (->f32)", lambda: group_seq(g16)),
+            ("float16: make_loader shuffled", loader(True, g16)),
+        ]
         rates: dict[str, list[float]] = {name: [] for name, _ in methods}
         for _ in range(args.rounds):  # interleaved rounds: each compared with raw of the same round
             for name, fn in methods:
                 secs, rows = timed(fn)
                 rates[name].append(rows / secs)
         raw_rates = np.array(rates["raw h5py contiguous"])
-        print(f"{n} objects of 3x64x64 float32 ({n * row_bytes / 1e6:.0f} MB), batch {b}, "
-              f"{args.rounds} interleaved rounds, warm page cache; best rate, median ratio to raw of its round")
+        print(
+            f"{n} objects of 3x64x64 float32 ({n * row_bytes / 1e6:.0f} MB), batch {b}, "
+            f"{args.rounds} interleaved rounds, warm page cache; best rate, median ratio to raw of its round"
+        )
         for name, r in rates.items():
             best, ratio = max(r), float(np.median(np.array(r) / raw_rates))
-            print(f"  {name:32s} {best:10,.0f} objects/s {best * row_bytes / 1e6:8,.0f} MB/s  {ratio:5.2f}x raw")
+            print(
+                f"  {name:32s} {best:10,.0f} objects/s {best * row_bytes / 1e6:8,.0f} MB/s  {ratio:5.2f}x raw"
+            )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"  peak RSS {peak:.0f} MB (file {n * row_bytes / 1e6:.0f} MB)")
         print("  (MB/s counts float32 bytes delivered; a float16 file holds half of them)")
@@ -147,10 +171,19 @@ def latent_shift(n: int = 2000, epochs: int = 3) -> None:
         libhyrax.data.write_cutouts(tmp / "s16.h5", ids, images, dtype="float16")
 
         def cfg(file, seed):
-            return {"general": {"results_dir": str(tmp / "results"), "seed": seed},
-                    "data_request": {"train": {"s": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(file),
-                                                     "fields": ["image", "object_id"]}}},
-                    "train": {"epochs": epochs}}
+            return {
+                "general": {"results_dir": str(tmp / "results"), "seed": seed},
+                "data_request": {
+                    "train": {
+                        "s": {
+                            "dataset_class": "HyraxHDF5Dataset",
+                            "data_location": str(file),
+                            "fields": ["image", "object_id"],
+                        }
+                    }
+                },
+                "train": {"epochs": epochs},
+            }
 
         def latents(run, file):
             res = libhyrax.infer(cfg(file, 0), from_run=run)
@@ -160,14 +193,19 @@ def latent_shift(n: int = 2000, epochs: int = 3) -> None:
         a, b = libhyrax.train(cfg(survey, 1)), libhyrax.train(cfg(survey, 2))
         x32, x16, other = latents(a, survey), latents(a, tmp / "s16.h5"), latents(b, survey)
         rel = np.linalg.norm(x16 - x32, axis=1) / np.maximum(np.linalg.norm(x32, axis=1), 1e-12)
-        print(f"float16 vs float32 storage, {n} synthetic 32x32 galaxies, same model: median relative latent "
-              f"change {np.median(rel):.2e} (max {rel.max():.2e})")
-        print(f"  10-NN kept: float16 vs float32 {knn_overlap(x32, x16):.3f}; "
-              f"another training seed {knn_overlap(x32, other):.3f} (the noise of training)")
+        print(
+            f"float16 vs float32 storage, {n} synthetic 32x32 galaxies, same model: median relative latent "
+            f"change {np.median(rel):.2e} (max {rel.max():.2e})"
+        )
+        print(
+            f"  10-NN kept: float16 vs float32 {knn_overlap(x32, x16):.3f}; "
+            f"another training seed {knn_overlap(x32, other):.3f} (the noise of training)"
+        )
 
 
 def knn_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
     """Mean share of each object's k nearest neighbours in `a` that are also among them in `b`."""
+
     def knn(x):
         d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
         np.fill_diagonal(d, np.inf)

@@ -54,7 +54,9 @@ def vectors(n: int, dim: int, seed: int = 0, data: str = "clustered") -> np.ndar
     if data == "gaussian":
         out = np.empty((n, dim), np.float32)
         for s in range(0, n, 1 << 18):
-            out[s:min(s + (1 << 18), n)] = rng.standard_normal(size=(min(1 << 18, n - s), dim), dtype=np.float32)
+            out[s : min(s + (1 << 18), n)] = rng.standard_normal(
+                size=(min(1 << 18, n - s), dim), dtype=np.float32
+            )
         return out
     if data != "clustered":
         raise SystemExit(f"unknown --data {data!r}: clustered or gaussian")
@@ -104,21 +106,48 @@ def measure(backend: str, n: int, dim: int, folder: Path, n_queries: int, device
     t0, cpu0 = time.perf_counter(), cpu_s()
     idx = VectorIndex.create(folder / backend, dim, backend=backend, **params)
     for s in range(0, n, 16384):
-        idx.add(ids[s:s + 16384], x[s:s + 16384])
+        idx.add(ids[s : s + 16384], x[s : s + 16384])
     idx.persist()
     build_s, build_cpu_s = time.perf_counter() - t0, cpu_s() - cpu0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     del x, idx, ids
-    out = subprocess.run([sys.executable, __file__, "--serve", backend, "--n", str(n), "--dim", str(dim),
-                          "--queries", str(n_queries), "--data", data, "--folder", str(folder)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            backend,
+            "--n",
+            str(n),
+            "--dim",
+            str(dim),
+            "--queries",
+            str(n_queries),
+            "--data",
+            data,
+            "--folder",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode:
         raise SystemExit(f"serving {backend} failed:\n{out.stderr[-3000:]}")
     served = json.loads(out.stdout.strip().splitlines()[-1])
-    return served | {"backend": backend, "data": data, "n": n, "dim": dim, "disk_mb": folder_mb(folder / backend),
-                     "build_s": build_s, "build_cpu_s": build_cpu_s, "vectors_per_s": n / build_s,
-                     "build_peak_rss_mb": peak, "start_rss_mb": base_rss, "import_rss_mb": import_rss,
-                     "rule_of_thumb_mb": n * dim * 4 * 2 / 2**20}
+    return served | {
+        "backend": backend,
+        "data": data,
+        "n": n,
+        "dim": dim,
+        "disk_mb": folder_mb(folder / backend),
+        "build_s": build_s,
+        "build_cpu_s": build_cpu_s,
+        "vectors_per_s": n / build_s,
+        "build_peak_rss_mb": peak,
+        "start_rss_mb": base_rss,
+        "import_rss_mb": import_rss,
+        "rule_of_thumb_mb": n * dim * 4 * 2 / 2**20,
+    }
 
 
 def serve(backend: str, n: int, dim: int, folder: Path, n_queries: int, data: str) -> dict:
@@ -141,7 +170,7 @@ def serve(backend: str, n: int, dim: int, folder: Path, n_queries: int, data: st
     by_vector, by_id = [], []
     for i in range(min(n_queries, 300)):
         t = time.perf_counter()
-        idx.search(qv[i:i + 1], K)
+        idx.search(qv[i : i + 1], K)
         by_vector.append(time.perf_counter() - t)
         t = time.perf_counter()
         idx.search_by_id([qids[i]], K)
@@ -151,12 +180,19 @@ def serve(backend: str, n: int, dim: int, folder: Path, n_queries: int, data: st
     batch_s = time.perf_counter() - t
     serve_rss = rss_mb()  # the opened index after its searches
     np.save(folder / f"{backend}.found.npy", found)
-    return {"open_s": open_s, "first_by_id_s": first_s,
-            "by_id_p50_ms": 1e3 * np.percentile(by_id, 50), "by_id_p95_ms": 1e3 * np.percentile(by_id, 95),
-            "by_vector_p50_ms": 1e3 * np.percentile(by_vector, 50),
-            "by_vector_p95_ms": 1e3 * np.percentile(by_vector, 95), "batch_queries": n_queries,
-            "batch_s": batch_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "serve_rss_mb": serve_rss, "search_bytes_per_vector": (serve_rss - before_rss) * 2**20 / n}
+    return {
+        "open_s": open_s,
+        "first_by_id_s": first_s,
+        "by_id_p50_ms": 1e3 * np.percentile(by_id, 50),
+        "by_id_p95_ms": 1e3 * np.percentile(by_id, 95),
+        "by_vector_p50_ms": 1e3 * np.percentile(by_vector, 50),
+        "by_vector_p95_ms": 1e3 * np.percentile(by_vector, 95),
+        "batch_queries": n_queries,
+        "batch_s": batch_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "serve_rss_mb": serve_rss,
+        "search_bytes_per_vector": (serve_rss - before_rss) * 2**20 / n,
+    }
 
 
 def main() -> None:
@@ -177,8 +213,11 @@ def main() -> None:
         print(json.dumps(serve(args.serve, args.n[0], args.dim, args.folder, args.queries, args.data[0])))
         return
     if args.one:
-        print(json.dumps(measure(args.one, args.n[0], args.dim, args.folder, args.queries, args.device,
-                                 args.data[0])))
+        print(
+            json.dumps(
+                measure(args.one, args.n[0], args.dim, args.folder, args.queries, args.device, args.data[0])
+            )
+        )
         return
     results = []
     for n, data in ((n, data) for n in args.n for data in args.data):
@@ -186,26 +225,53 @@ def main() -> None:
             tmp = args.keep / f"{data}-{n}" if args.keep else Path(scratch)
             tmp.mkdir(parents=True, exist_ok=True)
             for backend in args.backends.split(","):
-                out = subprocess.run([sys.executable, __file__, "--one", backend, "--n", str(n), "--dim",
-                                      str(args.dim), "--queries", str(args.queries), "--device", args.device,
-                                      "--data", data, "--folder", str(tmp)], capture_output=True, text=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--one",
+                        backend,
+                        "--n",
+                        str(n),
+                        "--dim",
+                        str(args.dim),
+                        "--queries",
+                        str(args.queries),
+                        "--device",
+                        args.device,
+                        "--data",
+                        data,
+                        "--folder",
+                        str(tmp),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 if out.returncode:
                     raise SystemExit(f"{backend} failed:\n{out.stderr[-3000:]}")
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 if backend != "exact" and Path(tmp, "exact.found.npy").exists():
-                    truth, found = np.load(Path(tmp, "exact.found.npy")), np.load(Path(tmp, f"{backend}.found.npy"))
-                    r["recall_at_10"] = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth, strict=True)]))
+                    truth, found = (
+                        np.load(Path(tmp, "exact.found.npy")),
+                        np.load(Path(tmp, f"{backend}.found.npy")),
+                    )
+                    r["recall_at_10"] = float(
+                        np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth, strict=True)])
+                    )
                 results.append(r)
-                print(f"{backend:9s} {data:9s} N={n:>9,} d={args.dim}: build {r['build_s']:7.1f} s "
-                      f"({r['vectors_per_s']:,.0f}/s, CPU {r.get('build_cpu_s', float('nan')):.0f} s)  by id p50 {r['by_id_p50_ms']:6.2f} ms p95 "
-                      f"{r['by_id_p95_ms']:6.2f} ms  by vector p50 {r['by_vector_p50_ms']:6.2f} ms p95 "
-                      f"{r['by_vector_p95_ms']:6.2f} ms  {args.queries} queries {r['batch_s']:.2f} s  "
-                      f"RSS serving {r.get('serve_rss_mb', float('nan')):,.0f} MB (the index "
-                      f"+{r.get('search_bytes_per_vector', float('nan')):,.0f} B/vector), peak {r['peak_rss_mb']:,.0f} "
-                      f"MB (build {r.get('build_peak_rss_mb', float('nan')):,.0f}, rule of thumb "
-                      f"+{r['rule_of_thumb_mb']:,.0f} MB)  disk {r['disk_mb']:,.0f} MB  cold: open "
-                      f"{r['open_s']:.2f} s + first search by id {r['first_by_id_s']:.2f} s"
-                      + (f"  recall@10 {r['recall_at_10']:.3f}" if "recall_at_10" in r else ""), flush=True)
+                print(
+                    f"{backend:9s} {data:9s} N={n:>9,} d={args.dim}: build {r['build_s']:7.1f} s "
+                    f"({r['vectors_per_s']:,.0f}/s, CPU {r.get('build_cpu_s', float('nan')):.0f} s)  by id p50 {r['by_id_p50_ms']:6.2f} ms p95 "
+                    f"{r['by_id_p95_ms']:6.2f} ms  by vector p50 {r['by_vector_p50_ms']:6.2f} ms p95 "
+                    f"{r['by_vector_p95_ms']:6.2f} ms  {args.queries} queries {r['batch_s']:.2f} s  "
+                    f"RSS serving {r.get('serve_rss_mb', float('nan')):,.0f} MB (the index "
+                    f"+{r.get('search_bytes_per_vector', float('nan')):,.0f} B/vector), peak {r['peak_rss_mb']:,.0f} "
+                    f"MB (build {r.get('build_peak_rss_mb', float('nan')):,.0f}, rule of thumb "
+                    f"+{r['rule_of_thumb_mb']:,.0f} MB)  disk {r['disk_mb']:,.0f} MB  cold: open "
+                    f"{r['open_s']:.2f} s + first search by id {r['first_by_id_s']:.2f} s"
+                    + (f"  recall@10 {r['recall_at_10']:.3f}" if "recall_at_10" in r else ""),
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -34,8 +34,13 @@ def one(n: int, train: float) -> dict:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
     rows, _ = hashed_splits(synthetic_blocks(n), {"train": train, "validate": train / 10}, 0)
-    return {"n": n, "seconds": time.perf_counter() - t, "rows_kept": sum(len(r) for r in rows.values()),
-            "peak_rss_before_mib": before, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "n": n,
+        "seconds": time.perf_counter() - t,
+        "rows_kept": sum(len(r) for r in rows.values()),
+        "peak_rss_before_mib": before,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -48,11 +53,18 @@ def main() -> None:
         print(json.dumps(one(args.one, args.train)))
         return
     for n in (int(s) for s in args.sizes.split(",")):
-        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--train", str(args.train)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", str(n), "--train", str(args.train)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"N={n:>11,}: split in {r['seconds']:6.1f} s ({n / r['seconds']:,.0f} ids/s), {r['rows_kept']:,} rows "
-              f"kept, peak RSS {r['peak_rss_mib']:,.0f} MiB (imports {r['peak_rss_before_mib']:,.0f} MiB)", flush=True)
+        print(
+            f"N={n:>11,}: split in {r['seconds']:6.1f} s ({n / r['seconds']:,.0f} ids/s), {r['rows_kept']:,} rows "
+            f"kept, peak RSS {r['peak_rss_mib']:,.0f} MiB (imports {r['peak_rss_before_mib']:,.0f} MiB)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

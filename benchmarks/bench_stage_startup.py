@@ -115,8 +115,10 @@ def main() -> None:
         total, total_cpu = total + wall, total_cpu + cpu
         each = ", ".join(f"{p[stage][0]:.2f}" for p in passes)
         print(f"hyrax {stage:10s} {wall:6.2f}s {cpu:6.2f}s   (wall of each run: {each})")
-    print(f"{N_OBJECTS} objects, median of {args.repeat}; all stages together: {total:.1f} s wall, {total_cpu:.1f} s "
-          f"CPU (cpus: {os.cpu_count()})")
+    print(
+        f"{N_OBJECTS} objects, median of {args.repeat}; all stages together: {total:.1f} s wall, {total_cpu:.1f} s "
+        f"CPU (cpus: {os.cpu_count()})"
+    )
 
 
 if __name__ == "__main__":

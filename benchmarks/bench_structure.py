@@ -221,9 +221,16 @@ def figures(out: dict) -> dict:
     z, xy, recon, cat = out["latent"], out["embedding"], out["recon_error"], out["catalog"]
     pc1, n90 = pc_spread(z)
     axis = principal_axis(xy)
-    fig = {"n": len(z), "latent_dim": z.shape[1], "pc1": pc1, "pcs90": n90,
-           "rho_recon_axis": spearman(axis, recon), "rho_recon_x": spearman(xy[:, 0], recon),
-           "seconds": {k: round(v, 1) for k, v in out["seconds"].items()}, "fidelity": fidelity(z, xy, cat)}
+    fig = {
+        "n": len(z),
+        "latent_dim": z.shape[1],
+        "pc1": pc1,
+        "pcs90": n90,
+        "rho_recon_axis": spearman(axis, recon),
+        "rho_recon_x": spearman(xy[:, 0], recon),
+        "seconds": {k: round(v, 1) for k, v in out["seconds"].items()},
+        "fidelity": fidelity(z, xy, cat),
+    }
     if "flux" in cat:
         fig["rho_flux_axis"] = spearman(axis, cat["flux"])
         fig["rho_flux_x"] = spearman(xy[:, 0], cat["flux"])
@@ -242,13 +249,17 @@ def show(name: str, fig: dict) -> None:
     for target, f in fig["fidelity"].items():
         if target == "neighbourhoods":
             if f:
-                print(f"    neighbourhoods: the map keeps {100 * f['knn_overlap']:.1f}% of the latents' "
-                      f"{f['k']} nearest neighbours, trustworthiness {f['trustworthiness']:.3f} ({f['n']} objects)")
+                print(
+                    f"    neighbourhoods: the map keeps {100 * f['knn_overlap']:.1f}% of the latents' "
+                    f"{f['k']} nearest neighbours, trustworthiness {f['trustworthiness']:.3f} ({f['n']} objects)"
+                )
             continue
         share = "n/a (the latents know nothing)" if f["kept"] is None else f"{100 * f['kept']:.0f}%"
         what = "R2" if f["chance"] == 0 else f"accuracy (chance {f['chance']:.3f})"
-        print(f"    {target:12s} 5-NN {what}: latents {f['latent']:.3f}, map {f['map']:.3f}; kept {share}",
-              flush=True)
+        print(
+            f"    {target:12s} 5-NN {what}: latents {f['latent']:.3f}, map {f['map']:.3f}; kept {share}",
+            flush=True,
+        )
 
 
 def remap(data: str, kept_dir: Path, cfg: dict) -> dict:
@@ -265,22 +276,33 @@ def remap(data: str, kept_dir: Path, cfg: dict) -> dict:
     t0 = time.perf_counter()
     red = make_reducer(rd["algorithm"], kwargs).fit(z)
     xy = red.transform(z)
-    catalog = {k[len("catalog_"):]: arrays[k] for k in arrays.files if k.startswith("catalog_")}
-    return {"latent": z, "recon_error": arrays["recon_error"], "embedding": xy, "catalog": catalog,
-            "seconds": {"map": time.perf_counter() - t0}}
+    catalog = {k[len("catalog_") :]: arrays[k] for k in arrays.files if k.startswith("catalog_")}
+    return {
+        "latent": z,
+        "recon_error": arrays["recon_error"],
+        "embedding": xy,
+        "catalog": catalog,
+        "seconds": {"map": time.perf_counter() - t0},
+    }
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--survey", type=int, default=3000, help="objects in the synthetic survey")
     ap.add_argument("--data", nargs="+", default=["survey", "sample"], choices=["survey", "sample"])
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="a config override, key=TOML value")
+    ap.add_argument(
+        "--set", dest="sets", action="append", default=[], help="a config override, key=TOML value"
+    )
     ap.add_argument("--seed", type=int, default=42, help="general.seed")
     ap.add_argument("--survey-seed", type=int, default=0, help="the synthetic survey's seed")
     ap.add_argument("--keep", type=Path, help="keep the results here (else a temporary folder)")
     ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
-    ap.add_argument("--latents", type=Path, help="a --keep folder: map its latents again (only the "
-                    "reduce_dimensions settings of --set count), without training")
+    ap.add_argument(
+        "--latents",
+        type=Path,
+        help="a --keep folder: map its latents again (only the "
+        "reduce_dimensions settings of --set count), without training",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -291,8 +313,13 @@ def main(argv=None) -> None:
     print(f"config overrides: {json.dumps(extra) if extra else 'none (the defaults)'}; results in {root}")
     results = {}
     for data in args.data:
-        base = {"general": {"results_dir": str(root / data / "results"), "seed": args.seed,
-                            "log_level": "warning"}}
+        base = {
+            "general": {
+                "results_dir": str(root / data / "results"),
+                "seed": args.seed,
+                "log_level": "warning",
+            }
+        }
         if data == "survey":
             base["data_request"] = request("SyntheticSurvey", n=args.survey, seed=args.survey_seed)
         else:
@@ -300,8 +327,13 @@ def main(argv=None) -> None:
         cfg = merge(base, extra)
         out = remap(data, args.latents, cfg) if args.latents else pipeline(cfg)
         if args.keep:  # the arrays, for looking at them later
-            np.savez(root / f"{data}.npz", latent=out["latent"], recon_error=out["recon_error"],
-                     embedding=out["embedding"], **{f"catalog_{k}": v for k, v in out["catalog"].items()})
+            np.savez(
+                root / f"{data}.npz",
+                latent=out["latent"],
+                recon_error=out["recon_error"],
+                embedding=out["embedding"],
+                **{f"catalog_{k}": v for k, v in out["catalog"].items()},
+            )
         fig = figures(out)
         show(data, fig)
         results[data] = fig

@@ -40,8 +40,16 @@ def make_file(path: Path, n: int, size: int) -> Path:
 def config(path: Path, results: Path, args) -> dict:
     return {
         "general": {"results_dir": str(results), "device": args.device, "seed": 0},
-        "data_request": {"train": {"bench": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(path),
-                                             "fields": ["image", "object_id"], "primary_id_field": "object_id"}}},
+        "data_request": {
+            "train": {
+                "bench": {
+                    "dataset_class": "HyraxHDF5Dataset",
+                    "data_location": str(path),
+                    "fields": ["image", "object_id"],
+                    "primary_id_field": "object_id",
+                }
+            }
+        },
         "data_set": {"transform": "none"},
         "data_loader": {"batch_size": args.batch_size, "num_workers": args.workers},
         "split": {"train": 1.0, "validate": 0.0, "test": 0.0},
@@ -65,7 +73,7 @@ def plain_loop(path: Path, cfg: dict, args) -> list[float]:
         for _ in range(args.epochs):
             start = time.perf_counter()
             for a in range(0, n, args.batch_size):
-                x = torch.from_numpy(images[a:a + args.batch_size]).to(device, non_blocking=True)
+                x = torch.from_numpy(images[a : a + args.batch_size]).to(device, non_blocking=True)
                 opt.zero_grad(set_to_none=True)
                 if amp is not None:
                     with amp:
@@ -108,8 +116,11 @@ def main() -> None:
         path = make_file(Path(tmp) / "bench.h5", args.n, args.size)
         cfg = config(path, Path(tmp) / "results", args)
         dev = torch.cuda.get_device_name() if gpu and args.device != "cpu" else f"cpu, {args.threads} threads"
-        print(f"device: {dev}; {args.n} objects 3x{args.size}x{args.size}, batch {args.batch_size}, "
-              f"HyraxAutoencoder, {args.epochs} epochs each{', bf16' if args.bf16 else ''}", flush=True)
+        print(
+            f"device: {dev}; {args.n} objects 3x{args.size}x{args.size}, batch {args.batch_size}, "
+            f"HyraxAutoencoder, {args.epochs} epochs each{', bf16' if args.bf16 else ''}",
+            flush=True,
+        )
         plain, hyrax = [], []
         for _ in range(args.rounds):  # alternate, so drift on a shared machine hits both alike
             plain.append(plain_loop(path, cfg, args))
@@ -118,13 +129,18 @@ def main() -> None:
     # the least disturbed by other load, the median the typical one
     for name, passes in (("plain loop ", plain), ("hyrax train", hyrax)):
         warm = [t for times in passes for t in (times[1:] or times)]
-        print(f"{name}: {min(warm):7.2f} s/epoch fastest, {statistics.median(warm):7.2f} median; "
-              f"{args.n / min(warm):9,.0f} images/s   (epochs: "
-              f"{' | '.join(', '.join(f'{t:.2f}' for t in times) for times in passes)})")
+        print(
+            f"{name}: {min(warm):7.2f} s/epoch fastest, {statistics.median(warm):7.2f} median; "
+            f"{args.n / min(warm):9,.0f} images/s   (epochs: "
+            f"{' | '.join(', '.join(f'{t:.2f}' for t in times) for times in passes)})"
+        )
     p_warm = [t for times in plain for t in times[1:]]
     h_warm = [t for times in hyrax for t in times[1:]]
-    print(f"hyrax / plain: {min(h_warm) / min(p_warm):.3f}x fastest epochs, "
-          f"{statistics.median(h_warm) / statistics.median(p_warm):.3f}x medians")
+    print(
+        f"hyrax / plain: {min(h_warm) / min(p_warm):.3f}x fastest epochs, "
+        f"{statistics.median(h_warm) / statistics.median(p_warm):.3f}x medians"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,10 @@ def write_latents(cfg: dict, n: int, dim: int = 64, chunk: int = 200_000) -> Pat
             for s in range(0, n, chunk):
                 e = min(n, s + chunk)
                 ids = np.array([f"obj{i}" for i in range(s, e)], dtype="S12")
-                w.append(ids, latent=centres[rng.integers(0, 20, e - s)] + rng.normal(size=(e - s, dim)).astype("f4"))
+                w.append(
+                    ids,
+                    latent=centres[rng.integers(0, 20, e - s)] + rng.normal(size=(e - s, dim)).astype("f4"),
+                )
     return run.path
 
 
@@ -41,8 +44,10 @@ def bench(n: int, workers: int, algorithm: str, fit_sample_size: int | None) -> 
     from libhyrax.stages.umap import umap
 
     with tempfile.TemporaryDirectory() as tmp:
-        over = {"general": {"results_dir": str(Path(tmp) / "results")},
-                "reduce_dimensions": {"num_workers": workers, "algorithm": algorithm}}
+        over = {
+            "general": {"results_dir": str(Path(tmp) / "results")},
+            "reduce_dimensions": {"num_workers": workers, "algorithm": algorithm},
+        }
         if fit_sample_size:
             over["reduce_dimensions"]["fit_sample_size"] = fit_sample_size
         cfg = resolve(over)
@@ -53,10 +58,13 @@ def bench(n: int, workers: int, algorithm: str, fit_sample_size: int | None) -> 
         info = read_provenance(res.path)["stage_info"]
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"{algorithm} n={n:>9,} workers={workers} fit on {info['fit_sample_size']:,}: "
-          f"fit {info['fit_seconds']:.1f} s, transform {info['transform_seconds']:.1f} s "
-          f"({n / info['transform_seconds']:,.0f} objects/s), total {total:.1f} s, "
-          f"peak RSS {peak_self:.0f} MB (main) / {peak_child:.0f} MB (largest worker)", flush=True)
+    print(
+        f"{algorithm} n={n:>9,} workers={workers} fit on {info['fit_sample_size']:,}: "
+        f"fit {info['fit_seconds']:.1f} s, transform {info['transform_seconds']:.1f} s "
+        f"({n / info['transform_seconds']:,.0f} objects/s), total {total:.1f} s, "
+        f"peak RSS {peak_self:.0f} MB (main) / {peak_child:.0f} MB (largest worker)",
+        flush=True,
+    )
 
 
 def main() -> None:

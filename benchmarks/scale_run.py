@@ -78,12 +78,19 @@ from libhyrax.stages import BY_NAME
 from libhyrax.stages import STAGES as REGISTRY
 
 # the registry's stages this doesn't run, and why
-NOT_RUN = {"download": "it fetches from a survey's service (prepare makes the data here)",
-           "test": "it evaluates the model, a fixed cost", "export": "infer runs the train run's model",
-           "rank": "it needs label files"}
+NOT_RUN = {
+    "download": "it fetches from a survey's service (prepare makes the data here)",
+    "test": "it evaluates the model, a fixed cost",
+    "export": "infer runs the train run's model",
+    "rank": "it needs label files",
+}
 # the registry's order, but visualize last: it colours the map by the newest anomaly score
-STAGES = tuple(sorted((s.name for s in REGISTRY if s.makes_run and s.name not in NOT_RUN),
-                      key=lambda name: name == "visualize"))
+STAGES = tuple(
+    sorted(
+        (s.name for s in REGISTRY if s.makes_run and s.name not in NOT_RUN),
+        key=lambda name: name == "visualize",
+    )
+)
 
 
 def upstream(stage: str) -> str | None:
@@ -95,15 +102,24 @@ def upstream(stage: str) -> str | None:
 
 UPSTREAM = {s: up for s in STAGES if (up := upstream(s))}
 # the array a stage would hold if it didn't stream: (the run holding it, the file or folder)
-HOLDS = {"prepare": ("prepare", "cutouts.h5"), "train": ("prepare", "cutouts.h5"),
-         "infer": ("prepare", "cutouts.h5"), "umap": ("infer", "latents.h5"), "index": ("infer", "latents.h5"),
-         "search": ("index", "index"), "anomaly": ("infer", "latents.h5"), "visualize": ("umap", "embedding.h5")}
+HOLDS = {
+    "prepare": ("prepare", "cutouts.h5"),
+    "train": ("prepare", "cutouts.h5"),
+    "infer": ("prepare", "cutouts.h5"),
+    "umap": ("infer", "latents.h5"),
+    "index": ("infer", "latents.h5"),
+    "search": ("index", "index"),
+    "anomaly": ("infer", "latents.h5"),
+    "visualize": ("umap", "embedding.h5"),
+}
 # stages whose memory holds every object by design, and why
-HOLDS_ALL = {"index": "its output, the HNSW graph, is built in memory",
-             "search": "it opens the whole index",
-             "anomaly": "every object's scores, and the knn sample's latents (anomaly.knn_sample_size; "
-                        "all of them with 0)",
-             "visualize": "it reads every object's id, position and catalog columns"}
+HOLDS_ALL = {
+    "index": "its output, the HNSW graph, is built in memory",
+    "search": "it opens the whole index",
+    "anomaly": "every object's scores, and the knn sample's latents (anomaly.knn_sample_size; "
+    "all of them with 0)",
+    "visualize": "it reads every object's id, position and catalog columns",
+}
 MAX_TASKS = 1000  # Slurm's default MaxArraySize is 1001
 CPUS_PER_TASK, RECIPE_GIB = 4, 16  # what apptainer/*.sbatch ask: 4 CPUs, 4G each
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -159,30 +175,50 @@ def run_latents_size(n: int, root: Path, args, env: dict) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     cfg = root / "scale.toml"
     # data that isn't there: the stages go on without catalog columns
-    cfg.write_text(f'[general]\nresults_dir = "{root / "results"}"\n\n[data_request.infer.none]\n'
-                   f'dataset_class = "HyraxHDF5Dataset"\ndata_location = "{root / "no-cutouts.h5"}"\n')
+    cfg.write_text(
+        f'[general]\nresults_dir = "{root / "results"}"\n\n[data_request.infer.none]\n'
+        f'dataset_class = "HyraxHDF5Dataset"\ndata_location = "{root / "no-cutouts.h5"}"\n'
+    )
     argv = commands(n, cfg, args)  # search asks for SYN-<first, middle and last row>, as the survey's ids
-    figures = {"infer": run_process([sys.executable, "-c", LATENTS, str(cfg), str(n), *args.set], None,
-                                    root / "latents.stderr.log", env)}
+    figures = {
+        "infer": run_process(
+            [sys.executable, "-c", LATENTS, str(cfg), str(n), *args.set],
+            None,
+            root / "latents.stderr.log",
+            env,
+        )
+    }
     for stage in args.latents_stages:
-        f = run_process(argv[stage], figures[UPSTREAM[stage]]["run"] + "\n", root / f"{stage}.stderr.log", env)
+        f = run_process(
+            argv[stage], figures[UPSTREAM[stage]]["run"] + "\n", root / f"{stage}.stderr.log", env
+        )
         f |= {"objects": n, "objects_per_s": n / f["wall_s"], "disk_bytes": size_of(Path(f["run"]))}
         figures[stage] = f
-        print(f"  {n:>11,}  {stage:<9} {f['wall_s']:8.1f} s  {f['objects_per_s']:>10,.0f} obj/s  "
-              f"CPU {f['cpu_s']:8.1f} s  RSS {f['peak_rss_mib']:6.0f} MiB (tree {f['tree_peak_mib']:6.0f})  "
-              f"disk {f['disk_bytes'] / 1e6:9.1f} MB", file=sys.stderr, flush=True)
+        print(
+            f"  {n:>11,}  {stage:<9} {f['wall_s']:8.1f} s  {f['objects_per_s']:>10,.0f} obj/s  "
+            f"CPU {f['cpu_s']:8.1f} s  RSS {f['peak_rss_mib']:6.0f} MiB (tree {f['tree_peak_mib']:6.0f})  "
+            f"disk {f['disk_bytes'] / 1e6:9.1f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
     return figures
 
 
 def latents_main(args, env: dict) -> None:
     scratch = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hyrax-scale-latents-"))
-    result = {"command": [Path(sys.argv[0]).name, *sys.argv[1:]], "load_before": os.getloadavg()[0], "sizes": {}}
+    result = {
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "load_before": os.getloadavg()[0],
+        "sizes": {},
+    }
     for n in sorted({int(x) for x in args.latents_sizes.split(",") if x}):
         result["sizes"][n] = run_latents_size(n, scratch / f"latents-n{n}", args, env)
         if not args.keep:
             shutil.rmtree(scratch / f"latents-n{n}", ignore_errors=True)
     result["load_after"] = os.getloadavg()[0]
-    print(f"load average {result['load_before']:.1f} before, {result['load_after']:.1f} after", file=sys.stderr)
+    print(
+        f"load average {result['load_before']:.1f} before, {result['load_after']:.1f} after", file=sys.stderr
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if not args.keep and not args.dir:
@@ -190,6 +226,7 @@ def latents_main(args, env: dict) -> None:
 
 
 # --- one stage as a process -----------------------------------------------------------------------------
+
 
 def tree_rss(root: int) -> int:
     """Bytes resident in process `root` and all its descendants now."""
@@ -237,8 +274,14 @@ def run_process(argv: list[str], stdin_text: str | None, log: Path, env: dict) -
     time, CPU time, peak RSS and tree peak. Its stderr goes to `log`."""
     t0 = time.perf_counter()
     with open(log, "wb") as err:
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=err, env=env, cwd=log.parent)
+        p = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            cwd=log.parent,
+        )
         sampler = TreePeak(p.pid)
         sampler.start()
         if stdin_text is not None:
@@ -252,10 +295,17 @@ def run_process(argv: list[str], stdin_text: str | None, log: Path, env: dict) -
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"{' '.join(argv[:3])} ... exited {p.returncode}; the end of its stderr ({log}):\n{tail}")
+        raise SystemExit(
+            f"{' '.join(argv[:3])} ... exited {p.returncode}; the end of its stderr ({log}):\n{tail}"
+        )
     lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-    return {"run": lines[-1], "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
-            "peak_rss_mib": ru.ru_maxrss / 1024, "tree_peak_mib": max(tree / MiB, ru.ru_maxrss / 1024)}
+    return {
+        "run": lines[-1],
+        "wall_s": wall,
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "peak_rss_mib": ru.ru_maxrss / 1024,
+        "tree_peak_mib": max(tree / MiB, ru.ru_maxrss / 1024),
+    }
 
 
 def size_of(path: Path) -> int:
@@ -267,11 +317,14 @@ def size_of(path: Path) -> int:
 
 # --- one size --------------------------------------------------------------------------------------------
 
+
 def write_config(root: Path, n: int, args) -> Path:
     bands = ", ".join(f'"{b}"' for b in args.bands)
     cfg = root / "scale.toml"
-    cfg.write_text(f'[general]\nresults_dir = "{root / "results"}"\n\n'
-                   f"[data_set.SyntheticSurvey]\nn = {n}\nsize = {args.size}\nbands = [{bands}]\nseed = 0\n")
+    cfg.write_text(
+        f'[general]\nresults_dir = "{root / "results"}"\n\n'
+        f"[data_set.SyntheticSurvey]\nn = {n}\nsize = {args.size}\nbands = [{bands}]\nseed = 0\n"
+    )
     return cfg
 
 
@@ -291,8 +344,14 @@ def commands(n: int, cfg: Path, args) -> dict[str, list[str]]:
     _, split = train_split(n, args.train_n)
     return {
         "prepare": [sys.executable, "-c", PREPARE, str(cfg), *args.set],
-        "train": [hyrax, "train", *common, "--set", f"train.epochs={args.epochs}",
-                  *(x for s in split for x in ("--set", s))],
+        "train": [
+            hyrax,
+            "train",
+            *common,
+            "--set",
+            f"train.epochs={args.epochs}",
+            *(x for s in split for x in ("--set", s)),
+        ],
         "infer": [hyrax, "infer", *common],
         "umap": [hyrax, "umap", *common],
         "index": [hyrax, "index", *common],
@@ -318,15 +377,20 @@ def run_size(n: int, root: Path, args, env: dict, quiet: bool = False) -> dict:
         f["disk_bytes"] = size_of(Path(f["run"]))
         figures[stage] = f
         if not quiet:
-            print(f"  {n:>11,}  {stage:<9} {f['wall_s']:8.1f} s  {f['objects_per_s']:>10,.0f} obj/s  "
-                  f"RSS {f['peak_rss_mib']:6.0f} MiB (tree {f['tree_peak_mib']:6.0f})  "
-                  f"disk {f['disk_bytes'] / 1e6:9.1f} MB", file=sys.stderr, flush=True)
+            print(
+                f"  {n:>11,}  {stage:<9} {f['wall_s']:8.1f} s  {f['objects_per_s']:>10,.0f} obj/s  "
+                f"RSS {f['peak_rss_mib']:6.0f} MiB (tree {f['tree_peak_mib']:6.0f})  "
+                f"disk {f['disk_bytes'] / 1e6:9.1f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
     for stage, (holder, name) in HOLDS.items():
         figures[stage]["holds_bytes"] = size_of(Path(figures[holder]["run"]) / name)
     return figures
 
 
 # --- what grows with N, and the projection --------------------------------------------------------------
+
 
 def g(kind: str, n: float) -> float:
     """How work grows: "fixed" (not with N), "N", "N log N" or "N^2"."""
@@ -344,12 +408,22 @@ def growth(sizes: dict[int, dict], noise_mib: float) -> dict[str, dict]:
         share = d_rss / d_held if d_held > 0 else 0.0
         flagged = d_rss > max(0.10 * d_held, noise_mib * MiB)
         ns = sorted(sizes)  # marginal seconds per object between consecutive sizes: constant when linear
-        marginal = [(sizes[m][stage]["wall_s"] - sizes[k][stage]["wall_s"]) / (m - k) for k, m in itertools.pairwise(ns)]
-        out[stage] = {"from": lo, "to": hi, "wall_ratio": b["wall_s"] / a["wall_s"],
-                      "marginal_us_per_object": [1e6 * x for x in marginal], "rss_growth_mib": d_rss / MiB,
-                      "holds_growth_mib": d_held / MiB, "rss_growth_share": share,
-                      "flag": (("expected: " + HOLDS_ALL[stage]) if stage in HOLDS_ALL else "UNEXPECTED")
-                      if flagged else ""}
+        marginal = [
+            (sizes[m][stage]["wall_s"] - sizes[k][stage]["wall_s"]) / (m - k)
+            for k, m in itertools.pairwise(ns)
+        ]
+        out[stage] = {
+            "from": lo,
+            "to": hi,
+            "wall_ratio": b["wall_s"] / a["wall_s"],
+            "marginal_us_per_object": [1e6 * x for x in marginal],
+            "rss_growth_mib": d_rss / MiB,
+            "holds_growth_mib": d_held / MiB,
+            "rss_growth_share": share,
+            "flag": (("expected: " + HOLDS_ALL[stage]) if stage in HOLDS_ALL else "UNEXPECTED")
+            if flagged
+            else "",
+        }
     return out
 
 
@@ -379,11 +453,21 @@ def growth_models(overrides: list[str]) -> dict[str, str]:
     # exact knn among a seeded sample of knn_sample_size objects: N x sample distances (from N = sample on)
     exact = "N" if int(a.get("knn_sample_size") or 0) > 0 else "N^2"
     anomaly = "N" if not knn else exact if a["knn_source"] == "exact" else "N log N"
-    return {"train": "fixed", "anomaly": anomaly, "index": "N" if cfg["vector_db"]["name"] == "exact" else "N log N"}
+    return {
+        "train": "fixed",
+        "anomaly": anomaly,
+        "index": "N" if cfg["vector_db"]["name"] == "exact" else "N log N",
+    }
 
 
-def project(sizes: dict[int, dict], target: int, task_hours: float, noise_mib: float, train_n: int,
-            models: dict[str, str]) -> dict:
+def project(
+    sizes: dict[int, dict],
+    target: int,
+    task_hours: float,
+    noise_mib: float,
+    train_n: int,
+    models: dict[str, str],
+) -> dict:
     from libhyrax.stages import get
 
     hi = max(sizes)
@@ -400,25 +484,45 @@ def project(sizes: dict[int, dict], target: int, task_hours: float, noise_mib: f
         # memory grows with the array it holds where it grew beyond the noise between the sizes, or, for
         # the stages that hold every object, where it grew at all
         small = sizes[min(sizes)][stage]
-        d_mem, d_held = (big["tree_peak_mib"] - small["tree_peak_mib"]) * MiB, big["holds_bytes"] - small["holds_bytes"]
+        d_mem, d_held = (
+            (big["tree_peak_mib"] - small["tree_peak_mib"]) * MiB,
+            big["holds_bytes"] - small["holds_bytes"],
+        )
         floor = 0 if stage in HOLDS_ALL else noise_mib * MiB
         per_byte = d_mem / d_held if d_mem > floor and d_held > 0 else 0.0
         memory = big["tree_peak_mib"] * MiB + per_byte * big["holds_bytes"] * (target / hi - 1)
         d0, dk = fit(stage, sizes, "disk_bytes", kind="N")
         per_task = train_split(target, train_n)[0] if stage == "train" else math.ceil(target / tasks)
-        stages[stage] = {"tasks": tasks, "objects_per_task": per_task, "task_s": task_s,
-                         "task_hours": tasks * task_s / 3600, "memory_gib": memory / 2**30,
-                         "disk_gb": (d0 + dk * target) / 1e9, "fixed_s": t0, "growth": kind,
-                         "over_time_limit": task_s > task_hours * 3600}
+        stages[stage] = {
+            "tasks": tasks,
+            "objects_per_task": per_task,
+            "task_s": task_s,
+            "task_hours": tasks * task_s / 3600,
+            "memory_gib": memory / 2**30,
+            "disk_gb": (d0 + dk * target) / 1e9,
+            "fixed_s": t0,
+            "growth": kind,
+            "over_time_limit": task_s > task_hours * 3600,
+        }
     s = {k: v["task_s"] for k, v in stages.items()}
-    path = s["prepare"] + s["train"] + s["infer"] + max(s["umap"] + s["visualize"], s["index"] + s["search"],
-                                                         s["anomaly"])
-    return {"objects": target, "task_hours_limit": task_hours, "stages": stages, "critical_path_s": path,
-            "total_task_hours": sum(v["task_hours"] for v in stages.values()),
-            "dominant": max(stages, key=lambda k: stages[k]["task_hours"])}
+    path = (
+        s["prepare"]
+        + s["train"]
+        + s["infer"]
+        + max(s["umap"] + s["visualize"], s["index"] + s["search"], s["anomaly"])
+    )
+    return {
+        "objects": target,
+        "task_hours_limit": task_hours,
+        "stages": stages,
+        "critical_path_s": path,
+        "total_task_hours": sum(v["task_hours"] for v in stages.values()),
+        "dominant": max(stages, key=lambda k: stages[k]["task_hours"]),
+    }
 
 
 # --- printing ---------------------------------------------------------------------------------------------
+
 
 def hms(seconds: float) -> str:
     if seconds < 100:
@@ -445,8 +549,18 @@ def measured_table(sizes: dict[int, dict]) -> str:
     for stage in STAGES:
         for n in sorted(sizes):
             f = sizes[n][stage]
-            rows.append([f"`{stage}`", f"{n:,}", hms(f["wall_s"]), f"{f['objects_per_s']:,.0f}", hms(f["cpu_s"]),
-                         f"{f['peak_rss_mib']:,.0f}", f"{f['tree_peak_mib']:,.0f}", f"{f['disk_bytes'] / 1e6:,.1f}"])
+            rows.append(
+                [
+                    f"`{stage}`",
+                    f"{n:,}",
+                    hms(f["wall_s"]),
+                    f"{f['objects_per_s']:,.0f}",
+                    hms(f["cpu_s"]),
+                    f"{f['peak_rss_mib']:,.0f}",
+                    f"{f['tree_peak_mib']:,.0f}",
+                    f"{f['disk_bytes'] / 1e6:,.1f}",
+                ]
+            )
     return table(["stage", "N", "wall", "objects/s", "CPU", "peak RSS MiB", "tree peak MiB", "disk MB"], rows)
 
 
@@ -454,11 +568,29 @@ def growth_table(gr: dict) -> str:
     rows = []
     for stage, x in gr.items():
         marginal = ", ".join(f"{m:,.0f}" for m in x["marginal_us_per_object"])
-        rows.append([f"`{stage}`", f"{x['wall_ratio']:.1f}x", marginal, f"{x['rss_growth_mib']:+,.0f}",
-                     f"{x['holds_growth_mib']:,.0f} ({HOLDS[stage][1]})", f"{100 * x['rss_growth_share']:.0f}%",
-                     x["flag"] or "flat"])
-    return table(["stage", "wall", "µs/object (marginal)", "peak RSS Δ MiB", "array held Δ MiB", "Δ RSS / Δ array",
-                  "memory"], rows)
+        rows.append(
+            [
+                f"`{stage}`",
+                f"{x['wall_ratio']:.1f}x",
+                marginal,
+                f"{x['rss_growth_mib']:+,.0f}",
+                f"{x['holds_growth_mib']:,.0f} ({HOLDS[stage][1]})",
+                f"{100 * x['rss_growth_share']:.0f}%",
+                x["flag"] or "flat",
+            ]
+        )
+    return table(
+        [
+            "stage",
+            "wall",
+            "µs/object (marginal)",
+            "peak RSS Δ MiB",
+            "array held Δ MiB",
+            "Δ RSS / Δ array",
+            "memory",
+        ],
+        rows,
+    )
 
 
 def projection_table(p: dict) -> str:
@@ -466,10 +598,31 @@ def projection_table(p: dict) -> str:
     for stage, x in p["stages"].items():
         limit = " (over the limit)" if x["over_time_limit"] else ""
         grows = "fixed (train_n x epochs)" if x["growth"] == "fixed" else x["growth"]
-        rows.append([f"`{stage}`", grows, f"{x['tasks']:,}", f"{x['objects_per_task']:,}", hms(x["task_s"]) + limit, f"{x['task_hours']:,.1f}", f"{x['memory_gib']:,.1f}",
-                     f"{x['disk_gb']:,.1f}"])
-    return table(["stage", "work grows as", "array tasks", "objects/task", "wall/task", "task-hours",
-                  "memory/task GiB", "disk GB"], rows)
+        rows.append(
+            [
+                f"`{stage}`",
+                grows,
+                f"{x['tasks']:,}",
+                f"{x['objects_per_task']:,}",
+                hms(x["task_s"]) + limit,
+                f"{x['task_hours']:,.1f}",
+                f"{x['memory_gib']:,.1f}",
+                f"{x['disk_gb']:,.1f}",
+            ]
+        )
+    return table(
+        [
+            "stage",
+            "work grows as",
+            "array tasks",
+            "objects/task",
+            "wall/task",
+            "task-hours",
+            "memory/task GiB",
+            "disk GB",
+        ],
+        rows,
+    )
 
 
 def slurm_commands(p: dict, args) -> str:
@@ -484,19 +637,21 @@ def slurm_commands(p: dict, args) -> str:
     _, split = train_split(p["objects"], args.train_n)
     sets = " ".join(f"--set {x}" for x in [f"train.epochs={args.epochs}", *split])
     after = "--kill-on-invalid-dep=yes --dependency=afterok"
-    return "\n".join([
-        "# scale.toml: [data_request.train.cutouts] and [data_request.infer.cutouts] name the survey's",
-        "# cutouts.h5 (from `hyrax download`, a Slurm array itself, or `hyrax prepare`). One folder: every job",
-        "# reads the newest finished run of the stage before it from ./results.",
-        "A=apptainer; C=\"-c $PWD/scale.toml\"",
-        f"train=$(sbatch --parsable {res('train')} $A/hyrax.sbatch train $C {sets})",
-        f"infer=$(sbatch --parsable {res('infer')} {after}:$train $A/infer-array.sbatch $C)",
-        f"umap=$(sbatch --parsable {res('umap')} {after}:$infer $A/hyrax.sbatch umap $C)",
-        f"index=$(sbatch --parsable {res('index')} {after}:$infer $A/hyrax.sbatch index $C)",
-        f"sbatch {res('search')} {after}:$index $A/hyrax.sbatch search $C --id <object id>",
-        f"anomaly=$(sbatch --parsable {res('anomaly')} {after}:$infer $A/hyrax.sbatch anomaly $C)",
-        f"sbatch {res('visualize')} {after}:$umap:$anomaly $A/hyrax.sbatch visualize $C",
-    ])
+    return "\n".join(
+        [
+            "# scale.toml: [data_request.train.cutouts] and [data_request.infer.cutouts] name the survey's",
+            "# cutouts.h5 (from `hyrax download`, a Slurm array itself, or `hyrax prepare`). One folder: every job",
+            "# reads the newest finished run of the stage before it from ./results.",
+            'A=apptainer; C="-c $PWD/scale.toml"',
+            f"train=$(sbatch --parsable {res('train')} $A/hyrax.sbatch train $C {sets})",
+            f"infer=$(sbatch --parsable {res('infer')} {after}:$train $A/infer-array.sbatch $C)",
+            f"umap=$(sbatch --parsable {res('umap')} {after}:$infer $A/hyrax.sbatch umap $C)",
+            f"index=$(sbatch --parsable {res('index')} {after}:$infer $A/hyrax.sbatch index $C)",
+            f"sbatch {res('search')} {after}:$index $A/hyrax.sbatch search $C --id <object id>",
+            f"anomaly=$(sbatch --parsable {res('anomaly')} {after}:$infer $A/hyrax.sbatch anomaly $C)",
+            f"sbatch {res('visualize')} {after}:$umap:$anomaly $A/hyrax.sbatch visualize $C",
+        ]
+    )
 
 
 def markdown(result: dict, args) -> str:
@@ -506,26 +661,47 @@ def markdown(result: dict, args) -> str:
     s = p["stages"]
     over = [k for k, v in s.items() if v["over_time_limit"]]
     big = [k for k, v in s.items() if v["memory_gib"] > RECIPE_GIB]
-    return "\n".join([
-        f"Measured {m['date']} on {m['cores']} cores, {m['memory_gib']:.0f} GiB ({m['host']}, load average "
-        f"{m['load_before']:.1f} before the run); survey: {len(args.bands)} band(s) of {args.size}x{args.size} "
-        f"float32; train on {args.train_n:,} objects x {args.epochs} epochs; `{' '.join(result['command'])}`.",
-        "", measured_table(sizes), "",
-        f"What grows with N ({lo:,} → {hi:,}): wall time ratio, seconds per extra object, and peak RSS growth "
-        f"against the growth of the array the stage would hold if it didn't stream (flagged above 10% and "
-        f"{args.noise_mib:g} MiB).", "", growth_table(result["growth"]), "",
-        f"Projection to {p['objects']:,} objects (t = t0 + k g(N) through {lo:,} and {hi:,}; array tasks sized "
-        f"to end within {p['task_hours_limit']:g} h; times are this machine's cores):", "", projection_table(p), "",
-        f"Total {p['total_task_hours']:,.0f} task-hours; `{p['dominant']}` dominates "
-        f"({s[p['dominant']]['task_hours']:,.0f} task-hours). With every array task running at once the "
-        f"pipeline takes {hms(p['critical_path_s'])} (prepare + train + infer + the longest of umap + visualize, "
-        f"index + search, anomaly)."
-        + (f" Over the {p['task_hours_limit']:g} h per task: {', '.join(f'`{k}`' for k in over)} (not sharded, or "
-           f"at the {MAX_TASKS}-task cap)." if over else "")
-        + (f" Over the recipes' {RECIPE_GIB} GiB per task ({CPUS_PER_TASK} CPUs x 4G): "
-           f"{', '.join(f'`{k}`' for k in big)}." if big else ""),
-        "", "```bash", slurm_commands(p, args), "```",
-    ])
+    return "\n".join(
+        [
+            f"Measured {m['date']} on {m['cores']} cores, {m['memory_gib']:.0f} GiB ({m['host']}, load average "
+            f"{m['load_before']:.1f} before the run); survey: {len(args.bands)} band(s) of {args.size}x{args.size} "
+            f"float32; train on {args.train_n:,} objects x {args.epochs} epochs; `{' '.join(result['command'])}`.",
+            "",
+            measured_table(sizes),
+            "",
+            f"What grows with N ({lo:,} → {hi:,}): wall time ratio, seconds per extra object, and peak RSS growth "
+            f"against the growth of the array the stage would hold if it didn't stream (flagged above 10% and "
+            f"{args.noise_mib:g} MiB).",
+            "",
+            growth_table(result["growth"]),
+            "",
+            f"Projection to {p['objects']:,} objects (t = t0 + k g(N) through {lo:,} and {hi:,}; array tasks sized "
+            f"to end within {p['task_hours_limit']:g} h; times are this machine's cores):",
+            "",
+            projection_table(p),
+            "",
+            f"Total {p['total_task_hours']:,.0f} task-hours; `{p['dominant']}` dominates "
+            f"({s[p['dominant']]['task_hours']:,.0f} task-hours). With every array task running at once the "
+            f"pipeline takes {hms(p['critical_path_s'])} (prepare + train + infer + the longest of umap + visualize, "
+            f"index + search, anomaly)."
+            + (
+                f" Over the {p['task_hours_limit']:g} h per task: {', '.join(f'`{k}`' for k in over)} (not sharded, or "
+                f"at the {MAX_TASKS}-task cap)."
+                if over
+                else ""
+            )
+            + (
+                f" Over the recipes' {RECIPE_GIB} GiB per task ({CPUS_PER_TASK} CPUs x 4G): "
+                f"{', '.join(f'`{k}`' for k in big)}."
+                if big
+                else ""
+            ),
+            "",
+            "```bash",
+            slurm_commands(p, args),
+            "```",
+        ]
+    )
 
 
 def print_report(result: dict, args) -> None:
@@ -564,8 +740,9 @@ def report_again(path: Path, args) -> None:
 def report(result: dict, args, models: dict[str, str]) -> None:
     """What grows, the projection, the printed report, and the markdown and JSON files asked for."""
     result["growth"] = growth(result["sizes"], args.noise_mib)
-    result["projection"] = project(result["sizes"], args.project, args.task_hours, args.noise_mib, args.train_n,
-                                   models)
+    result["projection"] = project(
+        result["sizes"], args.project, args.task_hours, args.noise_mib, args.train_n, models
+    )
     print_report(result, args)
     block = markdown(result, args)
     if args.markdown:
@@ -585,27 +762,47 @@ def main() -> None:
     ap.add_argument("--train-n", type=int, default=20_000, help="objects to train on (at most 80%% of N)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every stage")
-    ap.add_argument("--warmup", type=int, default=10_000, help="objects of the unreported first run (0: none; "
-                    "above umap's batch of 8192, so its spawned workers compile their numba cache too)")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=10_000,
+        help="objects of the unreported first run (0: none; "
+        "above umap's batch of 8192, so its spawned workers compile their numba cache too)",
+    )
     ap.add_argument("--dir", default=None, help="scratch folder (default: a new one under /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder and every size's results")
     ap.add_argument("--noise-mib", type=float, default=16.0, help="RSS growth below this is never flagged")
     ap.add_argument("--project", type=int, default=100_000_000, help="objects to project to")
     ap.add_argument("--task-hours", type=float, default=2.0, help="wall time per array task to aim for")
     ap.add_argument("--json", default=None, help="write every figure to this file")
-    ap.add_argument("--markdown", default=None, help="write the docs/scale.md block to this file (between its "
-                    "scale_run markers when it has them)")
-    ap.add_argument("--from-json", default=None, help="measure nothing: the figures of an earlier --json, "
-                    "projected and written again (its --sizes, --train-n, --epochs and --set are used)")
-    ap.add_argument("--latents-sizes", default=None, help="measure only the stages from latents on synthetic "
-                    "latents of these sizes (comma-separated), e.g. 1000000,10000000")
-    ap.add_argument("--latents-stages", default="index,search", help=f"with --latents-sizes: of {LATENT_STAGES}")
+    ap.add_argument(
+        "--markdown",
+        default=None,
+        help="write the docs/scale.md block to this file (between its scale_run markers when it has them)",
+    )
+    ap.add_argument(
+        "--from-json",
+        default=None,
+        help="measure nothing: the figures of an earlier --json, "
+        "projected and written again (its --sizes, --train-n, --epochs and --set are used)",
+    )
+    ap.add_argument(
+        "--latents-sizes",
+        default=None,
+        help="measure only the stages from latents on synthetic "
+        "latents of these sizes (comma-separated), e.g. 1000000,10000000",
+    )
+    ap.add_argument(
+        "--latents-stages", default="index,search", help=f"with --latents-sizes: of {LATENT_STAGES}"
+    )
     args = ap.parse_args()
     if args.latents_sizes:
         args.latents_stages = [x for x in args.latents_stages.split(",") if x]
         if bad := set(args.latents_stages) - set(LATENT_STAGES):
             ap.error(f"--latents-stages: {', '.join(sorted(bad))} not among {', '.join(LATENT_STAGES)}")
-        latents_main(args, {**os.environ, "ANONYMIZED_TELEMETRY": "False", "MLFLOW_DISABLE_TELEMETRY": "true"})
+        latents_main(
+            args, {**os.environ, "ANONYMIZED_TELEMETRY": "False", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        )
         return
     if args.from_json:
         report_again(Path(args.from_json), args)
@@ -620,19 +817,37 @@ def main() -> None:
         models = growth_models(args.set)  # also checks the --set keys before hours of running
     except HyraxError as e:
         ap.error(str(e))
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "ANONYMIZED_TELEMETRY": "False", "DO_NOT_TRACK": "1",
-           "ORT_DISABLE_TELEMETRY": "1"}
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "ANONYMIZED_TELEMETRY": "False",
+        "DO_NOT_TRACK": "1",
+        "ORT_DISABLE_TELEMETRY": "1",
+    }
     scratch = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hyrax-scale-"))
     ours = not scratch.exists() or not any(scratch.iterdir())  # a folder of someone else's stays
     scratch.mkdir(parents=True, exist_ok=True)
     if taken := [f.name for f in (scratch / "warmup", *(scratch / f"n{n}" for n in sizes)) if f.exists()]:
         ap.error(f"{scratch} already holds {', '.join(taken)}; choose another --dir")
-    result = {"command": [Path(sys.argv[0]).name, *sys.argv[1:]], "settings": {
-        "sizes": sizes, "bands": args.bands, "size": args.size, "train_n": args.train_n, "epochs": args.epochs,
-        "set": args.set}, "machine": {
-        "date": dt.date.today().isoformat(), "host": platform.node(), "cores": os.cpu_count(),
-        "memory_gib": os.sysconf("SC_PHYS_PAGES") * PAGE / 2**30, "load_before": os.getloadavg()[0]},
-        "sizes": {}}
+    result = {
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "settings": {
+            "sizes": sizes,
+            "bands": args.bands,
+            "size": args.size,
+            "train_n": args.train_n,
+            "epochs": args.epochs,
+            "set": args.set,
+        },
+        "machine": {
+            "date": dt.date.today().isoformat(),
+            "host": platform.node(),
+            "cores": os.cpu_count(),
+            "memory_gib": os.sysconf("SC_PHYS_PAGES") * PAGE / 2**30,
+            "load_before": os.getloadavg()[0],
+        },
+        "sizes": {},
+    }
     print(f"scratch folder {scratch}", file=sys.stderr)
     done = False
     try:
@@ -650,7 +865,9 @@ def main() -> None:
         done = True
     finally:
         if not done:
-            print(f"kept {scratch} to look at (the stage logs are <size>/<stage>.stderr.log)", file=sys.stderr)
+            print(
+                f"kept {scratch} to look at (the stage logs are <size>/<stage>.stderr.log)", file=sys.stderr
+            )
         elif not args.keep:
             for f in (scratch / "warmup", *(scratch / f"n{n}" for n in sizes)):
                 shutil.rmtree(f, ignore_errors=True)

@@ -29,9 +29,18 @@ IndexOpt = Annotated[Path | None, typer.Option("--index", help="The index run th
 ShowOpt = show_option("the top anomalies")
 
 
-def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = None, shard: ShardOpt = None,
-            run_name: RunNameOpt = None, resume: ResumeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None,
-            debug: DebugOpt = False) -> None:
+def command(
+    method: MethodOpt = None,
+    show: ShowOpt = False,
+    index: IndexOpt = None,
+    shard: ShardOpt = None,
+    run_name: RunNameOpt = None,
+    resume: ResumeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    from_run: FromOpt = None,
+    debug: DebugOpt = False,
+) -> None:
     """Score every object (k-th neighbour distance, reconstruction error, isolation forest; combined by
     rank); writes scores.h5 and top_anomalies.csv (and evaluation.json when the data has is_anomaly).
 
@@ -42,8 +51,16 @@ def command(method: MethodOpt = None, show: ShowOpt = False, index: IndexOpt = N
     def body():
         from libhyrax.stages.anomaly import anomaly
 
-        res = anomaly(config, overrides=set_ or (), from_run=input_run(from_run), method=method, index_run=index,
-                      shard=shard, run_name=run_name, resume=resume)
+        res = anomaly(
+            config,
+            overrides=set_ or (),
+            from_run=input_run(from_run),
+            method=method,
+            index_run=index,
+            shard=shard,
+            run_name=run_name,
+            resume=resume,
+        )
         if show:
             print_table(res, "top_anomalies.csv")
         return res

@@ -56,9 +56,15 @@ def _plain_name(name: str | None) -> str | None:
     return name
 
 
-RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="The shared directory's name for shards run "
-                                                "by a plain loop outside Slurm.", show_default=False,
-                                                callback=_plain_name)]
+RunNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run-name",
+        help="The shared directory's name for shards run by a plain loop outside Slurm.",
+        show_default=False,
+        callback=_plain_name,
+    ),
+]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -78,14 +84,18 @@ def piped_run_dir() -> Path | None:
     except (OSError, ValueError):
         return None
     if not lines:
-        raise UsageError("stdin is a pipe, but the stage before this one printed no results directory (did "
-                         "it fail?); pass --from DIR, or run this stage with </dev/null to use the newest run")
+        raise UsageError(
+            "stdin is a pipe, but the stage before this one printed no results directory (did "
+            "it fail?); pass --from DIR, or run this stage with </dev/null to use the newest run"
+        )
     return Path(lines[-1])
 
 
 def _ranks_launched() -> int:
     """Processes a launcher started for this command (torchrun's WORLD_SIZE, srun's SLURM_NTASKS in a step)."""
-    n = os.environ.get("WORLD_SIZE") or (os.environ.get("SLURM_NTASKS") if "SLURM_STEP_ID" in os.environ else None)
+    n = os.environ.get("WORLD_SIZE") or (
+        os.environ.get("SLURM_NTASKS") if "SLURM_STEP_ID" in os.environ else None
+    )
     try:
         return int(n or 1)
     except ValueError:
@@ -124,8 +134,11 @@ def run_stage(body: Callable[[], object], debug: bool = False) -> None:
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             _unexpected(e, debug, safe)
-        print(f"error: {e.strerror}{f': {e.filename}' if e.filename else ''}; free some space there, then "
-              "resume the run (the log above names the command)", file=sys.stderr)
+        print(
+            f"error: {e.strerror}{f': {e.filename}' if e.filename else ''}; free some space there, then "
+            "resume the run (the log above names the command)",
+            file=sys.stderr,
+        )
         sys.exit(EXIT_FAILURE)
     except Exception as e:  # a bug or an unexpected failure: short message, traceback on --debug
         _unexpected(e, debug, safe)
@@ -139,8 +152,9 @@ def run_stage(body: Callable[[], object], debug: bool = False) -> None:
 def _unexpected(e: Exception, debug: bool, safe) -> None:
     if debug:
         print(safe(traceback.format_exc()), file=sys.stderr, end="")
-    print(f"error: {type(e).__name__}: {safe(str(e))}\n(rerun with --debug for the traceback)",
-          file=sys.stderr)
+    print(
+        f"error: {type(e).__name__}: {safe(str(e))}\n(rerun with --debug for the traceback)", file=sys.stderr
+    )
     sys.exit(EXIT_FAILURE)
 
 

@@ -7,12 +7,25 @@ from typing import Annotated
 import typer
 from hyrax_cli.common import ConfigOpt, DebugOpt, ResumeOpt, RunNameOpt, SetOpt, ShardOpt, run_stage
 
-KeepFitsOpt = Annotated[bool | None, typer.Option("--keep-fits", help="Also keep every FITS file as received, "
-                                                  "under fits/ in the results directory.", show_default=False)]
+KeepFitsOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--keep-fits",
+        help="Also keep every FITS file as received, under fits/ in the results directory.",
+        show_default=False,
+    ),
+]
 
 
-def command(config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = None, shard: ShardOpt = None,
-            run_name: RunNameOpt = None, keep_fits: KeepFitsOpt = None, debug: DebugOpt = False) -> None:
+def command(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: ResumeOpt = None,
+    shard: ShardOpt = None,
+    run_name: RunNameOpt = None,
+    keep_fits: KeepFitsOpt = None,
+    debug: DebugOpt = False,
+) -> None:
     """Fetch one cutout per object and band of a catalogue (id, ra, dec) from a survey's service (hsc,
     legacysurvey, rubin, soda, url_template: [download] in the config) into cutouts.h5, with a record of
     every object and band (download.h5, download.csv). Credentials: environment variables
@@ -32,7 +45,8 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = N
     def body():
         from libhyrax.stages.download import download
 
-        return download(config, overrides=set_ or (), resume=resume, shard=shard, run_name=run_name,
-                        keep_fits=keep_fits)
+        return download(
+            config, overrides=set_ or (), resume=resume, shard=shard, run_name=run_name, keep_fits=keep_fits
+        )
 
     run_stage(body, debug)

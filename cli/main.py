@@ -26,21 +26,31 @@ def _version(value: bool) -> None:
 
 
 def build_app() -> typer.Typer:
-    app = typer.Typer(name="hyrax", no_args_is_help=True, add_completion=False, rich_markup_mode=PLAIN,
-                      pretty_exceptions_enable=False,
-                      help="Hyrax: machine learning on astronomical imaging surveys. Each stage writes one "
-                           "results directory and prints its path, so stages chain: hyrax train | hyrax infer")
+    app = typer.Typer(
+        name="hyrax",
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode=PLAIN,
+        pretty_exceptions_enable=False,
+        help="Hyrax: machine learning on astronomical imaging surveys. Each stage writes one "
+        "results directory and prints its path, so stages chain: hyrax train | hyrax infer",
+    )
 
     @app.callback()
-    def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")) -> None:
+    def root(
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ) -> None:
         pass
 
     for stage in STAGES:
         command = _command(stage)
         app.command(stage.name, short_help=stage.help)(command)
         for alias in stage.aliases:
-            app.command(alias, hidden=True, help=f"Alias of `{stage.name}`.")(_alias_command(alias, stage, command))
+            app.command(alias, hidden=True, help=f"Alias of `{stage.name}`.")(
+                _alias_command(alias, stage, command)
+            )
     return app
 
 

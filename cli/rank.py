@@ -20,16 +20,30 @@ from hyrax_cli.common import (
     show_option,
 )
 
-LabelsOpt = Annotated[list[Path] | None, typer.Option("--labels", help="A label file: CSV with object_id and "
-                                                      "label (0-5 or yes/no) columns, e.g. the map's labels.csv "
-                                                      "(repeatable; the newest label of an object wins).",
-                                                      show_default=False)]
+LabelsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--labels",
+        help="A label file: CSV with object_id and "
+        "label (0-5 or yes/no) columns, e.g. the map's labels.csv "
+        "(repeatable; the newest label of an object wins).",
+        show_default=False,
+    ),
+]
 ShowOpt = show_option("the top candidates")
 
 
-def command(labels: LabelsOpt = None, show: ShowOpt = False, shard: ShardOpt = None, run_name: RunNameOpt = None,
-            resume: ResumeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None,
-            debug: DebugOpt = False) -> None:
+def command(
+    labels: LabelsOpt = None,
+    show: ShowOpt = False,
+    shard: ShardOpt = None,
+    run_name: RunNameOpt = None,
+    resume: ResumeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    from_run: FromOpt = None,
+    debug: DebugOpt = False,
+) -> None:
     """Fit a model on the labelled objects' latents and rank every object by its predicted interest
     combined with its anomaly score (rank.exploration: 0 trusts the model everywhere, higher lets unusual
     objects far from every label surface); writes scores.h5, top_candidates.csv (the best objects not
@@ -42,8 +56,15 @@ def command(labels: LabelsOpt = None, show: ShowOpt = False, shard: ShardOpt = N
     def body():
         from libhyrax.stages.rank import rank
 
-        res = rank(config, overrides=set_ or (), from_run=input_run(from_run), labels=labels or (), shard=shard,
-                   run_name=run_name, resume=resume)
+        res = rank(
+            config,
+            overrides=set_ or (),
+            from_run=input_run(from_run),
+            labels=labels or (),
+            shard=shard,
+            run_name=run_name,
+            resume=resume,
+        )
         if show:
             print_table(res, "top_candidates.csv")
         return res

@@ -5,7 +5,9 @@ from __future__ import annotations
 from hyrax_cli.common import ConfigOpt, DebugOpt, FromOpt, SetOpt, input_run, run_stage
 
 
-def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None, debug: DebugOpt = False) -> None:
+def command(
+    config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None, debug: DebugOpt = False
+) -> None:
     """Evaluate a trained model on its test split: loss and metrics (accuracy and a confusion matrix for
     classifiers); prints the results directory.
 

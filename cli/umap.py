@@ -18,13 +18,26 @@ from hyrax_cli.common import (
     run_stage,
 )
 
-ReducerOpt = Annotated[Path | None, typer.Option("--reducer", help="A umap results directory whose fitted "
-                                                  "reducer maps these latents (no new fit).", show_default=False)]
+ReducerOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--reducer",
+        help="A umap results directory whose fitted reducer maps these latents (no new fit).",
+        show_default=False,
+    ),
+]
 
 
-def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = None, reducer: ReducerOpt = None,
-            shard: ShardOpt = None, resume: ResumeOpt = None, run_name: RunNameOpt = None,
-            debug: DebugOpt = False) -> None:
+def command(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    from_run: FromOpt = None,
+    reducer: ReducerOpt = None,
+    shard: ShardOpt = None,
+    resume: ResumeOpt = None,
+    run_name: RunNameOpt = None,
+    debug: DebugOpt = False,
+) -> None:
     """Map the latents of an infer run to 2-D and write embedding.h5 (object_id, embedding).
 
     Fits UMAP (or PCA: --set reduce_dimensions.algorithm=pca) on a seeded sample, then maps every object
@@ -39,7 +52,14 @@ def command(config: ConfigOpt = None, set_: SetOpt = None, from_run: FromOpt = N
     def body():
         from libhyrax.stages.umap import umap
 
-        return umap(config, overrides=set_ or (), from_run=input_run(from_run), reducer=reducer, shard=shard,
-                    resume=resume, run_name=run_name)
+        return umap(
+            config,
+            overrides=set_ or (),
+            from_run=input_run(from_run),
+            reducer=reducer,
+            shard=shard,
+            resume=resume,
+            run_name=run_name,
+        )
 
     run_stage(body, debug)

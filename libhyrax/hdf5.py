@@ -223,12 +223,14 @@ class ArrayWriter:
         f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "rows_written": 0, "complete": False})
         f.attrs.update(attrs)
         n = self.n_rows
-        f.create_dataset("object_id", shape=(n,), dtype=id_dtype(id_length),
-                         chunks=(min(max(n, 1), 65536),) if n else None)
+        f.create_dataset(
+            "object_id", shape=(n,), dtype=id_dtype(id_length), chunks=(min(max(n, 1), 65536),) if n else None
+        )
         for name, (row_shape, dtype) in columns.items():
             rows = min(max(n, 1), chunk_rows(row_shape, dtype))
-            f.create_dataset(name, shape=(n, *row_shape), dtype=dtype,
-                             chunks=(rows, *row_shape) if n else None)
+            f.create_dataset(
+                name, shape=(n, *row_shape), dtype=dtype, chunks=(rows, *row_shape) if n else None
+            )
 
     def append(self, object_id, **arrays) -> None:
         ids = as_id_bytes(object_id)
@@ -288,8 +290,10 @@ def write_arrays(path: str | os.PathLike, object_id, attrs: dict | None = None, 
     path = Path(path)
     ids = as_id_bytes(object_id)
     columns = {k: (np.asarray(v).shape[1:], np.asarray(v).dtype.str) for k, v in arrays.items()}
-    with atomic.replacing(path) as tmp, \
-            ArrayWriter(tmp, len(ids), columns, id_length=max(ids.dtype.itemsize, 1), attrs=attrs) as w:
+    with (
+        atomic.replacing(path) as tmp,
+        ArrayWriter(tmp, len(ids), columns, id_length=max(ids.dtype.itemsize, 1), attrs=attrs) as w,
+    ):
         w.append(ids, **arrays)
     return path
 
@@ -334,8 +338,10 @@ class BufferedWriter:
     def create(self, like: dict, id_length: int, dtype: str = "<f4") -> None:
         """Create the file: one `dtype` column per float array of `like` (others keep their own type),
         shaped like its rows, and /object_id `id_length` bytes wide."""
-        columns = {k: (np.shape(v)[1:], dtype if np.asarray(v).dtype.kind == "f" else np.asarray(v).dtype.str)
-                   for k, v in like.items()}
+        columns = {
+            k: (np.shape(v)[1:], dtype if np.asarray(v).dtype.kind == "f" else np.asarray(v).dtype.str)
+            for k, v in like.items()
+        }
         self.writer = ArrayWriter(self.path, self.n_rows, columns, id_length=id_length)
 
     def append(self, object_id, **arrays) -> None:
@@ -389,6 +395,7 @@ def read_ids(ds: h5py.Dataset, start: int = 0, stop: int | None = None) -> np.nd
 
 # --- shards ----------------------------------------------------------------------------------------
 
+
 def shard_name(stem: str, index: int, count: int) -> str:
     """Part `index` of `count` of the array file `stem` (read back as one by open_result)."""
     return f"{stem}.shard-{index:04d}-of-{count:04d}.h5"
@@ -410,7 +417,7 @@ def read_rows(ds, rows: np.ndarray) -> np.ndarray:
     if len(rows) == 0:
         return np.empty((0, *ds.shape[1:]), ds.dtype)
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    return np.concatenate([ds[r[0]:r[-1] + 1] for r in np.split(rows, breaks)])
+    return np.concatenate([ds[r[0] : r[-1] + 1] for r in np.split(rows, breaks)])
 
 
 def is_complete_file(path: str | os.PathLike, n_rows: int | None = None) -> bool:
@@ -459,7 +466,9 @@ def assemble_shards(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "")
     return target
 
 
-def _write_vds(target: Path, shards: list[Path], lengths: list[int], names, meta, attrs, relative: bool) -> None:
+def _write_vds(
+    target: Path, shards: list[Path], lengths: list[int], names, meta, attrs, relative: bool
+) -> None:
     # every task of a Slurm array may assemble at once: each writes its own, the last rename wins (whole)
     total = sum(lengths)
     with atomic.replacing(target) as tmp:
@@ -474,7 +483,7 @@ def _write_vds(target: Path, shards: list[Path], lengths: list[int], names, meta
                     # relative source paths: the run directory can be moved or copied whole
                     source = f"./{s.name}" if relative else str(s.resolve())
                     if n:  # an empty shard (more shards than rows) adds nothing
-                        layout[start:start + n] = h5py.VirtualSource(source, name, shape=(n, *tail))
+                        layout[start : start + n] = h5py.VirtualSource(source, name, shape=(n, *tail))
                     start += n
                 out.create_virtual_dataset(name, layout)
 
@@ -498,8 +507,10 @@ def open_result(run_dir: str | os.PathLike, stem: str, rerun_hint: str = "") -> 
         raise DataError(f"{path} can't be opened as HDF5 ({e}); rerun the stage that wrote it") from None
     if not f.attrs.get("complete"):  # its writer failed or was stopped: never read as a result
         f.close()
-        raise DataError(f"{path} was not finished by the stage that wrote it; resume that run "
-                        f"(hyrax <stage> --resume {Path(run_dir)}) or rerun it")
+        raise DataError(
+            f"{path} was not finished by the stage that wrote it; resume that run "
+            f"(hyrax <stage> --resume {Path(run_dir)}) or rerun it"
+        )
     return f
 
 
@@ -520,7 +531,11 @@ class IdIndex:
         q = as_id_bytes(np.atleast_1d(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)))
         pos = np.searchsorted(self.sorted, q)
         pos_c = np.minimum(pos, len(self.sorted) - 1)
-        hit = (pos < len(self.sorted)) & (self.sorted[pos_c] == q) if len(self.sorted) else np.zeros(len(q), bool)
+        hit = (
+            (pos < len(self.sorted)) & (self.sorted[pos_c] == q)
+            if len(self.sorted)
+            else np.zeros(len(q), bool)
+        )
         return np.where(hit, self.order[pos_c] if len(self.sorted) else -1, -1)
 
     def close_matches(self, object_id: str, n: int = 3) -> list[str]:

@@ -64,8 +64,10 @@ class Labels:
         return pd.DataFrame(self.table())
 
     def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><td>{html.escape(str(i))}</td><td>{v:g}</td><td>{html.escape(str(t))}</td></tr>"
-                       for i, v, t in zip(self.object_id[:200], self.label[:200], self.time[:200], strict=True))
+        rows = "".join(
+            f"<tr><td>{html.escape(str(i))}</td><td>{v:g}</td><td>{html.escape(str(t))}</td></tr>"
+            for i, v, t in zip(self.object_id[:200], self.label[:200], self.time[:200], strict=True)
+        )
         more = f"<p>({len(self) - 200} more)</p>" if len(self) > 200 else ""
         return f"<table><tr><th>object_id</th><th>label</th><th>time</th></tr>{rows}</table>{more}"
 
@@ -94,20 +96,28 @@ def read_labels(paths) -> Labels:
                 continue
             rows.append((oid, _label(text, path, line), _time(when, path, line), len(rows)))
     if not rows:
-        raise UsageError(f"no labels in {', '.join(map(str, paths))}" + (f" ({blank} rows with an empty label)"
-                                                                         if blank else ""))
+        raise UsageError(
+            f"no labels in {', '.join(map(str, paths))}"
+            + (f" ({blank} rows with an empty label)" if blank else "")
+        )
     # newest last: rows with a time by time, rows without keep their order (and count as older than any time)
     rows.sort(key=lambda r: (r[2] != "", _sort_time(r[2]), r[3]))
     latest = {oid: (label, when) for oid, label, when, _ in rows}
     overridden = len(rows) - len(latest)
     if overridden:
-        log.warning("%d older label%s of objects labelled more than once overridden: the newest label of each "
-                    "object wins", overridden, "s" if overridden > 1 else "")
+        log.warning(
+            "%d older label%s of objects labelled more than once overridden: the newest label of each "
+            "object wins",
+            overridden,
+            "s" if overridden > 1 else "",
+        )
     ids = np.array(list(latest), dtype=str)
-    return Labels(ids, np.array([v[0] for v in latest.values()], np.float32),
-                  np.array([v[1] for v in latest.values()], dtype=str),
-                  {"files": [str(p) for p in paths], "rows": len(rows), "blank_rows": blank,
-                   "overridden": overridden})
+    return Labels(
+        ids,
+        np.array([v[0] for v in latest.values()], np.float32),
+        np.array([v[1] for v in latest.values()], dtype=str),
+        {"files": [str(p) for p in paths], "rows": len(rows), "blank_rows": blank, "overridden": overridden},
+    )
 
 
 def keep_known(labels: Labels, known: np.ndarray) -> Labels:
@@ -119,11 +129,18 @@ def keep_known(labels: Labels, known: np.ndarray) -> Labels:
     unknown = labels.object_id[~found]
     notes = labels.notes | {"unknown_ids": len(unknown)}
     if len(unknown):
-        log.warning("%d labelled object%s not in this run (left out): %s%s", len(unknown),
-                    " is" if len(unknown) == 1 else "s are", ", ".join(unknown[:5]), ", ..." if len(unknown) > 5 else "")
+        log.warning(
+            "%d labelled object%s not in this run (left out): %s%s",
+            len(unknown),
+            " is" if len(unknown) == 1 else "s are",
+            ", ".join(unknown[:5]),
+            ", ..." if len(unknown) > 5 else "",
+        )
     if not found.any():
-        raise UsageError(f"none of the {len(labels)} labelled objects is in this run (e.g. {unknown[0]}): are the "
-                         "labels for another data set?")
+        raise UsageError(
+            f"none of the {len(labels)} labelled objects is in this run (e.g. {unknown[0]}): are the "
+            "labels for another data set?"
+        )
     return Labels(labels.object_id[found], labels.label[found], labels.time[found], notes)
 
 
@@ -138,8 +155,9 @@ def _rows(path: Path):
     try:
         yield from _read_rows(path, encoding)
     except UnicodeDecodeError as e:
-        raise UsageError(f"label file {path} is not UTF-8 or UTF-16 text (byte {e.start}); save it as CSV "
-                         "(UTF-8)") from None
+        raise UsageError(
+            f"label file {path} is not UTF-8 or UTF-16 text (byte {e.start}); save it as CSV (UTF-8)"
+        ) from None
 
 
 def _read_rows(path: Path, encoding: str):
@@ -150,14 +168,18 @@ def _read_rows(path: Path, encoding: str):
         reader = csv.reader(f, delimiter=delimiter)
         header = [h.strip().lower() for h in next(reader, [])]
         if "object_id" not in header or "label" not in header:
-            raise UsageError(f"label file {path} needs object_id and label columns; it has: "
-                             f"{', '.join(header) or 'nothing'}")
+            raise UsageError(
+                f"label file {path} needs object_id and label columns; it has: "
+                f"{', '.join(header) or 'nothing'}"
+            )
         i_id, i_label = header.index("object_id"), header.index("label")
         i_time = header.index("time") if "time" in header else None
         for line, row in enumerate(reader, start=2):
             if not any(c.strip() for c in row):
                 continue
-            oid, label, when = (row[i].strip() if i is not None and i < len(row) else "" for i in (i_id, i_label, i_time))
+            oid, label, when = (
+                row[i].strip() if i is not None and i < len(row) else "" for i in (i_id, i_label, i_time)
+            )
             if not oid:
                 raise UsageError(f"{path}, line {line}: no object_id")
             yield line, (oid, label, when)
@@ -170,11 +192,15 @@ def _label(text: str, path: Path, line: int) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"{path}, line {line}: label {text!r} is not a number; a label is a number from 0 "
-                         f"(boring) to {LABEL_MAX:g} (interesting), or yes/no") from None
+        raise UsageError(
+            f"{path}, line {line}: label {text!r} is not a number; a label is a number from 0 "
+            f"(boring) to {LABEL_MAX:g} (interesting), or yes/no"
+        ) from None
     if not 0 <= value <= LABEL_MAX:  # NaN fails too
-        raise UsageError(f"{path}, line {line}: label {text!r} is out of range; a label is a number from 0 "
-                         f"(boring) to {LABEL_MAX:g} (interesting), or yes/no")
+        raise UsageError(
+            f"{path}, line {line}: label {text!r} is out of range; a label is a number from 0 "
+            f"(boring) to {LABEL_MAX:g} (interesting), or yes/no"
+        )
     return value
 
 
@@ -183,8 +209,9 @@ def _time(text: str, path: Path, line: int) -> str:
         try:
             _sort_time(text)
         except ValueError:
-            raise UsageError(f"{path}, line {line}: time {text!r} is not an ISO 8601 time "
-                             "(e.g. 2026-11-20T10:31:02Z)") from None
+            raise UsageError(
+                f"{path}, line {line}: time {text!r} is not an ISO 8601 time (e.g. 2026-11-20T10:31:02Z)"
+            ) from None
     return text
 
 

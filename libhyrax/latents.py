@@ -91,7 +91,9 @@ class Embedding(PerObject):
     stem, array = EMBEDDING, "embedding"
 
 
-def lookup(object_id: str, config=None, *, from_run: str | os.PathLike | None = None, overrides=()) -> np.ndarray:
+def lookup(
+    object_id: str, config=None, *, from_run: str | os.PathLike | None = None, overrides=()
+) -> np.ndarray:
     """The latent vector of one object from an infer run (`from_run`, else the newest); a UsageError naming
     the closest ids when no object has that id.
 
@@ -105,7 +107,7 @@ def lookup(object_id: str, config=None, *, from_run: str | os.PathLike | None = 
     with open_result(run.path, LATENTS) as f:
         ids, step = f["object_id"], 1 << 20
         for start in range(0, len(ids), step):  # a vectorised scan: no id table for one lookup
-            hit = np.flatnonzero(as_id_bytes(ids[start:start + step]) == wanted)
+            hit = np.flatnonzero(as_id_bytes(ids[start : start + step]) == wanted)
             if len(hit):
                 return np.asarray(f["latent"][start + int(hit[0])])
     return Latents(run.path).vector(str(object_id))  # raises, naming the closest ids

@@ -30,7 +30,9 @@ PREPROCESSING_FILE = "preprocessing.json"
 def _quiet_exporter():
     """The exporter logs warnings about optional torchvision ops and may print; keep stdout clean (it
     carries only results paths) and its chatter out of the user's log."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
+    loggers = [
+        logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
+    ]
     levels = [lg.level for lg in loggers]
     import warnings
 
@@ -93,18 +95,37 @@ def _export(module, x, tmp: Path, names: list[str], opset: int) -> None:
 
     try:
         with _quiet_exporter():
-            torch.onnx.export(module, (x,), str(tmp), input_names=[INPUT_NAME], output_names=names,
-                              opset_version=opset, dynamo=True, external_data=False,
-                              verbose=False,  # its "[torch.onnx] Run decompositions... ✅" progress lines
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+            torch.onnx.export(
+                module,
+                (x,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=names,
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,  # its "[torch.onnx] Run decompositions... ✅" progress lines
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            )
     except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; the legacy path is the fallback
-        log.warning("the dynamo ONNX exporter could not trace the model (%s: %s); using the TorchScript "
-                    "exporter", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        log.warning(
+            "the dynamo ONNX exporter could not trace the model (%s: %s); using the TorchScript exporter",
+            type(e).__name__,
+            str(e).splitlines()[0] if str(e) else "",
+        )
         axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]}
         try:
             with _quiet_exporter():
-                torch.onnx.export(module, (x,), str(tmp), input_names=[INPUT_NAME], output_names=names,
-                                  opset_version=opset, dynamo=False, dynamic_axes=axes)
+                torch.onnx.export(
+                    module,
+                    (x,),
+                    str(tmp),
+                    input_names=[INPUT_NAME],
+                    output_names=names,
+                    opset_version=opset,
+                    dynamo=False,
+                    dynamic_axes=axes,
+                )
         except Exception as e2:  # noqa: BLE001
             raise ModelError(f"the model can't be exported to ONNX: {type(e2).__name__}: {e2}") from None
 
@@ -120,9 +141,15 @@ def in_memory_session(model, example: np.ndarray, latent_only: bool = False):
     names = ["latent"] if latent_only else output_names(model, example)
     buf = io.BytesIO()
     with _quiet_exporter():
-        torch.onnx.export(_outputs_module(model, names), (torch.from_numpy(np.ascontiguousarray(example)),), buf,
-                          input_names=[INPUT_NAME], output_names=names, dynamo=False,
-                          dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]})
+        torch.onnx.export(
+            _outputs_module(model, names),
+            (torch.from_numpy(np.ascontiguousarray(example)),),
+            buf,
+            input_names=[INPUT_NAME],
+            output_names=names,
+            dynamo=False,
+            dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]},
+        )
     # as many threads as torch would use (OMP_NUM_THREADS, the CPU set)
     return session(buf.getvalue(), "cpu", threads=torch.get_num_threads())
 
@@ -140,8 +167,9 @@ def session(model: str | os.PathLike | bytes, device: str = "cpu", threads: int 
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
-                                providers=providers)
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), sess_options=opts, providers=providers
+    )
 
 
 def run_session(sess, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -161,8 +189,12 @@ def compare(model, sess, x: np.ndarray) -> dict[str, float]:
 
 def differences(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
     """The largest absolute difference per output of `want` (inf where `got` lacks it or has another shape)."""
-    return {k: float(np.max(np.abs(got[k].astype("f8") - v), initial=0.0))
-            if k in got and got[k].shape == v.shape else float("inf") for k, v in want.items()}
+    return {
+        k: float(np.max(np.abs(got[k].astype("f8") - v), initial=0.0))
+        if k in got and got[k].shape == v.shape
+        else float("inf")
+        for k, v in want.items()
+    }
 
 
 def preprocessing_steps(data_set: dict, raw_shape: tuple[int, ...]) -> list[str]:
@@ -172,8 +204,10 @@ def preprocessing_steps(data_set: dict, raw_shape: tuple[int, ...]) -> list[str]
     if crop:
         steps.append(f"centre-crop to {crop}x{crop}: rows (H-{crop})//2 .. +{crop}, same for columns")
     if data_set.get("nan_mode") == "quantile":
-        steps.append(f"replace NaN/inf pixels with the {data_set.get('nan_quantile')} quantile of the finite "
-                     f"pixels of the same band of the same image (0 when none is finite)")
+        steps.append(
+            f"replace NaN/inf pixels with the {data_set.get('nan_quantile')} quantile of the finite "
+            f"pixels of the same band of the same image (0 when none is finite)"
+        )
     else:
         steps.append("replace NaN/inf pixels with 0")
     if data_set.get("transform") == "asinh":
@@ -183,16 +217,27 @@ def preprocessing_steps(data_set: dict, raw_shape: tuple[int, ...]) -> list[str]
     return steps
 
 
-def write_preprocessing(path: str | os.PathLike, *, data_set: dict, input_shape: tuple[int, ...],
-                        raw_shape: tuple[int, ...], bands: list[str] | None, outputs: list[str],
-                        extra: dict | None = None) -> Path:
+def write_preprocessing(
+    path: str | os.PathLike,
+    *,
+    data_set: dict,
+    input_shape: tuple[int, ...],
+    raw_shape: tuple[int, ...],
+    bands: list[str] | None,
+    outputs: list[str],
+    extra: dict | None = None,
+) -> Path:
     """`preprocessing.json`: all a user needs besides model.onnx to feed it an image."""
     doc = {
-        "format": "hyrax-onnx-preprocessing", "format_version": 1,
+        "format": "hyrax-onnx-preprocessing",
+        "format_version": 1,
         "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": ["batch", *input_shape]},
-        "raw_shape": list(raw_shape), "bands": bands,
-        "data_set": data_set, "steps": preprocessing_steps(data_set, raw_shape),
-        "outputs": outputs, **(extra or {}),
+        "raw_shape": list(raw_shape),
+        "bands": bands,
+        "data_set": data_set,
+        "steps": preprocessing_steps(data_set, raw_shape),
+        "outputs": outputs,
+        **(extra or {}),
     }
     path = Path(path)
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

@@ -40,23 +40,28 @@ class LabelModel:
     def __init__(self, exploration: float = 0.2, n_estimators: int = 200, seed: int = 0,
                  positive_from: float = 0.6):
         self.exploration, self.n_estimators, self.seed = float(exploration), int(n_estimators), int(seed)
-        self.positive_from = float(positive_from)  # interest (label / scale) at or above which it is "interesting"
+        self.positive_from = float(
+            positive_from
+        )  # interest (label / scale) at or above which it is "interesting"
 
     def fit(self, latents: np.ndarray, interest: np.ndarray, sample: np.ndarray) -> LabelModel:
         """`latents` (L, D) of the labelled objects, `interest` (L,) their labels scaled to 0..1, and
         `sample` (S, D): a seeded sample of all objects (the distance scale of `novelty`)."""
         self.labelled_ = np.ascontiguousarray(latents, dtype=np.float32)
         self.labelled64_ = self.labelled_.astype(np.float64)  # float64: the same distances whatever the batch
-        self.labelled_sq_ = (self.labelled64_ ** 2).sum(1)
+        self.labelled_sq_ = (self.labelled64_**2).sum(1)
         y = np.asarray(interest, np.float64)
         positive = y >= self.positive_from
-        self.classes_ = "both" if 0 < positive.sum() < len(y) else "interesting" if positive.all() else "boring"
+        self.classes_ = (
+            "both" if 0 < positive.sum() < len(y) else "interesting" if positive.all() else "boring"
+        )
         if self.classes_ == "both":
             self.trees_ = _trees(self.labelled_, positive, self.n_estimators, self.seed)
         else:  # one class: how much an object looks like the labelled ones rather than like any object
             rng = np.random.default_rng(self.seed)
-            others = np.asarray(sample, np.float32)[rng.choice(len(sample), min(len(sample), ONE_CLASS_SAMPLE),
-                                                               replace=False)]
+            others = np.asarray(sample, np.float32)[
+                rng.choice(len(sample), min(len(sample), ONE_CLASS_SAMPLE), replace=False)
+            ]
             like = np.r_[np.ones(len(y), bool), np.zeros(len(others), bool)]
             self.trees_ = _trees(np.concatenate([self.labelled_, others]), like, self.n_estimators, self.seed)
         d = self.distance(sample)
@@ -69,9 +74,9 @@ class LabelModel:
         x = np.asarray(latents, np.float32)
         out = np.empty(len(x), np.float32)
         for start in range(0, len(x), DIST_BATCH):
-            b = x[start:start + DIST_BATCH].astype(np.float64)
+            b = x[start : start + DIST_BATCH].astype(np.float64)
             d2 = (b**2).sum(1)[:, None] - 2 * (b @ self.labelled64_.T) + self.labelled_sq_[None]
-            out[start:start + len(b)] = np.sqrt(np.maximum(d2.min(1), 0))
+            out[start : start + len(b)] = np.sqrt(np.maximum(d2.min(1), 0))
         return out
 
     def predict(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +92,9 @@ class LabelModel:
         """score, interest and novelty of a batch; `anomaly`: its rank percentiles (0..1)."""
         interest, novelty = self.predict(latents)
         e = self.exploration
-        score = np.asarray(anomaly, np.float32) ** ANOMALY_POWER * ((1 - e * novelty) * interest + e * novelty)
+        score = np.asarray(anomaly, np.float32) ** ANOMALY_POWER * (
+            (1 - e * novelty) * interest + e * novelty
+        )
         return {"score": score.astype(np.float32), "interest": interest, "novelty": novelty}
 
     def cross_validate(self, latents: np.ndarray, interest: np.ndarray, folds: int = 5) -> dict:
@@ -101,17 +108,26 @@ class LabelModel:
         n_pos, n_neg = int(positive.sum()), int((~positive).sum())
         k = min(folds, n_pos, n_neg)
         if k < 2:
-            return {"folds": 0, "roc_auc": None, "accuracy": None,
-                    "why_none": f"needs at least 2 interesting and 2 boring labels (has {n_pos} and {n_neg})"}
+            return {
+                "folds": 0,
+                "roc_auc": None,
+                "accuracy": None,
+                "why_none": f"needs at least 2 interesting and 2 boring labels (has {n_pos} and {n_neg})",
+            }
         x = np.asarray(latents, np.float32)
         held_out = np.empty(len(y))  # P(interesting) from a model that did not see the object
         for train, test in StratifiedKFold(k, shuffle=True, random_state=self.seed).split(x, positive):
-            trees = _trees(x[train], positive[train], self.n_estimators, self.seed)  # k <= each class's count:
-            held_out[test] = trees.predict_proba(x[test])[:, 1]                       # both in every fold
+            trees = _trees(
+                x[train], positive[train], self.n_estimators, self.seed
+            )  # k <= each class's count:
+            held_out[test] = trees.predict_proba(x[test])[:, 1]  # both in every fold
         from libhyrax.scorers import roc_auc
 
-        return {"folds": k, "roc_auc": roc_auc(held_out, positive),
-                "accuracy": float(np.mean((held_out >= 0.5) == positive))}
+        return {
+            "folds": k,
+            "roc_auc": roc_auc(held_out, positive),
+            "accuracy": float(np.mean((held_out >= 0.5) == positive)),
+        }
 
 
 def _trees(x: np.ndarray, positive: np.ndarray, n_estimators: int, seed: int):
@@ -119,8 +135,9 @@ def _trees(x: np.ndarray, positive: np.ndarray, n_estimators: int, seed: int):
     few positives there are; `.predict_proba(x)[:, 1]` is P(positive)."""
     from sklearn.ensemble import ExtraTreesClassifier
 
-    return ExtraTreesClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1,
-                                class_weight="balanced").fit(x, positive)
+    return ExtraTreesClassifier(
+        n_estimators=n_estimators, random_state=seed, n_jobs=1, class_weight="balanced"
+    ).fit(x, positive)
 
 
 def rank_percentile(scores: np.ndarray) -> np.ndarray:

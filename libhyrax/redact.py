@@ -17,8 +17,10 @@ from typing import Any
 MASK = "***"
 # scheme://user:password@host  ->  scheme://user:***@host ; scheme://token@host -> scheme://***@host
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^\s/@:'\"]*)(?::(?P<pw>[^\s/@'\"]*))?@")
-_SECRET_PARAM = re.compile(r"(?i)(?P<key>[?&;](?:access_token|token|password|passwd|pwd|secret|api_key|apikey|key|"
-                           r"sig|signature|auth)=)(?P<value>[^&\s'\"#]+)")
+_SECRET_PARAM = re.compile(
+    r"(?i)(?P<key>[?&;](?:access_token|token|password|passwd|pwd|secret|api_key|apikey|key|"
+    r"sig|signature|auth)=)(?P<value>[^&\s'\"#]+)"
+)
 SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|token|api_?key|credential|private_key)")
 
 
@@ -55,7 +57,7 @@ def url_credentials(url: str) -> tuple[str, str | None, str | None]:
     m = _URL_USERINFO.search(url)
     if not m or not m["user"] and m["pw"] is None:
         return url, None, None
-    return url[:m.start()] + m["scheme"] + url[m.end():], m["user"] or None, m["pw"]
+    return url[: m.start()] + m["scheme"] + url[m.end() :], m["user"] or None, m["pw"]
 
 
 class Filter(logging.Filter):

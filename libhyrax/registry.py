@@ -62,8 +62,12 @@ class Registry(Mapping, Generic[T]):
         elif not same_definition(old, obj):
             raise HyraxError(self._clash_message(name, qualified_name(old), obj))
         elif old is not obj:
-            log.debug("%s %r: %s defined again (a notebook cell re-run or a module reloaded); using the new one",
-                      self.kind, name, qualified_name(obj))
+            log.debug(
+                "%s %r: %s defined again (a notebook cell re-run or a module reloaded); using the new one",
+                self.kind,
+                name,
+                qualified_name(obj),
+            )
         self._entries[name] = obj
         return obj
 
@@ -74,8 +78,10 @@ class Registry(Mapping, Generic[T]):
             raise HyraxError(self._clash_message(name, f"the built-in from {module}", obj))
 
     def _clash_message(self, name: str, old: str, new: Any) -> str:
-        return (f"{self.kind} {name!r} is already registered as {old}; can't also register "
-                f"{qualified_name(new)} under it: {self.rename_hint}")
+        return (
+            f"{self.kind} {name!r} is already registered as {old}; can't also register "
+            f"{qualified_name(new)} under it: {self.rename_hint}"
+        )
 
     # --- looking up -------------------------------------------------------------------------------
 
@@ -96,8 +102,9 @@ class Registry(Mapping, Generic[T]):
         obj = import_object(path, self.kind, self.error)
         if not isinstance(obj, type) or (self.base is not None and not issubclass(obj, self.base)):
             wanted = f"a subclass of {public_name(self.base)}" if self.base is not None else "a class"
-            raise self.error(f"{self.kind} = {path!r} is {describe(obj)}, not {wanted}; give the import "
-                             "path of one")
+            raise self.error(
+                f"{self.kind} = {path!r} is {describe(obj)}, not {wanted}; give the import path of one"
+            )
         return obj
 
     def _load(self, name: str) -> None:
@@ -106,11 +113,15 @@ class Registry(Mapping, Generic[T]):
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise self.error(f"{self.kind} {name!r} needs {module}, which can't be imported ({e}); install "
-                             "the package it needs or choose another") from None
+            raise self.error(
+                f"{self.kind} {name!r} needs {module}, which can't be imported ({e}); install "
+                "the package it needs or choose another"
+            ) from None
         if name not in self._entries:
-            raise self.error(f"{self.kind} {name!r}: {module} was imported but registers no {name!r}; "
-                             "this is a bug in Hyrax, please report it")
+            raise self.error(
+                f"{self.kind} {name!r}: {module} was imported but registers no {name!r}; "
+                "this is a bug in Hyrax, please report it"
+            )
 
     # --- the read-only mapping --------------------------------------------------------------------
 
@@ -181,8 +192,10 @@ def import_object(path: str, what: str, error: type[HyraxError] = ConfigError) -
     try:
         obj = importlib.import_module(module)
     except ImportError as e:
-        raise error(f"{what} = {path!r}: module {module!r} can't be imported ({e}); check the import path and "
-                    "that its package is installed") from None
+        raise error(
+            f"{what} = {path!r}: module {module!r} can't be imported ({e}); check the import path and "
+            "that its package is installed"
+        ) from None
     for attr in attrs.split("."):
         try:
             obj = getattr(obj, attr)

@@ -71,8 +71,10 @@ def newest_run(stage: str, config: dict, *, reading: str | os.PathLike | None = 
             break
     if not runs:
         of = f" of {reading}" if reading is not None else ""
-        raise UsageError(f"no finished `{stage}` run{of} in {results_root(config)}; run `hyrax {stage}` first "
-                         f"or pass --from DIR")
+        raise UsageError(
+            f"no finished `{stage}` run{of} in {results_root(config)}; run `hyrax {stage}` first "
+            f"or pass --from DIR"
+        )
     best = max(runs, key=lambda p: (read_provenance(p).get("finished") or "", p.name))
     log.info("using the newest %s run: %s", stage, best)
     return best
@@ -88,8 +90,13 @@ def _finished_runs(root: Path, stage: str, reading: str | os.PathLike | None) ->
     return runs
 
 
-def find_run(stage_names: str | tuple[str, ...], config: dict, given: str | os.PathLike | None = None, *,
-             reading: str | os.PathLike | None = None) -> Result:
+def find_run(
+    stage_names: str | tuple[str, ...],
+    config: dict,
+    given: str | os.PathLike | None = None,
+    *,
+    reading: str | os.PathLike | None = None,
+) -> Result:
     """`given` when there is one (checked to be a finished run of one of `stage_names`), else the newest
     finished run of the first of them that has one (`reading`: only runs that read that run)."""
     wanted = (stage_names,) if isinstance(stage_names, str) else tuple(stage_names)
@@ -178,10 +185,17 @@ class Result:
         """Like :meth:`find`, or a UsageError saying which run is missing."""
         found = self.find(*stage_names)
         if found is None:
-            gone = [str(p) for r in (self, *self.lineage()) for p in upstream_paths(r.path)
-                    if not (p / PROVENANCE_FILE).is_file()]
-            why = (f"; it read {', '.join(gone)}, which is gone (moved or deleted): put it back beside the run"
-                   if gone else "")
+            gone = [
+                str(p)
+                for r in (self, *self.lineage())
+                for p in upstream_paths(r.path)
+                if not (p / PROVENANCE_FILE).is_file()
+            ]
+            why = (
+                f"; it read {', '.join(gone)}, which is gone (moved or deleted): put it back beside the run"
+                if gone
+                else ""
+            )
             raise UsageError(f"{self.path} has no {' or '.join(stage_names)} run upstream{why}")
         return found
 
@@ -194,7 +208,9 @@ class Result:
 
             return open_group(self.config, group)
         except (HyraxError, ImportError, OSError) as e:
-            log.warning("the data of %s can't be opened (%s); catalog columns and cutouts left out", self.path, e)
+            log.warning(
+                "the data of %s can't be opened (%s); catalog columns and cutouts left out", self.path, e
+            )
             return None
 
     def __fspath__(self) -> str:

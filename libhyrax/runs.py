@@ -116,7 +116,10 @@ class Run:
 
         if self.shard is None:
             return is_complete_file(self.output(stem))
-        return all(is_complete_file(self.file(shard_name(stem, i, self.shard.count))) for i in range(self.shard.count))
+        return all(
+            is_complete_file(self.file(shard_name(stem, i, self.shard.count)))
+            for i in range(self.shard.count)
+        )
 
     def add_input(self, path: str | os.PathLike) -> None:
         rec = file_record(path)
@@ -137,13 +140,24 @@ class Run:
         self.save_provenance()
 
     def save_provenance(self) -> None:
-        name = PROVENANCE_FILE if self.shard is None else shard_provenance_name(self.shard.index, self.shard.count)
+        name = (
+            PROVENANCE_FILE
+            if self.shard is None
+            else shard_provenance_name(self.shard.index, self.shard.count)
+        )
         atomic.write_json(self.path / name, self.provenance)
 
 
 @contextmanager
-def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resume: str | os.PathLike | None = None,
-             name: str | None = None, key=()):
+def open_run(
+    stage: str,
+    config: dict,
+    *,
+    shard: str | Shard | None = None,
+    resume: str | os.PathLike | None = None,
+    name: str | None = None,
+    key=(),
+):
     """Open a results directory for `stage` (see the module docstring); yields a :class:`Run`.
 
     shard: "I/N", a Shard, or None (then the Slurm array task's share when in an array job), for the
@@ -168,7 +182,9 @@ def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resu
     else:
         run = _open_shard(stage, config, the_shard, resume, name, key)
     reserve_space(run)
-    handler = hlog.add_file_log(run.path / (f"{stage}.log" if the_shard is None else f"{stage}.{the_shard.tag}.log"))
+    handler = hlog.add_file_log(
+        run.path / (f"{stage}.log" if the_shard is None else f"{stage}.{the_shard.tag}.log")
+    )
     log.info("%s%s: writing %s", stage, f" shard {the_shard}" if the_shard else "", run.final_path)
     try:
         with terminate_as_interrupt():
@@ -178,8 +194,15 @@ def open_run(stage: str, config: dict, *, shard: str | Shard | None = None, resu
         how = f"was interrupted ({str(exc) or type(exc).__name__})" if interrupted else "failed"
         try:
             if the_shard is not None:
-                log.error("%s shard %s %s; rerun it with: hyrax %s --shard %s --resume %s", stage, the_shard, how,
-                          stage, the_shard, run.path)
+                log.error(
+                    "%s shard %s %s; rerun it with: hyrax %s --shard %s --resume %s",
+                    stage,
+                    the_shard,
+                    how,
+                    stage,
+                    the_shard,
+                    run.path,
+                )
                 raise
             _end_failed(run, exc, how, resumed=resume is not None)
             raise
@@ -201,8 +224,11 @@ def _end_failed(run: Run, exc: BaseException, how: str, resumed: bool) -> None:
     can_resume = run.can_resume()
     if not can_resume and not resumed and isinstance(exc, UsageError):
         shutil.rmtree(run.path, ignore_errors=True)
-        log.error("%s was refused before it wrote any results, so no results directory is kept; fix what the "
-                  "error says and run it again", stage)
+        log.error(
+            "%s was refused before it wrote any results, so no results directory is kept; fix what the "
+            "error says and run it again",
+            stage,
+        )
         return
     failed = run.final_path.with_name(run.final_path.name + FAILED)
     if failed.exists():
@@ -210,11 +236,22 @@ def _end_failed(run: Run, exc: BaseException, how: str, resumed: bool) -> None:
     os.replace(run.path, failed)
     run.path = failed
     if can_resume:
-        log.error("%s %s; its results directory is kept as %s; continue it with: hyrax %s --resume %s",
-                  stage, how, failed, stage, failed)
+        log.error(
+            "%s %s; its results directory is kept as %s; continue it with: hyrax %s --resume %s",
+            stage,
+            how,
+            failed,
+            stage,
+            failed,
+        )
     else:
-        log.error("%s %s before it wrote anything a resume could go on from (its results directory is "
-                  "kept as %s); start a new run", stage, how, failed)
+        log.error(
+            "%s %s before it wrote anything a resume could go on from (its results directory is "
+            "kept as %s); start a new run",
+            stage,
+            how,
+            failed,
+        )
 
 
 # what a run's directory holds besides its outputs
@@ -224,8 +261,10 @@ _BOOKKEEPING = (CONFIG_FILE, PROVENANCE_FILE)
 def _wrote_outputs(path: Path) -> bool:
     """Whether a run's directory holds anything besides its config, provenance, log and claim."""
     try:
-        return any(p.name not in _BOOKKEEPING and not p.name.startswith(CLAIM_FILE) and p.suffix != ".log"
-                   for p in path.iterdir())
+        return any(
+            p.name not in _BOOKKEEPING and not p.name.startswith(CLAIM_FILE) and p.suffix != ".log"
+            for p in path.iterdir()
+        )
     except OSError:
         return False
 
@@ -235,12 +274,15 @@ def _check_resume_matches(path: Path, stage: str, shard: Shard | None) -> None:
     check_stage(path, prov, stage)
     if prov.get("sharded") and shard is None:
         count = prov["sharded"]["count"]
-        raise UsageError(f"{path} is sharded into {count}; resume one shard with --shard I/{count} --resume {path}")
+        raise UsageError(
+            f"{path} is sharded into {count}; resume one shard with --shard I/{count} --resume {path}"
+        )
     if shard is not None and not prov.get("sharded"):
         raise UsageError(f"{path} is not a sharded run; resume it without --shard")
 
 
 # --- claims: one writer per run (or per shard) ---------------------------------------------------------
+
 
 @dataclass
 class Claim:
@@ -261,8 +303,10 @@ class Claim:
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
-            raise UsageError(f"{path.parent} is being written by {holder}; wait for it to end (or stop it) "
-                             "before resuming it") from None
+            raise UsageError(
+                f"{path.parent} is being written by {holder}; wait for it to end (or stop it) "
+                "before resuming it"
+            ) from None
         except OSError as e:  # a file system without locks (some Lustre mounts): go on, unprotected
             log.warning("can't lock %s (%s); two writers of this run would not be stopped", path, e)
             return cls(path, fd)
@@ -303,6 +347,7 @@ def terminate_as_interrupt():
 
 # --- plain runs -------------------------------------------------------------------------------------
 
+
 def _open_plain(stage: str, config: dict, resume: str | os.PathLike | None, name: str | None) -> Run:
     from libhyrax.config import dump_config
 
@@ -310,7 +355,9 @@ def _open_plain(stage: str, config: dict, resume: str | os.PathLike | None, name
         run = _reopen(stage, Path(resume), config)
     else:
         final, work = _claim_new_directory(results_root(config), stage, name)
-        run = Run(stage, final, work, config, new_provenance(stage, config), claim=Claim.take(work / CLAIM_FILE))
+        run = Run(
+            stage, final, work, config, new_provenance(stage, config), claim=Claim.take(work / CLAIM_FILE)
+        )
     (run.path / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
     run.save_provenance()
     return run
@@ -326,9 +373,11 @@ def _claim_new_directory(root: Path, stage: str, name: str | None) -> tuple[Path
     except OSError as e:
         if not (isinstance(e, PermissionError) or e.errno == errno.EROFS):
             raise
-        raise UsageError(f"can't write in the results folder {root} ({e.strerror}); point "
-                         "general.results_dir at a folder you can write, e.g. "
-                         "--set \"general.results_dir='/scratch/$USER/results'\"") from None
+        raise UsageError(
+            f"can't write in the results folder {root} ({e.strerror}); point "
+            "general.results_dir at a folder you can write, e.g. "
+            "--set \"general.results_dir='/scratch/$USER/results'\""
+        ) from None
 
 
 def _claim_in(root: Path, stage: str, name: str | None) -> tuple[Path, Path]:
@@ -380,6 +429,7 @@ def existing_run_dir(path: Path) -> Path:
 
 # --- shards of a shared run ---------------------------------------------------------------------------
 
+
 def _open_shard(stage: str, config: dict, shard: Shard, resume, name: str | None, key) -> Run:
     if resume is not None:
         path = Path(resume)
@@ -405,13 +455,23 @@ def _claim_shared_directory(path: Path, stage: str, config: dict, shard: Shard) 
         prov = json.loads(top.read_text(encoding="utf-8"))
         info = prov.get("sharded") or {}
         if prov.get("stage") != stage or info.get("count") != shard.count:
-            raise UsageError(f"{path} already holds {a_run(prov.get('stage'))} in {info.get('count')} "
-                             "shards; "
-                             f"this task is {stage} shard {shard}: pick another --run-name or --resume")
+            raise UsageError(
+                f"{path} already holds {a_run(prov.get('stage'))} in {info.get('count')} "
+                "shards; "
+                f"this task is {stage} shard {shard}: pick another --run-name or --resume"
+            )
         return
-    prov = {"stage": stage, STATUS: Status.SHARDED, "started": now().isoformat(), "finished": None,
-            "sharded": {"count": shard.count, "job_id": shard.job_id},
-            "config_version": config.get("config_version"), "inputs": [], "upstream_runs": [], "error": None}
+    prov = {
+        "stage": stage,
+        STATUS: Status.SHARDED,
+        "started": now().isoformat(),
+        "finished": None,
+        "sharded": {"count": shard.count, "job_id": shard.job_id},
+        "config_version": config.get("config_version"),
+        "inputs": [],
+        "upstream_runs": [],
+        "error": None,
+    }
     if not atomic.write_json(top, prov, exclusive=True):  # another task of the array claimed it first
         return _claim_shared_directory(path, stage, config, shard)
     atomic.write_text(path / CONFIG_FILE, dump_config(config))
@@ -433,6 +493,7 @@ def reserve_space(run: Run) -> None:
 
 # --- ending a run -------------------------------------------------------------------------------------
 
+
 def mark_ended(run: Run, log_handler, exc: BaseException | None = None) -> bool:
     """Record how a run ended (complete, failed or interrupted, with the error) in its provenance and
     close its log file; returns whether it was interrupted."""
@@ -448,6 +509,7 @@ def mark_ended(run: Run, log_handler, exc: BaseException | None = None) -> bool:
 
 
 # --- provenance ------------------------------------------------------------------
+
 
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
@@ -467,8 +529,9 @@ def git_commit() -> str | None:
     if not (src / ".git").exists():
         return None
     try:
-        out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None

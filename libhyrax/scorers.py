@@ -39,7 +39,7 @@ log = logging.getLogger("hyrax.anomaly")
 # 20 s; 1M about 32 min), 2.2e8 with the cores shared. Through a ChromaDB index (ef_search 800) 1M took
 # about as long (10k objects in 19 s); the index's time grows as N log N, exact's as N^2.
 CPU_DISTANCES_PER_S = 5e8
-WARN_EXACT_CPU_N = 200_000  # exact knn of more than this squared distances on a CPU logs a warning with the estimate
+WARN_EXACT_CPU_N = 200_000
 
 
 class Scorer:
@@ -74,8 +74,12 @@ class Scorer:
 
 # defined after Scorer: an import path must name a Scorer subclass
 SCORERS: Registry[type[Scorer]] = Registry(
-    "anomaly method", error=UsageError, import_paths=True, base=Scorer,
-    rename_hint="give one of the classes another `name = ...`")
+    "anomaly method",
+    error=UsageError,
+    import_paths=True,
+    base=Scorer,
+    rename_hint="give one of the classes another `name = ...`",
+)
 
 
 class KnnDistance(Scorer):
@@ -116,10 +120,16 @@ class KnnDistance(Scorer):
 
             total = len(latents)
             if 0 < self.sample_size < total:
-                self.rows_ = np.sort(np.random.default_rng(self.seed).choice(total, self.sample_size, replace=False))
+                self.rows_ = np.sort(
+                    np.random.default_rng(self.seed).choice(total, self.sample_size, replace=False)
+                )
                 reference = np.asarray(read_rows(latents, self.rows_), dtype=np.float32)
-                log.info("knn: the neighbours of %d objects are searched among a seeded sample of %d "
-                         "(anomaly.knn_sample_size)", total, self.sample_size)
+                log.info(
+                    "knn: the neighbours of %d objects are searched among a seeded sample of %d "
+                    "(anomaly.knn_sample_size)",
+                    total,
+                    self.sample_size,
+                )
             else:
                 reference = np.ascontiguousarray(latents[:], dtype=np.float32)
             self.data_ = torch.from_numpy(reference).to(pick_device(self.device))
@@ -127,11 +137,16 @@ class KnnDistance(Scorer):
             n = len(self.data_)
             distances = float(total) * n
             if self.data_.device.type == "cpu" and distances >= float(WARN_EXACT_CPU_N) ** 2:
-                log.warning("exact knn of %d objects among %d on the CPU: %.1e distances, roughly %.0f min on 2 "
-                            "idle cores. A GPU (general.device) is far faster; --shard I/N (or a Slurm array) "
-                            "splits the rows across machines; a smaller anomaly.knn_sample_size, or an index "
-                            "(--set anomaly.knn_source=index), cuts the distances", total, n, distances,
-                            distances / CPU_DISTANCES_PER_S / 60)
+                log.warning(
+                    "exact knn of %d objects among %d on the CPU: %.1e distances, roughly %.0f min on 2 "
+                    "idle cores. A GPU (general.device) is far faster; --shard I/N (or a Slurm array) "
+                    "splits the rows across machines; a smaller anomaly.knn_sample_size, or an index "
+                    "(--set anomaly.knn_source=index), cuts the distances",
+                    total,
+                    n,
+                    distances,
+                    distances / CPU_DISTANCES_PER_S / 60,
+                )
         else:
             n = len(self.index)
         if n < 2:
@@ -230,12 +245,15 @@ def check_scorer(cls: type, config: dict | None = None) -> dict:
     require_subclass(cls, Scorer, "check_scorer")
     problems = missing_methods(cls, Scorer, {"score": "score(self, batch) returning one number per object"})
     if not cls.name:
-        problems.append('give it a name (name = "mine"): anomaly.method picks a scorer by it, and "combined" '
-                        "uses every named one")
+        problems.append(
+            'give it a name (name = "mine"): anomaly.method picks a scorer by it, and "combined" '
+            "uses every named one"
+        )
     unknown = [a for a in cls.needs if a not in ("latent", "recon_error")]
     if unknown:
-        problems.append(f"needs = {cls.needs!r}: a latents file holds 'latent' and 'recon_error', "
-                        f"not {unknown}")
+        problems.append(
+            f"needs = {cls.needs!r}: a latents file holds 'latent' and 'recon_error', not {unknown}"
+        )
     if problems:
         raise contract_error(cls, "anomaly scorer", problems)
     rng = np.random.default_rng(0)
@@ -244,20 +262,29 @@ def check_scorer(cls: type, config: dict | None = None) -> dict:
     try:
         scorer = cls.from_config(resolve(config if config is not None else {}))
     except Exception as e:  # noqa: BLE001 - any failure is the user's to read
-        raise contract_error(cls, "anomaly scorer", [f"{cls.__name__}.from_config(cfg) failed: "
-                                                    f"{type(e).__name__}: {e}; build it from the config's "
-                                                    "[anomaly] table, or give __init__ defaults"]) from None
+        raise contract_error(
+            cls,
+            "anomaly scorer",
+            [
+                f"{cls.__name__}.from_config(cfg) failed: "
+                f"{type(e).__name__}: {e}; build it from the config's "
+                "[anomaly] table, or give __init__ defaults"
+            ],
+        ) from None
     try:
         fitted = scorer.fit(latents)
         scores = np.asarray(fitted.score(batch))
     except Exception as e:  # noqa: BLE001
-        raise contract_error(cls, "anomaly scorer", [f"fit or score failed on random latents: "
-                                                    f"{type(e).__name__}: {e}"]) from None
+        raise contract_error(
+            cls, "anomaly scorer", [f"fit or score failed on random latents: {type(e).__name__}: {e}"]
+        ) from None
     if fitted is not scorer:
         problems.append("fit(latents) must return self")
     if scores.shape != (16,) or scores.dtype.kind not in "fiu":
-        problems.append(f"score(batch) must return one number per object, shape (16,) for 16 objects; it "
-                        f"returned {scores.dtype} {scores.shape}")
+        problems.append(
+            f"score(batch) must return one number per object, shape (16,) for 16 objects; it "
+            f"returned {scores.dtype} {scores.shape}"
+        )
     elif not np.isfinite(scores).all():
         problems.append("score(batch) returned NaN or infinite values")
     if problems:

@@ -87,7 +87,9 @@ def is_trusted_run(path: Path, trusted_runs) -> bool:
                for t in (trusted_runs or []))
 
 
-def check_loadable(path: str | os.PathLike, what: str, trusted_runs=(), run: str | os.PathLike | None = None) -> None:
+def check_loadable(
+    path: str | os.PathLike, what: str, trusted_runs=(), run: str | os.PathLike | None = None
+) -> None:
     """Refuse to load `path` (a pickle or Python source: loading it runs code) unless this user's Hyrax
     signed it or the user trusts its run (general.trusted_runs; `run`: the results
     directory it belongs to, default the folder holding it)."""
@@ -95,11 +97,15 @@ def check_loadable(path: str | os.PathLike, what: str, trusted_runs=(), run: str
     if is_signed(path):
         return
     if is_trusted_run(path, trusted_runs):
-        log.warning("loading %s (%s), not signed by this account, because general.trusted_runs names its run",
-                    path, what)
+        log.warning(
+            "loading %s (%s), not signed by this account, because general.trusted_runs names its run",
+            path,
+            what,
+        )
         return
     run = Path(run) if run is not None else path.parent
     raise UsageError(
         f"refusing to load {path}: it is {what}, and loading it would run code, but it was not written by "
         f"Hyrax on this account (no valid {path.name}{SUFFIX}; a copied or edited results directory). If you "
-        f"trust whoever made {run}, say so: --set 'general.trusted_runs=[\"{run}\"]'")
+        f"trust whoever made {run}, say so: --set 'general.trusted_runs=[\"{run}\"]'"
+    )

@@ -41,7 +41,7 @@ def render(text: str, stages: tuple[Stage, ...] = STAGES) -> str:
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         raise ValueError(f"no generated-apps block: the file needs the lines\n{BEGIN}\n{END}")
-    return text[:start] + app_sections(stages) + text[end + len(END):].removeprefix("\n")
+    return text[:start] + app_sections(stages) + text[end + len(END) :].removeprefix("\n")
 
 
 def sections(text: str) -> dict[str, str]:
@@ -49,10 +49,10 @@ def sections(text: str) -> dict[str, str]:
     Header lines (Bootstrap, From) are under "header"."""
     out: dict[str, str] = {}
     matches = list(SECTION_RE.finditer(text))
-    out["header"] = text[:matches[0].start()] if matches else text
+    out["header"] = text[: matches[0].start()] if matches else text
     for m, nxt in zip(matches, [*matches[1:], None], strict=True):
         key = m[1] if m[2] is None else f"{m[1]} {m[2]}"
-        out[key] = text[m.end():nxt.start() if nxt else len(text)].strip("\n")
+        out[key] = text[m.end() : nxt.start() if nxt else len(text)].strip("\n")
     return out
 
 

@@ -42,8 +42,16 @@ def run_hyrax(*args: str, cwd: Path | str | None = None, input: str | None = Non
     """Run the real `hyrax` CLI in a subprocess (stdout and stderr captured as text)."""
     # no input: stdin is /dev/null, as in a batch job (an empty pipe would mean "the upstream stage failed")
     stdin = None if input is not None else subprocess.DEVNULL
-    proc = subprocess.run([sys.executable, "-m", "hyrax_cli", *args], cwd=cwd, input=input, stdin=stdin, text=True,
-                          capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "hyrax_cli", *args],
+        cwd=cwd,
+        input=input,
+        stdin=stdin,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"hyrax {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc

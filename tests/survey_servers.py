@@ -55,7 +55,7 @@ def center(image: np.ndarray, size: int) -> np.ndarray:
     """The central size x size pixels (the client's crop too)."""
     h, w = image.shape[-2:]
     top, left = max((h - size) // 2, 0), max((w - size) // 2, 0)
-    return image[..., top:top + size, left:left + size]
+    return image[..., top : top + size, left : left + size]
 
 
 @dataclass
@@ -69,18 +69,23 @@ class Sky:
     bands: tuple[str, ...]
 
     def __post_init__(self):
-        self._at = {(round(float(r), 7), round(float(d), 7)): i for i, (r, d) in enumerate(zip(self.ra, self.dec,
-                                                                                            strict=True))}
+        self._at = {
+            (round(float(r), 7), round(float(d), 7)): i
+            for i, (r, d) in enumerate(zip(self.ra, self.dec, strict=True))
+        }
 
     @classmethod
-    def synthetic(cls, folder: Path, n: int = 200, bands=("g", "r", "i"), size: int = 34, seed: int = 0) -> Sky:
+    def synthetic(
+        cls, folder: Path, n: int = 200, bands=("g", "r", "i"), size: int = 34, seed: int = 0
+    ) -> Sky:
         """The synthetic survey's galaxies (libhyrax.data.synthetic), with its ra/dec."""
         import h5py
 
         from libhyrax.data.synthetic import generate_survey
 
-        path = generate_survey(Path(folder) / f"sky-{n}-{size}-{seed}.h5", n=n, size=size, bands=tuple(bands),
-                               seed=seed)
+        path = generate_survey(
+            Path(folder) / f"sky-{n}-{size}-{seed}.h5", n=n, size=size, bands=tuple(bands), seed=seed
+        )
         with h5py.File(path, "r") as f:
             ids = np.char.decode(f["object_id"][:].astype("S"), "utf-8")
             return cls(ids, f["catalog/ra"][:], f["catalog/dec"][:], f["images"][:], tuple(bands))
@@ -91,8 +96,13 @@ class Sky:
         rng = np.random.default_rng(seed)
         image = rng.normal(size=(1, len(bands), size, size)).astype(np.float32)
         ra, dec = 150.0 + np.arange(n) * 1e-4, 2.0 + (np.arange(n) % 1000) * 1e-4
-        return cls(np.char.mod("obj%08d", np.arange(n)), ra, dec, np.broadcast_to(image, (n, *image.shape[1:])),
-                   tuple(bands))
+        return cls(
+            np.char.mod("obj%08d", np.arange(n)),
+            ra,
+            dec,
+            np.broadcast_to(image, (n, *image.shape[1:])),
+            tuple(bands),
+        )
 
     def find(self, ra: float, dec: float) -> int | None:
         return self._at.get((round(ra % 360.0, 7), round(dec, 7)))
@@ -100,8 +110,9 @@ class Sky:
     def catalog(self, path: Path, rows=None) -> Path:
         """A CSV catalogue of these objects (object_id, ra, dec, mag)."""
         rows = range(len(self.ids)) if rows is None else rows
-        lines = ["object_id,ra,dec,mag"] + [f"{self.ids[i]},{float(self.ra[i])!r},{float(self.dec[i])!r},{20 + (i % 7) / 2}"
-                                            for i in rows]
+        lines = ["object_id,ra,dec,mag"] + [
+            f"{self.ids[i]},{float(self.ra[i])!r},{float(self.dec[i])!r},{20 + (i % 7) / 2}" for i in rows
+        ]
         path.write_text("\n".join(lines) + "\n")
         return path
 
@@ -116,7 +127,9 @@ class Faults:
     fail_all: int = 0  # the first N requests, whatever they ask
     hang: dict = field(default_factory=dict)  # index -> requests for it that hang `hang_s` seconds
     hang_s: float = 3.0
-    drop: dict = field(default_factory=dict)  # index -> answers holding it cut off half-way (connection dropped)
+    drop: dict = field(
+        default_factory=dict
+    )  # index -> answers holding it cut off half-way (connection dropped)
     truncate: set = field(default_factory=set)  # its FITS file cut short (the HTTP answer whole)
     not_fits: set = field(default_factory=set)  # an HTML page instead of its FITS file
     evil_tar: bool = False  # HSC answers also hold ../ and absolute members, and a link
@@ -136,7 +149,9 @@ class Faults:
 class SurveyServer:
     """The three services on one loopback port (see the module docstring)."""
 
-    def __init__(self, sky: Sky, faults: Faults | None = None, lifetime: float = 120.0, cache_fits: bool = False):
+    def __init__(
+        self, sky: Sky, faults: Faults | None = None, lifetime: float = 120.0, cache_fits: bool = False
+    ):
         self.sky, self.faults, self.lifetime = sky, faults or Faults(), lifetime
         self.lock = threading.Lock()
         self.requests, self.asked = 0, Counter()  # requests answered; how often each object was asked for
@@ -147,8 +162,16 @@ class SurveyServer:
 
     def url(self, provider: str) -> str:
         base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        return base + {"hsc": HSC_PATH, "legacysurvey": LS_PATH, "soda": SODA_PATH, "sia": SIA_PATH,
-                       "url_template": URL_PATH + "?ra={ra}&dec={dec}&size={size}&band={band}"}[provider]
+        return (
+            base
+            + {
+                "hsc": HSC_PATH,
+                "legacysurvey": LS_PATH,
+                "soda": SODA_PATH,
+                "sia": SIA_PATH,
+                "url_template": URL_PATH + "?ra={ra}&dec={dec}&size={size}&band={band}",
+            }[provider]
+        )
 
     def __enter__(self) -> SurveyServer:
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -179,10 +202,13 @@ class SurveyServer:
         if self.cache is not None and key in self.cache:
             return self.cache[key]
         image = self.sky.images[i, band] if npix is None else center(self.sky.images[i, band], npix)
-        data = write_image(image, _wcs(self.sky.ra[i], self.sky.dec[i], image.shape, 0.168 if hsc else 0.262),
-                           primary_empty=hsc)
+        data = write_image(
+            image,
+            _wcs(self.sky.ra[i], self.sky.dec[i], image.shape, 0.168 if hsc else 0.262),
+            primary_empty=hsc,
+        )
         if i in self.faults.truncate:
-            data = data[:len(data) - 3000]
+            data = data[: len(data) - 3000]
         if i in self.faults.not_fits:
             data = b"<html><body>Internal error: please try again later</body></html>"
         if self.cache is not None:
@@ -191,8 +217,16 @@ class SurveyServer:
 
 
 def _wcs(ra: float, dec: float, shape, scale: float) -> dict:
-    return {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": float(ra), "CRVAL2": float(dec),
-            "CRPIX1": (shape[-1] + 1) / 2, "CRPIX2": (shape[-2] + 1) / 2, "CD1_1": -scale / 3600, "CD2_2": scale / 3600}
+    return {
+        "CTYPE1": "RA---TAN",
+        "CTYPE2": "DEC--TAN",
+        "CRVAL1": float(ra),
+        "CRVAL2": float(dec),
+        "CRPIX1": (shape[-1] + 1) / 2,
+        "CRPIX2": (shape[-2] + 1) / 2,
+        "CD1_1": -scale / 3600,
+        "CD2_2": scale / 3600,
+    }
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -310,9 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
         rows = []
         if i is not None and i not in faults.outside:
             for b in sky.bands:  # the coadd holding it, a neighbouring patch's (farther) and a template
-                rows += [(f"ivo://loopback/dp1?id=coadd-{b}-{i}", b, "lsst.deep_coadd", ra + 1e-4, dec),
-                         (f"ivo://loopback/dp1?id=coadd-{b}-{i}-next", b, "lsst.deep_coadd", ra + 0.05, dec),
-                         (f"ivo://loopback/dp1?id=template-{b}-{i}", b, "lsst.template_coadd", ra, dec)]
+                rows += [
+                    (f"ivo://loopback/dp1?id=coadd-{b}-{i}", b, "lsst.deep_coadd", ra + 1e-4, dec),
+                    (f"ivo://loopback/dp1?id=coadd-{b}-{i}-next", b, "lsst.deep_coadd", ra + 0.05, dec),
+                    (f"ivo://loopback/dp1?id=template-{b}-{i}", b, "lsst.template_coadd", ra, dec),
+                ]
         names = ["obs_publisher_did", "lsst_band", "dataproduct_subtype", "s_ra", "s_dec"]
         table = Table(rows=rows or None, names=names, dtype=[str, str, str, float, float])
         out = io.BytesIO()
@@ -380,8 +416,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(faults.fail_status, b"<html>Service Unavailable</html>", "text/html")
         return fail
 
-    def _send(self, status: int, body: bytes, ctype: str = "text/plain", cut: int | None = None,
-              extra: dict | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        ctype: str = "text/plain",
+        cut: int | None = None,
+        extra: dict | None = None,
+    ) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
@@ -407,7 +449,8 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def _coordlist(content_type: str, body: bytes) -> list[tuple[str, float, float, float, str]]:
     """(filter, ra, dec in degrees, semi-width in arcsec, rerun) per line of the uploaded `list` part; ValueError if bad."""
     msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
     parts = [p for p in msg.iter_parts() if p.get_param("name", header="content-disposition") == "list"]
     if not parts or parts[0].get_filename() != "coordlist.txt":
         raise ValueError("no `list` file part named coordlist.txt")
@@ -449,6 +492,7 @@ def sky_fixture(tmp_path_factory) -> Sky:
 def catalog_fixture(sky, workdir, monkeypatch) -> Path:
     monkeypatch.setenv("HSC_SSP_CAS_PASSWORD", PASSWORD)
     return sky.catalog(workdir / "objects.csv")
+
 
 def write_image(image: np.ndarray, header: dict | None = None, primary_empty: bool = False) -> bytes:
     """FITS bytes of a float32 image (big-endian, BITPIX -32) with `header` cards (numbers and strings):

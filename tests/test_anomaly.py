@@ -33,11 +33,21 @@ def survey_run(tmp_path_factory):
     pca = PCA(16, random_state=0).fit(pixels)
     latents = pca.transform(pixels).astype(np.float32)
     recon = ((pca.inverse_transform(latents) - pixels) ** 2).mean(1).astype(np.float32)
-    cfg = load_config(data={
-        "general": {"results_dir": str(root / "results")},
-        "data_request": {"infer": {"survey": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(path),
-                                              "fields": ["image", "object_id", "is_anomaly", "anomaly_kind", "mag"],
-                                              "primary_id_field": "object_id"}}}})
+    cfg = load_config(
+        data={
+            "general": {"results_dir": str(root / "results")},
+            "data_request": {
+                "infer": {
+                    "survey": {
+                        "dataset_class": "HyraxHDF5Dataset",
+                        "data_location": str(path),
+                        "fields": ["image", "object_id", "is_anomaly", "anomaly_kind", "mag"],
+                        "primary_id_field": "object_id",
+                    }
+                }
+            },
+        }
+    )
     with open_run("infer", cfg) as run:
         write_arrays(run.file("latents.h5"), ids, latent=latents, recon_error=recon)
     return cfg, run.path
@@ -75,7 +85,9 @@ def test_knn_through_an_index_matches_exact(survey_run):
     cfg, infer_run = survey_run
     exact = anomaly(cfg, from_run=infer_run, method="knn", overrides=["anomaly.batch_size=300"])
     idx = index(cfg, from_run=infer_run, overrides=["vector_db.name=exact"])
-    via = anomaly(cfg, from_run=infer_run, method="knn", index_run=idx, overrides=["anomaly.knn_source=index"])
+    via = anomaly(
+        cfg, from_run=infer_run, method="knn", index_run=idx, overrides=["anomaly.knn_source=index"]
+    )
     with h5py.File(exact.path / "scores.h5") as a, h5py.File(via.path / "scores.h5") as b:
         np.testing.assert_allclose(a["score"][:], b["score"][:], rtol=1e-5, atol=1e-5)
         assert list(a) == ["knn", "object_id", "score"]
@@ -86,8 +98,11 @@ def test_bad_input(tmp_path):
 
     cfg = load_config(data={"general": {"results_dir": str(tmp_path / "results")}})
     with open_run("infer", cfg) as run:
-        write_arrays(run.file("latents.h5"), [f"o{i}" for i in range(30)],
-                     latent=np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32))
+        write_arrays(
+            run.file("latents.h5"),
+            [f"o{i}" for i in range(30)],
+            latent=np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32),
+        )
     with pytest.raises(UsageError, match="unknown anomaly method 'knnn'; did you mean knn"):
         anomaly(cfg, method="knnn")
     with pytest.raises(DataError, match="no /recon_error"):
@@ -187,8 +202,11 @@ def test_shards_equal_the_unsharded_run(survey_run):
     with h5py.File(whole.path / "scores.h5") as a, h5py.File(second.path / "scores.h5") as b:
         assert set(a) == set(b)
         for name in a:
-            np.testing.assert_allclose(a[name][:].astype(float) if name != "object_id" else 0,
-                                       b[name][:].astype(float) if name != "object_id" else 0, rtol=1e-5)
+            np.testing.assert_allclose(
+                a[name][:].astype(float) if name != "object_id" else 0,
+                b[name][:].astype(float) if name != "object_id" else 0,
+                rtol=1e-5,
+            )
         assert (a["object_id"][:] == b["object_id"][:]).all()
     assert (whole.path / "top_anomalies.csv").read_text() == (second.path / "top_anomalies.csv").read_text()
 
@@ -201,8 +219,13 @@ def test_knn_through_a_chromadb_index(survey_run):
     cfg, infer_run = survey_run
     exact = anomaly(cfg, from_run=infer_run, method="knn")
     idx = index(cfg, from_run=infer_run, overrides=["vector_db.name=chromadb"])
-    via = anomaly(cfg, from_run=infer_run, method="knn", index_run=idx,
-                  overrides=["anomaly.knn_source=index", "anomaly.batch_size=700"])
+    via = anomaly(
+        cfg,
+        from_run=infer_run,
+        method="knn",
+        index_run=idx,
+        overrides=["anomaly.knn_source=index", "anomaly.batch_size=700"],
+    )
     with h5py.File(exact.path / "scores.h5") as a, h5py.File(via.path / "scores.h5") as b:
         same = np.isclose(a["score"][:], b["score"][:], rtol=1e-4, atol=1e-4)
         assert same.mean() > 0.98, same.mean()

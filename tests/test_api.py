@@ -70,9 +70,16 @@ def test_hyrax_object_wraps_a_config(workdir):
 
 SMALL = {  # seconds, not minutes: random 2-band 16x16 images and a small autoencoder
     "general": {"results_dir": "./results", "device": "cpu"},
-    "data_request": {"train": {"data": {"dataset_class": "HyraxRandomDataset", "primary_id_field": "object_id",
-                                        "fields": ["image", "object_id"],
-                                        "dataset_config": {"size": 80, "shape": [2, 16, 16]}}}},
+    "data_request": {
+        "train": {
+            "data": {
+                "dataset_class": "HyraxRandomDataset",
+                "primary_id_field": "object_id",
+                "fields": ["image", "object_id"],
+                "dataset_config": {"size": 80, "shape": [2, 16, 16]},
+            }
+        }
+    },
     "model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 8, "latent_dim": 8}},
     "data_loader": {"batch_size": 32},
 }
@@ -84,14 +91,14 @@ def test_a_reference_notebook_runs_unchanged(workdir, hyrax):
     import numpy as np
 
     h = libhyrax.Hyrax(SMALL)
-    h.config["train"]["epochs"] = 1                       # a plain dict, honoured by the next call
+    h.config["train"]["epochs"] = 1  # a plain dict, honoured by the next call
     h.set_config("vector_db.name", "exact")
     h.set_config("reduce_dimensions.algorithm", "pca")
     trained = h.train()
     assert trained.provenance["stage_info"]["epochs_done"] == 1
     inference = h.infer()
     assert type(inference) is type(libhyrax.infer(h.config, from_run=trained))  # one kind of result, Latents
-    assert len(inference) == 80 and inference[0].shape == (8,)   # the reference's results dataset shape
+    assert len(inference) == 80 and inference[0].shape == (8,)  # the reference's results dataset shape
     h.umap()
     page = h.visualize()
     assert page.html.is_file()
@@ -128,10 +135,14 @@ def test_reference_run_settings_and_verb_arguments_are_honoured(workdir, caplog)
     (workdir / "ref.toml").write_text(
         'config_version = 7\n[vector_db]\nvector_db_dir = "results/somewhere"\n'
         '[results]\ninference_dir = "results/an-infer-run"\n[general]\ndev_mode = false\n'
-        '["torch.optim.SGD"]\nlr = 0.05\n[optimizer]\nname = "torch.optim.SGD"\n')
+        '["torch.optim.SGD"]\nlr = 0.05\n[optimizer]\nname = "torch.optim.SGD"\n'
+    )
     with caplog.at_level(logging.WARNING, logger="hyrax.config"):
         h = libhyrax.Hyrax(config_file="ref.toml")
-    assert h.run_dirs == {"vector_db.vector_db_dir": "results/somewhere", "results.inference_dir": "results/an-infer-run"}
+    assert h.run_dirs == {
+        "vector_db.vector_db_dir": "results/somewhere",
+        "results.inference_dir": "results/an-infer-run",
+    }
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "vector_db_dir" not in warned and "inference_dir" not in warned  # honoured; dev_mode: its default
     assert h.config["optimizer"] == {"name": "torch.optim.SGD", "kwargs": {"lr": 0.05}}
@@ -148,8 +159,12 @@ def test_reference_run_settings_and_verb_arguments_are_honoured(workdir, caplog)
 
 def test_reference_names_we_dont_have_say_what_to_use():
     h = libhyrax.Hyrax()
-    for name, hint in (("visualize_v2", "h.visualize()"), ("create_splits", "split.from_run"),
-                       ("infer_stream", "h.infer()"), ("rebuild_manifest", "manifest.fits")):
+    for name, hint in (
+        ("visualize_v2", "h.visualize()"),
+        ("create_splits", "split.from_run"),
+        ("infer_stream", "h.infer()"),
+        ("rebuild_manifest", "manifest.fits"),
+    ):
         with pytest.raises(AttributeError, match="reference Hyrax") as err:
             getattr(h, name)()
         assert hint in str(err.value)

@@ -41,14 +41,19 @@ def test_every_stage_that_makes_a_run_has_a_module_a_cli_command_and_an_api_func
         assert callable(cli.command)
         if stage.makes_run:
             assert (STAGE_DIR / f"{stage.name}.py").is_file()
-            assert getattr(libhyrax, stage.name) is getattr(import_module(f"libhyrax.stages.{stage.name}"), stage.name)
+            assert getattr(libhyrax, stage.name) is getattr(
+                import_module(f"libhyrax.stages.{stage.name}"), stage.name
+            )
     modules = {p.stem for p in STAGE_DIR.glob("*.py")} - {"__init__"}
     assert modules == {s.name for s in STAGES if s.makes_run}, "a stage module that the registry doesn't list"
 
 
 def _calls(path: Path, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
-            and getattr(n.func, "id", getattr(n.func, "attr", None)) == name]
+    return [
+        n
+        for n in ast.walk(ast.parse(path.read_text()))
+        if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == name
+    ]
 
 
 def test_every_stage_starts_its_run_through_the_one_call():
@@ -61,8 +66,12 @@ def test_every_stage_starts_its_run_through_the_one_call():
         starts = _calls(path, "start_run")
         assert len(starts) == 1, f"{path.name} must start its run with one start_run call"
         assert isinstance(starts[0].args[0], ast.Constant) and starts[0].args[0].value == stage.name
-        by_hand = imported_modules(path) & {"libhyrax.runs", "libhyrax.runs.open_run",
-                                            "libhyrax.config.resolve", "libhyrax.results.input_run"}
+        by_hand = imported_modules(path) & {
+            "libhyrax.runs",
+            "libhyrax.runs.open_run",
+            "libhyrax.config.resolve",
+            "libhyrax.results.input_run",
+        }
         assert not by_hand, f"{path.name} imports {by_hand}: start_run does that"
         assert not _calls(path, "open_run"), path.name
         assert not [c for c in _calls(path, "resolve") if isinstance(c.func, ast.Name)], path.name
@@ -70,8 +79,12 @@ def test_every_stage_starts_its_run_through_the_one_call():
 
 def test_array_files_know_no_runs():
     hdf5 = imported_modules(Path(libhyrax.__file__).parent / "hdf5.py")
-    assert not {m for m in hdf5 if m.split(".")[:2] in (["libhyrax", "sharding"], ["libhyrax", "runs"],
-                                                        ["libhyrax", "results"], ["libhyrax", "rundir"])}
+    assert not {
+        m
+        for m in hdf5
+        if m.split(".")[:2]
+        in (["libhyrax", "sharding"], ["libhyrax", "runs"], ["libhyrax", "results"], ["libhyrax", "rundir"])
+    }
 
 
 def test_the_core_never_imports_the_reference_tool_package():
@@ -84,4 +97,6 @@ def test_the_core_never_imports_the_reference_tool_package():
         bad = {m for m in imported_modules(path) if m.startswith("libhyrax.reference_tool")}
         assert not bad, f"{path.relative_to(root)} imports {bad}: keep the reference's names in its package"
     assert not (root / "api.py").exists() and not (root / "reference.py").exists()
-    assert not list(root.glob("*/reference.py")), "the reference's adapters belong in libhyrax/reference_tool/"
+    assert not list(root.glob("*/reference.py")), (
+        "the reference's adapters belong in libhyrax/reference_tool/"
+    )

@@ -13,7 +13,18 @@ import pytest
 
 from libhyrax.stages import ALIASES, STAGES
 
-HEAVY = ("torch", "mlflow", "chromadb", "umap", "bokeh", "astropy", "sklearn", "skimage", "ignite", "onnxruntime")
+HEAVY = (
+    "torch",
+    "mlflow",
+    "chromadb",
+    "umap",
+    "bokeh",
+    "astropy",
+    "sklearn",
+    "skimage",
+    "ignite",
+    "onnxruntime",
+)
 
 
 def test_help_lists_every_stage(hyrax):
@@ -46,7 +57,10 @@ LEAN_PATHS = [
     # infer's device (libhyrax.device): Ignite is for training, and imports all of torch.distributed
     ("from libhyrax.device import pick_device; pick_device('cpu')", ("ignite", "mlflow")),
     # a single process asks its rank (pick_device on a GPU): no process group, no Ignite
-    ("from libhyrax.training import distributed as d; assert (d.rank(), d.world_size()) == (0, 1)", ("ignite",)),
+    (
+        "from libhyrax.training import distributed as d; assert (d.rank(), d.world_size()) == (0, 1)",
+        ("ignite",),
+    ),
     # visualize asks whether it runs in a notebook; a kernel has imported IPython long before
     ("from libhyrax.stages.visualize import in_notebook; assert not in_notebook()", ("IPython",)),
 ]
@@ -72,11 +86,14 @@ def test_config_prints_resolved_toml_on_stdout(hyrax, workdir):
     assert not (workdir / "results").exists()  # a tool, not a stage
 
 
-@pytest.mark.parametrize("args, message", [
-    (["config", "-c", "missing.toml"], "missing.toml does not exist"),
-    (["config", "--set", "train.epoch=3"], "did you mean train.epochs"),
-    (["config", "--set", "noequals"], "key=value"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["config", "-c", "missing.toml"], "missing.toml does not exist"),
+        (["config", "--set", "train.epoch=3"], "did you mean train.epochs"),
+        (["config", "--set", "noequals"], "key=value"),
+    ],
+)
 def test_config_errors_exit_2_without_traceback(hyrax, workdir, args, message):
     proc = hyrax(*args, cwd=workdir)
     assert proc.returncode == 2
@@ -119,8 +136,14 @@ def test_stdout_carries_only_the_path_through_a_real_pipe(workdir):
     """Two stage processes joined by a shell pipe: the second reads the first's directory from stdin."""
     (workdir / "stage.py").write_text(PIPE_STAGE)
     py = sys.executable
-    proc = subprocess.run(f"{py} stage.py train | {py} stage.py infer train", shell=True, cwd=workdir,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    proc = subprocess.run(
+        f"{py} stage.py train | {py} stage.py infer train",
+        shell=True,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 1 and "-infer-" in lines[0] and Path(lines[0]).is_dir()
@@ -134,20 +157,27 @@ def test_stdout_carries_only_the_path_through_a_real_pipe(workdir):
 
 def test_usage_error_exits_2_keeps_stdout_empty(workdir):
     (workdir / "stage.py").write_text(PIPE_STAGE)
-    proc = subprocess.run([sys.executable, "stage.py", "infer", "train"], cwd=workdir, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "stage.py", "infer", "train"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 2  # no train run to read: a usage error
     assert proc.stdout == "" and "run `hyrax train` first" in proc.stderr and "Traceback" not in proc.stderr
     assert not (workdir / "results").exists()  # a usage error found before the run starts writes nothing
 
 
 def test_interrupt_exits_130(workdir):
-    (workdir / "stage.py").write_text(textwrap.dedent("""
+    (workdir / "stage.py").write_text(
+        textwrap.dedent("""
         from hyrax_cli.common import run_stage
         def body():
             raise KeyboardInterrupt
         run_stage(body)
-    """))
+    """)
+    )
     proc = subprocess.run([sys.executable, "stage.py"], cwd=workdir, capture_output=True, text=True)
     assert proc.returncode == 130
 
@@ -169,13 +199,15 @@ def test_per_stage_executables_exist_for_every_stage():
     for stage in STAGES:
         exe = bindir / f"hyrax-{stage.name}"
         assert exe.exists() or shutil.which(f"hyrax-{stage.name}"), f"hyrax-{stage.name} is not installed"
-    proc = subprocess.run([str(bindir / "hyrax-config"), "--set", "train.epochs=2"], capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [str(bindir / "hyrax-config"), "--set", "train.epochs=2"], capture_output=True, text=True, check=True
+    )
     assert "epochs = 2" in proc.stdout
 
 
 def test_failure_while_running_exits_1_and_marks_the_run_failed(workdir):
-    (workdir / "stage.py").write_text(textwrap.dedent("""
+    (workdir / "stage.py").write_text(
+        textwrap.dedent("""
         from hyrax_cli.common import run_stage
         from libhyrax.config import load_config
         from libhyrax.runs import open_run
@@ -184,7 +216,8 @@ def test_failure_while_running_exits_1_and_marks_the_run_failed(workdir):
             with open_run("train", load_config()):
                 raise RuntimeError("disk on fire")
         run_stage(body)
-    """))
+    """)
+    )
     proc = subprocess.run([sys.executable, "stage.py"], cwd=workdir, capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stdout == ""
     assert "disk on fire" in proc.stderr and "--debug" in proc.stderr and "Traceback" not in proc.stderr
@@ -195,11 +228,13 @@ def test_an_empty_pipe_is_an_error_not_a_stale_run(workdir):
     """`hyrax train | hyrax infer` where train failed: infer must not fall back to an older train run."""
     (workdir / "stage.py").write_text(PIPE_STAGE)
     py = sys.executable
-    first = subprocess.run([py, "stage.py", "train"], cwd=workdir, capture_output=True, text=True,
-                           stdin=subprocess.DEVNULL)
+    first = subprocess.run(
+        [py, "stage.py", "train"], cwd=workdir, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
     assert first.returncode == 0  # an older train run exists
-    proc = subprocess.run(f"true | {py} stage.py infer train", shell=True, cwd=workdir, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        f"true | {py} stage.py infer train", shell=True, cwd=workdir, capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "printed no results directory" in proc.stderr and proc.stdout == ""
 
 

@@ -50,7 +50,11 @@ def test_missing_c_file_is_an_error_not_defaults(workdir):
 
 def test_deep_merge_keeps_sibling_keys(workdir):
     cfg = load_config(write(workdir / "c.toml", "[model.HyraxAutoencoder]\nlatent_dim = 16\n"))
-    assert cfg["model"]["HyraxAutoencoder"] == {"base_channel_size": 32, "latent_dim": 16, "latent_norm": "batch"}
+    assert cfg["model"]["HyraxAutoencoder"] == {
+        "base_channel_size": 32,
+        "latent_dim": 16,
+        "latent_norm": "batch",
+    }
     assert cfg["model"]["name"] == "HyraxAutoencoder"
     assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
 
@@ -67,13 +71,16 @@ def test_unknown_section_is_an_error(workdir):
         load_config(write(workdir / "c.toml", "[trian]\nepochs = 3\n"))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[train]\nepochs = 'ten'\n", "train.epochs .* must be an integer"),
-    ("[train]\nshuffle = 1\n", "train.shuffle .* must be a boolean"),
-    ("[general]\nseed = 1.5\n", "general.seed .* must be an integer"),
-    ("[general]\nresults_dir = 3\n", "general.results_dir .* must be a string"),
-    ("train = 3\n", "train .* must be a table"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[train]\nepochs = 'ten'\n", "train.epochs .* must be an integer"),
+        ("[train]\nshuffle = 1\n", "train.shuffle .* must be a boolean"),
+        ("[general]\nseed = 1.5\n", "general.seed .* must be an integer"),
+        ("[general]\nresults_dir = 3\n", "general.results_dir .* must be a string"),
+        ("train = 3\n", "train .* must be a table"),
+    ],
+)
 def test_wrong_type_is_an_error(workdir, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(workdir / "c.toml", text))
@@ -89,7 +96,10 @@ def test_false_means_unset_and_any_value_fills_an_unset_key(workdir):
 
 
 def test_free_form_tables_take_any_keys(workdir):
-    cfg = load_config(write(workdir / "c.toml", """
+    cfg = load_config(
+        write(
+            workdir / "c.toml",
+            """
         [optimizer]
         name = "torch.optim.SGD"
         [optimizer.kwargs]
@@ -99,15 +109,24 @@ def test_free_form_tables_take_any_keys(workdir):
         width = 3
         [reduce_dimensions.umap.kwargs]
         min_dist = 0.2
-    """))
+    """,
+        )
+    )
     assert cfg["optimizer"]["kwargs"] == {"lr": 0.1, "nesterov": True}
     assert cfg["model"]["MyNet"] == {"width": 3}
     assert cfg["reduce_dimensions"]["umap"]["kwargs"]["min_dist"] == 0.2
 
 
 def test_set_overrides_with_toml_values(workdir):
-    cfg = load_config(overrides=["train.epochs=5", "optimizer.kwargs.lr=1e-4", "model.name=HyraxCNN",
-                                 "visualize.fields=['a', 'b']", "train.shuffle=false"])
+    cfg = load_config(
+        overrides=[
+            "train.epochs=5",
+            "optimizer.kwargs.lr=1e-4",
+            "model.name=HyraxCNN",
+            "visualize.fields=['a', 'b']",
+            "train.shuffle=false",
+        ]
+    )
     assert cfg["train"]["epochs"] == 5 and cfg["optimizer"]["kwargs"]["lr"] == 1e-4
     assert cfg["model"]["name"] == "HyraxCNN" and cfg["visualize"]["fields"] == ["a", "b"]
     assert cfg["train"]["shuffle"] is False
@@ -137,13 +156,18 @@ def test_all_errors_are_reported_together(workdir):
 
 
 def test_user_data_request_replaces_the_default(workdir):
-    cfg = load_config(write(workdir / "c.toml", """
+    cfg = load_config(
+        write(
+            workdir / "c.toml",
+            """
         [data_request.train.cutouts]
         dataset_class = "HyraxHDF5Dataset"
         data_location = "cutouts.h5"
         fields = ["image"]
         primary_id_field = "object_id"
-    """))
+    """,
+        )
+    )
     assert list(cfg["data_request"]) == ["train"]
     assert list(cfg["data_request"]["train"]) == ["cutouts"]
 
@@ -155,11 +179,15 @@ def test_plugin_default_config_is_merged_and_validated(workdir, monkeypatch):
     (pkg / "models.py").write_text("class MyNet: pass\n")
     write(pkg / "default_config.toml", "[model.MyNet]\nwidth = 8\ndepth = 2\n")
     monkeypatch.syspath_prepend(str(workdir))
-    cfg = load_config(write(workdir / "c.toml", "[model]\nname = 'myplugin.models.MyNet'\n[model.MyNet]\ndepth = 5\n"))
+    cfg = load_config(
+        write(workdir / "c.toml", "[model]\nname = 'myplugin.models.MyNet'\n[model.MyNet]\ndepth = 5\n")
+    )
     assert cfg["model"]["MyNet"] == {"width": 8, "depth": 5}
     # the plugin's keys validate like ours: a wrong type is an error
     with pytest.raises(ConfigError, match="model.MyNet.depth .* must be an integer"):
-        load_config(write(workdir / "d.toml", "[model]\nname = 'myplugin.models.MyNet'\n[model.MyNet]\ndepth = 'x'\n"))
+        load_config(
+            write(workdir / "d.toml", "[model]\nname = 'myplugin.models.MyNet'\n[model.MyNet]\ndepth = 'x'\n")
+        )
     sys.modules.pop("myplugin", None)
 
 
@@ -187,14 +215,17 @@ def test_config_newer_than_hyrax_is_refused(workdir):
 
 
 def test_reference_only_keys_warn_once_and_run_goes_on(workdir, caplog):
-    f = write(workdir / "c.toml", """
+    f = write(
+        workdir / "c.toml",
+        """
         config_version = 7
         [general]
         dev_mode = true
         log_destination = "stderr"
         [download]
         stats_print_interval = 60
-    """)
+    """,
+    )
     with caplog.at_level(logging.WARNING, logger="hyrax"):
         logging.getLogger("hyrax").propagate = True
         try:
@@ -211,11 +242,16 @@ def test_reference_only_keys_warn_once_and_run_goes_on(workdir, caplog):
     caplog.clear()
     again, ignored = load_config_ignoring(f)  # for a caller that judges them itself: returned, not warned
     assert again == cfg and not caplog.records
-    assert ignored == {"general.dev_mode": True, "general.log_destination": "stderr",
-                       "download.stats_print_interval": 60}
+    assert ignored == {
+        "general.dev_mode": True,
+        "general.log_destination": "stderr",
+        "download.stats_print_interval": 60,
+    }
 
 
 def test_false_on_a_key_with_a_default_means_the_default(workdir):
-    cfg = load_config(write(workdir / "c.toml", "[model.HyraxAutoencoder]\nlatent_dim = false\n[train]\nshuffle = false\n"))
+    cfg = load_config(
+        write(workdir / "c.toml", "[model.HyraxAutoencoder]\nlatent_dim = false\n[train]\nshuffle = false\n")
+    )
     assert cfg["model"]["HyraxAutoencoder"]["latent_dim"] == 64  # unset: the default applies
     assert cfg["train"]["shuffle"] is False  # a boolean key: false is a real value

@@ -22,8 +22,13 @@ container = runpy.run_path(str(REPO / "scripts" / "container_apps.py"), run_name
 container = type("container", (), {k: staticmethod(v) for k, v in container.items() if callable(v)})
 DEFS = sorted((REPO / "containers").glob("*.def"))
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-TELEMETRY_OFF = {"NUMBA_CACHE_DIR": "/tmp/numba_cache", "MPLCONFIGDIR": "/tmp/mpl",
-                 "MLFLOW_DISABLE_TELEMETRY": "true", "ANONYMIZED_TELEMETRY": "False", "ORT_DISABLE_TELEMETRY": "1"}
+TELEMETRY_OFF = {
+    "NUMBA_CACHE_DIR": "/tmp/numba_cache",
+    "MPLCONFIGDIR": "/tmp/mpl",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "ANONYMIZED_TELEMETRY": "False",
+    "ORT_DISABLE_TELEMETRY": "1",
+}
 
 
 def test_both_images_are_defined():
@@ -53,8 +58,10 @@ def test_check_mode_reports_a_stale_file_and_rewrite_fixes_it(tmp_path):
 
 
 def test_a_new_stage_becomes_an_app():
-    text = container.render((REPO / "containers" / "hyrax.def").read_text(),
-                            (*STAGES, Stage("cluster", "Group objects by their latents.", needs=("infer",))))
+    text = container.render(
+        (REPO / "containers" / "hyrax.def").read_text(),
+        (*STAGES, Stage("cluster", "Group objects by their latents.", needs=("infer",))),
+    )
     s = container.sections(text)
     assert s["apprun cluster"].split("\n")[0].strip() == 'exec hyrax cluster "$@"'
     assert "Group objects by their latents." in s["apphelp cluster"]
@@ -62,7 +69,7 @@ def test_a_new_stage_becomes_an_app():
 
 def test_render_refuses_a_file_without_the_markers():
     with pytest.raises(ValueError, match="BEGIN apps generated"):
-        container.render("Bootstrap: docker\nFrom: debian\n%runscript\n    exec hyrax \"$@\"\n")
+        container.render('Bootstrap: docker\nFrom: debian\n%runscript\n    exec hyrax "$@"\n')
 
 
 @pytest.mark.parametrize("path", DEFS, ids=lambda p: p.name)
@@ -90,7 +97,9 @@ def test_cpu_image_pins_the_cpu_torch_of_pyproject():
     assert pin == "torch==2.13.0"
     # one pip pass installs the stack: the CPU build of that same torch (+cpu meets the project's pin, and
     # PyPI has no +cpu build, so a missing CPU index fails instead of pulling CUDA), Hyrax and its kernel
-    installs = [line.split() for line in post.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+    installs = [
+        line.split() for line in post.splitlines() if "pip install" in line and "--upgrade pip" not in line
+    ]
     assert len(installs) == 1, installs
     words = installs[0]
     assert f"{pin}+cpu" in words and "/opt/hyrax/src" in words and "ipykernel" in words
@@ -102,12 +111,19 @@ def test_gpu_image_takes_the_cuda_torch_and_says_to_run_with_nv():
     torch_line = next(line for line in s["post"].splitlines() if " torch==" in line)
     assert torch_line.split()[-1] == "torch==2.13.0" and "whl/cpu" not in torch_line
     assert "torch.version.cuda" in s["test"] and "--nv" in s["help"]
-    assert s["environment"] == container.sections((REPO / "containers" / "hyrax.def").read_text())["environment"]
+    assert (
+        s["environment"] == container.sections((REPO / "containers" / "hyrax.def").read_text())["environment"]
+    )
 
 
 def _sourced_environment(body: str) -> dict[str, str]:
-    out = subprocess.run(["sh", "-c", f"{body}\nenv -0"], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin"}).stdout
+    out = subprocess.run(
+        ["sh", "-c", f"{body}\nenv -0"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    ).stdout
     return dict(kv.split("=", 1) for kv in out.split("\0") if "=" in kv)
 
 
@@ -129,7 +145,9 @@ def assemble_root(def_text: str, root: Path) -> None:
     sd = root / ".singularity.d"
     (sd / "env").mkdir(parents=True)
     _script(sd / "runscript", s["runscript"])
-    _script(sd / "env" / "90-environment.sh", "# Custom environment shell code should follow\n" + s["environment"])
+    _script(
+        sd / "env" / "90-environment.sh", "# Custom environment shell code should follow\n" + s["environment"]
+    )
     labels = dict(line.split(None, 1) for line in s["labels"].strip().splitlines())
     (sd / "labels.json").write_text(json.dumps(labels))
     (root / "singularity").symlink_to(".singularity.d/runscript")
@@ -153,8 +171,13 @@ def _script(path: Path, body: str) -> None:
 
 def _run_in(root: Path, script: str, *args: str) -> list[str]:
     cmd = f'. /.singularity.d/env/90-environment.sh; exec {script} "$@"'
-    proc = subprocess.run([shutil.which("chroot"), str(root), "/bin/sh", "-c", cmd, "sh", *args], capture_output=True,
-                          text=True, timeout=30, env={"PATH": "/usr/bin:/bin", "HOME": "/"})
+    proc = subprocess.run(
+        [shutil.which("chroot"), str(root), "/bin/sh", "-c", cmd, "sh", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/"},
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
@@ -165,12 +188,22 @@ def _run_in(root: Path, script: str, *args: str) -> list[str]:
 def test_runscript_and_apps_run_in_a_sif_layout_root(path, tmp_path):
     root = tmp_path / "root"
     assemble_root(path.read_text(), root)
-    env_lines = ["NUMBA_CACHE_DIR=/tmp/numba_cache MLFLOW_DISABLE_TELEMETRY=true",
-                 "ANONYMIZED_TELEMETRY=False ORT_DISABLE_TELEMETRY=1 PATH=/opt/hyrax/venv/bin:/usr/bin:/bin"]
+    env_lines = [
+        "NUMBA_CACHE_DIR=/tmp/numba_cache MLFLOW_DISABLE_TELEMETRY=true",
+        "ANONYMIZED_TELEMETRY=False ORT_DISABLE_TELEMETRY=1 PATH=/opt/hyrax/venv/bin:/usr/bin:/bin",
+    ]
     # `apptainer run hyrax.sif train --set "a b"`: arguments pass through whole, spaces included
     assert _run_in(root, "/singularity", "train", "--set", "train.run_name='a b'") == [
-        "arg=train", "arg=--set", "arg=train.run_name='a b'", *env_lines]
+        "arg=train",
+        "arg=--set",
+        "arg=train.run_name='a b'",
+        *env_lines,
+    ]
     # `apptainer run --app infer hyrax.sif --shard 0/3`
     assert _run_in(root, "/scif/apps/infer/scif/runscript", "--shard", "0/3") == [
-        "arg=infer", "arg=--shard", "arg=0/3", *env_lines]
+        "arg=infer",
+        "arg=--shard",
+        "arg=0/3",
+        *env_lines,
+    ]
     assert sorted(p.name for p in (root / "scif" / "apps").iterdir()) == sorted(s.name for s in STAGES)

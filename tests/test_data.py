@@ -15,9 +15,19 @@ from libhyrax.errors import ConfigError, DataError
 
 
 def h5_request(path, **extra):
-    return {"data_request": {"train": {"cutouts": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(path),
-                                                   "primary_id_field": "object_id", **extra}}},
-            "data_set": {"transform": "none"}}
+    return {
+        "data_request": {
+            "train": {
+                "cutouts": {
+                    "dataset_class": "HyraxHDF5Dataset",
+                    "data_location": str(path),
+                    "primary_id_field": "object_id",
+                    **extra,
+                }
+            }
+        },
+        "data_set": {"transform": "none"},
+    }
 
 
 @pytest.fixture
@@ -25,8 +35,11 @@ def cutout_file(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.normal(size=(50, 2, 8, 8)).astype(np.float32)
     ids = np.array([f"obj-{i:03d}" for i in range(50)])
-    cat = {"ra": np.linspace(10, 11, 50), "mag": rng.uniform(18, 24, 50).astype(np.float32),
-           "kind": np.array(["a", "bb"] * 25)}
+    cat = {
+        "ra": np.linspace(10, 11, 50),
+        "mag": rng.uniform(18, 24, 50).astype(np.float32),
+        "kind": np.array(["a", "bb"] * 25),
+    }
     path = write_cutouts(tmp_path / "c.h5", ids, images, cat, bands=["g", "r"], pixel_scale=0.2)
     return path, ids, images, cat
 
@@ -105,8 +118,10 @@ def test_builtin_sample_group():
 
 def test_group_reads_and_transforms(cutout_file):
     path, ids, images, cat = cutout_file
-    cfg = load_config(data=h5_request(path, fields=["image", "mag"]) |
-                      {"data_set": {"transform": "asinh", "asinh_scale": 0.5, "crop_to": 4}})
+    cfg = load_config(
+        data=h5_request(path, fields=["image", "mag"])
+        | {"data_set": {"transform": "asinh", "asinh_scale": 0.5, "crop_to": 4}}
+    )
     g = open_group(cfg, "infer")
     assert g.fields == ["object_id", "image", "mag"] and g.sample_shape == (2, 4, 4)
     b = g.read_rows([7, 2])
@@ -246,7 +261,9 @@ def test_in_place_transforms_never_touch_a_datasets_own_arrays():
         def get_object_id(self, i):
             return f"m{i}"
 
-    g = DataGroup("train", {"m": DatasetSpec(dataset_class="InMemory")}, {"m": InMemory({}, None)}, Transform("asinh"))
+    g = DataGroup(
+        "train", {"m": DatasetSpec(dataset_class="InMemory")}, {"m": InMemory({}, None)}, Transform("asinh")
+    )
     out = g.read(0, 20)
     np.testing.assert_array_equal(images, keep)  # unchanged (NaN included)
     want = np.arcsinh(np.nan_to_num(keep, nan=0.0) / np.float32(0.1))

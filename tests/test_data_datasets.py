@@ -34,17 +34,35 @@ def test_random_dataset_and_nan_policy():
 
 def test_catalog_dataset_joined_on_cutouts_with_missing_matches(tmp_path):
     ids = np.array([f"o{i}" for i in range(20)])
-    write_cutouts(tmp_path / "c.h5", ids, np.arange(20 * 4, dtype=np.float32).reshape(20, 1, 2, 2), {"x": np.arange(20)})
+    write_cutouts(
+        tmp_path / "c.h5", ids, np.arange(20 * 4, dtype=np.float32).reshape(20, 1, 2, 2), {"x": np.arange(20)}
+    )
     # the catalog: other order, objects o0..o14 only (o15..o19 unmatched), plus an object not in the cutouts
     cat_ids = np.array([f"o{i}" for i in range(14, -1, -1)] + ["zz"])
     z = np.array([float(i[1:]) / 10 if i != "zz" else 99.0 for i in cat_ids])
-    (tmp_path / "cat.csv").write_text("name,z,cls\n" + "".join(f"{i},{v},{'A' if v < .5 else 'B'}\n"
-                                                                   for i, v in zip(cat_ids, z, strict=True)))
-    cfg = load_config(data=request(train={
-        "cutouts": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(tmp_path / "c.h5"),
-                    "fields": ["image"], "primary_id_field": "object_id"},
-        "photoz": {"dataset_class": "CatalogDataset", "data_location": str(tmp_path / "cat.csv"),
-                   "fields": ["z", "cls"], "join_field": "name", "dataset_config": {"object_id_column": "name"}}}))
+    (tmp_path / "cat.csv").write_text(
+        "name,z,cls\n"
+        + "".join(f"{i},{v},{'A' if v < 0.5 else 'B'}\n" for i, v in zip(cat_ids, z, strict=True))
+    )
+    cfg = load_config(
+        data=request(
+            train={
+                "cutouts": {
+                    "dataset_class": "HyraxHDF5Dataset",
+                    "data_location": str(tmp_path / "c.h5"),
+                    "fields": ["image"],
+                    "primary_id_field": "object_id",
+                },
+                "photoz": {
+                    "dataset_class": "CatalogDataset",
+                    "data_location": str(tmp_path / "cat.csv"),
+                    "fields": ["z", "cls"],
+                    "join_field": "name",
+                    "dataset_config": {"object_id_column": "name"},
+                },
+            }
+        )
+    )
     g = open_group(cfg, "train")
     assert g.fields == ["object_id", "image", "z", "cls", "photoz.matched"]
     b = g.read(10, 20)
@@ -61,9 +79,18 @@ def test_catalog_dataset_joined_on_cutouts_with_missing_matches(tmp_path):
 def test_index_aligned_datasets_must_have_equal_length(tmp_path):
     write_cutouts(tmp_path / "a.h5", ["a", "b"], np.zeros((2, 1, 2, 2)))
     write_cutouts(tmp_path / "b.h5", ["a", "b", "c"], np.zeros((3, 1, 2, 2)))
-    cfg = load_config(data=request(train={
-        "a": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(tmp_path / "a.h5"), "primary_id_field": "object_id"},
-        "b": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(tmp_path / "b.h5")}}))
+    cfg = load_config(
+        data=request(
+            train={
+                "a": {
+                    "dataset_class": "HyraxHDF5Dataset",
+                    "data_location": str(tmp_path / "a.h5"),
+                    "primary_id_field": "object_id",
+                },
+                "b": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(tmp_path / "b.h5")},
+            }
+        )
+    )
     with pytest.raises(DataError, match="has 3 rows but the primary dataset a has 2; give join_field"):
         open_group(cfg, "train")
 
@@ -87,7 +114,9 @@ def test_notebook_class_is_usable_once_defined_and_checks_ok():
             return float(index) * 2
 
     assert check_dataset(NotebookStars).startswith("NotebookStars: 12 objects")
-    cfg = load_config(data=request(train={"s": {"dataset_class": "NotebookStars", "dataset_config": {"n": 9}}}))
+    cfg = load_config(
+        data=request(train={"s": {"dataset_class": "NotebookStars", "dataset_config": {"n": 9}}})
+    )
     g = open_group(cfg, "train")
     assert len(g) == 9 and g.fields == ["object_id", "flux", "image"]
     b = g.read_rows([8, 1])
@@ -152,9 +181,15 @@ def test_builtin_classes_pass_check_dataset(tmp_path, monkeypatch):
 
 def test_unknown_field_and_class_names():
     with pytest.raises(ConfigError, match=r"has no field 'imag'; did you mean image\?"):
-        open_group(load_config(data=request(train={"s": {"dataset_class": "HyraxSample", "fields": ["imag"]}})), "train")
-    with pytest.raises(ConfigError, match=r"unknown dataset_class 'HyraxSampel'; did you mean HyraxSample\? Known: .*"
-                                          r"CatalogDataset, .*FitsImageDataset, .*HyraxHDF5Dataset"):
+        open_group(
+            load_config(data=request(train={"s": {"dataset_class": "HyraxSample", "fields": ["imag"]}})),
+            "train",
+        )
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown dataset_class 'HyraxSampel'; did you mean HyraxSample\? Known: .*"
+        r"CatalogDataset, .*FitsImageDataset, .*HyraxHDF5Dataset",
+    ):
         open_group(load_config(data=request(train={"s": {"dataset_class": "HyraxSampel"}})), "train")
     with pytest.raises(ConfigError, match="can't be imported"):
         open_group(load_config(data=request(train={"s": {"dataset_class": "no_such_pkg.Data"}})), "train")

@@ -68,7 +68,9 @@ def test_duplicate_ids_are_shown(tmp_path):
 def test_mismatched_lengths(tmp_path):
     path = raw_file(tmp_path / "m.h5", ["a", "b", "c"], np.zeros((2, 1, 2, 2), np.float32),
                     **{"catalog/ra": np.zeros(3)})
-    with pytest.raises(DataError, match=r"m.h5: arrays of different lengths: /object_id has 3 rows but /images has 2"):
+    with pytest.raises(
+        DataError, match=r"m.h5: arrays of different lengths: /object_id has 3 rows but /images has 2"
+    ):
         open_file(path)
 
 
@@ -82,19 +84,44 @@ def test_nan_pixels_follow_the_policy(tmp_path):
     images = np.ones((4, 1, 3, 3), np.float32)
     images[1, 0, 1, 1] = np.nan
     images[2, 0, 0, 0] = -np.inf
-    g = open_group(load_config(data={"data_request": {"train": {"c": {
-        "dataset_class": "HyraxHDF5Dataset", "data_location": str(write_cutouts(tmp_path / "n.h5", list("abcd"), images))}}},
-        "data_set": {"transform": "none"}}), "train")
+    g = open_group(
+        load_config(
+            data={
+                "data_request": {
+                    "train": {
+                        "c": {
+                            "dataset_class": "HyraxHDF5Dataset",
+                            "data_location": str(write_cutouts(tmp_path / "n.h5", list("abcd"), images)),
+                        }
+                    }
+                },
+                "data_set": {"transform": "none"},
+            }
+        ),
+        "train",
+    )
     out = g.read(0, 4)["image"]
-    assert np.isfinite(out).all() and out[1, 0, 1, 1] == 0 and out[2, 0, 0, 0] == 0 and g.transform.replaced_pixels == 2
+    assert (
+        np.isfinite(out).all()
+        and out[1, 0, 1, 1] == 0
+        and out[2, 0, 0, 0] == 0
+        and g.transform.replaced_pixels == 2
+    )
 
 
 def test_data_request_structure_errors():
     with pytest.raises(ConfigError, match="needs exactly one primary dataset"):
-        load_config(data={"data_request": {"train": {"a": {"dataset_class": "HyraxSample"},
-                                                     "b": {"dataset_class": "HyraxSample"}}}})
+        load_config(
+            data={
+                "data_request": {
+                    "train": {"a": {"dataset_class": "HyraxSample"}, "b": {"dataset_class": "HyraxSample"}}
+                }
+            }
+        )
     with pytest.raises(ConfigError, match=r"data_request.train.a: unknown key datalocation"):
-        load_config(data={"data_request": {"train": {"a": {"dataset_class": "HyraxSample", "datalocation": "x"}}}})
+        load_config(
+            data={"data_request": {"train": {"a": {"dataset_class": "HyraxSample", "datalocation": "x"}}}}
+        )
     with pytest.raises(ConfigError, match=r"data_request.train.a: dataset_class is missing"):
         load_config(data={"data_request": {"train": {"a": {"fields": ["image"]}}}})
     cfg = load_config(data={"data_request": {"infer": {"a": {"dataset_class": "HyraxSample"}}}})
@@ -112,7 +139,6 @@ def test_incomplete_file_and_rows_out_of_range(tmp_path, good):
         HyraxHDF5Dataset({}, tmp_path / "half.h5")
     with pytest.raises(DataError, match="out of range"):
         open_file(good).read_rows([3, 10])
-
 
 
 def test_a_negative_split_fraction_is_an_error_not_ignored():

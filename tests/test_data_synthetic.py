@@ -22,7 +22,10 @@ def test_generate_survey_catalog_and_images(tmp_path):
     images = ds.column("image")
     assert images.dtype == np.float32 and np.isfinite(images).all()
     # sources are centred: the centre is brighter than the corners in every band
-    assert (images[:, :, 10:14, 10:14].mean(axis=(0, 2, 3)) > 5 * np.abs(images[:, :, :4, :4]).mean(axis=(0, 2, 3))).all()
+    assert (
+        images[:, :, 10:14, 10:14].mean(axis=(0, 2, 3))
+        > 5 * np.abs(images[:, :, :4, :4]).mean(axis=(0, 2, 3))
+    ).all()
     # stars are compact: more of their light in the central pixels than disks have
     conc = images[:, 1, 11:13, 11:13].sum(axis=(1, 2)) / images[:, 1].sum(axis=(1, 2))
     normal = ~anom
@@ -44,9 +47,20 @@ def test_no_labels(tmp_path):
 
 def test_synthetic_survey_dataset_from_config(tmp_path, monkeypatch):
     monkeypatch.setenv("HYRAX_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = load_config(data={"data_request": {"train": {"syn": {
-        "dataset_class": "SyntheticSurvey", "fields": ["image", "label", "is_anomaly"],
-        "primary_id_field": "object_id", "dataset_config": {"n": 120, "size": 16, "seed": 2}}}}})
+    cfg = load_config(
+        data={
+            "data_request": {
+                "train": {
+                    "syn": {
+                        "dataset_class": "SyntheticSurvey",
+                        "fields": ["image", "label", "is_anomaly"],
+                        "primary_id_field": "object_id",
+                        "dataset_config": {"n": 120, "size": 16, "seed": 2},
+                    }
+                }
+            }
+        }
+    )
     g = open_group(cfg, "train")
     assert len(g) == 120 and g.sample_shape == (3, 16, 16)
     b = g.read(0, 5)

@@ -28,7 +28,9 @@ def small_disk(tmp_path):
     """A 2 MiB tmpfs (a real file system that fills up: ENOSPC from write(2)), unmounted afterwards."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"can't mount a tmpfs here ({proc.stderr.strip()}); these tests need root")
     yield mnt
@@ -48,8 +50,10 @@ def fill(disk: Path, leave: int) -> Path:
 def used_bytes(folder: Path) -> tuple[int, int]:
     """Bytes a run directory takes on disk: in all, and in its array files."""
     files = [p for p in folder.rglob("*") if p.is_file()]
+
     def size(p):
         return p.stat().st_blocks * 512
+
     return sum(size(p) for p in files), sum(size(p) for p in files if p.suffix == ".h5")
 
 
@@ -67,7 +71,9 @@ def upstream(tmp_path_factory):
     """A train run and an infer run of it, on an ordinary disk."""
     root = tmp_path_factory.mktemp("upstream")
     train = make_train_run(root / "results")
-    proc = run_hyrax("infer", "--from", str(train), "--set", f"general.results_dir='{root / 'results'}'", check=True)
+    proc = run_hyrax(
+        "infer", "--from", str(train), "--set", f"general.results_dir='{root / 'results'}'", check=True
+    )
     labels = root / "labels.csv"
     with open_result(proc.stdout.strip(), "latents") as f:
         ids = [x.decode() for x in f["object_id"][:6]]
@@ -83,15 +89,18 @@ STAGES = {  # stage: (input run, extra arguments)
 }
 
 
-@pytest.mark.parametrize("stage", [s if s == "infer" else pytest.param(s, marks=pytest.mark.slow) for s in STAGES])
+@pytest.mark.parametrize(
+    "stage", [s if s == "infer" else pytest.param(s, marks=pytest.mark.slow) for s in STAGES]
+)
 def test_a_stage_that_fills_the_disk_fails_cleanly(stage, upstream, small_disk):
     source, extra = STAGES[stage]
     extra = [a.format(**upstream) for a in extra]
     results = small_disk / "results"
 
     def run():
-        return run_hyrax(stage, "--from", str(upstream[source]), *extra,
-                         "--set", f"general.results_dir='{results}'")
+        return run_hyrax(
+            stage, "--from", str(upstream[source]), *extra, "--set", f"general.results_dir='{results}'"
+        )
 
     whole = run()  # the room it takes
     assert whole.returncode == 0, whole.stderr
@@ -143,19 +152,24 @@ def test_train_on_a_full_disk_fails_and_marks_its_run_failed(tmp_path, small_dis
 def test_a_read_only_results_folder_is_a_usage_error_naming_it(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+    )
     if proc.returncode != 0:
         pytest.skip("can't mount a read-only tmpfs here (root only)")
     try:
         proc = run_hyrax("train", "--set", f"general.results_dir='{folder / 'results'}'")
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert f"can't write in the results folder {folder / 'results'} (Read-only file system)" in proc.stderr
+        assert (
+            f"can't write in the results folder {folder / 'results'} (Read-only file system)" in proc.stderr
+        )
         assert "general.results_dir" in proc.stderr
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 # --- the writer's own rules, without a mount ----------------------------------------------------------------
+
 
 def test_a_writer_closed_short_of_its_rows_is_not_marked_complete(tmp_path):
     path = tmp_path / "a.h5"

@@ -79,9 +79,15 @@ def test_each_provider_fetches_the_catalogue_in_order(provider, sky, catalog):
     assert list(rec["row"][kept]) == list(range(len(kept))) and (rec["row"][sorted(outside)] == -1).all()
     assert (rec["attempts"][kept] == 1).all() and np.isfinite(rec["fetched_at"][kept]).all()
     rows = list(csv.DictReader(open(run.file("download.csv"), encoding="utf-8")))
-    assert len(rows) == 2 * N and rows[8] == rows[8] | {"object_id": sky.ids[4], "band": "g", "status": "missing"}
-    assert run.provenance["stage_info"] | {"ok": N - 2, "missing": 2, "failed": 0} == run.provenance["stage_info"]
-
+    assert len(rows) == 2 * N and rows[8] == rows[8] | {
+        "object_id": sky.ids[4],
+        "band": "g",
+        "status": "missing",
+    }
+    assert (
+        run.provenance["stage_info"] | {"ok": N - 2, "missing": 2, "failed": 0}
+        == run.provenance["stage_info"]
+    )
 
 
 def test_train_runs_on_each_providers_download(sky, catalog):
@@ -89,8 +95,12 @@ def test_train_runs_on_each_providers_download(sky, catalog):
     part = sky.catalog(catalog.with_name("part.csv"), small)
     with SurveyServer(sky) as server:
         runs = [libhyrax.download(settings(server, p, part)) for p in PROVIDERS]
-    cfg = {"general": {"results_dir": "results", "device": "cpu"}, "train": {"epochs": 1},
-           "model": {"HyraxAutoencoder": {"base_channel_size": 8, "latent_dim": 8}}, "data_loader": {"batch_size": 50}}
+    cfg = {
+        "general": {"results_dir": "results", "device": "cpu"},
+        "train": {"epochs": 1},
+        "model": {"HyraxAutoencoder": {"base_channel_size": 8, "latent_dim": 8}},
+        "data_loader": {"batch_size": 50},
+    }
     for run in runs:
         trained = libhyrax.train(cfg, from_run=run)
         assert trained.find("download") == run  # the data run is in the train run's lineage
@@ -139,8 +149,11 @@ def test_a_timeout_is_retried_and_one_that_persists_fails_the_run_which_resumes(
     hang = {5: 1, 9: 100}  # object 5 hangs once, object 9 every time
     with SurveyServer(sky, Faults(hang=hang, hang_s=2.0)) as server:
         cfg = settings(server, "legacysurvey", catalog, retries=1, legacysurvey={"timeout": 0.5})
-        with pytest.raises(RunError, match=r"1 of 300 objects could not be fetched yet \(no whole answer within "
-                                           r"the timeout \(0.5 s\) \(2\)\).*--resume"):
+        with pytest.raises(
+            RunError,
+            match=r"1 of 300 objects could not be fetched yet \(no whole answer within "
+            r"the timeout \(0.5 s\) \(2\)\).*--resume",
+        ):
             libhyrax.download(cfg)
         failed = next(Path("results").glob("*-download-*.failed"))
         rec = record(libhyrax.Result(failed))
@@ -175,7 +188,9 @@ def test_truncated_and_non_fits_bodies_are_rejected_with_their_reason(provider, 
     rec = record(run)
     assert (rec["status"][[3, 11]] == REJECTED).all()
     assert rec["reason"][3, 0].decode().startswith("truncated FITS file")
-    assert rec["reason"][11, 0].decode() == "not a FITS file (it starts with '<html><body>Internal error: pl')"
+    assert (
+        rec["reason"][11, 0].decode() == "not a FITS file (it starts with '<html><body>Internal error: pl')"
+    )
     kept = [i for i in range(N) if i not in (3, 11)]
     assert list(cutouts(run)["ids"]) == list(sky.ids[kept])
     assert run.provenance["stage_info"]["rejected"] == 2
@@ -184,8 +199,11 @@ def test_truncated_and_non_fits_bodies_are_rejected_with_their_reason(provider, 
 def test_a_401_stops_at_once_with_a_message_about_credentials(sky, catalog, monkeypatch, caplog):
     monkeypatch.setenv("HSC_SSP_CAS_PASSWORD", "not-the-password")
     with SurveyServer(sky, Faults(auth=("me", PASSWORD))) as server:
-        with pytest.raises(UsageError, match=r"refused the credentials \(401 Unauthorized\).*check download.hsc.user "
-                                             r"\('me'\) and the password in HSC_SSP_CAS_PASSWORD") as e:
+        with pytest.raises(
+            UsageError,
+            match=r"refused the credentials \(401 Unauthorized\).*check download.hsc.user "
+            r"\('me'\) and the password in HSC_SSP_CAS_PASSWORD",
+        ) as e:
             libhyrax.download(settings(server, "hsc", catalog, connections=2))
         assert server.requests <= 2  # the requests already on their way, nothing after
     assert "not-the-password" not in str(e.value)
@@ -207,9 +225,15 @@ def test_a_tar_with_unsafe_members_is_refused_whole_and_nothing_is_written_outsi
     failed = next(Path("results").glob("*-download-*.failed"))
     rec = record(libhyrax.Result(failed))
     assert (rec["status"] == FAILED).all()
-    assert rec["reason"][0, 0].decode() == ("the service's answer held an unsafe tar member '../evil.fits' (a path "
-                                            "with '..'); refused, nothing written")
-    assert not outside.exists() and not (workdir / "evil.fits").exists() and not (workdir.parent / "evil.fits").exists()
+    assert rec["reason"][0, 0].decode() == (
+        "the service's answer held an unsafe tar member '../evil.fits' (a path "
+        "with '..'); refused, nothing written"
+    )
+    assert (
+        not outside.exists()
+        and not (workdir / "evil.fits").exists()
+        and not (workdir.parent / "evil.fits").exists()
+    )
     assert not any((failed / "fits").iterdir())  # not even the safe members of that answer
     with h5py.File(failed / "cutouts.h5", "r") as f:
         assert not f.attrs["complete"] and np.isnan(f["images"][:]).all()
@@ -230,7 +254,9 @@ def test_keep_fits_writes_the_files_as_received(sky, catalog):
     assert not plain.file("fits").exists()
 
 
-def test_a_catalogue_with_duplicate_ids_or_bad_coordinates_is_refused_before_anything_is_written(sky, workdir):
+def test_a_catalogue_with_duplicate_ids_or_bad_coordinates_is_refused_before_anything_is_written(
+    sky, workdir
+):
     with SurveyServer(sky) as server:
         for rows, message in [
             ([0, 1, 1, 2], r"1 ids appear more than once \(SYN-001\).*drop the duplicate rows"),
@@ -251,7 +277,14 @@ def test_a_catalogue_with_duplicate_ids_or_bad_coordinates_is_refused_before_any
 
 def test_provider_settings_are_checked(sky, catalog):
     def cfg(url, **kw):
-        return {"download": {"provider": "url_template", "catalog": str(catalog), "url_template": {"url": url}, **kw}}
+        return {
+            "download": {
+                "provider": "url_template",
+                "catalog": str(catalog),
+                "url_template": {"url": url},
+                **kw,
+            }
+        }
 
     with pytest.raises(ConfigError, match=r"unknown field \{rah\}; the template can use \{ra\}"):
         libhyrax.download(cfg("http://127.0.0.1:1/c?ra={rah}&dec={dec}&band={band}"))
@@ -262,9 +295,15 @@ def test_provider_settings_are_checked(sky, catalog):
     with pytest.raises(ConfigError, match=r"unknown download.provider 'hcs'; did you mean hsc\?"):
         libhyrax.download({"download": {"provider": "hcs", "catalog": str(catalog)}})
     with pytest.raises(UsageError, match="bearer_env names HYRAX_NO_SUCH_TOKEN, which is not set"):
-        libhyrax.download(cfg("http://127.0.0.1:1/c?ra={ra}&dec={dec}&band={band}",
-                              url_template={"url": "http://127.0.0.1:1/c?ra={ra}&dec={dec}&band={band}",
-                                            "bearer_env": "HYRAX_NO_SUCH_TOKEN"}))
+        libhyrax.download(
+            cfg(
+                "http://127.0.0.1:1/c?ra={ra}&dec={dec}&band={band}",
+                url_template={
+                    "url": "http://127.0.0.1:1/c?ra={ra}&dec={dec}&band={band}",
+                    "bearer_env": "HYRAX_NO_SUCH_TOKEN",
+                },
+            )
+        )
 
 
 def _assert_same_download(run, clean) -> None:
@@ -287,7 +326,10 @@ def test_the_provider_docstring_example_is_a_working_provider(sky, catalog):
     exec(compile("\n".join(line[4:] for line in example.splitlines()), "provider_example", "exec"), namespace)
     with SurveyServer(sky, Faults(outside={2})) as server:
         cfg = settings(server, "url_template", catalog)
-        cfg["download"] |= {"provider": "myarchive", "kwargs": {"url": server.url("url_template").split("?")[0]}}
+        cfg["download"] |= {
+            "provider": "myarchive",
+            "kwargs": {"url": server.url("url_template").split("?")[0]},
+        }
         run = libhyrax.download(cfg)
     kept = [i for i in range(N) if i != 2]
     np.testing.assert_array_equal(cutouts(run)["images"], served(sky, kept))

@@ -46,18 +46,26 @@ def test_fits_reader_agrees_with_astropy():
         assert hdul[0].header["CTYPE1"] == "RA---TAN"
     counts = (image * 1000).astype(np.int32)  # tile-compressed integers: lossless
     compressed = fits_bytes([fits.PrimaryHDU(), fits.CompImageHDU(counts)])
-    np.testing.assert_array_equal(read_images(compressed)[0], counts)  # astropy reads what the fast path doesn't
+    np.testing.assert_array_equal(
+        read_images(compressed)[0], counts
+    )  # astropy reads what the fast path doesn't
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"", "an empty answer, not a FITS file"),
-    (b"<html>Service Unavailable</html>", "not a FITS file (it starts with '<html>Service Unavailable"),
-    (write_image(np.ones((30, 30)))[:-3000], "truncated FITS file: the data needs"),
-    (write_image(np.ones((30, 30)))[:1000], "truncated FITS file: a header ends before its END card"),
-    (write_image(np.ones((30, 30)))[:2880 * 2], "truncated FITS file"),
-    (b"SIMPLE  =                    T".ljust(2880), "truncated FITS file: a header ends before its END card"),
-    (b"SIMPLE  =                    T".ljust(2880 * 101), "FITS header without an END card"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "an empty answer, not a FITS file"),
+        (b"<html>Service Unavailable</html>", "not a FITS file (it starts with '<html>Service Unavailable"),
+        (write_image(np.ones((30, 30)))[:-3000], "truncated FITS file: the data needs"),
+        (write_image(np.ones((30, 30)))[:1000], "truncated FITS file: a header ends before its END card"),
+        (write_image(np.ones((30, 30)))[: 2880 * 2], "truncated FITS file"),
+        (
+            b"SIMPLE  =                    T".ljust(2880),
+            "truncated FITS file: a header ends before its END card",
+        ),
+        (b"SIMPLE  =                    T".ljust(2880 * 101), "FITS header without an END card"),
+    ],
+)
 def test_a_body_that_is_not_a_whole_fits_image_is_bad_fits_saying_why(body, message):
     with pytest.raises(BadFits) as e:
         read_images(body)
@@ -96,7 +104,7 @@ def test_an_hsc_answer_that_ends_early_fails_what_it_did_not_deliver():
     out = hsc.read(request, whole)
     assert isinstance(out[(0, 0)], Fetched) and out[(0, 0)].image[0, 0] == 2 and out[(1, 0)].image[0, 0] == 3
     assert isinstance(out[(2, 0)], Missing) and isinstance(out[(3, 0)], Fetched)
-    cut = hsc.read(request, whole[:512 + 5760 + 512 + 3000])  # in the second member's data
+    cut = hsc.read(request, whole[: 512 + 5760 + 512 + 3000])  # in the second member's data
     assert isinstance(cut[(0, 0)], Fetched)
     assert all(isinstance(cut[c], Failed) and "ended early" in cut[c].reason for c in cells[1:])
     garbage = hsc.read(request, b"<html>oops</html>" * 100)
@@ -115,7 +123,9 @@ def test_hsc_cutouts_too_small_or_empty_are_rejected():
 
 def test_credentials_files_netrc_or_the_reference_style(tmp_path):
     netrc = tmp_path / "netrc"
-    netrc.write_text("machine hsc-release.mtk.nao.ac.jp login alice password pw1\ndefault login bob password pw2\n")
+    netrc.write_text(
+        "machine hsc-release.mtk.nao.ac.jp login alice password pw1\ndefault login bob password pw2\n"
+    )
     assert file_credentials(netrc, "hsc-release.mtk.nao.ac.jp") == ("alice", "pw1")
     assert file_credentials(netrc, "elsewhere.org") == ("bob", "pw2")
     ini = tmp_path / "credentials.ini"
@@ -129,19 +139,26 @@ def test_the_reference_download_keys_migrate_and_the_password_goes_nowhere(tmp_p
     from libhyrax.config import dump_config, load_config
 
     ref = tmp_path / "ref.toml"
-    ref.write_text('config_version = 7\n[download]\nsw = "22asec"\nsh = "22asec"\n'
-                   'filter = ["HSC-G", "HSC-R", "HSC-I", "HSC-Z", "HSC-Y", "NB0921"]\ntype = "coadd"\n'
-                   'rerun = "pdr3_dud"\ncredentials_file = "./credentials.ini"\nusername = "alice"\n'
-                   'password = "hunter2-in-a-file"\nnum_sources = -1\nconcurrent_connections = 2\n'
-                   'stats_print_interval = 60\nfits_file = "./catalog.fits"\nretry_wait = 30\nretries = 3\n'
-                   'timeout = 3600\nchunk_size = 500\nimage = true\nvariance = false\nmask = false\n')
+    ref.write_text(
+        'config_version = 7\n[download]\nsw = "22asec"\nsh = "22asec"\n'
+        'filter = ["HSC-G", "HSC-R", "HSC-I", "HSC-Z", "HSC-Y", "NB0921"]\ntype = "coadd"\n'
+        'rerun = "pdr3_dud"\ncredentials_file = "./credentials.ini"\nusername = "alice"\n'
+        'password = "hunter2-in-a-file"\nnum_sources = -1\nconcurrent_connections = 2\n'
+        'stats_print_interval = 60\nfits_file = "./catalog.fits"\nretry_wait = 30\nretries = 3\n'
+        "timeout = 3600\nchunk_size = 500\nimage = true\nvariance = false\nmask = false\n"
+    )
     with caplog.at_level("INFO", logger="hyrax"):
         d = load_config(ref)["download"]
     assert d["provider"] == "hsc" and d["catalog"] == "./catalog.fits" and d["size"] == 262
-    assert d["bands"] == ["g", "r", "i", "z", "y", "NB0921"] and d["connections"] == 2 and d["retry_wait"] == 30
+    assert (
+        d["bands"] == ["g", "r", "i", "z", "y", "NB0921"] and d["connections"] == 2 and d["retry_wait"] == 30
+    )
     assert d["netrc_file"] == "./credentials.ini"
-    assert d["hsc"] | {"user": "alice", "rerun": "pdr3_dud", "type": "coadd", "lines_per_request": 500,
-                       "timeout": 3600} == d["hsc"]
+    assert (
+        d["hsc"]
+        | {"user": "alice", "rerun": "pdr3_dud", "type": "coadd", "lines_per_request": 500, "timeout": 3600}
+        == d["hsc"]
+    )
     assert "hunter2" not in str(load_config(ref)) and "hunter2" not in dump_config(load_config(ref))
     assert "hunter2" not in caplog.text and "put it in HSC_SSP_CAS_PASSWORD" in caplog.text
     assert "download.num_sources" in caplog.text  # the keys with no use here are named when dropped

@@ -40,8 +40,13 @@ def toml(cfg: dict, path: Path) -> Path:
 def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(sky, catalog, workdir):
     with SurveyServer(sky, Faults(latency=0.01)) as server:
         cfg = settings(server, "legacysurvey", catalog, connections=2)
-        proc = subprocess.Popen([sys.executable, "-m", "hyrax_cli", "download", "-c", str(toml(cfg, workdir / "c.toml"))],
-                                cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hyrax_cli", "download", "-c", str(toml(cfg, workdir / "c.toml"))],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 60
         while server.requests < 200 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -53,8 +58,14 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(sky, catalog, wo
         assert 0 < committed < N  # it stopped part-way, with a prefix of the catalogue written
 
         asked = server.asked.copy()
-        resumed = subprocess.run([sys.executable, "-m", "hyrax_cli", "download", "--resume", str(partial)], cwd=workdir,
-                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        resumed = subprocess.run(
+            [sys.executable, "-m", "hyrax_cli", "download", "--resume", str(partial)],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert resumed.returncode == 0, resumed.stderr
         again = server.asked - asked
         assert min(again) == committed and max(again.values()) == 1  # nothing written before is fetched again
@@ -92,7 +103,9 @@ def test_ctrl_c_keeps_what_was_fetched_and_resume_finishes(sky, catalog, monkeyp
         _assert_same_download(run, libhyrax.download(cfg))
 
 
-def test_a_failed_object_keeps_its_row_and_a_resumed_one_that_turns_out_missing_is_compacted_away(sky, catalog):
+def test_a_failed_object_keeps_its_row_and_a_resumed_one_that_turns_out_missing_is_compacted_away(
+    sky, catalog
+):
     with SurveyServer(sky, Faults(fail={7: 100, 200: 100})) as server:
         cfg = settings(server, "url_template", catalog, retries=0)
         with pytest.raises(RunError, match="2 of 300 objects could not be fetched yet"):
@@ -121,8 +134,11 @@ def test_shards_write_one_directory_read_as_one_cutout_file(sky, catalog):
         whole = libhyrax.download(cfg)
     assert first.path == second.path
     assert sorted(p.name for p in first.path.glob("download.shard-*") if p.suffix != ".log") == [
-        "download.shard-0000-of-0002.csv", "download.shard-0000-of-0002.h5",
-        "download.shard-0001-of-0002.csv", "download.shard-0001-of-0002.h5"]
+        "download.shard-0000-of-0002.csv",
+        "download.shard-0000-of-0002.h5",
+        "download.shard-0001-of-0002.csv",
+        "download.shard-0001-of-0002.h5",
+    ]
     _assert_same_download_cutouts(second, whole)
     from libhyrax.data import HyraxHDF5Dataset
 
@@ -139,12 +155,19 @@ def test_no_secret_reaches_the_results_or_the_output(sky, workdir, hyrax):
         hsc = settings(server, "hsc", catalog)
         ok = hyrax("download", "-c", str(toml(hsc, workdir / "hsc.toml")), "--debug", cwd=workdir, env=env)
         assert ok.returncode == 0, ok.stderr
-        refused = hyrax("download", "-c", str(workdir / "hsc.toml"), cwd=workdir,
-                        env={**env, "HSC_SSP_CAS_PASSWORD": "wrong-" + secret})
+        refused = hyrax(
+            "download",
+            "-c",
+            str(workdir / "hsc.toml"),
+            cwd=workdir,
+            env={**env, "HSC_SSP_CAS_PASSWORD": "wrong-" + secret},
+        )
         assert refused.returncode == 2 and "refused the credentials (401 Unauthorized)" in refused.stderr
         server.faults.auth = None
         url = settings(server, "url_template", catalog, url_template={"bearer_env": "ARCHIVE_TOKEN"})
-        with_token = hyrax("download", "-c", str(toml(url, workdir / "url.toml")), "--debug", cwd=workdir, env=env)
+        with_token = hyrax(
+            "download", "-c", str(toml(url, workdir / "url.toml")), "--debug", cwd=workdir, env=env
+        )
         assert with_token.returncode == 0, with_token.stderr
         assert f"Bearer {token}" in server.authorization  # it was sent, and only there
         outputs += [ok, refused, with_token]
@@ -163,10 +186,19 @@ def readme_survey(server: SurveyServer, catalog: Path) -> tuple[dict, str]:
 
     import tomlkit
 
-    text = (Path(__file__).parent.parent / "README.md").read_text().split("## Your own survey")[1].split("\n## ")[0]
+    text = (
+        (Path(__file__).parent.parent / "README.md")
+        .read_text()
+        .split("## Your own survey")[1]
+        .split("\n## ")[0]
+    )
     cfg = tomlkit.parse(re.search(r"```toml\n(.*?)```", text, re.S)[1]).unwrap()
     command = re.search(r"```sh\n(.*?)```", text, re.S)[1].splitlines()[0]
-    cfg["download"] |= {"catalog": str(catalog), "bands": ["g", "r"], "size": SIZE}  # what the loopback sky has
+    cfg["download"] |= {
+        "catalog": str(catalog),
+        "bands": ["g", "r"],
+        "size": SIZE,
+    }  # what the loopback sky has
     cfg["download"]["hsc"]["url"] = server.url("hsc")
     return cfg, command
 
@@ -185,11 +217,25 @@ def test_the_readme_survey_command_chains_download_train_and_infer(sky, catalog,
     with SurveyServer(sky) as server:
         cfg, command = readme_survey(server, catalog)
         toml(cfg, workdir / "survey.toml")
-        toml({"general": {"device": "cpu"}, "train": {"epochs": 1}, "data_loader": {"batch_size": 64},  # quick
-              "model": {"HyraxAutoencoder": {"base_channel_size": 8}}}, workdir / "hyrax_config.toml")
-        proc = subprocess.run(command, shell=True, cwd=workdir, capture_output=True, text=True, timeout=600,
-                              executable="/bin/bash",
-                              env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+        toml(
+            {
+                "general": {"device": "cpu"},
+                "train": {"epochs": 1},
+                "data_loader": {"batch_size": 64},  # quick
+                "model": {"HyraxAutoencoder": {"base_channel_size": 8}},
+            },
+            workdir / "hyrax_config.toml",
+        )
+        proc = subprocess.run(
+            command,
+            shell=True,
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            executable="/bin/bash",
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        )
     assert proc.returncode == 0, proc.stderr
     infer = libhyrax.Result(workdir / proc.stdout.strip())
     assert infer.find("download") is not None and infer.find("train") is not None

@@ -63,7 +63,10 @@ def test_rubin_fetches_the_catalogue_in_order_through_the_image_lookup(sky, cata
     rec = record(run)
     assert (rec["status"][kept] == OK).all() and (rec["status"][sorted(outside)] == MISSING).all()
     assert rec["reason"][4, 1].decode() == "no image covers it in band r"
-    assert run.provenance["stage_info"] | {"ok": M - 2, "missing": 2, "failed": 0} == run.provenance["stage_info"]
+    assert (
+        run.provenance["stage_info"] | {"ok": M - 2, "missing": 2, "failed": 0}
+        == run.provenance["stage_info"]
+    )
     for path in run.path.rglob("*"):
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
@@ -71,8 +74,12 @@ def test_rubin_fetches_the_catalogue_in_order_through_the_image_lookup(sky, cata
 
 def test_soda_with_an_id_template_needs_no_lookup(sky, catalog):
     with SurveyServer(sky) as server:
-        cfg = settings(server, catalog, "soda", soda={"sia_url": False,
-                                                      "id": "ivo://loopback/dp1?id=coadd-{band}-{object_id}"})
+        cfg = settings(
+            server,
+            catalog,
+            "soda",
+            soda={"sia_url": False, "id": "ivo://loopback/dp1?id=coadd-{band}-{object_id}"},
+        )
         run = libhyrax.download(cfg)
         assert server.requests == 2 * M
     np.testing.assert_array_equal(cutouts(run)["images"], served(sky))
@@ -85,7 +92,11 @@ def test_5xx_timeouts_and_dropped_connections_are_retried(sky, catalog):
     rec = record(run)
     assert (rec["status"] == OK).all()
     # a countdown fault hits the first requests naming the object, whichever band they ask
-    assert rec["attempts"][7].sum() == 2 + 2 and rec["attempts"][9].sum() == 2 + 1 and rec["attempts"][11].sum() == 3
+    assert (
+        rec["attempts"][7].sum() == 2 + 2
+        and rec["attempts"][9].sum() == 2 + 1
+        and rec["attempts"][11].sum() == 3
+    )
     assert run.provenance["stage_info"]["retries"] == 4
     np.testing.assert_array_equal(cutouts(run)["images"], served(sky))
 
@@ -93,7 +104,9 @@ def test_5xx_timeouts_and_dropped_connections_are_retried(sky, catalog):
 def test_a_failure_that_persists_fails_the_run_and_resume_fetches_just_it(sky, catalog):
     with SurveyServer(sky, Faults(fail={5: 100}, bearer=TOKEN)) as server:
         cfg = settings(server, catalog, retries=1)
-        with pytest.raises(RunError, match=r"1 of 60 objects could not be fetched yet \(500 Internal Server Error"):
+        with pytest.raises(
+            RunError, match=r"1 of 60 objects could not be fetched yet \(500 Internal Server Error"
+        ):
             libhyrax.download(cfg)
         failed = next(Path("results").glob("*-download-*.failed"))
         assert (record(libhyrax.Result(failed))["status"][5] == FAILED).all()
@@ -126,8 +139,11 @@ def test_truncated_and_non_fits_cutouts_are_rejected_with_their_reason(sky, cata
 def test_a_wrong_or_missing_token_stops_with_a_message_that_does_not_hold_it(sky, catalog, monkeypatch):
     monkeypatch.setenv("ACCESS_TOKEN", "not-the-token")
     with SurveyServer(sky, Faults(bearer=TOKEN)) as server:
-        with pytest.raises(UsageError, match=r"refused the credentials \(401 Unauthorized\).*check the token in "
-                                             r"ACCESS_TOKEN") as e:
+        with pytest.raises(
+            UsageError,
+            match=r"refused the credentials \(401 Unauthorized\).*check the token in "
+            r"ACCESS_TOKEN",
+        ) as e:
             libhyrax.download(settings(server, catalog, connections=2))
         assert server.requests <= 3
     assert "not-the-token" not in str(e.value)

@@ -35,7 +35,9 @@ def test_every_stage_has_a_mistake_to_make():
 FAST = ("train", "infer", "anomaly", "download")  # the rest: slow (a process each)
 
 
-@pytest.mark.parametrize("stage", [s if s in FAST else pytest.param(s, marks=pytest.mark.slow) for s in sorted(MISTAKES)])
+@pytest.mark.parametrize(
+    "stage", [s if s in FAST else pytest.param(s, marks=pytest.mark.slow) for s in sorted(MISTAKES)]
+)
 def test_a_users_mistake_exits_2_with_a_message(stage, workdir):
     (workdir / NOT_A_RUN).mkdir()
     proc = run_hyrax(stage, *MISTAKES[stage], cwd=workdir)

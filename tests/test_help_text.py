@@ -24,7 +24,9 @@ def commands() -> dict[str, click.Command]:
 
 def written_help(cmd: click.Command) -> str:
     """The help as written in the code: the docstring and every option's help."""
-    return " ".join([inspect.getdoc(cmd.callback) or "", *(getattr(p, "help", None) or "" for p in cmd.params)])
+    return " ".join(
+        [inspect.getdoc(cmd.callback) or "", *(getattr(p, "help", None) or "" for p in cmd.params)]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(commands()))

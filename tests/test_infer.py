@@ -20,7 +20,9 @@ from libhyrax.results import find_run
 from libhyrax.rundir import read_provenance, upstream_paths
 from libhyrax.runs import open_run
 
-SMALL_MODEL = {"model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8}}}
+SMALL_MODEL = {
+    "model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8}}
+}
 
 
 def make_train_run(root, **data_set):
@@ -139,20 +141,34 @@ def test_failed_run_resumes_to_the_exact_result(train_run, full, workdir, monkey
 
 def test_three_slurm_array_tasks_read_back_as_the_unsharded_run(train_run, full, workdir, hyrax):
     """Three separate processes with the Slurm array variables set, as `sbatch --array=4-8:2` runs them."""
-    env = {"SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_MIN": "4", "SLURM_ARRAY_TASK_STEP": "2",
-           "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_JOB_ID": "4243"}
+    env = {
+        "SLURM_ARRAY_JOB_ID": "4242",
+        "SLURM_ARRAY_TASK_MIN": "4",
+        "SLURM_ARRAY_TASK_STEP": "2",
+        "SLURM_ARRAY_TASK_COUNT": "3",
+        "SLURM_JOB_ID": "4243",
+    }
     outs = []
     for task in (8, 4):  # out of order, and one missing at first
-        p = hyrax("infer", "--from", str(train_run), cwd=workdir, env={**env, "SLURM_ARRAY_TASK_ID": str(task)},
-                  check=True)
+        p = hyrax(
+            "infer",
+            "--from",
+            str(train_run),
+            cwd=workdir,
+            env={**env, "SLURM_ARRAY_TASK_ID": str(task)},
+            check=True,
+        )
         outs.append(p.stdout.strip())
     run_dir = workdir / "results" / "slurm-4242-infer-array"
     assert outs == ["results/slurm-4242-infer-array"] * 2
-    with pytest.raises(UsageError, match=r"1/3 \(missing\).*--shard 1/3 --resume"):  # as downstream stages read it
+    with pytest.raises(
+        UsageError, match=r"1/3 \(missing\).*--shard 1/3 --resume"
+    ):  # as downstream stages read it
         find_run("infer", {}, run_dir)
     hyrax("infer", "--from", str(train_run), cwd=workdir, env={**env, "SLURM_ARRAY_TASK_ID": "6"}, check=True)
     assert sorted(x.name for x in run_dir.glob("latents.*")) == [
-        f"latents.shard-000{i}-of-0003.h5" for i in range(3)]
+        f"latents.shard-000{i}-of-0003.h5" for i in range(3)
+    ]
     got = read_latents(run_dir)
     assert list(got["object_id"]) == list(full[1]["object_id"])
     for key in ("latent", "recon_error"):
@@ -213,13 +229,16 @@ def test_auto_engine_runs_onnxruntime_on_a_cpu_with_torchs_outputs(train_run, fu
     np.testing.assert_allclose(got["recon_error"], torch_out["recon_error"], rtol=1e-4, atol=1e-7)
 
 
-def test_auto_engine_stays_on_torch_for_small_runs_and_models_that_dont_convert(train_run, full, workdir,
-                                                                                 monkeypatch, caplog):
+def test_auto_engine_stays_on_torch_for_small_runs_and_models_that_dont_convert(
+    train_run, full, workdir, monkeypatch, caplog
+):
     from libhyrax import inference, onnx_io
     from libhyrax.stages.infer import infer
 
     _, torch_out = full
-    small = infer({"general": {"results_dir": "results", "device": "cpu"}}, from_run=train_run)  # 1,000 < 5,000
+    small = infer(
+        {"general": {"results_dir": "results", "device": "cpu"}}, from_run=train_run
+    )  # 1,000 < 5,000
     assert read_provenance(small.path)["stage_info"]["runtime"] == "torch"
 
     def broken(model, example, latent_only=False):
@@ -277,10 +296,17 @@ def test_latents_only_skips_the_decoder_and_keeps_the_latents(train_run, full, w
         assert "recon_error" not in f and "knn" in f and len(f["score"]) == len(got["latent"])
 
 
-@pytest.mark.parametrize("engine, device, rows, runtime", [
-    ("auto", "cpu", 5000, "onnxruntime"), ("auto", "cpu", 4999, "torch"), ("auto", "cuda:0", 10**6, "torch"),
-    ("torch", "cpu", 10**6, "torch"), ("onnx", "cuda", 1, "onnxruntime"), ("onnx", "cpu", 0, "onnxruntime"),
-])
+@pytest.mark.parametrize(
+    "engine, device, rows, runtime",
+    [
+        ("auto", "cpu", 5000, "onnxruntime"),
+        ("auto", "cpu", 4999, "torch"),
+        ("auto", "cuda:0", 10**6, "torch"),
+        ("torch", "cpu", 10**6, "torch"),
+        ("onnx", "cuda", 1, "onnxruntime"),
+        ("onnx", "cpu", 0, "onnxruntime"),
+    ],
+)
 def test_the_runtime_is_a_function_of_the_setting_the_device_and_the_rows(engine, device, rows, runtime):
     from libhyrax.inference import choose_runtime
 
@@ -296,10 +322,12 @@ def test_a_conversion_returns_a_new_engine_and_leaves_the_torch_one(train_run, f
     assert (torch_engine.runtime, onnx_engine.runtime) == ("torch", "onnxruntime")
     assert torch_engine.converted("torch", batch) is torch_engine
     assert onnx_engine.converted("torch", batch) is onnx_engine  # an onnxruntime session stays one
-    np.testing.assert_allclose(onnx_engine.outputs(batch)["latent"], torch_engine.outputs(batch)["latent"],
-                               rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(torch_engine.outputs(batch)["latent"], full[1]["latent"][:64],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        onnx_engine.outputs(batch)["latent"], torch_engine.outputs(batch)["latent"], rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        torch_engine.outputs(batch)["latent"], full[1]["latent"][:64], rtol=1e-5, atol=1e-6
+    )
 
 
 class CountingModel:
@@ -325,8 +353,12 @@ def test_resuming_over_input_whose_ids_changed_is_refused(tmp_path):
     def group(name: str, prefix: str):
         images = np.random.default_rng(0).normal(size=(40, 1, 8, 8)).astype("f4")
         write_cutouts(tmp_path / name, np.array([f"{prefix}{i}" for i in range(40)]), images)
-        spec = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(tmp_path / name),
-                "fields": ["image", "object_id"], "primary_id_field": "object_id"}
+        spec = {
+            "dataset_class": "HyraxHDF5Dataset",
+            "data_location": str(tmp_path / name),
+            "fields": ["image", "object_id"],
+            "primary_id_field": "object_id",
+        }
         return open_group(resolve({"data_request": {"infer": {"c": spec}}}), "infer")
 
     out = tmp_path / "latents.h5"

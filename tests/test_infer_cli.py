@@ -19,8 +19,15 @@ def hyrax_cmd(*args: str) -> str:
 
 
 def test_train_pipe_infer_then_export_and_onnx_engine(workdir, hyrax):
-    pipe = subprocess.run(f"{hyrax_cmd('train', *TRAIN_FAST)} | {hyrax_cmd('infer')}", shell=True, cwd=workdir,
-                          capture_output=True, text=True, timeout=900, env=os.environ.copy())
+    pipe = subprocess.run(
+        f"{hyrax_cmd('train', *TRAIN_FAST)} | {hyrax_cmd('infer')}",
+        shell=True,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=os.environ.copy(),
+    )
     assert pipe.returncode == 0, pipe.stderr[-3000:]
     infer_run = workdir / pipe.stdout.strip().splitlines()[-1]
     assert "-infer-" in infer_run.name
@@ -46,9 +53,17 @@ def test_train_on_my_data_piped_into_infer_infers_my_data_not_the_sample(workdir
     (workdir / "my.toml").write_text(
         '[data_request.train.mine]\ndataset_class = "HyraxHDF5Dataset"\ndata_location = "my.h5"\n'
         'fields = ["image", "object_id"]\nprimary_id_field = "object_id"\n'
-        '[model.HyraxAutoencoder]\nbase_channel_size = 4\nlatent_dim = 8\n')
-    pipe = subprocess.run(f"{hyrax_cmd('train', '-c', 'my.toml', *TRAIN_FAST)} | {hyrax_cmd('infer')}", shell=True,
-                          cwd=workdir, capture_output=True, text=True, timeout=900, env=os.environ.copy())
+        "[model.HyraxAutoencoder]\nbase_channel_size = 4\nlatent_dim = 8\n"
+    )
+    pipe = subprocess.run(
+        f"{hyrax_cmd('train', '-c', 'my.toml', *TRAIN_FAST)} | {hyrax_cmd('infer')}",
+        shell=True,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=os.environ.copy(),
+    )
     assert pipe.returncode == 0, pipe.stderr[-3000:]
     infer_run = workdir / pipe.stdout.strip().splitlines()[-1]
     with hdf5.open_result(infer_run, "latents") as f:

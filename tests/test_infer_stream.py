@@ -43,10 +43,19 @@ def group(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.normal(size=(N, 1, 8, 8)).astype("f4")
     write_cutouts(tmp_path / "cutouts.h5", [f"obj-{i:04d}" for i in range(N)], images)
-    cfg = {"data_request": {"infer": {"d": {"dataset_class": "HyraxHDF5Dataset", "fields": ["image", "object_id"],
-                                             "data_location": str(tmp_path / "cutouts.h5"),
-                                             "primary_id_field": "object_id"}}},
-           "data_set": {"transform": "none"}}
+    cfg = {
+        "data_request": {
+            "infer": {
+                "d": {
+                    "dataset_class": "HyraxHDF5Dataset",
+                    "fields": ["image", "object_id"],
+                    "data_location": str(tmp_path / "cutouts.h5"),
+                    "primary_id_field": "object_id",
+                }
+            }
+        },
+        "data_set": {"transform": "none"},
+    }
     return open_group(cfg, "infer")
 
 
@@ -80,7 +89,9 @@ def test_a_share_of_the_rows(group, tmp_path):
 def test_interrupted_write_resumes_to_the_exact_result(group, tmp_path, read_ahead):
     out = tmp_path / "latents.h5"
     with pytest.raises(KeyboardInterrupt):
-        write_latents(FakeEngine(stop_after_batches=3), group, 0, N, out, batch_size=32, read_ahead=read_ahead)
+        write_latents(
+            FakeEngine(stop_after_batches=3), group, 0, N, out, batch_size=32, read_ahead=read_ahead
+        )
     with h5py.File(out) as f:
         assert not f.attrs["complete"] and f.attrs["rows_written"] == 96
     engine = FakeEngine()

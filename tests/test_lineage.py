@@ -54,7 +54,9 @@ def test_upstream_is_recorded_by_name_beside_it_and_by_path_elsewhere(cfg, tmp_p
         beside.add_upstream(train.path)
         away.add_upstream(train.path)
     assert json.loads((beside.path / PROVENANCE_FILE).read_text())["upstream_runs"] == [train.path.name]
-    assert json.loads((away.path / PROVENANCE_FILE).read_text())["upstream_runs"] == [str(train.path.resolve())]
+    assert json.loads((away.path / PROVENANCE_FILE).read_text())["upstream_runs"] == [
+        str(train.path.resolve())
+    ]
     assert Result(away.path).find("train") == train
 
 
@@ -63,7 +65,9 @@ def test_a_deleted_upstream_run_is_skipped(cfg):
     shutil.rmtree(train.path)
     assert umap.find("infer") == infer and umap.find("train") is None
     # a stage that needs it fails loudly, naming the run that is gone (never a map without its catalog)
-    with pytest.raises(UsageError, match=f"no train run upstream; it read .*{train.path.name}, which is gone"):
+    with pytest.raises(
+        UsageError, match=f"no train run upstream; it read .*{train.path.name}, which is gone"
+    ):
         umap.require("train")
 
 
@@ -102,6 +106,7 @@ def test_newest_run_reading_a_run_looks_beside_it_first(cfg, tmp_path):
 
 # --- every stage, then the whole tree moved --------------------------------------------------------------
 
+
 def small_survey(root: Path, n: int = 160) -> Path:
     from libhyrax.data import write_cutouts
 
@@ -113,15 +118,24 @@ def small_survey(root: Path, n: int = 160) -> Path:
 
 
 def stage_config(root: Path, data: Path, results: str) -> dict:
-    cut = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(data), "fields": ["image", "object_id", "mag"],
-           "primary_id_field": "object_id"}
-    return load_config(data={
-        "general": {"results_dir": str(root / results), "device": "cpu"},
-        "data_request": {"train": {"cut": cut}, "infer": {"cut": cut}},
-        "train": {"epochs": 1}, "data_loader": {"batch_size": 64},
-        "reduce_dimensions": {"algorithm": "pca", "num_workers": 0},
-        "vector_db": {"name": "exact"}, "anomaly": {"k": 3}, "visualize": {"max_thumbnails": 20},
-    })
+    cut = {
+        "dataset_class": "HyraxHDF5Dataset",
+        "data_location": str(data),
+        "fields": ["image", "object_id", "mag"],
+        "primary_id_field": "object_id",
+    }
+    return load_config(
+        data={
+            "general": {"results_dir": str(root / results), "device": "cpu"},
+            "data_request": {"train": {"cut": cut}, "infer": {"cut": cut}},
+            "train": {"epochs": 1},
+            "data_loader": {"batch_size": 64},
+            "reduce_dimensions": {"algorithm": "pca", "num_workers": 0},
+            "vector_db": {"name": "exact"},
+            "anomaly": {"k": 3},
+            "visualize": {"max_thumbnails": 20},
+        }
+    )
 
 
 def every_stage(cfg: dict, image: Path, runs: dict | None = None) -> dict[str, Result]:
@@ -161,7 +175,9 @@ def test_every_stage_writes_what_the_registry_says_and_a_moved_tree_still_chains
         # download needs a cutout service: tests/test_download.py checks what it writes
         if stage.makes_run and stage.name not in ("prepare", "download"):
             for name in stage.writes:
-                assert (runs[stage.name].path / name.rstrip("/")).exists(), f"{stage.name} did not write {name}"
+                assert (runs[stage.name].path / name.rstrip("/")).exists(), (
+                    f"{stage.name} did not write {name}"
+                )
     assert runs["search"]["object_id"][0] == "g0020" and "mag" in runs["search"].columns
     assert runs["search_image"]["object_id"][0] == "g0020"
     columns = runs["visualize"].provenance["stage_info"]["columns"]
@@ -174,9 +190,13 @@ def test_every_stage_writes_what_the_registry_says_and_a_moved_tree_still_chains
     moved = {k: Result(moved_root / runs[k].path.name) for k in ("train", "export", "infer", "umap", "index")}
     again = every_stage(stage_config(tmp_path, data, "fresh"), image, moved)
 
-    assert again["search"]["object_id"][0] == "g0020" and list(again["search"]["mag"]) == list(runs["search"]["mag"])
+    assert again["search"]["object_id"][0] == "g0020" and list(again["search"]["mag"]) == list(
+        runs["search"]["mag"]
+    )
     assert again["search_image"]["object_id"][0] == "g0020"  # the model found through the moved lineage
     assert again["visualize"].provenance["stage_info"]["columns"] == columns and "mag" in columns
     assert again["anomaly"].find("infer") == moved["infer"]
-    assert (again["anomaly"].path / "top_anomalies.csv").read_text() == top  # the index found beside the latents
+    assert (
+        again["anomaly"].path / "top_anomalies.csv"
+    ).read_text() == top  # the index found beside the latents
     assert again["umap_reused"].find("infer") == moved["infer"]

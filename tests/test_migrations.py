@@ -14,26 +14,62 @@ from libhyrax.config import current_version, load_config, migrate
 from libhyrax.config.migrations import load_steps
 
 STEP_CASES = {
-    1: ({"model_inputs": {"train": {"d": {"dataset_class": "X"}}}},
-        {"data_request": {"train": {"d": {"dataset_class": "X"}}}}),
-    2: ({"data_loader": {"shuffle": False, "batch_size": 8}},
-        {"data_loader": {"batch_size": 8}, "train": {"shuffle": False}}),
-    3: ({"data_request": {"train": {"d": {"dataset_class": "X", "split_fraction": 0.6}}}},
-        {"data_request": {"train": {"d": {"dataset_class": "X"}}},
-         "split": {"train": 0.6, "validate": 0.2, "test": 0.2}}),
-    4: ({"umap": {"fit_sample_size": 500, "save_fit_umap": True, "parallel": False, "UMAP": {"n_neighbors": 5}}},
-        {"reduce": {"algorithm": "umap", "save_fit_model": True, "parallel": False,
-                    "umap": {"fit_sample_size": 500, "kwargs": {"n_neighbors": 5}}}}),
-    5: ({"data_set": {"preload_cache": True, "preload_threads": 4, "transform": "tanh"}},
-        {"data_set": {"transform": "tanh"}, "data_loader": {"num_workers": 4}}),
+    1: (
+        {"model_inputs": {"train": {"d": {"dataset_class": "X"}}}},
+        {"data_request": {"train": {"d": {"dataset_class": "X"}}}},
+    ),
+    2: (
+        {"data_loader": {"shuffle": False, "batch_size": 8}},
+        {"data_loader": {"batch_size": 8}, "train": {"shuffle": False}},
+    ),
+    3: (
+        {"data_request": {"train": {"d": {"dataset_class": "X", "split_fraction": 0.6}}}},
+        {
+            "data_request": {"train": {"d": {"dataset_class": "X"}}},
+            "split": {"train": 0.6, "validate": 0.2, "test": 0.2},
+        },
+    ),
+    4: (
+        {
+            "umap": {
+                "fit_sample_size": 500,
+                "save_fit_umap": True,
+                "parallel": False,
+                "UMAP": {"n_neighbors": 5},
+            }
+        },
+        {
+            "reduce": {
+                "algorithm": "umap",
+                "save_fit_model": True,
+                "parallel": False,
+                "umap": {"fit_sample_size": 500, "kwargs": {"n_neighbors": 5}},
+            }
+        },
+    ),
+    5: (
+        {"data_set": {"preload_cache": True, "preload_threads": 4, "transform": "tanh"}},
+        {"data_set": {"transform": "tanh"}, "data_loader": {"num_workers": 4}},
+    ),
     6: ({"reduce": {"algorithm": "umap"}}, {"reduce_dimensions": {"algorithm": "umap"}}),
-    7: ({"optimizer": {"name": "torch.optim.SGD"}, "torch.optim.SGD": {"lr": 0.05, "momentum": 0.8},
-         "torch.optim.Adam": {"lr": 0.01}, "split": {"rng_seed": 3},
-         "reduce_dimensions": {"algorithm": "umap", "umap": {"fit_sample_size": 2048}},
-         "model": {"name": ""}, "data_set": {"nan_mode": False, "crop_to": [48, 48]}},
-        {"optimizer": {"name": "torch.optim.SGD", "kwargs": {"lr": 0.05, "momentum": 0.8}},
-         "split": {"seed": 3}, "reduce_dimensions": {"algorithm": "umap", "umap": {}, "fit_sample_size": 2048},
-         "model": {}, "data_set": {"crop_to": 48}}),
+    7: (
+        {
+            "optimizer": {"name": "torch.optim.SGD"},
+            "torch.optim.SGD": {"lr": 0.05, "momentum": 0.8},
+            "torch.optim.Adam": {"lr": 0.01},
+            "split": {"rng_seed": 3},
+            "reduce_dimensions": {"algorithm": "umap", "umap": {"fit_sample_size": 2048}},
+            "model": {"name": ""},
+            "data_set": {"nan_mode": False, "crop_to": [48, 48]},
+        },
+        {
+            "optimizer": {"name": "torch.optim.SGD", "kwargs": {"lr": 0.05, "momentum": 0.8}},
+            "split": {"seed": 3},
+            "reduce_dimensions": {"algorithm": "umap", "umap": {}, "fit_sample_size": 2048},
+            "model": {},
+            "data_set": {"crop_to": 48},
+        },
+    ),
 }
 
 
@@ -53,8 +89,12 @@ def test_step_migrates_an_old_config(version):
 
 @pytest.mark.parametrize("version", sorted(STEP_CASES))
 def test_step_leaves_a_current_config_untouched(version):
-    current = {"train": {"epochs": 3}, "data_request": {"train": {"d": {"dataset_class": "X"}}},
-               "reduce_dimensions": {"algorithm": "pca"}, "optimizer": {"name": "torch.optim.Adam"}}
+    current = {
+        "train": {"epochs": 3},
+        "data_request": {"train": {"d": {"dataset_class": "X"}}},
+        "reduce_dimensions": {"algorithm": "pca"},
+        "optimizer": {"name": "torch.optim.Adam"},
+    }
     cfg = deepcopy(current)
     assert load_steps()[version].migrate(cfg) == []
     assert cfg == current
@@ -66,7 +106,8 @@ def test_a_file_without_version_is_current():
 
 def test_whole_chain_from_a_version_1_reference_config(tmp_path, caplog):
     ref = tmp_path / "reference_v1.toml"
-    ref.write_text(textwrap.dedent("""
+    ref.write_text(
+        textwrap.dedent("""
         config_version = 1
         [general]
         dev_mode = false
@@ -96,7 +137,8 @@ def test_whole_chain_from_a_version_1_reference_config(tmp_path, caplog):
         fit_sample_size = 4096
         [umap.UMAP]
         n_neighbors = 30
-    """))
+    """)
+    )
     logger = logging.getLogger("hyrax")
     logger.propagate = True
     try:
@@ -117,9 +159,13 @@ def test_whole_chain_from_a_version_1_reference_config(tmp_path, caplog):
     assert cfg["reduce_dimensions"]["fit_sample_size"] == 4096
     assert cfg["reduce_dimensions"]["umap"]["kwargs"]["n_neighbors"] == 30
     messages = "\n".join(r.getMessage() for r in caplog.records)
-    for fragment in ("1 -> 2: [model_inputs] -> [data_request]", "2 -> 3: data_loader.shuffle -> train.shuffle",
-                     "3 -> 4: data_request.train.cutouts.split_fraction -> split.train",
-                     "6 -> 7: [reduce] -> [reduce_dimensions]", '7 -> 8: ["torch.optim.SGD"] -> [optimizer.kwargs]'):
+    for fragment in (
+        "1 -> 2: [model_inputs] -> [data_request]",
+        "2 -> 3: data_loader.shuffle -> train.shuffle",
+        "3 -> 4: data_request.train.cutouts.split_fraction -> split.train",
+        "6 -> 7: [reduce] -> [reduce_dimensions]",
+        '7 -> 8: ["torch.optim.SGD"] -> [optimizer.kwargs]',
+    ):
         assert fragment in messages
     assert "general.dev_mode" in messages  # reference-only key: warned, ignored
 
@@ -130,8 +176,13 @@ def test_the_reference_v7_defaults_file_loads():
     from libhyrax.config import REFERENCE_KEYS_FILE
 
     doc: dict = {"config_version": 7}
-    values = {"general.data_dir": "./data", "train.epochs": 10, "data_loader.batch_size": 512,
-              "optimizer.name": "torch.optim.SGD", "data_set.transform": "tanh"}
+    values = {
+        "general.data_dir": "./data",
+        "train.epochs": 10,
+        "data_loader.batch_size": 512,
+        "optimizer.name": "torch.optim.SGD",
+        "data_set.transform": "tanh",
+    }
     for line in REFERENCE_KEYS_FILE.read_text().splitlines():
         if not line or line.startswith("#") or line.startswith('"'):
             continue
@@ -152,12 +203,14 @@ def test_a_notebook_style_whole_train_split_runs(tmp_path):
     from libhyrax.data.split import make_splits
 
     ref = tmp_path / "nb.toml"
-    ref.write_text(textwrap.dedent("""
+    ref.write_text(
+        textwrap.dedent("""
         config_version = 3
         [data_request.train.sample]
         dataset_class = "HyraxSample"
         split_fraction = 1.0
-    """))
+    """)
+    )
     cfg = load_config(ref)
     assert (cfg["split"]["train"], cfg["split"]["validate"], cfg["split"]["test"]) == (1.0, 0.0, 0.0)
     fractions = {k: v for k, v in cfg["split"].items() if k in ("train", "validate", "test")}

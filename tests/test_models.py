@@ -31,10 +31,15 @@ from libhyrax.models.check import tiny_batch
 
 BUILT_IN = ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "HyraxCNN", "SimCLR", "HyraxLoopback",
             "HSCAutoencoder", "HSCDCAE"]
-SMALL = {"model": {"HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8},
-                   "HyraxAutoencoderV2": {"base_channel_size": 4, "latent_dim": 8},
-                   "ImageDCAE": {"base_channel_size": 4, "latent_dim": 8},
-                   "HSCAutoencoder": {"base_channel_size": 2}, "HSCDCAE": {"base_channel_size": 1}}}  # latent 8
+SMALL = {
+    "model": {
+        "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8},
+        "HyraxAutoencoderV2": {"base_channel_size": 4, "latent_dim": 8},
+        "ImageDCAE": {"base_channel_size": 4, "latent_dim": 8},
+        "HSCAutoencoder": {"base_channel_size": 2},
+        "HSCDCAE": {"base_channel_size": 1},
+    }
+}  # latent 8
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
@@ -47,7 +52,9 @@ def test_every_built_in_model_meets_the_contract(name, shape):
     assert summary["latent_dim"] == expected
 
 
-@pytest.mark.parametrize("name", ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "HSCAutoencoder", "HSCDCAE"])
+@pytest.mark.parametrize(
+    "name", ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "HSCAutoencoder", "HSCDCAE"]
+)
 def test_autoencoders_reconstruct_the_input_shape_and_give_recon_error(name):
     x = tiny_batch(3, (2, 19, 16))["image"]
     model = build_model(MODELS[name], load_config(data=SMALL), x[:1]).eval()
@@ -97,6 +104,7 @@ def test_cnn_without_labels_says_to_request_a_label_field():
 
 # --- registry --------------------------------------------------------------------------------------
 
+
 def test_unknown_model_name_lists_the_known_ones_with_did_you_mean():
     with pytest.raises(ConfigError) as e:
         model_class("HyraxAutoencodr")
@@ -135,6 +143,7 @@ def test_registry_refuses_a_silent_clash_but_allows_a_decorated_plain_module():
 
 # --- check_model explains what is missing ----------------------------------------------------------
 
+
 class Base(HyraxModel):
     def __init__(self, config, data_sample):
         super().__init__(config, data_sample)
@@ -162,18 +171,21 @@ def test_check_model_passes_a_good_class_and_names_every_missing_method():
     assert "1. define forward" in msg and "2. define train_batch" in msg and "3. define infer_batch" in msg
 
 
-@pytest.mark.parametrize("method, body, message", [
-    ("train_batch", "return {'total': self(x).sum()}", "no 'loss'"),
-    ("train_batch", "return self(x).sum()", "return a dict like"),
-    ("train_batch", "return {'loss': self(x).pow(2).mean().item()}", "one-element tensor"),
-    ("train_batch", "return {'loss': self(x).pow(2).mean().detach()}", "has no gradient"),
-    ("infer_batch", "return self(x).sum(1)", "(batch, latent_dim) tensor"),
-    ("prepare_inputs", "return torch.zeros(4, 3)", "a torch tensor; return numpy arrays"),
-    ("prepare_inputs", "return [batch['image']]", "list; it must return a numpy array"),
-    ("prepare_inputs", "return batch['object_id']", "leave object_id out"),
-    ("prepare_inputs", "return batch['image'][:1]", "first axis must be the 4 objects"),
-    ("prepare_inputs", "return batch['flux']", "needs the field 'flux'"),
-])
+@pytest.mark.parametrize(
+    "method, body, message",
+    [
+        ("train_batch", "return {'total': self(x).sum()}", "no 'loss'"),
+        ("train_batch", "return self(x).sum()", "return a dict like"),
+        ("train_batch", "return {'loss': self(x).pow(2).mean().item()}", "one-element tensor"),
+        ("train_batch", "return {'loss': self(x).pow(2).mean().detach()}", "has no gradient"),
+        ("infer_batch", "return self(x).sum(1)", "(batch, latent_dim) tensor"),
+        ("prepare_inputs", "return torch.zeros(4, 3)", "a torch tensor; return numpy arrays"),
+        ("prepare_inputs", "return [batch['image']]", "list; it must return a numpy array"),
+        ("prepare_inputs", "return batch['object_id']", "leave object_id out"),
+        ("prepare_inputs", "return batch['image'][:1]", "first axis must be the 4 objects"),
+        ("prepare_inputs", "return batch['flux']", "needs the field 'flux'"),
+    ],
+)
 def test_check_model_explains_a_broken_method(method, body, message):
     ns = {"torch": torch, "Base": Base, "np": np}
     deco = "@staticmethod\n    " if method == "prepare_inputs" else ""
@@ -193,6 +205,7 @@ def test_prepare_inputs_as_a_plain_method_is_explained():
 
 
 # --- weights and trained-model files ---------------------------------------------------------------
+
 
 def _fake_run(tmp_path, name="HyraxAutoencoder", shape=(3, 16, 16), cfg_over=None):
     cfg = load_config(data={**SMALL, **(cfg_over or {}), "model": {**SMALL["model"], "name": name}})
@@ -240,7 +253,7 @@ def test_load_trained_on_a_directory_without_a_model(tmp_path):
         load_trained(tmp_path)
 
 
-NOTEBOOK_MODEL = textwrap.dedent('''
+NOTEBOOK_MODEL = textwrap.dedent("""
     import sys
     import torch.nn.functional as F
     from torch import nn
@@ -270,7 +283,7 @@ NOTEBOOK_MODEL = textwrap.dedent('''
     model = build_model(NotebookAE, cfg, sample)
     open(sys.argv[1] + "/runtime_config.toml", "w").write(dump_config(cfg))
     save_trained(sys.argv[1], model, describe(model, cfg, sample))
-''')
+""")
 
 
 def test_a_class_defined_in_a_script_is_saved_as_source_and_rebuilt(tmp_path):
@@ -296,8 +309,9 @@ def test_criterion_from_config_replaces_the_models_own_loss():
         assert float(model.train_batch(x)["loss"]) == pytest.approx(float(F.l1_loss(model(x), x)), rel=1e-6)
 
 
-@pytest.mark.parametrize("name", ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "SimCLR", "HSCAutoencoder",
-                                  "HSCDCAE"])
+@pytest.mark.parametrize(
+    "name", ["HyraxAutoencoder", "HyraxAutoencoderV2", "ImageDCAE", "SimCLR", "HSCAutoencoder", "HSCDCAE"]
+)
 def test_channels_last_changes_speed_not_values(name):
     """`place` stores a convolutional model's weights channels-last: outputs and a training step's
     gradients are the same numbers as in the default layout."""
@@ -313,8 +327,10 @@ def test_channels_last_changes_speed_not_values(name):
     fast = build_model(cls, {"model": {}}, x[:1].numpy()).eval()
     fast.load_state_dict(plain.state_dict())
     place(fast, "cpu")
-    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-               for p in fast.parameters())
+    assert any(
+        p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+        for p in fast.parameters()
+    )
     with torch.inference_mode():
         want, got = plain.infer_outputs(x), fast.infer_outputs(x)
     assert set(got) == set(want)

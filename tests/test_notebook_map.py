@@ -162,9 +162,15 @@ def test_a_box_and_a_label_drawn_in_jupyterlab_reach_python(where, workdir):
         with sync_playwright() as pw:
             # Everything but the origin goes to a dead proxy (websockets too), loopback included; hub.example
             # resolves to 127.0.0.1 only inside this browser.
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--host-resolver-rules=MAP hub.example 127.0.0.1",
-                "--proxy-server=http://127.0.0.1:9", f"--proxy-bypass-list=<-loopback>;{origin}"])
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--host-resolver-rules=MAP hub.example 127.0.0.1",
+                    "--proxy-server=http://127.0.0.1:9",
+                    f"--proxy-bypass-list=<-loopback>;{origin}",
+                ],
+            )
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             context.route("**/*", only_the_origin)
             page = context.new_page()

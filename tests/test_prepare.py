@@ -64,14 +64,32 @@ def test_prepare_fits_skips_bad_objects(workdir, fits_folder):
         rejected = {r["object_id"]: r for r in csv.DictReader(fh)}
     assert set(rejected) == {"gal03", "gal05", "gal07", "gal09", "gal10"}
     assert rejected["gal03"]["reason"] == "missing band" and rejected["gal03"]["band"] == "i"
-    assert "unreadable FITS" in rejected["gal05"]["reason"] and rejected["gal05"]["filename"] == "gal05_g.fits"
+    assert (
+        "unreadable FITS" in rejected["gal05"]["reason"] and rejected["gal05"]["filename"] == "gal05_g.fits"
+    )
     assert "truncated" in rejected["gal07"]["reason"]
     assert "smaller than 64x64" in rejected["gal09"]["reason"]
     assert rejected["gal10"]["reason"] == "file not found"
-    assert result.provenance["stage_info"] == {"source": str(folder), "n_objects": 7, "n_rejected": 5, "rows": [0, 12]}
+    assert result.provenance["stage_info"] == {
+        "source": str(folder),
+        "n_objects": 7,
+        "n_rejected": 5,
+        "rows": [0, 12],
+    }
     # the output is a dataset every stage can read
-    g = open_group({"data_request": {"train": {"c": {"dataset_class": "HyraxHDF5Dataset",
-                                                     "data_location": str(result.file("cutouts.h5"))}}}}, "train")
+    g = open_group(
+        {
+            "data_request": {
+                "train": {
+                    "c": {
+                        "dataset_class": "HyraxHDF5Dataset",
+                        "data_location": str(result.file("cutouts.h5")),
+                    }
+                }
+            }
+        },
+        "train",
+    )
     assert len(g) == 7
 
 
@@ -85,8 +103,10 @@ def test_prepare_in_two_shards_reads_as_one_file(workdir, fits_folder):
     assert not (first.path / "cutouts.h5").exists()  # written when the last shard ends
     run = prepare(cfg, shard="1/2", run_name="prep")
     assert run.path == first.path and run.provenance["status"] == "complete"
-    assert sorted(p.name for p in run.path.glob("cutouts.shard-*")) == ["cutouts.shard-0000-of-0002.h5",
-                                                                      "cutouts.shard-0001-of-0002.h5"]
+    assert sorted(p.name for p in run.path.glob("cutouts.shard-*")) == [
+        "cutouts.shard-0000-of-0002.h5",
+        "cutouts.shard-0001-of-0002.h5",
+    ]
     with open_result(run.path, "cutouts") as got, h5py.File(whole.file("cutouts.h5")) as want:
         assert got["object_id"][:].tolist() == want["object_id"][:].tolist()
         np.testing.assert_array_equal(got["images"][:], want["images"][:])
@@ -96,8 +116,16 @@ def test_prepare_in_two_shards_reads_as_one_file(workdir, fits_folder):
         with open(run.path / f"rejected.shard-000{i}-of-0002.csv") as fh:
             rejected |= {r["object_id"] for r in csv.DictReader(fh)}
     assert rejected == {"gal03", "gal05", "gal07", "gal09", "gal10"}
-    g = open_group({"data_request": {"train": {"c": {"dataset_class": "HyraxHDF5Dataset",
-                                                     "data_location": str(run.file("cutouts.h5"))}}}}, "train")
+    g = open_group(
+        {
+            "data_request": {
+                "train": {
+                    "c": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(run.file("cutouts.h5"))}
+                }
+            }
+        },
+        "train",
+    )
     assert len(g) == 7
 
 
@@ -123,16 +151,22 @@ def test_prepare_with_no_config_builds_the_sample(workdir, hyrax):
 
 def test_prepare_bad_folder_is_a_clear_error(workdir, hyrax):
     proc = hyrax("prepare", "--set", "prepare.fits_dir=nowhere")
-    assert proc.returncode == 2 and "prepare.fits_dir nowhere is not a folder" in proc.stderr  # a user's mistake
-    assert "Traceback" not in proc.stderr and not (workdir / "results").exists()  # said before any run is made
+    assert (
+        proc.returncode == 2 and "prepare.fits_dir nowhere is not a folder" in proc.stderr
+    )  # a user's mistake
+    assert (
+        "Traceback" not in proc.stderr and not (workdir / "results").exists()
+    )  # said before any run is made
 
 
 def test_an_interrupted_prepare_resumes_to_the_same_file(workdir, fits_folder, monkeypatch):
     import libhyrax.stages.prepare as prep
 
     folder, _ = fits_folder
-    cfg = {"prepare": {"fits_dir": str(folder), "bands": ["g", "r", "i"]},
-           "general": {"results_dir": str(workdir / "results")}}
+    cfg = {
+        "prepare": {"fits_dir": str(folder), "bands": ["g", "r", "i"]},
+        "general": {"results_dir": str(workdir / "results")},
+    }
     whole = prepare(cfg)
     monkeypatch.setattr(prep, "BATCH", 4)
     real, calls = prep.stack_bands, {"n": 0}
@@ -172,14 +206,43 @@ def reference_download(tmp_path):
     folder = tmp_path / "hsc_download"
     folder.mkdir()
     bands = ["HSC-G", "HSC-R", "HSC-I"]
-    rows = {k: [] for k in ("tract", "ra", "dec", "sw", "sh", "filter", "type", "rerun", "image", "mask",
-                            "variance", "dim", "filename", "object_id")}
+    rows = {
+        k: []
+        for k in (
+            "tract",
+            "ra",
+            "dec",
+            "sw",
+            "sh",
+            "filter",
+            "type",
+            "rerun",
+            "image",
+            "mask",
+            "variance",
+            "dim",
+            "filename",
+            "object_id",
+        )
+    }
 
     def row(oid, ra, dec, band, filename):
-        for key, value in (("tract", 9813), ("ra", ra), ("dec", dec), ("sw", "22asec"), ("sh", "22asec"),
-                           ("filter", band), ("type", "coadd"), ("rerun", "pdr3_wide"), ("image", True),
-                           ("mask", False), ("variance", False), ("dim", [64, 64]), ("filename", filename),
-                           ("object_id", oid)):
+        for key, value in (
+            ("tract", 9813),
+            ("ra", ra),
+            ("dec", dec),
+            ("sw", "22asec"),
+            ("sh", "22asec"),
+            ("filter", band),
+            ("type", "coadd"),
+            ("rerun", "pdr3_wide"),
+            ("image", True),
+            ("mask", False),
+            ("variance", False),
+            ("dim", [64, 64]),
+            ("filename", filename),
+            ("object_id", oid),
+        ):
             rows[key].append(value)
 
     for i in range(5):
@@ -192,8 +255,14 @@ def reference_download(tmp_path):
             if i == 4 and band == "HSC-I":
                 row(oid, ra, dec, band, "Attempted")  # the first try, listed before the retry
             plane = images[i, b]
-            fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(plane), fits.ImageHDU(np.zeros_like(plane, np.int32)),
-                          fits.ImageHDU(np.ones_like(plane))]).writeto(folder / name)
+            fits.HDUList(
+                [
+                    fits.PrimaryHDU(),
+                    fits.ImageHDU(plane),
+                    fits.ImageHDU(np.zeros_like(plane, np.int32)),
+                    fits.ImageHDU(np.ones_like(plane)),
+                ]
+            ).writeto(folder / name)
             row(oid, ra, dec, band, name)
     Table(rows).write(folder / "manifest.fits", format="fits")
     return folder, images

@@ -28,16 +28,24 @@ def write(path, text: str):
 # --- label files ----------------------------------------------------------------------------------------
 
 def test_label_files_merge_newest_wins_and_ignore_other_columns(tmp_path, caplog):
-    a = write(tmp_path / "a.csv", "rank,object_id,score,label\n1,o1,0.9,5\n2,o2,0.8,\n3,o3,0.7,no\n4,o4,0.6,2.5\n")
-    b = write(tmp_path / "b.csv", "object_id,label,time\no1,0,2026-11-20T10:00:00Z\no3,yes,2026-11-19T10:00:00Z\n"
-                                  "o3,1,2026-11-19T09:00:00Z\n")
+    a = write(
+        tmp_path / "a.csv", "rank,object_id,score,label\n1,o1,0.9,5\n2,o2,0.8,\n3,o3,0.7,no\n4,o4,0.6,2.5\n"
+    )
+    b = write(
+        tmp_path / "b.csv",
+        "object_id,label,time\no1,0,2026-11-20T10:00:00Z\no3,yes,2026-11-19T10:00:00Z\n"
+        "o3,1,2026-11-19T09:00:00Z\n",
+    )
     with caplog.at_level(logging.WARNING):
         labels = read_labels([a, b])
     got = dict(zip(labels.object_id, labels.label, strict=True))
     # o1: b's timed label beats a's untimed one; o3: the newest of b's two (yes = 5) beats a's untimed "no"
     assert got == {"o1": 0.0, "o3": 5.0, "o4": 2.5}  # o2's empty label: not labelled yet
     assert labels.notes["overridden"] == 3 and labels.notes["blank_rows"] == 1
-    assert "3 older labels of objects labelled more than once overridden: the newest label of each object wins" in caplog.text
+    assert (
+        "3 older labels of objects labelled more than once overridden: the newest label of each object wins"
+        in caplog.text
+    )
     assert list(labels.positives(3)) == ["o3"]
     # a saved label file reads back the same
     again = read_labels(labels.save(tmp_path / "saved.csv"))
@@ -64,7 +72,9 @@ def test_label_files_bad_input(tmp_path, caplog):
     with pytest.raises(UsageError, match="line 2: label 'abc' is not a number"):
         read_labels(write(tmp_path / "abc.csv", "object_id,label\no1,abc\n"))
     (tmp_path / "latin1.csv").write_bytes("object_id,label\nGalaxie é,5\n".encode("latin-1"))
-    with pytest.raises(UsageError, match=r"label file .*latin1.csv is not UTF-8 or UTF-16 text.*save it as CSV"):
+    with pytest.raises(
+        UsageError, match=r"label file .*latin1.csv is not UTF-8 or UTF-16 text.*save it as CSV"
+    ):
         read_labels(tmp_path / "latin1.csv")
     with pytest.raises(UsageError, match="no labels in .*empty.csv"):
         read_labels(write(tmp_path / "empty.csv", "object_id,label\n"))
@@ -88,6 +98,7 @@ def test_label_files_bad_input(tmp_path, caplog):
 
 # --- the stage on a small synthetic survey ----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def survey(tmp_path_factory):
     """A 3,000-object synthetic survey with 15% injected anomalies (as many trails and hot pixels per
@@ -107,16 +118,32 @@ def survey(tmp_path_factory):
     pca = PCA(16, random_state=0).fit(pixels)
     latents = pca.transform(pixels).astype(np.float32)
     recon = ((pca.inverse_transform(latents) - pixels) ** 2).mean(1).astype(np.float32)
-    cfg = load_config(data={
-        "general": {"results_dir": str(root / "results"), "device": "cpu"},
-        "data_request": {"infer": {"survey": {"dataset_class": "HyraxHDF5Dataset", "data_location": str(path),
-                                              "fields": ["image", "object_id", "anomaly_kind"],
-                                              "primary_id_field": "object_id"}}},
-        "rank": {"n_estimators": 100}})
+    cfg = load_config(
+        data={
+            "general": {"results_dir": str(root / "results"), "device": "cpu"},
+            "data_request": {
+                "infer": {
+                    "survey": {
+                        "dataset_class": "HyraxHDF5Dataset",
+                        "data_location": str(path),
+                        "fields": ["image", "object_id", "anomaly_kind"],
+                        "primary_id_field": "object_id",
+                    }
+                }
+            },
+            "rank": {"n_estimators": 100},
+        }
+    )
     with open_run("infer", cfg) as run:
         write_arrays(run.file("latents.h5"), ids, latent=latents, recon_error=recon)
-    return {"cfg": cfg, "root": root, "infer": run.path, "anomaly": anomaly(cfg, from_run=run.path).path,
-            "ids": ids, "kind": kind}
+    return {
+        "cfg": cfg,
+        "root": root,
+        "infer": run.path,
+        "anomaly": anomaly(cfg, from_run=run.path).path,
+        "ids": ids,
+        "kind": kind,
+    }
 
 
 def ranking(run) -> list[str]:
@@ -154,7 +181,9 @@ def test_labels_lift_the_interesting_kinds_on_ground_truth(survey, tmp_path):
     unsupervised = precision(shown, kind)
     for r in range(3):
         simulated_user(shown, kind, labelled)
-        res = rank(survey["cfg"], from_run=survey["anomaly"], labels=[save(labelled, tmp_path / f"round{r}.csv")])
+        res = rank(
+            survey["cfg"], from_run=survey["anomaly"], labels=[save(labelled, tmp_path / f"round{r}.csv")]
+        )
         shown = [row["object_id"] for row in candidates(res.path)]
         assert not set(shown) & set(labelled)  # the candidates are objects nobody has labelled yet
     after = precision(shown, kind)
@@ -169,7 +198,9 @@ def test_rank_writes_scores_candidates_labels_and_what_it_learned(survey, tmp_pa
 
     ids, kind = survey["ids"], survey["kind"]
     rows = [f"{i},{5 if kind[i] in INTERESTING else 0}" for i in ranking(survey["anomaly"])[:30]]
-    labels = write(tmp_path / "l.csv", "object_id,label\n" + "\n".join(rows) + f"\nNOT-THERE,5\n{ids[0]},4\n{ids[0]},1\n")
+    labels = write(
+        tmp_path / "l.csv", "object_id,label\n" + "\n".join(rows) + f"\nNOT-THERE,5\n{ids[0]},4\n{ids[0]},1\n"
+    )
     with caplog.at_level(logging.WARNING):
         res = rank(survey["cfg"], labels=[labels])  # the newest anomaly run by default
     assert "1 labelled object is not in this run (left out): NOT-THERE" in caplog.text
@@ -199,12 +230,17 @@ def test_one_class_of_label_ranks_by_likeness_and_says_so(survey, tmp_path, capl
 
     rings = [i for i in survey["ids"] if survey["kind"][i] == "ring"][:8]
     with caplog.at_level(logging.WARNING):
-        res = rank(survey["cfg"], labels=[write(tmp_path / "rings.csv", "object_id,label\n" + "".join(
-            f"{i},5\n" for i in rings))])
+        res = rank(
+            survey["cfg"],
+            labels=[write(tmp_path / "rings.csv", "object_id,label\n" + "".join(f"{i},5\n" for i in rings))],
+        )
     assert "all 8 labels say interesting" in caplog.text and "label some boring objects too" in caplog.text
     learned = json.loads(res.file("ranking.json").read_text())
     assert learned["model"]["cross_validation"]["roc_auc"] is None
-    assert "needs at least 2 interesting and 2 boring labels (has 8 and 0)" in learned["model"]["cross_validation"]["why_none"]
+    assert (
+        "needs at least 2 interesting and 2 boring labels (has 8 and 0)"
+        in learned["model"]["cross_validation"]["why_none"]
+    )
     top = [survey["kind"][r["object_id"]] for r in candidates(res.path)[:20]]
     assert sum(k in INTERESTING for k in top) >= 8, top  # rings and their like come first
 
@@ -223,8 +259,12 @@ def test_rank_from_an_infer_run_without_anomaly_scores(tmp_path, caplog):
     x[:20] += 6  # a distinct group: the label model should find the rest of it
     with open_run("infer", cfg) as run:
         write_arrays(run.file("latents.h5"), ids, latent=x)
-    labels = write(tmp_path / "l.csv", "object_id,label\n" + "".join(f"o{i:03d},5\n" for i in range(5)) + "".join(
-        f"o{i:03d},0\n" for i in range(100, 110)))
+    labels = write(
+        tmp_path / "l.csv",
+        "object_id,label\n"
+        + "".join(f"o{i:03d},5\n" for i in range(5))
+        + "".join(f"o{i:03d},0\n" for i in range(100, 110)),
+    )
     with caplog.at_level(logging.WARNING):
         res = rank(cfg, labels=[labels])  # no anomaly run: the newest infer run, labels alone
     assert "no anomaly run of" in caplog.text
@@ -239,16 +279,24 @@ def test_rank_from_an_infer_run_without_anomaly_scores(tmp_path, caplog):
 def test_sharded_rank_is_the_whole_ranking(survey, tmp_path):
     from libhyrax.stages.rank import rank
 
-    labels = save({i: 5 if survey["kind"][i] in INTERESTING else 0 for i in ranking(survey["anomaly"])[:40]},
-                  tmp_path / "l.csv")
+    labels = save(
+        {i: 5 if survey["kind"][i] in INTERESTING else 0 for i in ranking(survey["anomaly"])[:40]},
+        tmp_path / "l.csv",
+    )
     whole = rank(survey["cfg"], from_run=survey["anomaly"], labels=[labels])
     for i in range(2):
-        shared = rank(survey["cfg"], from_run=survey["anomaly"], labels=[labels], shard=f"{i}/2", run_name="ranked")
+        shared = rank(
+            survey["cfg"], from_run=survey["anomaly"], labels=[labels], shard=f"{i}/2", run_name="ranked"
+        )
     assert shared.provenance["status"] == "complete"
     with h5py.File(whole.file("scores.h5")) as a, h5py.File(shared.file("scores.h5")) as b:
         for name in ("object_id", "label"):
             np.testing.assert_array_equal(a[name][:], b[name][:])
-        for name in ("score", "interest", "novelty"):  # float32 sums in other batches: the last bit may differ
+        for name in (
+            "score",
+            "interest",
+            "novelty",
+        ):  # float32 sums in other batches: the last bit may differ
             np.testing.assert_allclose(a[name][:], b[name][:], rtol=1e-5, atol=1e-6)
     assert whole.file("top_candidates.csv").read_text() == shared.file("top_candidates.csv").read_text()
 
@@ -256,19 +304,27 @@ def test_sharded_rank_is_the_whole_ranking(survey, tmp_path):
 def test_exploration_lets_unlabelled_regions_surface(survey, tmp_path):
     from libhyrax.stages.rank import rank
 
-    labels = save({i: 5 if survey["kind"][i] in INTERESTING else 0 for i in ranking(survey["anomaly"])[:40]},
-                  tmp_path / "l.csv")
+    labels = save(
+        {i: 5 if survey["kind"][i] in INTERESTING else 0 for i in ranking(survey["anomaly"])[:40]},
+        tmp_path / "l.csv",
+    )
     novelty = {}
     for e in (0.0, 1.0):
-        res = rank(survey["cfg"], from_run=survey["anomaly"], labels=[labels], overrides=[f"rank.exploration={e}"])
+        res = rank(
+            survey["cfg"], from_run=survey["anomaly"], labels=[labels], overrides=[f"rank.exploration={e}"]
+        )
         novelty[e] = np.mean([float(r["novelty"]) for r in candidates(res.path)])
     assert novelty[1.0] > novelty[0.0] + 0.05, novelty
 
 
 def test_cli_rank(survey, tmp_path, hyrax):
-    labels = save({i: 5 if survey["kind"][i] in INTERESTING else 0 for i in ranking(survey["anomaly"])[:20]},
-                  tmp_path / "l.csv")
-    proc = hyrax("rank", "--labels", str(labels), "--show", input=f"{survey['anomaly']}\n", cwd=tmp_path, check=True)
+    labels = save(
+        {i: 5 if survey["kind"][i] in INTERESTING else 0 for i in ranking(survey["anomaly"])[:20]},
+        tmp_path / "l.csv",
+    )
+    proc = hyrax(
+        "rank", "--labels", str(labels), "--show", input=f"{survey['anomaly']}\n", cwd=tmp_path, check=True
+    )
     out = proc.stdout.strip()
     assert (tmp_path / out / "top_candidates.csv").is_file() and "novelty" in proc.stderr  # the --show table
     bad = write(tmp_path / "bad.csv", "object_id,label\nSYN-0001,9\n")
@@ -277,6 +333,7 @@ def test_cli_rank(survey, tmp_path, hyrax):
 
 
 # --- the label model's score, on hand-made latents ---------------------------------------------------------
+
 
 def two_clusters():
     """Cluster A around (0, 0) labelled interesting (5), cluster B around (10, 10) labelled boring (0)."""
@@ -307,8 +364,10 @@ def test_the_label_model_score_is_the_anomaly_squared_times_interest_and_novelty
     queries = np.array([[0.0, 0.0], [10.0, 10.0], [30.0, -30.0], [5.0, 5.0]], "f4")
     anomaly = np.array([0.5, 0.9, 0.8, 0.3], "f4")
     for e in (0.0, 0.2, 1.0):
-        out = LabelModel(exploration=e, n_estimators=50).fit(latents, interest, sample).score(queries, anomaly)
+        out = (
+            LabelModel(exploration=e, n_estimators=50).fit(latents, interest, sample).score(queries, anomaly)
+        )
         want = anomaly.astype("f8") ** 2 * ((1 - e * out["novelty"]) * out["interest"] + e * out["novelty"])
         np.testing.assert_allclose(out["score"], want, rtol=1e-5, err_msg=f"exploration {e}")
     assert out["novelty"][2] > 0.99 and out["novelty"][0] < 0.1  # far from every label; at one
-    assert out["score"][2] == pytest.approx(0.8 ** 2, rel=1e-3)  # e = 1: a far object keeps its anomaly score
+    assert out["score"][2] == pytest.approx(0.8**2, rel=1e-3)  # e = 1: a far object keeps its anomaly score

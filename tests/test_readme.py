@@ -28,7 +28,9 @@ def test_readme_stage_table_is_the_stage_registry():
     from libhyrax.stages import STAGES
 
     rows = ["| stage | reads | writes |", "|---|---|---|"]
-    rows += [f"| `{s.name}` | {s.reads} | {', '.join(f'`{w}`' for w in s.writes)} |" for s in STAGES if s.makes_run]
+    rows += [
+        f"| `{s.name}` | {s.reads} | {', '.join(f'`{w}`' for w in s.writes)} |" for s in STAGES if s.makes_run
+    ]
     table = "\n".join(rows)
     assert table in README, f"update the README's stage table to:\n{table}"
 
@@ -47,8 +49,15 @@ def test_readme_shell_commands_run(workdir):
     for block in blocks("bash")[1:]:
         for line in block.strip().splitlines():
             command = line.split(" #")[0].strip()
-            proc = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=workdir, env=env,
-                                  capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                ["bash", "-o", "pipefail", "-c", command],
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                stdin=subprocess.DEVNULL,
+            )
             assert proc.returncode == 0, f"README command failed: {command}\n{proc.stderr[-2000:]}"
             out = proc.stdout.strip().splitlines()
             assert len(out) == 1 and (workdir / out[0]).is_dir(), f"{command} printed {proc.stdout!r}"
@@ -57,6 +66,8 @@ def test_readme_shell_commands_run(workdir):
 @pytest.mark.slow
 def test_readme_python_example_runs(workdir):
     code = blocks("python")[0]
-    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((workdir / "results").glob("*-train-*"))) == 2  # libhyrax.train and Hyrax.train

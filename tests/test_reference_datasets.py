@@ -66,7 +66,13 @@ def test_the_reference_names_are_known():
 
     with pytest.raises(ConfigError) as e:
         libhyrax.data.dataset_class("NoSuchDataset")
-    for name in ("HSCDataset", "HyraxCSVDataset", "HyraxCifarDataset", "LSSTDataset", "DownloadedLSSTDataset"):
+    for name in (
+        "HSCDataset",
+        "HyraxCSVDataset",
+        "HyraxCifarDataset",
+        "LSSTDataset",
+        "DownloadedLSSTDataset",
+    ):
         assert name in str(e.value)
     with pytest.raises(ConfigError) as e:
         model_class("NoSuchModel")
@@ -75,19 +81,34 @@ def test_the_reference_names_are_known():
 
 # --- HyraxCSVDataset ---------------------------------------------------------------------------------
 
+
 def test_csv_columns_are_fields_joined_onto_images_for_training(workdir):
     from libhyrax.data import HyraxCSVDataset
 
     ids = [f"rand-{i:02d}" for i in range(40)]
     rows = ["object_id,g-r,label"] + [f"{oid},{i / 10},{(i * 7) % 3}" for i, oid in enumerate(reversed(ids))]
     Path("table.csv").write_text("\n".join(rows) + "\n")
-    assert "40 objects, fields object_id, g_r, label: ok" in check_dataset(HyraxCSVDataset, data_location="table.csv")
-    cfg = config({"model": {"name": "HyraxCNN", "HyraxCNN": {"output_classes": 3}},
-                  "data_request": request(
-                      images={"dataset_class": "HyraxRandomDataset", "fields": ["image", "object_id"],
-                              "dataset_config": {"size": 40, "shape": [2, 12, 12]}},
-                      table={"dataset_class": "HyraxCSVDataset", "data_location": "table.csv", "fields": ["label"],
-                             "join_field": "object_id"})})
+    assert "40 objects, fields object_id, g_r, label: ok" in check_dataset(
+        HyraxCSVDataset, data_location="table.csv"
+    )
+    cfg = config(
+        {
+            "model": {"name": "HyraxCNN", "HyraxCNN": {"output_classes": 3}},
+            "data_request": request(
+                images={
+                    "dataset_class": "HyraxRandomDataset",
+                    "fields": ["image", "object_id"],
+                    "dataset_config": {"size": 40, "shape": [2, 12, 12]},
+                },
+                table={
+                    "dataset_class": "HyraxCSVDataset",
+                    "data_location": "table.csv",
+                    "fields": ["label"],
+                    "join_field": "object_id",
+                },
+            ),
+        }
+    )
     batch = open_group(resolve(cfg), "train").read(0, 40)
     assert (batch["label"] == [((39 - i) * 7) % 3 for i in range(40)]).all()  # joined by id, not by row
     assert list(train_and_infer(cfg, 40)["object_id"]) == ids
@@ -103,6 +124,7 @@ def test_csv_without_an_id_column_numbers_its_rows(workdir):
 
 # --- HyraxCifarDataset ----------------------------------------------------------------------------------
 
+
 def cifar_archive(path: Path, per_batch: int = 8, evil: bool = False) -> tuple[Path, np.ndarray]:
     """A small archive in CIFAR-10's binary format: five training batches and a test batch of records
     (label byte + 3,072 pixel bytes). Returns it and the training records."""
@@ -113,7 +135,7 @@ def cifar_archive(path: Path, per_batch: int = 8, evil: bool = False) -> tuple[P
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
         for k, name in enumerate(names):
-            data = records[k * per_batch:(k + 1) * per_batch].tobytes()
+            data = records[k * per_batch : (k + 1) * per_batch].tobytes()
             info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -126,7 +148,7 @@ def cifar_archive(path: Path, per_batch: int = 8, evil: bool = False) -> tuple[P
             info.size = 4
             tar.addfile(info, io.BytesIO(b"evil"))
     path.write_bytes(buf.getvalue())
-    return path, records[:5 * per_batch]
+    return path, records[: 5 * per_batch]
 
 
 def cifar_config(folder: Path, archive: Path, url: str = "http://127.0.0.1:9/none") -> dict:
@@ -148,11 +170,22 @@ def test_cifar_reads_a_users_copy_of_the_binary_archive(workdir):
     blob = pickle.dumps(ds)  # what a DataLoader worker gets: the file names, not the pixels
     assert len(blob) < 10_000 and np.array_equal(pickle.loads(blob).get_image(39), ds.get_image(39))
     assert sorted(p.name for p in Path("data/cifar-10-batches-bin").iterdir()) == [
-        "data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin",
-        "test_batch.bin"]  # the batch files only: not the meta file, not the ../ member
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ]  # the batch files only: not the meta file, not the ../ member
     assert not Path("data/evil.bin").exists() and not Path("evil.bin").exists()
-    test = HyraxCifarDataset(resolve(merge(cifar_config(Path("data"), archive), {
-        "data_set": {"HyraxCifarDataset": {"use_training_data": False}}})))
+    test = HyraxCifarDataset(
+        resolve(
+            merge(
+                cifar_config(Path("data"), archive),
+                {"data_set": {"HyraxCifarDataset": {"use_training_data": False}}},
+            )
+        )
+    )
     assert len(test) == 8
 
 
@@ -182,30 +215,53 @@ def file_server(tmp_path):
 def test_cifar_is_fetched_once_checked_and_trains(workdir, file_server):
     root, url, handler = file_server
     archive, records = cifar_archive(root / "cifar-10-binary.tar.gz")
-    cfg = config(cifar_config(Path("data"), archive, f"{url}/cifar-10-binary.tar.gz"), {
-        "model": {"name": "HyraxCNN"},
-        "data_request": request(cifar={"dataset_class": "HyraxCifarDataset",
-                                       "fields": ["image", "label", "object_id"]})})
+    cfg = config(
+        cifar_config(Path("data"), archive, f"{url}/cifar-10-binary.tar.gz"),
+        {
+            "model": {"name": "HyraxCNN"},
+            "data_request": request(
+                cifar={"dataset_class": "HyraxCifarDataset", "fields": ["image", "label", "object_id"]}
+            ),
+        },
+    )
     train_and_infer(cfg, 40)
     assert handler.served == 1  # fetched once, for train; infer read the unpacked batches
     assert Path("data/cifar-10-binary.tar.gz").read_bytes() == archive.read_bytes()
 
     archive.write_bytes(archive.read_bytes()[:-10] + b"0123456789")  # the service now sends a corrupt file
     with pytest.raises(DataError, match="does not match the published checksum .* it was deleted"):
-        check_dataset(libhyrax.data.HyraxCifarDataset, resolve(merge(cifar_config(Path("other"), archive), {
-            "data_set": {"HyraxCifarDataset": {"url": f"{url}/cifar-10-binary.tar.gz",
-                                               "md5": hashlib.md5(b"the real one").hexdigest()}}})))
+        check_dataset(
+            libhyrax.data.HyraxCifarDataset,
+            resolve(
+                merge(
+                    cifar_config(Path("other"), archive),
+                    {
+                        "data_set": {
+                            "HyraxCifarDataset": {
+                                "url": f"{url}/cifar-10-binary.tar.gz",
+                                "md5": hashlib.md5(b"the real one").hexdigest(),
+                            }
+                        }
+                    },
+                )
+            ),
+        )
     assert not any(Path("other").iterdir())  # nothing kept
 
 
 def test_cifar_that_cant_be_fetched_says_where_to_put_a_copy(workdir, file_server):
     _, url, _ = file_server
-    cfg = resolve({"data_set": {"HyraxCifarDataset": {"url": f"{url}/missing.tar.gz"}}, "general": {"data_dir": "d"}})
-    with pytest.raises(DataError, match=r"failed \(404 File not found\); put a copy of cifar-10-binary.tar.gz in d"):
+    cfg = resolve(
+        {"data_set": {"HyraxCifarDataset": {"url": f"{url}/missing.tar.gz"}}, "general": {"data_dir": "d"}}
+    )
+    with pytest.raises(
+        DataError, match=r"failed \(404 File not found\); put a copy of cifar-10-binary.tar.gz in d"
+    ):
         libhyrax.data.HyraxCifarDataset(cfg)
 
 
 # --- HSCDataset ---------------------------------------------------------------------------------------------
+
 
 def hsc_folder(folder: Path, n: int = 24, size: int = 20, manifest: bool = True) -> np.ndarray:
     """A reference HSC download: <17-digit id>_coadd_<ra>_<dec>_<tract>_<band>.fits files (an empty primary
@@ -242,9 +298,18 @@ def test_hsc_dataset_reads_a_reference_download_in_place_and_trains_hsc_models(w
     assert ds.column("object_id")[:4].tolist() == [str(41000000000000000 + i) for i in (0, 1, 2, 4)]
     np.testing.assert_allclose(ds.column("ra"), 150 + np.array(kept) / 1e5)
     for model in ("HSCAutoencoder", "HSCDCAE"):
-        run_cfg = config({"model": {"name": model, model: {"base_channel_size": 4}},
-                          "data_request": request(hsc={"dataset_class": "HSCDataset", "data_location": "data",
-                                                       "fields": ["image", "object_id"]})})
+        run_cfg = config(
+            {
+                "model": {"name": model, model: {"base_channel_size": 4}},
+                "data_request": request(
+                    hsc={
+                        "dataset_class": "HSCDataset",
+                        "data_location": "data",
+                        "fields": ["image", "object_id"],
+                    }
+                ),
+            }
+        )
         latents = train_and_infer(run_cfg, 23, export=True)
         assert latents["latent"].shape == (23, 16 if model == "HSCAutoencoder" else 32)
         assert (latents["recon_error"] > 0).all()
@@ -285,10 +350,23 @@ def test_lsst_datasets_fetch_once_from_the_cutout_service_and_train(rubin, cls):
     sky, server = rubin
     table = {"catalog": "objects.fits", "bands": ["g", "r"], "size": 16}
     location = {"data_location": "lsst"} if cls == "DownloadedLSSTDataset" else {}
-    cfg = config({"download": rubin_service(server), "general": {"data_dir": "data"}, "data_set": {cls: table},
-                  "model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8}},
-                  "data_request": request(lsst={"dataset_class": cls, **location, "fields": ["image", "object_id"]})})
-    assert "39 objects" in check_dataset(libhyrax.data.dataset_class(cls), resolve(cfg), location.get("data_location"))
+    cfg = config(
+        {
+            "download": rubin_service(server),
+            "general": {"data_dir": "data"},
+            "data_set": {cls: table},
+            "model": {
+                "name": "HyraxAutoencoder",
+                "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8},
+            },
+            "data_request": request(
+                lsst={"dataset_class": cls, **location, "fields": ["image", "object_id"]}
+            ),
+        }
+    )
+    assert "39 objects" in check_dataset(
+        libhyrax.data.dataset_class(cls), resolve(cfg), location.get("data_location")
+    )
     asked = server.requests
     latents = train_and_infer(cfg, 39)  # object 5 is off the footprint; object 9's 500 was retried
     assert server.requests == asked  # fetched once: train and infer read the folder
@@ -309,18 +387,42 @@ def test_a_reference_lsst_config_downloads_what_it_meant(rubin, tmp_path):
         "config_version": 7,
         "general": {"data_dir": "./data", "results_dir": "./results"},
         "model": {"name": "HSCDCAE", "HSCDCAE_final_layer": "tanh"},
-        "data_set": {"astropy_table": "objects.fits", "filters": ["g", "r"], "semi_width_deg": 0.00044,
-                     "semi_height_deg": 0.00044, "butler_repo": "/repo/dp1", "butler_collection": "LSSTComCam/DP1",
-                     "skymap": "lsst_cells_v1", "object_id_column_name": "objectId", "transform": "tanh"},
-        "data_request": {"train": {"data": {"dataset_class": "DownloadedLSSTDataset", "data_location": "./lsst",
-                                            "fields": ["image", "object_id"], "primary_id_field": "object_id"}}},
-        "train": {"epochs": 1}, "data_loader": {"batch_size": 16},
+        "data_set": {
+            "astropy_table": "objects.fits",
+            "filters": ["g", "r"],
+            "semi_width_deg": 0.00044,
+            "semi_height_deg": 0.00044,
+            "butler_repo": "/repo/dp1",
+            "butler_collection": "LSSTComCam/DP1",
+            "skymap": "lsst_cells_v1",
+            "object_id_column_name": "objectId",
+            "transform": "tanh",
+        },
+        "data_request": {
+            "train": {
+                "data": {
+                    "dataset_class": "DownloadedLSSTDataset",
+                    "data_location": "./lsst",
+                    "fields": ["image", "object_id"],
+                    "primary_id_field": "object_id",
+                }
+            }
+        },
+        "train": {"epochs": 1},
+        "data_loader": {"batch_size": 16},
     }
     with pytest.raises(ConfigError, match="HATS catalogues are not read here; write the objects"):
         resolve(merge(reference, {"data_set": {"hats_catalog": "dp1_objects.hats"}}))
-    cfg = resolve(reference, overrides=[f"download.rubin.url={server.url('soda')}",
-                                         f"download.rubin.sia_url={server.url('sia')}", "download.retry_wait=0.01",
-                                         "model.HSCDCAE.base_channel_size=2", "general.mlflow_tracking_uri=false"])
+    cfg = resolve(
+        reference,
+        overrides=[
+            f"download.rubin.url={server.url('soda')}",
+            f"download.rubin.sia_url={server.url('sia')}",
+            "download.retry_wait=0.01",
+            "model.HSCDCAE.base_channel_size=2",
+            "general.mlflow_tracking_uri=false",
+        ],
+    )
     assert cfg["download"]["provider"] == "rubin" and cfg["download"]["size"] == 16  # 2 x 1.584" / 0.2"
     assert cfg["data_set"]["DownloadedLSSTDataset"]["bands"] == ["g", "r"]
     assert cfg["model"]["HSCDCAE"]["final_layer"] == "tanh"
@@ -392,18 +494,31 @@ def test_reference_configs_naming_each_class_run(workdir, file_server):
     assert cfg["model"]["HSCDCAE"]["final_layer"] == "arcsinh" and cfg["data_set"]["crop_to"] == 16
     assert cfg["data_set"]["HSCDataset"]["bands"] == ["HSC-G", "HSC-I"]
     group = open_group(cfg, "train")
-    np.testing.assert_allclose(group.read(0, 2)["image"], np.tanh(center(images[[0, 1]][:, [0, 2]], 16)), atol=1e-6)
+    np.testing.assert_allclose(
+        group.read(0, 2)["image"], np.tanh(center(images[[0, 1]][:, [0, 2]], 16)), atol=1e-6
+    )
     run = libhyrax.train("hsc.toml", overrides=["model.HSCDCAE.base_channel_size=2"])
-    assert len(read_latents(libhyrax.infer("hsc.toml", from_run=run).path)["object_id"]) == 12  # object 3 lacks HSC-R only
+    assert (
+        len(read_latents(libhyrax.infer("hsc.toml", from_run=run).path)["object_id"]) == 12
+    )  # object 3 lacks HSC-R only
 
     root, url, _ = file_server
     archive, records = cifar_archive(root / "cifar-10-binary.tar.gz")
-    Path("extra.csv").write_text("object_id,redshift\n" + "".join(f"{i:06d},{i / 100}\n" for i in range(0, 40, 2)))
+    Path("extra.csv").write_text(
+        "object_id,redshift\n" + "".join(f"{i:06d},{i / 100}\n" for i in range(0, 40, 2))
+    )
     Path("cifar.toml").write_text(REFERENCE_CIFAR)
-    fetch = [f"data_set.HyraxCifarDataset.url={url}/cifar-10-binary.tar.gz",
-             f"data_set.HyraxCifarDataset.md5={hashlib.md5(archive.read_bytes()).hexdigest()}"]
+    fetch = [
+        f"data_set.HyraxCifarDataset.url={url}/cifar-10-binary.tar.gz",
+        f"data_set.HyraxCifarDataset.md5={hashlib.md5(archive.read_bytes()).hexdigest()}",
+    ]
     batch = open_group(resolve("cifar.toml", overrides=fetch), "train").read(0, 4)
-    assert batch["label"].tolist() == records[:4, 0].tolist() and batch["extra.matched"].tolist() == [1, 0, 1, 0]
+    assert batch["label"].tolist() == records[:4, 0].tolist() and batch["extra.matched"].tolist() == [
+        1,
+        0,
+        1,
+        0,
+    ]
     np.testing.assert_allclose(batch["redshift"][[0, 2]], [0.0, 0.02])
     run = libhyrax.train("cifar.toml", overrides=fetch)
     assert len(read_latents(libhyrax.infer("cifar.toml", from_run=run).path)["object_id"]) == 40

@@ -166,22 +166,37 @@ def plugin(tmp_path, monkeypatch):
 
 def config(data, dataset: str, model: str, train_fields, **extra) -> dict:
     def group(fields):
-        return {"cutouts": {"dataset_class": f"refplug.datasets.{dataset}", "data_location": str(data),
-                            "primary_id_field": "object_id", "fields": fields}}
+        return {
+            "cutouts": {
+                "dataset_class": f"refplug.datasets.{dataset}",
+                "data_location": str(data),
+                "primary_id_field": "object_id",
+                "fields": fields,
+            }
+        }
 
-    return {"general": {"results_dir": "./results", "device": "cpu"}, "train": {"epochs": 3},
-            "data_request": {"train": group(train_fields), "infer": group(["image", "object_id"])},
-            "data_set": {"transform": "none", "LabelledCutouts": {"scale": 1.0}},
-            "model": {"name": f"refplug.models.{model}", "SmallCNN": {"output_classes": 3}},
-            "data_loader": {"batch_size": 8}, **extra}
+    return {
+        "general": {"results_dir": "./results", "device": "cpu"},
+        "train": {"epochs": 3},
+        "data_request": {"train": group(train_fields), "infer": group(["image", "object_id"])},
+        "data_set": {"transform": "none", "LabelledCutouts": {"scale": 1.0}},
+        "model": {"name": f"refplug.models.{model}", "SmallCNN": {"output_classes": 3}},
+        "data_loader": {"batch_size": 8},
+        **extra,
+    }
 
 
 def test_a_reference_classifier_with_labels_trains_infers_exports_and_tests(workdir, plugin):
     from refplug.datasets import LabelledCutouts
     from refplug.models import SmallCNN
 
-    cfg = config(plugin, "LabelledCutouts", "SmallCNN", ["image", "label", "object_id", "redshift"],
-                 optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.05, "momentum": 0.9}})
+    cfg = config(
+        plugin,
+        "LabelledCutouts",
+        "SmallCNN",
+        ["image", "label", "object_id", "redshift"],
+        optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.05, "momentum": 0.9}},
+    )
     summary = libhyrax.check_dataset(LabelledCutouts, libhyrax.load_config(data=cfg), str(plugin))
     assert "48 objects" in summary and "redshift" in summary and "label" in summary
     with pytest.raises(ModelError, match=r"config\['model'\]\['SmallCNN'\].*\[model.SmallCNN\]"):
@@ -208,8 +223,12 @@ def test_a_single_band_dataset_and_an_old_style_model(workdir, plugin):
     from refplug.datasets import OneBand
 
     cfg = config(plugin, "OneBand", "OldStyleAE", ["image", "object_id"])
-    assert "fields image, object_id" in libhyrax.check_dataset(OneBand, libhyrax.load_config(data=cfg), str(plugin))
-    trained = libhyrax.train(cfg)  # train_step, to_tensor and friendly name "cutouts"; validated without a step
+    assert "fields image, object_id" in libhyrax.check_dataset(
+        OneBand, libhyrax.load_config(data=cfg), str(plugin)
+    )
+    trained = libhyrax.train(
+        cfg
+    )  # train_step, to_tensor and friendly name "cutouts"; validated without a step
     val = [float(line.split(",")[2]) for line in trained.file("metrics.csv").read_text().splitlines()[1:]]
     assert all(np.isfinite(val))
     latents = libhyrax.infer(cfg, from_run=trained)
@@ -219,8 +238,13 @@ def test_a_single_band_dataset_and_an_old_style_model(workdir, plugin):
 
 
 def test_a_resumed_run_restores_the_models_own_optimizer(workdir, plugin):
-    cfg = config(plugin, "LabelledCutouts", "SmallCNN", ["image", "label", "object_id"],
-                 optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.05, "momentum": 0.9}})
+    cfg = config(
+        plugin,
+        "LabelledCutouts",
+        "SmallCNN",
+        ["image", "label", "object_id"],
+        optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.05, "momentum": 0.9}},
+    )
     whole = libhyrax.train(cfg)
     with pytest.raises(Exception, match="iteration"):
         libhyrax.train(cfg, stop_at_iteration=9)  # killed in the third epoch (5 batches an epoch)
@@ -281,14 +305,17 @@ def test_check_says_what_a_reference_plugin_relies_on(workdir):
 
     with pytest.raises(ModelError, match="did not step its optimizer"):
         libhyrax.check_model(ForgetsToStep)
-    assert isinstance(ForgetsToStep(libhyrax.load_config(data={}), (np.zeros((1, 1, 2, 2)),)).criterion,
-                      torch.nn.CrossEntropyLoss)  # the reference's default criterion
+    assert isinstance(
+        ForgetsToStep(libhyrax.load_config(data={}), (np.zeros((1, 1, 2, 2)),)).criterion,
+        torch.nn.CrossEntropyLoss,
+    )  # the reference's default criterion
 
 
 def test_a_reference_model_defined_in_a_script_is_saved_and_rebuilt(workdir):
     """A class defined in a notebook (here a script, __main__) is saved beside its weights with the cell's
     imports, and a later process rebuilds it through the adapter."""
-    (workdir / "train_it.py").write_text(textwrap.dedent('''
+    (workdir / "train_it.py").write_text(
+        textwrap.dedent("""
         import numpy as np
         import torch.nn as nn
         import libhyrax
@@ -315,17 +342,33 @@ def test_a_reference_model_defined_in_a_script_is_saved_and_rebuilt(workdir):
                                                    "fields": ["image", "object_id"], "primary_id_field": "object_id",
                                                    "dataset_config": {"size": 20, "shape": [1, 4, 4]}}}}}
         print(libhyrax.train(cfg).path)
-    '''))
-    run = subprocess.run([sys.executable, "train_it.py"], cwd=workdir, capture_output=True, text=True, timeout=300)
+    """)
+    )
+    run = subprocess.run(
+        [sys.executable, "train_it.py"], cwd=workdir, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     train_run = run.stdout.strip().splitlines()[-1]
-    assert "from libhyrax.reference_tool import hyrax_model" in (workdir / train_run / "model_source.py").read_text()
-    load = subprocess.run([sys.executable, "-c", textwrap.dedent(f'''
+    assert (
+        "from libhyrax.reference_tool import hyrax_model"
+        in (workdir / train_run / "model_source.py").read_text()
+    )
+    load = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f'''
         import numpy as np, torch
         from libhyrax.models import load_trained
         model, desc = load_trained("{train_run}")
         print(type(model).__name__, tuple(model.infer_batch(torch.zeros(3, 1, 4, 4)).shape))
-    ''')], cwd=workdir, capture_output=True, text=True, timeout=300)
+    '''),
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert load.returncode == 0, load.stderr[-2000:]
     assert load.stdout.split() == ["Tiny", "(3,", "2)"]
 
@@ -341,10 +384,20 @@ def test_hyrax_model_wraps_the_users_class_which_steps_its_own_optimizer(workdir
     for name in ("__init__", "forward", "train_batch", "prepare_inputs"):  # the class's own, untouched
         assert original.__dict__[name] is not SmallCNN.__dict__[name]
 
-    cfg = libhyrax.load_config(data=config(plugin, "LabelledCutouts", "SmallCNN", ["image", "label", "object_id"],
-                                            optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.05}}))
-    batch = {"image": np.ones((4, 2, 16, 16), np.float32), "label": np.arange(4) % 3,
-             "object_id": np.array(["a", "b", "c", "d"])}
+    cfg = libhyrax.load_config(
+        data=config(
+            plugin,
+            "LabelledCutouts",
+            "SmallCNN",
+            ["image", "label", "object_id"],
+            optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.05}},
+        )
+    )
+    batch = {
+        "image": np.ones((4, 2, 16, 16), np.float32),
+        "label": np.arange(4) % 3,
+        "object_id": np.array(["a", "b", "c", "d"]),
+    }
     import torch
 
     from libhyrax.models.base import build_model, first_rows, prepare

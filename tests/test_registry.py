@@ -38,8 +38,10 @@ def test_a_different_object_under_a_taken_name_is_refused_naming_both():
     first = reg.register("thing", cls_in("pkg_a.widgets"))
     with pytest.raises(HyraxError) as e:
         reg.register("thing", cls_in("pkg_b.widgets"))
-    assert str(e.value) == ("widget 'thing' is already registered as pkg_a.widgets.Thing; can't also register "
-                            "pkg_b.widgets.Thing under it: rename one of them")
+    assert str(e.value) == (
+        "widget 'thing' is already registered as pkg_a.widgets.Thing; can't also register "
+        "pkg_b.widgets.Thing under it: rename one of them"
+    )
     assert reg["thing"] is first  # the refused one did not replace it
 
 
@@ -49,7 +51,9 @@ def test_the_same_class_defined_again_replaces_the_old_entry():
     new = cls_in("__main__")  # a notebook cell run again: an equal-named new class object
     assert reg.register("thing", new) is new and reg["thing"] is new and old is not new
     assert reg.register("thing", new) is new  # the very same object again: nothing to do
-    assert list(reg) == ["thing"] and len(reg) == 1 and reg.name_of(new) == "thing" and reg.name_of(old) is None
+    assert (
+        list(reg) == ["thing"] and len(reg) == 1 and reg.name_of(new) == "thing" and reg.name_of(old) is None
+    )
 
 
 def test_objects_without_module_and_qualname_clash_unless_identical():
@@ -94,12 +98,15 @@ def test_import_paths_dotted_or_with_a_colon():
 
 def test_lazy_builtins_load_on_first_use_and_keep_their_names(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
-    (tmp_path / "reg_holder.py").write_text(textwrap.dedent("""
+    (tmp_path / "reg_holder.py").write_text(
+        textwrap.dedent("""
         from libhyrax.registry import Registry
         REG = Registry("widget", lazy={"lazy": "reg_lazy", "broken": "reg_missing_module"})
-    """))
-    (tmp_path / "reg_lazy.py").write_text("from reg_holder import REG\n\nclass Lazy:\n    pass\n\n"
-                                          "REG.register('lazy', Lazy)\n")
+    """)
+    )
+    (tmp_path / "reg_lazy.py").write_text(
+        "from reg_holder import REG\n\nclass Lazy:\n    pass\n\nREG.register('lazy', Lazy)\n"
+    )
     from reg_holder import REG
 
     assert sorted(REG) == ["broken", "lazy"] and "reg_lazy" not in sys.modules
@@ -118,6 +125,7 @@ def test_the_registry_module_imports_nothing_heavy():
 
 # --- the policy in each registry -------------------------------------------------------------------
 
+
 def notebook_cell(source: str, **names) -> dict:
     """Run `source` as a notebook cell does: in the module __main__."""
     namespace = {"__name__": "__main__", **names}
@@ -130,8 +138,11 @@ def test_datasets(restore):
 
     restore(REGISTRY)
     cls_in("pkg_one.data", "RegTestCutouts", (Dataset,))
-    with pytest.raises(HyraxError, match="'RegTestCutouts' is already registered as pkg_one.data.RegTestCutouts; "
-                                         "can't also register pkg_two.data.RegTestCutouts"):
+    with pytest.raises(
+        HyraxError,
+        match="'RegTestCutouts' is already registered as pkg_one.data.RegTestCutouts; "
+        "can't also register pkg_two.data.RegTestCutouts",
+    ):
         cls_in("pkg_two.data", "RegTestCutouts", (Dataset,))
     with pytest.raises(HyraxError, match="libhyrax.data.sample.HyraxSample"):
         cls_in("my_pkg", "HyraxSample", (Dataset,))
@@ -147,8 +158,11 @@ def test_models(restore):
     from libhyrax.models import MODELS, HyraxModel, hyrax_model, model_class
 
     restore(MODELS)
-    with pytest.raises(HyraxError, match="'HyraxCNN' is already registered as libhyrax.models.cnn.HyraxCNN; "
-                                         "can't also register my_pkg.HyraxCNN under it.*@hyrax_model"):
+    with pytest.raises(
+        HyraxError,
+        match="'HyraxCNN' is already registered as libhyrax.models.cnn.HyraxCNN; "
+        "can't also register my_pkg.HyraxCNN under it.*@hyrax_model",
+    ):
         cls_in("my_pkg", "HyraxCNN", (HyraxModel,))
     with pytest.raises(HyraxError, match="can't also register my_pkg.Net under it"):
         hyrax_model(name="HyraxCNN")(cls_in("my_pkg", "Net", (nn.Module,)))
@@ -162,8 +176,11 @@ def test_reducers(restore):
     from libhyrax.reducers import REGISTRY, Reducer, make_reducer
 
     restore(REGISTRY)
-    with pytest.raises(HyraxError, match="'pca' is already registered as .*libhyrax.reducers.pca.*; can't also "
-                                         "register my_pkg.MyPCA under it: give one of the classes another"):
+    with pytest.raises(
+        HyraxError,
+        match="'pca' is already registered as .*libhyrax.reducers.pca.*; can't also "
+        "register my_pkg.MyPCA under it: give one of the classes another",
+    ):
         type("MyPCA", (Reducer,), {"__module__": "my_pkg", "name": "pca"})
     cell = "class Halve(Reducer):\n    name = 'reg-test-halve'\n    factor = {n}\n"
     notebook_cell(cell.format(n=1), Reducer=Reducer)
@@ -175,8 +192,11 @@ def test_vector_indexes(restore):
     from libhyrax.vector_index import REGISTRY, VectorIndex, backend_class
 
     restore(REGISTRY)
-    with pytest.raises(HyraxError, match="'exact' is already registered as .*libhyrax.vector_index.exact.*; "
-                                         "can't also register my_pkg.MyExact under it"):
+    with pytest.raises(
+        HyraxError,
+        match="'exact' is already registered as .*libhyrax.vector_index.exact.*; "
+        "can't also register my_pkg.MyExact under it",
+    ):
         type("MyExact", (VectorIndex,), {"__module__": "my_pkg", "backend": "exact"})
     cell = "class RegTestIndex(VectorIndex):\n    backend = 'reg-test'\n    version = {n}\n"
     notebook_cell(cell.format(n=1), VectorIndex=VectorIndex)

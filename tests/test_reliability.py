@@ -172,8 +172,14 @@ SIGTERM_STAGE = textwrap.dedent("""
 def test_sigterm_marks_the_run_interrupted_and_it_resumes(workdir):
     (workdir / "stage.py").write_text(SIGTERM_STAGE)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "stage.py"], cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "stage.py"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         for line in proc.stderr:
             if line.strip() == "ready":
@@ -189,14 +195,21 @@ def test_sigterm_marks_the_run_interrupted_and_it_resumes(workdir):
     assert prov["status"] == "interrupted" and "SIGTERM" in prov["error"]
     with h5py.File(failed / "latents.h5") as f:
         assert f.attrs["rows_written"] == 48 and not f.attrs["complete"]
-    again = subprocess.run([sys.executable, "stage.py", "--resume", str(failed)], cwd=workdir, env=env,
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "stage.py", "--resume", str(failed)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     got = read_latents(again.stdout.strip())
     assert len(got["object_id"]) == 200 and read_provenance(again.stdout.strip())["status"] == "complete"
 
 
 # --- 4. empty inputs and all-NaN bands ----------------------------------------------------------------------
+
 
 def test_an_all_nan_band_is_rejected_by_prepare(workdir, caplog):
     import csv
@@ -220,7 +233,9 @@ def test_an_all_nan_band_is_rejected_by_prepare(workdir, caplog):
     result = prepare({"prepare": {"fits_dir": str(folder), "bands": ["g", "r"], "cutout_size": 16}})
     with open(result.file("rejected.csv")) as fh:
         rejected = list(csv.DictReader(fh))
-    assert [(r["object_id"], r["band"], r["reason"]) for r in rejected] == [("o2", "r", "every pixel is NaN or inf")]
+    assert [(r["object_id"], r["band"], r["reason"]) for r in rejected] == [
+        ("o2", "r", "every pixel is NaN or inf")
+    ]
     assert result.provenance["stage_info"]["n_objects"] == 3
     assert ".partial" not in caplog.text  # messages name no directory that is renamed when the run ends
 
@@ -232,8 +247,12 @@ def test_infer_on_no_objects_is_an_error(workdir):
 
     train = make_train_run(workdir / "results")
     write_cutouts(workdir / "empty.h5", np.array([], dtype=str), np.zeros((0, 3, 64, 64), "f4"))
-    cut = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(workdir / "empty.h5"),
-           "fields": ["image", "object_id"], "primary_id_field": "object_id"}
+    cut = {
+        "dataset_class": "HyraxHDF5Dataset",
+        "data_location": str(workdir / "empty.h5"),
+        "fields": ["image", "object_id"],
+        "primary_id_field": "object_id",
+    }
     with pytest.raises(DataError, match="holds no objects"):
         infer({"data_request": {"infer": {"c": cut}}}, from_run=train)
     assert not list((workdir / "results").glob("*-infer-*"))
@@ -253,10 +272,18 @@ def test_objects_without_data_are_named_and_never_ranked_as_ordinary(workdir, ca
     images[45, 2] = np.inf
     ids = np.array([f"u{i:02d}" for i in range(60)])
     write_cutouts(workdir / "mine.h5", ids, images)
-    cut = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(workdir / "mine.h5"),
-           "fields": ["image", "object_id"], "primary_id_field": "object_id"}
-    cfg = {"data_request": {"infer": {"c": cut}}, "data_loader": {"batch_size": 16, "num_workers": 2},
-           "anomaly": {"top_k": 60}, "rank": {"top_k": 60}}
+    cut = {
+        "dataset_class": "HyraxHDF5Dataset",
+        "data_location": str(workdir / "mine.h5"),
+        "fields": ["image", "object_id"],
+        "primary_id_field": "object_id",
+    }
+    cfg = {
+        "data_request": {"infer": {"c": cut}},
+        "data_loader": {"batch_size": 16, "num_workers": 2},
+        "anomaly": {"top_k": 60},
+        "rank": {"top_k": 60},
+    }
     latents = libhyrax.infer(cfg, from_run=train)
     assert latents.provenance["stage_info"]["no_data_objects"] == 3
     assert latents.provenance["stage_info"]["no_data_examples"] == ["u07", "u30", "u45"]
@@ -282,8 +309,12 @@ def test_infer_on_data_of_another_cutout_size_says_so_and_exits_2(workdir, hyrax
 
     train = make_train_run(workdir / "results")  # trained on 64 x 64 cutouts of 3 bands
     write_cutouts(workdir / "small.h5", np.array([f"s{i}" for i in range(8)]), np.zeros((8, 3, 32, 32), "f4"))
-    cut = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(workdir / "small.h5"),
-           "fields": ["image", "object_id"], "primary_id_field": "object_id"}
+    cut = {
+        "dataset_class": "HyraxHDF5Dataset",
+        "data_location": str(workdir / "small.h5"),
+        "fields": ["image", "object_id"],
+        "primary_id_field": "object_id",
+    }
     (workdir / "small.toml").write_text(dump_config(resolve({"data_request": {"infer": {"c": cut}}})))
     proc = hyrax("infer", "--from", str(train), "-c", "small.toml", cwd=workdir)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
@@ -298,15 +329,22 @@ def test_nan_pixels_replaced_in_worker_processes_are_counted(workdir):
     images = np.random.default_rng(0).normal(size=(40, 3, 64, 64)).astype("f4")
     images[::4, 0, :2, :5] = np.nan  # 10 objects x 10 pixels
     write_cutouts(workdir / "nan.h5", np.array([f"n{i}" for i in range(40)]), images)
-    cut = {"dataset_class": "HyraxHDF5Dataset", "data_location": str(workdir / "nan.h5"),
-           "fields": ["image", "object_id"], "primary_id_field": "object_id"}
+    cut = {
+        "dataset_class": "HyraxHDF5Dataset",
+        "data_location": str(workdir / "nan.h5"),
+        "fields": ["image", "object_id"],
+        "primary_id_field": "object_id",
+    }
     for workers in (0, 2):
-        res = infer({"data_request": {"infer": {"c": cut}}, "data_loader": {"num_workers": workers, "batch_size": 8}},
-                    from_run=train)
+        res = infer(
+            {"data_request": {"infer": {"c": cut}}, "data_loader": {"num_workers": workers, "batch_size": 8}},
+            from_run=train,
+        )
         assert res.provenance["stage_info"]["nan_pixels_replaced"] == 100, workers
 
 
 # --- 5. no code runs from data --------------------------------------------------------------------------------
+
 
 class Payload:
     """Unpickling this creates a marker file: what a crafted pickle in a shared results directory does."""
@@ -321,12 +359,16 @@ class Payload:
 @pytest.fixture
 def colleague_key(tmp_path, monkeypatch):
     """Switch to another account's signing key: what they wrote, this account didn't."""
+
     def use(name):
         monkeypatch.setenv("HYRAX_SIGNING_KEY", str(tmp_path / f"{name}.key"))
+
     return use
 
 
-def test_a_run_refused_before_any_work_is_not_kept_and_does_not_suggest_resume(workdir, colleague_key, caplog):
+def test_a_run_refused_before_any_work_is_not_kept_and_does_not_suggest_resume(
+    workdir, colleague_key, caplog
+):
     """`hyrax umap --reducer RUN` with a reducer this account didn't write: refused, exit 2, and no
     `.failed` umap run left behind whose message suggests a --resume that can't help."""
     import libhyrax
@@ -414,8 +456,9 @@ def test_a_module_planted_beside_a_notebook_is_not_imported(workdir, monkeypatch
 
     marker = workdir / "pwned"
     train = make_train_run(workdir / "results")
-    (workdir / "planted.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
-                                         "from torch import nn\nModel = nn.Linear\n")
+    (workdir / "planted.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).touch()\nfrom torch import nn\nModel = nn.Linear\n"
+    )
     monkeypatch.syspath_prepend(str(workdir))  # a notebook's folder is on sys.path
     crafted_import_path(train, "planted.Model")
     with pytest.raises(UsageError, match="refusing to import 'planted.Model'"):
@@ -435,7 +478,10 @@ def test_a_notebook_model_trained_here_loads_and_one_from_elsewhere_needs_a_yes(
     train = make_train_run(workdir / "results")
     source = "from libhyrax.models import HyraxAutoencoder\n\n\nclass Mine(HyraxAutoencoder):\n    pass\n"
     (train / "model_source.py").write_text(source)
-    desc = json.loads((train / "model.json").read_text()) | {"source_file": "model_source.py", "class": "Mine"}
+    desc = json.loads((train / "model.json").read_text()) | {
+        "source_file": "model_source.py",
+        "class": "Mine",
+    }
     (train / "model.json").write_text(json.dumps(desc))
     trust.sign(train / "model_source.py")  # as save_trained does
     assert model_class_for(desc, train).__name__ == "Mine"
@@ -462,7 +508,9 @@ def test_an_index_kept_with_pickle_is_signed_and_checked(tmp_path, colleague_key
     idx.add(["a", "b"], np.eye(2, 4, dtype="f4"))
     idx.persist()
     assert len(VectorIndex.open(tmp_path / "run" / "index")) == 2
-    (tmp_path / "run" / "index" / "pickled" / "points.pkl").write_bytes(pickle.dumps(Payload(tmp_path / "pwned")))
+    (tmp_path / "run" / "index" / "pickled" / "points.pkl").write_bytes(
+        pickle.dumps(Payload(tmp_path / "pwned"))
+    )
     with pytest.raises(UsageError, match="refusing to load .*points.pkl"):
         VectorIndex.open(tmp_path / "run" / "index")
     assert not (tmp_path / "pwned").exists()
@@ -484,6 +532,7 @@ def test_a_qdrant_local_index_is_signed_and_an_edited_one_refused(tmp_path):
 
 
 # --- 6. secrets ---------------------------------------------------------------------------------------------------
+
 
 def test_credentials_in_a_url_are_never_written_or_printed(workdir, hyrax, monkeypatch, caplog):
     secret = "s3cr3t-Token-42"
@@ -512,7 +561,8 @@ def free_port() -> int:
 
 
 def test_training_with_an_unreachable_tracking_server_goes_on_at_once_and_keeps_its_secret(
-        tmp_path, workdir, capfd, caplog, monkeypatch):
+    tmp_path, workdir, capfd, caplog, monkeypatch
+):
     import time
 
     from test_train import small_config
@@ -585,6 +635,7 @@ def test_mlflow_artifacts_are_not_written_outside_a_moved_tree(tmp_path, workdir
 
 # --- 8. run names --------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "x.failed", ""])
 def test_a_run_name_is_one_plain_directory_name(workdir, name):
     cfg = resolve({"general": {"results_dir": str(workdir / "results")}})
@@ -598,8 +649,9 @@ def test_secret_named_keys_and_url_credentials_are_masked():
     from libhyrax import redact
 
     cfg = {"a": {"password": "pw", "api_key": "k", "url": "https://u:p@host/x?token=t&n=1", "n": 3}}
-    assert redact.config(cfg) == {"a": {"password": "***", "api_key": "***", "url": "https://u:***@host/x?token=***&n=1",
-                                        "n": 3}}
+    assert redact.config(cfg) == {
+        "a": {"password": "***", "api_key": "***", "url": "https://u:***@host/x?token=***&n=1", "n": 3}
+    }
     assert redact.url_credentials("https://u:p@host:5000/") == ("https://host:5000/", "u", "p")
 
 

@@ -88,7 +88,10 @@ def test_resume_reopens_a_failed_run(cfg):
     assert len(read_provenance(again.path)["resumed"]) == 1
     with pytest.raises(UsageError, match="already finished"), open_run("train", cfg, resume=again.path):
         pass
-    with pytest.raises(UsageError, match="is a train run, not an infer run"), open_run("infer", cfg, resume=again.path):
+    with (
+        pytest.raises(UsageError, match="is a train run, not an infer run"),
+        open_run("infer", cfg, resume=again.path),
+    ):
         pass
 
 

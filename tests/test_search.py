@@ -23,11 +23,21 @@ def make_infer_run(root, n: int = 400, dim: int = 16, seed: int = 0, shards: int
     images[:, :, 3:5, 3:5] += np.arange(n, dtype=np.float32)[:, None, None, None] / n
     cat = {"mag": np.linspace(18, 24, n).astype(np.float32)} if catalog else None
     write_cutouts(root / "cutouts.h5", ids, images, catalog=cat)
-    cfg = load_config(data={"general": {"results_dir": str(root / "results")},
-                            "data_request": {"infer": {"cut": {"dataset_class": "HyraxHDF5Dataset",
-                                                               "data_location": str(root / "cutouts.h5"),
-                                                               "fields": ["image", "object_id"] + (["mag"] if catalog else []),
-                                                               "primary_id_field": "object_id"}}}})
+    cfg = load_config(
+        data={
+            "general": {"results_dir": str(root / "results")},
+            "data_request": {
+                "infer": {
+                    "cut": {
+                        "dataset_class": "HyraxHDF5Dataset",
+                        "data_location": str(root / "cutouts.h5"),
+                        "fields": ["image", "object_id"] + (["mag"] if catalog else []),
+                        "primary_id_field": "object_id",
+                    }
+                }
+            },
+        }
+    )
     with open_run("train", cfg) as train:
         pass
     centres = rng.normal(size=(8, dim)) * 3
@@ -40,10 +50,16 @@ def make_infer_run(root, n: int = 400, dim: int = 16, seed: int = 0, shards: int
 
             for i in range(shards):
                 a, b = shard_range(n, i, shards)
-                write_arrays(run.file(shard_name("latents", i, shards)), ids[a:b], latent=latents[a:b],
-                             recon_error=np.zeros(b - a, np.float32))
+                write_arrays(
+                    run.file(shard_name("latents", i, shards)),
+                    ids[a:b],
+                    latent=latents[a:b],
+                    recon_error=np.zeros(b - a, np.float32),
+                )
         else:
-            write_arrays(run.file("latents.h5"), ids, latent=latents, recon_error=rng.random(n).astype(np.float32))
+            write_arrays(
+                run.file("latents.h5"), ids, latent=latents, recon_error=rng.random(n).astype(np.float32)
+            )
     return cfg, run.path, train.path, ids, latents
 
 
@@ -110,7 +126,9 @@ def test_image_from_another_model_is_refused(tmp_path):
     with open_run("train", cfg) as other:
         pass
     np.save(tmp_path / "q.npy", np.zeros((3, 8, 8), np.float32))
-    with pytest.raises(UsageError, match=f"model trained in {train_run.resolve()}.*model of {other.path.resolve()}"):
+    with pytest.raises(
+        UsageError, match=f"model trained in {train_run.resolve()}.*model of {other.path.resolve()}"
+    ):
         search(cfg, from_run=res, image=tmp_path / "q.npy", model_run=other.path)
 
 
@@ -139,8 +157,8 @@ def test_show_neighbors_writes_a_png(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and mosaic._repr_png_() == png
     # the IDAT payload decompresses to one filter byte + RGB per row
     start = png.index(b"IDAT") + 4
-    length = int.from_bytes(png[start - 8:start - 4], "big")
-    assert len(zlib.decompress(png[start:start + length])) == 22 * (1 + 42 * 3)
+    length = int.from_bytes(png[start - 8 : start - 4], "big")
+    assert len(zlib.decompress(png[start : start + length])) == 22 * (1 + 42 * 3)
 
 
 def test_cli_index_search_anomaly(workdir, hyrax):
@@ -149,11 +167,14 @@ def test_cli_index_search_anomaly(workdir, hyrax):
     (workdir / "hyrax_config.toml").write_text(
         '[data_request.infer.cut]\ndataset_class = "HyraxHDF5Dataset"\n'
         f'data_location = "{workdir / "cutouts.h5"}"\nfields = ["image", "object_id", "mag"]\n'
-        'primary_id_field = "object_id"\n')
+        'primary_id_field = "object_id"\n'
+    )
     built = hyrax("index", "--set", "vector_db.name=exact", cwd=workdir, check=True)
     index_run = built.stdout.strip()
     assert index_run.endswith(tuple("0123456789abcdef")) and "-index-" in index_run
-    found = hyrax("search", "--id", "obj_0123", "-k", "3", "--show", cwd=workdir, input=built.stdout, check=True)
+    found = hyrax(
+        "search", "--id", "obj_0123", "-k", "3", "--show", cwd=workdir, input=built.stdout, check=True
+    )
     lines = found.stderr.strip().splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("query"))
     assert lines[header].split() == ["query", "rank", "object_id", "distance", "mag"]
@@ -161,7 +182,9 @@ def test_cli_index_search_anomaly(workdir, hyrax):
     with open(found.stdout.strip() + "/neighbors.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
     bad = hyrax("search", "--id", "obj_9999", cwd=workdir)
-    assert bad.returncode == 2 and "'obj_9999' is not in the index" in bad.stderr and "close ids" in bad.stderr
+    assert (
+        bad.returncode == 2 and "'obj_9999' is not in the index" in bad.stderr and "close ids" in bad.stderr
+    )
     assert "Traceback" not in bad.stderr and bad.stdout == ""
     wrong = hyrax("search", "--vector", "1,2,3", cwd=workdir)
     assert wrong.returncode == 2 and "length 3; this index holds vectors of length 16" in wrong.stderr
@@ -190,8 +213,15 @@ def test_done_when_the_default_pipeline(workdir, hyrax):
 def test_table_ids_stay_text_when_read_back(tmp_path):
     from libhyrax.tables import read_table, write_table
 
-    write_table(tmp_path / "t.csv", {"query": np.array(["00042"]), "object_id": np.array(["123456789012345678901234"]),
-                                     "rank": np.array([1]), "distance": np.array([0.5])})
+    write_table(
+        tmp_path / "t.csv",
+        {
+            "query": np.array(["00042"]),
+            "object_id": np.array(["123456789012345678901234"]),
+            "rank": np.array([1]),
+            "distance": np.array([0.5]),
+        },
+    )
     t = read_table(tmp_path / "t.csv")
     assert t["query"][0] == "00042" and t["object_id"][0] == "123456789012345678901234"
     assert t["rank"][0] == 1 and t["distance"][0] == 0.5
@@ -205,13 +235,28 @@ def test_catalog_rows_reads_given_rows_and_falls_back_to_ids_when_they_disagree(
     from libhyrax.tables import catalog_rows
 
     ids = np.array([f"g{i:03d}" for i in range(40)])
-    write_cutouts(tmp_path / "c.h5", ids, np.zeros((40, 1, 16, 16), np.float32),
-                  catalog={"mag": np.arange(40, dtype=np.float32)}, bands=["r"])
-    cfg = resolve({"general": {"results_dir": str(tmp_path / "results")},
-                   "data_request": {"infer": {"c": {"dataset_class": "HyraxHDF5Dataset",
-                                                    "data_location": str(tmp_path / "c.h5"),
-                                                    "fields": ["image", "object_id"],
-                                                    "primary_id_field": "object_id"}}}})
+    write_cutouts(
+        tmp_path / "c.h5",
+        ids,
+        np.zeros((40, 1, 16, 16), np.float32),
+        catalog={"mag": np.arange(40, dtype=np.float32)},
+        bands=["r"],
+    )
+    cfg = resolve(
+        {
+            "general": {"results_dir": str(tmp_path / "results")},
+            "data_request": {
+                "infer": {
+                    "c": {
+                        "dataset_class": "HyraxHDF5Dataset",
+                        "data_location": str(tmp_path / "c.h5"),
+                        "fields": ["image", "object_id"],
+                        "primary_id_field": "object_id",
+                    }
+                }
+            },
+        }
+    )
     with open_run("infer", cfg) as run:
         pass
     group = Result(run.path).data_group()  # the data the infer run read, from its recorded config
@@ -234,8 +279,11 @@ def test_more_like_the_interesting_objects_of_a_label_file(tmp_path, caplog):
     labels = tmp_path / "labels.csv"
     near = np.argsort(np.linalg.norm(x - x[7], axis=1))[:3]  # obj_0007 and its two nearest: one group
     positives = sorted(int(i) for i in near)
-    labels.write_text("object_id,label\n" + "".join(f"{ids[i]},{v}\n" for i, v in zip(positives, (5, 4, "yes"), strict=True))
-                      + "obj_0200,0\nGONE-1,5\n")
+    labels.write_text(
+        "object_id,label\n"
+        + "".join(f"{ids[i]},{v}\n" for i, v in zip(positives, (5, 4, "yes"), strict=True))
+        + "obj_0200,0\nGONE-1,5\n"
+    )
     with caplog.at_level(logging.WARNING):
         hits = search(cfg, from_run=res, labels=labels, k=6)
     assert "1 labelled object is not in this run (left out): GONE-1" in caplog.text

@@ -11,7 +11,9 @@ from libhyrax.data import open_group, sample_path
 from libhyrax.errors import UsageError
 from libhyrax.runs import open_run
 
-SMALL_MODEL = {"model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8}}}
+SMALL_MODEL = {
+    "model": {"name": "HyraxAutoencoder", "HyraxAutoencoder": {"base_channel_size": 4, "latent_dim": 8}}
+}
 
 
 def make_train_run(root):
@@ -52,7 +54,10 @@ def test_search_by_image_finds_the_object(index_run, tmp_path):
     assert hits["object_id"][0] == wanted and hits["distance"][0] < 1e-4
     assert hits["query"][0] == "cutout.npy"
     # naming the model that made the latents is accepted; another train run is refused, naming both
-    assert search(cfg, from_run=idx, image=tmp_path / "cutout.npy", k=1, model_run=train_run)["object_id"][0] == wanted
+    assert (
+        search(cfg, from_run=idx, image=tmp_path / "cutout.npy", k=1, model_run=train_run)["object_id"][0]
+        == wanted
+    )
     _, other = make_train_run(tmp_path / "other")
     with pytest.raises(UsageError, match=f"{train_run.resolve()}.*{other.resolve()}"):  # exit 2
         search(cfg, from_run=idx, image=tmp_path / "cutout.npy", model_run=other)
@@ -63,6 +68,9 @@ def test_an_image_of_another_size_is_a_usage_error_naming_both_shapes(index_run,
 
     cfg, _, idx = index_run
     np.save(tmp_path / "small.npy", np.zeros((3, 32, 32), "f4"))
-    with pytest.raises(UsageError, match=r"takes images of shape \(3, 64, 64\).*the image small.npy has "
-                                         r"\(3, 32, 32\)"):
+    with pytest.raises(
+        UsageError,
+        match=r"takes images of shape \(3, 64, 64\).*the image small.npy has "
+        r"\(3, 32, 32\)",
+    ):
         search(cfg, from_run=idx, image=tmp_path / "small.npy")

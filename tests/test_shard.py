@@ -14,8 +14,13 @@ from libhyrax.sharding import Shard, choose_shard, parse_shard, shard_from_env, 
 
 
 def slurm(task, lo=0, step=1, count=3, job="777"):
-    return {"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(lo), "SLURM_ARRAY_TASK_STEP": str(step),
-            "SLURM_ARRAY_TASK_COUNT": str(count), "SLURM_ARRAY_JOB_ID": job}
+    return {
+        "SLURM_ARRAY_TASK_ID": str(task),
+        "SLURM_ARRAY_TASK_MIN": str(lo),
+        "SLURM_ARRAY_TASK_STEP": str(step),
+        "SLURM_ARRAY_TASK_COUNT": str(count),
+        "SLURM_ARRAY_JOB_ID": job,
+    }
 
 
 def test_parse_shard():

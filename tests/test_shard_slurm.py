@@ -22,8 +22,9 @@ def test_sbatch_array_of_three_infer_tasks(slurm, workdir):
     cmd = f"{sys.executable} -m hyrax_cli infer --from {train}"
     job = slurm.sbatch("--array=0-2", "-o", "infer-%A_%a.log", "--wrap", cmd, cwd=workdir)
     tasks = slurm.wait(job, timeout=300)
-    assert [t.state for t in tasks] == ["COMPLETED"] * 3, [(workdir / f"infer-{job}_{i}.log").read_text()[-2000:]
-                                                           for i in range(3)]
+    assert [t.state for t in tasks] == ["COMPLETED"] * 3, [
+        (workdir / f"infer-{job}_{i}.log").read_text()[-2000:] for i in range(3)
+    ]
     run_dir = workdir / "results" / f"slurm-{job}-infer-array"
     assert read_provenance(run_dir)["status"] == "complete"
     got = read_latents(run_dir)

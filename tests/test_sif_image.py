@@ -32,8 +32,21 @@ REPO = Path(__file__).resolve().parent.parent
 BUILD, RUN = REPO / "scripts" / "build-sif.sh", REPO / "scripts" / "run-sif.sh"
 TOOLS = ("debootstrap", "mksquashfs", "unsquashfs", "siftool", "unshare")
 MAX_BYTES = 1.5e9
-CORE_STAGES = ("train", "infer", "umap", "visualize", "index", "search", "anomaly")  # the image may predate newer ones
-SMALL_MODEL = ("--set", "model.HyraxAutoencoder.base_channel_size=4", "--set", "model.HyraxAutoencoder.latent_dim=8")
+CORE_STAGES = (
+    "train",
+    "infer",
+    "umap",
+    "visualize",
+    "index",
+    "search",
+    "anomaly",
+)  # the image may predate newer ones
+SMALL_MODEL = (
+    "--set",
+    "model.HyraxAutoencoder.base_channel_size=4",
+    "--set",
+    "model.HyraxAutoencoder.latent_dim=8",
+)
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +62,13 @@ def image() -> Path:
             pytest.skip(f"missing {', '.join(missing)}: apt-get install debootstrap squashfs-tools siftool")
         path = REPO / "hyrax.sif"
         # up to date: about a second; a full build: about 6 minutes on 2 cores
-        proc = subprocess.run([str(BUILD), str(path), "containers/hyrax.def"], cwd=REPO, capture_output=True,
-                              text=True, timeout=2400)
+        proc = subprocess.run(
+            [str(BUILD), str(path), "containers/hyrax.def"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=2400,
+        )
         assert proc.returncode == 0, proc.stderr[-5000:]
     if os.geteuid() != 0:
         pytest.skip("scripts/run-sif.sh needs root (mount namespace, loop mount)")
@@ -66,8 +84,15 @@ def env_for(tmp_path: Path, **extra: str) -> dict:
 
 
 def sif(*args: str, cwd: Path, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(RUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(RUN), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def sha256(path: Path) -> str:
@@ -79,7 +104,9 @@ def sha256(path: Path) -> str:
 
 
 def test_the_image_is_a_sif_apptainer_accepts(image, tmp_path):
-    listing = subprocess.run(["siftool", "list", str(image)], capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        ["siftool", "list", str(image)], capture_output=True, text=True, check=True
+    ).stdout
     assert "Def.FILE" in listing and "FS (Squashfs/*System/amd64)" in listing, listing
     assert Path(image).read_bytes()[:32].startswith(b"#!/usr/bin/env run-singularity\n")
     assert image.stat().st_size < MAX_BYTES, f"{image.stat().st_size / 1e6:.0f} MB"
@@ -88,21 +115,35 @@ def test_the_image_is_a_sif_apptainer_accepts(image, tmp_path):
     assert "%runscript" in deffile and "BEGIN apps generated" in deffile
     # one app per %apprun of the definition it was built from (the stage registry when it was built)
     apps = [k.split()[1] for k in container.sections(deffile) if k.startswith("apprun ")]
-    assert sorted(sif("inspect", "--list-apps", str(image), cwd=tmp_path, env=env).stdout.split()) == sorted(apps)
+    assert sorted(sif("inspect", "--list-apps", str(image), cwd=tmp_path, env=env).stdout.split()) == sorted(
+        apps
+    )
     assert set(CORE_STAGES) <= set(apps)
     labels = json.loads(sif("inspect", "--labels", str(image), cwd=tmp_path, env=env).stdout)
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert labels["Version"] == version and labels["Variant"] == "cpu"
     if not os.environ.get("HYRAX_TEST_SIF"):  # unchanged inputs: the rebuild is skipped
         start = time.monotonic()
-        proc = subprocess.run([str(BUILD), "--check", str(image), "containers/hyrax.def"], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [str(BUILD), "--check", str(image), "containers/hyrax.def"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if proc.returncode == 1 and _edited_after(image, proc.stderr):
-            pytest.skip(f"sources were edited after the image was built (a shared working tree): {proc.stderr}")
+            pytest.skip(
+                f"sources were edited after the image was built (a shared working tree): {proc.stderr}"
+            )
         assert proc.returncode == 0 and "up to date" in proc.stderr, proc.stderr
         assert time.monotonic() - start < 60
-        proc = subprocess.run([str(BUILD), str(image), "containers/hyrax.def"], cwd=REPO, capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [str(BUILD), str(image), "containers/hyrax.def"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0 and "up to date" in proc.stderr, proc.stderr
 
 
@@ -140,14 +181,32 @@ def test_demo_pipeline_in_the_image_writes_only_to_the_working_directory(image, 
     demo.mkdir()
     env = env_for(tmp_path, PATH=f"{shim}:{os.environ['PATH']}")
     start = time.monotonic()
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh")], cwd=demo, env=env, capture_output=True,
-                          text=True, timeout=1200)
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "demo.sh")],
+        cwd=demo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     took = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr[-5000:]
     runs = sorted(p for p in (demo / "results").iterdir() if p.is_dir())
     stages = {p.name.split("-")[2] for p in runs if is_complete(p)}
-    assert {"train", "infer", "umap", "visualize", "test", "export", "index", "search", "anomaly"} <= stages, runs
-    assert list((demo / "results").glob("*-visualize-*/*.html")) and (demo / "results" / "mlflow.db").is_file()
+    assert {
+        "train",
+        "infer",
+        "umap",
+        "visualize",
+        "test",
+        "export",
+        "index",
+        "search",
+        "anomaly",
+    } <= stages, runs
+    assert (
+        list((demo / "results").glob("*-visualize-*/*.html")) and (demo / "results" / "mlflow.db").is_file()
+    )
     assert "interactive map:" in proc.stderr
     # the built-in sample was built at first use into the bound $HOME, not into the image
     assert list((tmp_path / "home" / ".cache" / "hyrax").glob("hubble_deep_field_v*.h5"))
@@ -165,22 +224,36 @@ def test_slurm_infer_array_through_the_image_equals_an_unsharded_run(image, slur
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "apptainer").symlink_to(RUN)  # no Apptainer here: `apptainer` is scripts/run-sif.sh
-    env = env_for(tmp_path, PATH=f"{shim}:{os.environ['PATH']}", HYRAX_SIF=str(image),
-                  HYRAX_CACHE_DIR=str(tmp_path / "cache"))
+    env = env_for(
+        tmp_path,
+        PATH=f"{shim}:{os.environ['PATH']}",
+        HYRAX_SIF=str(image),
+        HYRAX_CACHE_DIR=str(tmp_path / "cache"),
+    )
     train = sif(str(image), "train", "--set", "train.epochs=1", *SMALL_MODEL, cwd=tmp_path, env=env)
     assert train.returncode == 0, train.stderr[-3000:]
     train_run = train.stdout.strip().splitlines()[-1]
 
     sbatch_env = {k: v for k, v in env.items()} | {"HYRAX": ""}
-    job = slurm.sbatch("--array=0-2", "--cpus-per-task=1", "--mem-per-cpu=2G",
-                       str(REPO / "apptainer" / "infer-array.sbatch"), "--from", train_run, cwd=tmp_path,
-                       env=sbatch_env)
+    job = slurm.sbatch(
+        "--array=0-2",
+        "--cpus-per-task=1",
+        "--mem-per-cpu=2G",
+        str(REPO / "apptainer" / "infer-array.sbatch"),
+        "--from",
+        train_run,
+        cwd=tmp_path,
+        env=sbatch_env,
+    )
     tasks = slurm.wait(job, timeout=600)
     logs = [(tmp_path / f"hyrax-infer-{job}_{i}.out").read_text() for i in range(3)]
-    assert [(t.array_task, t.state, t.exit_code) for t in tasks] == [(i, "COMPLETED", "0:0") for i in range(3)], logs
+    assert [(t.array_task, t.state, t.exit_code) for t in tasks] == [
+        (i, "COMPLETED", "0:0") for i in range(3)
+    ], logs
     run_dir = tmp_path / "results" / f"slurm-{job}-infer-array"
     assert sorted(p.name for p in run_dir.glob("latents.shard-*.h5")) == [
-        f"latents.shard-{i:04d}-of-0003.h5" for i in range(3)]
+        f"latents.shard-{i:04d}-of-0003.h5" for i in range(3)
+    ]
     assert is_complete(run_dir)
 
     full = sif("run", "--app", "infer", str(image), "--from", train_run, cwd=tmp_path, env=env)
@@ -203,8 +276,9 @@ def test_jupyter_kernel_from_kernel_json_runs_in_the_image(image, tmp_path, monk
 
     spec = json.loads((REPO / "apptainer" / "kernel.json").read_text())
     # the site's kernel.json with its two paths filled in: apptainer (here run-sif.sh) and the image
-    spec["argv"] = [str(RUN) if a == "apptainer" else str(image) if a.endswith("hyrax.sif") else a
-                    for a in spec["argv"]]
+    spec["argv"] = [
+        str(RUN) if a == "apptainer" else str(image) if a.endswith("hyrax.sif") else a for a in spec["argv"]
+    ]
     kernels = tmp_path / "jupyter" / "kernels" / "hyrax"
     kernels.mkdir(parents=True)
     (kernels / "kernel.json").write_text(json.dumps(spec))
@@ -216,11 +290,19 @@ def test_jupyter_kernel_from_kernel_json_runs_in_the_image(image, tmp_path, monk
     try:
         out = []
         reply = kc.execute_interactive(
-            "import libhyrax, torch, sys; print(libhyrax.__file__, torch.__version__, sys.prefix)", timeout=180,
-            output_hook=lambda msg: out.append(msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+            "import libhyrax, torch, sys; print(libhyrax.__file__, torch.__version__, sys.prefix)",
+            timeout=180,
+            output_hook=lambda msg: (
+                out.append(msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None
+            ),
+        )
         assert reply["content"]["status"] == "ok", reply["content"]
         path, torch_version, prefix = "".join(out).split()
-        assert path.startswith("/opt/hyrax/venv/") and torch_version == "2.13.0+cpu" and prefix == "/opt/hyrax/venv"
+        assert (
+            path.startswith("/opt/hyrax/venv/")
+            and torch_version == "2.13.0+cpu"
+            and prefix == "/opt/hyrax/venv"
+        )
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

@@ -17,14 +17,25 @@ from libhyrax import hdf5
 from libhyrax.results import is_complete
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-SMALL_MODEL = ("--set", "model.HyraxAutoencoder.base_channel_size=4", "--set", "model.HyraxAutoencoder.latent_dim=8")
+SMALL_MODEL = (
+    "--set",
+    "model.HyraxAutoencoder.base_channel_size=4",
+    "--set",
+    "model.HyraxAutoencoder.latent_dim=8",
+)
 
 
 def hyrax_outside_slurm(*args: str, cwd) -> str:
     """`hyrax ARGS` with no Slurm variables (so it is not taken for an array task); its results path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    proc = subprocess.run([sys.executable, "-m", "hyrax_cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hyrax_cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1]
 
@@ -37,16 +48,26 @@ def read_all(run_dir) -> dict[str, np.ndarray]:
 def test_infer_array_of_three_reads_back_as_the_unsharded_run(slurm, tmp_path):
     train = hyrax_outside_slurm("train", "--set", "train.epochs=1", *SMALL_MODEL, cwd=tmp_path)
 
-    job = slurm.sbatch("--array=0-2", "--cpus-per-task=1", "--mem-per-cpu=2G",
-                       str(REPO / "apptainer" / "infer-array.sbatch"), "--from", train, cwd=tmp_path,
-                       env={"HYRAX": f"{sys.executable} -m hyrax_cli"})
+    job = slurm.sbatch(
+        "--array=0-2",
+        "--cpus-per-task=1",
+        "--mem-per-cpu=2G",
+        str(REPO / "apptainer" / "infer-array.sbatch"),
+        "--from",
+        train,
+        cwd=tmp_path,
+        env={"HYRAX": f"{sys.executable} -m hyrax_cli"},
+    )
     tasks = slurm.wait(job, timeout=400)
     logs = [(tmp_path / f"hyrax-infer-{job}_{i}.out").read_text() for i in range(3)]
-    assert [(t.array_task, t.state, t.exit_code) for t in tasks] == [(i, "COMPLETED", "0:0") for i in range(3)], logs
+    assert [(t.array_task, t.state, t.exit_code) for t in tasks] == [
+        (i, "COMPLETED", "0:0") for i in range(3)
+    ], logs
     run_dir = tmp_path / "results" / f"slurm-{job}-infer-array"
     assert [log.strip().splitlines()[-1] for log in logs] == [f"results/slurm-{job}-infer-array"] * 3
     assert sorted(p.name for p in run_dir.glob("latents.shard-*.h5")) == [
-        f"latents.shard-{i:04d}-of-0003.h5" for i in range(3)]
+        f"latents.shard-{i:04d}-of-0003.h5" for i in range(3)
+    ]
     assert is_complete(run_dir)
 
     full_dir = tmp_path / hyrax_outside_slurm("infer", "--from", train, cwd=tmp_path)

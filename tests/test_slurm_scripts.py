@@ -35,13 +35,24 @@ def test_sbatch_scripts_run_the_image_unless_told_otherwise(path):
 def test_pipeline_submits_every_job_with_kill_on_invalid_dep():
     text = (REPO / "apptainer" / "pipeline.sh").read_text()
     assert text.count("sbatch --parsable --kill-on-invalid-dep=yes") == 1  # the one submit() function
-    assert re.findall(r"=\$\(submit (\w+) ", text) == ["train", "infer", "umap", "visualize", "index", "anomaly"]
+    assert re.findall(r"=\$\(submit (\w+) ", text) == [
+        "train",
+        "infer",
+        "umap",
+        "visualize",
+        "index",
+        "anomaly",
+    ]
     assert text.count('--dependency="afterok:') == 5
 
 
 def test_pipeline_rejects_an_unknown_option(tmp_path):
-    proc = subprocess.run([str(REPO / "apptainer" / "pipeline.sh"), "--shard", "3"], capture_output=True,
-                          text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(REPO / "apptainer" / "pipeline.sh"), "--shard", "3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "usage:" in proc.stderr and not list(tmp_path.iterdir())
 
 
@@ -53,12 +64,20 @@ def test_readme_lists_every_recipe():
 
 
 def test_slurm_up_without_slurm_says_so(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "HYRAX_SLURM_DIR": str(tmp_path)}  # slurmctld and munged live in /usr/sbin
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HYRAX_SLURM_DIR": str(tmp_path),
+    }  # slurmctld and munged live in /usr/sbin
     proc = subprocess.run([str(REPO / "scripts" / "slurm-up.sh")], capture_output=True, text=True, env=env)
     assert proc.returncode == 3 and "not installed" in proc.stderr
 
 
 def test_slurm_down_with_nothing_started_stops_nothing(tmp_path):
-    proc = subprocess.run([str(REPO / "scripts" / "slurm-down.sh")], capture_output=True, text=True,
-                          env={**os.environ, "HYRAX_SLURM_DIR": str(tmp_path)}, timeout=30)
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "slurm-down.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYRAX_SLURM_DIR": str(tmp_path)},
+        timeout=30,
+    )
     assert proc.returncode == 0 and list(tmp_path.iterdir()) == []

@@ -17,10 +17,21 @@ def test_srun_recipe_trains_one_model_in_two_processes(slurm, tmp_path):
     script = (REPO / "apptainer" / "train-multigpu.sbatch").read_text()
     assert "#SBATCH --gpus-per-task=1\n" in script
     (tmp_path / "train.sbatch").write_text(script.replace("#SBATCH --gpus-per-task=1\n", ""))
-    job = slurm.sbatch("--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem-per-cpu=2G",
-                       "train.sbatch", "--set", "train.epochs=1", "--set", "model.HyraxAutoencoder.base_channel_size=4",
-                       "--set", "model.HyraxAutoencoder.latent_dim=8", cwd=tmp_path,
-                       env={"HYRAX": f"{sys.executable} -m hyrax_cli"})
+    job = slurm.sbatch(
+        "--nodes=1",
+        "--ntasks-per-node=2",
+        "--cpus-per-task=1",
+        "--mem-per-cpu=2G",
+        "train.sbatch",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "model.HyraxAutoencoder.base_channel_size=4",
+        "--set",
+        "model.HyraxAutoencoder.latent_dim=8",
+        cwd=tmp_path,
+        env={"HYRAX": f"{sys.executable} -m hyrax_cli"},
+    )
     (task,) = slurm.wait(job, timeout=400)
     log = (tmp_path / f"hyrax-train-{job}.out").read_text()
     assert (task.state, task.exit_code) == ("COMPLETED", "0:0"), log

@@ -61,7 +61,9 @@ def test_train_records_the_rule_and_rows_and_test_reuses_them(survey, workdir): 
         all_ids = f["object_id"][:]
     assert len(saved) < 160 and (np.diff(rows) > 0).all()  # only the rows used (0.85 of them), in order
     np.testing.assert_array_equal(all_ids[rows], saved)
-    expect, _ = hashed_splits(blocks(as_id_bytes(all_ids), 50), {"train": 0.5, "validate": 0.1, "test": 0.25}, 3)
+    expect, _ = hashed_splits(
+        blocks(as_id_bytes(all_ids), 50), {"train": 0.5, "validate": 0.1, "test": 0.25}, 3
+    )
     np.testing.assert_array_equal(rows[labels == b"test"], expect["test"])
     tested = run_test(cfg, from_run=trained.path)
     assert tested.provenance["stage_info"]["n_objects"] == len(expect["test"])

@@ -35,9 +35,14 @@ NOISY_STAGE = textwrap.dedent("""
 def run_noisy(tmp_path: Path, sleep: float = 0.0, **kw) -> subprocess.Popen:
     script = tmp_path / "stage.py"
     script.write_text(NOISY_STAGE)
-    return subprocess.Popen([sys.executable, str(script), str(sleep)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO / "cli") + os.pathsep + str(REPO)},
-                            **kw)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(sleep)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "cli") + os.pathsep + str(REPO)},
+        **kw,
+    )
 
 
 def test_only_the_run_path_reaches_stdout_whatever_a_library_prints(tmp_path):
@@ -56,8 +61,13 @@ def test_a_reader_that_went_away_does_not_fail_a_completed_run(tmp_path):
 
 def test_a_broken_pipe_exits_0_for_a_real_stage(tmp_path):
     """`hyrax config | head -0`: the real CLI, its answer written to a closed pipe."""
-    proc = subprocess.Popen([sys.executable, "-m", "hyrax_cli", "config"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hyrax_cli", "config"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
@@ -76,10 +86,25 @@ def mlflow_server(tmp_path):
     """A real `mlflow server` on loopback (its first start creates its database: a minute on a busy machine)."""
     port = free_port()
     exe = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen([str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                             "--default-artifact-root", str(tmp_path / "artifacts")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--default-artifact-root",
+            str(tmp_path / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240

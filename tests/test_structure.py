@@ -60,7 +60,12 @@ def test_default_latents_and_map_separate_galaxy_types(workdir):
         xy = f["embedding"][:]
     y = open_group(resolve(cfg), "infer").catalog("label")
     chance = np.bincount(y).max() / len(y)
-    measured = {"pc1": pc1_fraction(z), "map": knn_accuracy(xy, y), "latent": knn_accuracy(z, y), "chance": chance}
+    measured = {
+        "pc1": pc1_fraction(z),
+        "map": knn_accuracy(xy, y),
+        "latent": knn_accuracy(z, y),
+        "chance": chance,
+    }
     assert measured["pc1"] < 0.95, measured  # collapsed: 0.998
     assert measured["latent"] > chance + 0.12, measured
     assert measured["map"] > chance + 0.1, measured  # collapsed: chance + 0.03
@@ -127,8 +132,11 @@ def test_latent_norm_choices_and_runs_trained_before_it():
     assert not any(isinstance(m, LatentNorm) for m in old.modules())
     assert len(old.state_dict()) == len(model.state_dict()) - 3  # running mean, var, batch count
     with pytest.raises(ModelError, match="latent_norm = 'layer'; use one of batch, none"):
-        build_model(HyraxAutoencoder, {"model": {"HyraxAutoencoder": {**small, "latent_norm": "layer"}}},
-                    x[:1].numpy())
+        build_model(
+            HyraxAutoencoder,
+            {"model": {"HyraxAutoencoder": {**small, "latent_norm": "layer"}}},
+            x[:1].numpy(),
+        )
 
 
 def test_neighbourhood_fidelity_of_a_faithful_and_a_random_map():

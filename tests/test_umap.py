@@ -107,7 +107,9 @@ def test_fit_on_a_seeded_sample_and_reuse_the_reducer(workdir):
 
 def umap_cfg(workdir, workers: int = 0) -> dict:
     kwargs = {"n_components": 2, "n_neighbors": 10, "n_epochs": 30}
-    return cfg_for(workdir, algorithm="umap", fit_sample_size=400, umap={"kwargs": kwargs}, num_workers=workers)
+    return cfg_for(
+        workdir, algorithm="umap", fit_sample_size=400, umap={"kwargs": kwargs}, num_workers=workers
+    )
 
 
 def test_umap_is_seeded_and_keeps_clusters_apart(workdir):
@@ -190,7 +192,9 @@ def test_reducer_registry_and_fake(workdir):
 def test_cli_umap_reads_the_piped_infer_run(workdir, hyrax):
     cfg = cfg_for(workdir, algorithm="pca")
     src = make_infer_run(cfg, blobs(200))
-    proc = hyrax("umap", "--set", "reduce_dimensions.algorithm=pca", input=src + "\n", cwd=workdir, check=True)
+    proc = hyrax(
+        "umap", "--set", "reduce_dimensions.algorithm=pca", input=src + "\n", cwd=workdir, check=True
+    )
     out = proc.stdout.strip()
     assert out.endswith(tuple("0123456789abcdef")) and "-umap-" in out
     with hdf5.open_result(out, "embedding") as f:
@@ -220,6 +224,10 @@ def test_umap_compiles_once_per_machine_not_once_per_process():
         UMAPReducer(n_neighbors=5, random_state=0).fit(x[:30]).transform(x[30:])
         print(sorted({m for m in compiled if m.startswith("umap")}))
     """)
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-            for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
     assert runs[1] == "[]", f"the second process compiled {runs[1]}"

@@ -145,8 +145,9 @@ def test_a_tiled_map_joins_the_catalog_by_id_and_places_thumbnails(workdir, shuf
     in the same order (as infer writes latents) they are read by row."""
     from libhyrax.viz.tiles import read_point_file
 
-    cfg, src = make_runs(workdir, n=600, max_points=100, max_thumbnails=40, fields=["mag", "kind"],
-                         shuffled=shuffled)
+    cfg, src = make_runs(
+        workdir, n=600, max_points=100, max_thumbnails=40, fields=["mag", "kind"], shuffled=shuffled
+    )
     res = visualize(cfg, from_run=src)
     info = read_provenance(res.path)["stage_info"]
     assert set(info["columns"]) == {"recon_error", "mag", "kind"} and info["n_thumbnails"] == 40
@@ -158,6 +159,7 @@ def test_a_tiled_map_joins_the_catalog_by_id_and_places_thumbnails(workdir, shuf
     group = Result(src).require("infer").data_group()
     for oid, mag, kind in zip(group.object_ids(), group.catalog("mag"), group.catalog("kind"), strict=True):
         assert rows[oid][:2] == (pytest.approx(mag), kind.decode() if isinstance(kind, bytes) else kind)
+
 
 def test_missing_data_degrades_to_a_plain_map(workdir, caplog):
     cfg, src = make_runs(workdir, n=200)
@@ -179,14 +181,31 @@ def test_cli_visualize_prints_the_run(workdir, hyrax):
 
 # --- in a real browser --------------------------------------------------------------------------------
 
+
 def open_in_chromium(page: Path, tmp: Path) -> tuple[str, Path]:
     """Load `page` in headless Chromium (no network); its console log and a screenshot."""
     shot = tmp / "shot.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'profile'}",
-           "--enable-logging=stderr", "--v=0", "--window-size=1400,900", "--virtual-time-budget=15000",
-           "--hide-scrollbars", f"--screenshot={shot}", page.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp)})
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1400,900",
+        "--virtual-time-budget=15000",
+        "--hide-scrollbars",
+        f"--screenshot={shot}",
+        page.resolve().as_uri(),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp)}
+    )
     assert shot.is_file(), proc.stderr[-2000:]
     return proc.stderr, shot
 
@@ -215,7 +234,9 @@ window.addEventListener("load", () => setTimeout(hyraxCheck, 300));
 
 
 def js_errors(log: str) -> list[str]:
-    return [ln for ln in log.splitlines() if "CONSOLE" in ln and re.search(r"ERROR:CONSOLE|Uncaught|Error:", ln)]
+    return [
+        ln for ln in log.splitlines() if "CONSOLE" in ln and re.search(r"ERROR:CONSOLE|Uncaught|Error:", ln)
+    ]
 
 
 @pytest.mark.browser
@@ -327,8 +348,14 @@ def test_done_when_train_infer_umap_visualize_in_a_shell_pipe(workdir):
 
     bin_dir = Path(sys.executable).parent
     pipe = "hyrax train | hyrax infer | hyrax umap | hyrax visualize"
-    proc = subprocess.run(["bash", "-o", "pipefail", "-c", pipe], cwd=workdir, capture_output=True, text=True,
-                          timeout=1800, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", pipe],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = Path(proc.stdout.strip())
     assert "visualize.html" in proc.stderr
@@ -349,11 +376,13 @@ def test_in_jupyter_the_map_is_a_widget_with_a_static_copy_and_a_selection_from_
     from nbclient import NotebookClient
 
     make_runs(workdir, n=120, cutouts=False)
-    code = (f"import os; os.chdir({str(workdir)!r})\n"
-            "import libhyrax\n"
-            "res = libhyrax.visualize()\n"
-            "print(res.html.is_file(), res.selected, len(res.labels))\n"
-            "print(res.select(['gal00007', 'gal00003', 'not-drawn']), type(res.selected[0]).__name__)")
+    code = (
+        f"import os; os.chdir({str(workdir)!r})\n"
+        "import libhyrax\n"
+        "res = libhyrax.visualize()\n"
+        "print(res.html.is_file(), res.selected, len(res.labels))\n"
+        "print(res.select(['gal00007', 'gal00003', 'not-drawn']), type(res.selected[0]).__name__)"
+    )
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     outputs = nb.cells[0].outputs
@@ -374,8 +403,9 @@ def test_selection_comes_back_to_python_as_ids():
     from libhyrax.stages.visualize import follow_selection
     from libhyrax.viz.page import build_page
 
-    page = build_page(np.arange(5.0), np.arange(5.0), [f"o{i}" for i in range(5)], {}, color=None, fields=[],
-                      thumbs=None)
+    page = build_page(
+        np.arange(5.0), np.arange(5.0), [f"o{i}" for i in range(5)], {}, color=None, fields=[], thumbs=None
+    )
     page.document()
     selected: list[str] = []
     follow_selection(page.source, selected)
@@ -398,9 +428,14 @@ def test_in_jupyter_a_tiled_map_is_served_by_python_and_its_selection_comes_back
     assert requests.tags == ["python"] and len(source.data["_x"]) == 0
     cells = sorted((res.path / "points").glob("*.js"))[:2]
     # what the page sends on a zoom: the tiles in view and the cells to load
-    requests.data = {"kind": ["tile", "cell", "cell"],
-                     "key": ["tiles/count/0/0_0.png"] + [f"points/{c.name}" for c in cells],
-                     "x": [-1.0, 0, 0], "y": [-1.0, 0, 0], "w": [2.0, 0, 0], "h": [2.0, 0, 0]}
+    requests.data = {
+        "kind": ["tile", "cell", "cell"],
+        "key": ["tiles/count/0/0_0.png"] + [f"points/{c.name}" for c in cells],
+        "x": [-1.0, 0, 0],
+        "y": [-1.0, 0, 0],
+        "w": [2.0, 0, 0],
+        "h": [2.0, 0, 0],
+    }
     assert tiles.data["url"][0].startswith("data:image/png;base64,") and tiles.data["w"] == [2.0]
     points = read_point_files(res.path)
     expected = [oid for c in cells for oid in read_point_files_one(c)]
@@ -422,13 +457,21 @@ def test_catalog_columns_named_x_and_y_do_not_move_the_points():
     from libhyrax.viz.page import build_page
 
     emb = np.array([[0.1, 0.2], [0.3, 0.4]], np.float32)
-    source = build_page(emb[:, 0], emb[:, 1], ["a", "b"], {"x": np.array([500.0, 900.0]), "y": np.array([10.0, 20.0])},
-                        color="x", fields=["x", "y"], thumbs=None).source
+    source = build_page(
+        emb[:, 0],
+        emb[:, 1],
+        ["a", "b"],
+        {"x": np.array([500.0, 900.0]), "y": np.array([10.0, 20.0])},
+        color="x",
+        fields=["x", "y"],
+        thumbs=None,
+    ).source
     assert np.allclose(source.data["_x"], emb[:, 0]) and np.allclose(source.data["_y"], emb[:, 1])
     assert np.allclose(source.data["x"], [500.0, 900.0])  # the catalog column is still there to colour by
 
 
 # --- labelling in the map ------------------------------------------------------------------------------
+
 
 def rank_run(cfg: dict, workdir: Path, text: str):
     """A rank run of the make_runs latents (no anomaly run: the labels alone rank them)."""
@@ -440,15 +483,22 @@ def rank_run(cfg: dict, workdir: Path, text: str):
 
 def test_the_map_is_coloured_by_the_newest_ranking_and_starts_with_its_labels(workdir):
     cfg, src = make_runs(workdir, n=300, cutouts=False)
-    rank_run(cfg, workdir, "object_id,label,time\ngal00001,5,2026-11-20T10:00:00Z\ngal00002,0,\ngal00003,4,\n")
+    rank_run(
+        cfg, workdir, "object_id,label,time\ngal00001,5,2026-11-20T10:00:00Z\ngal00002,0,\ngal00003,4,\n"
+    )
     res = visualize(cfg, from_run=src)
     info = read_provenance(res.path)["stage_info"]
     assert {"rank_score", "interest"} <= set(info["columns"]) and info["color_column"] == "rank_score"
     assert info["n_labels"] == 3 and dict(zip(res.labels.object_id, res.labels.label, strict=True)) == {
-        "gal00001": 5.0, "gal00002": 0.0, "gal00003": 4.0}
+        "gal00001": 5.0,
+        "gal00002": 0.0,
+        "gal00003": 4.0,
+    }
     infer_run = Result(src).find("infer").path.name
     text = res.html.read_text()
-    assert f"hyrax-labels:{infer_run}" in text and "Save labels (CSV)" in text and "2026-11-20T10:00:00Z" in text
+    assert (
+        f"hyrax-labels:{infer_run}" in text and "Save labels (CSV)" in text and "2026-11-20T10:00:00Z" in text
+    )
 
 
 def test_labels_given_in_the_map_come_back_to_python():
@@ -456,14 +506,20 @@ def test_labels_given_in_the_map_come_back_to_python():
     from libhyrax.stages.visualize import VisualizeResult, follow_labels
     from libhyrax.viz.page import build_page
 
-    page = build_page(np.arange(5.0), np.arange(5.0), [f"o{i}" for i in range(5)], {}, color=None, fields=[],
-                      thumbs=None)
+    page = build_page(
+        np.arange(5.0), np.arange(5.0), [f"o{i}" for i in range(5)], {}, color=None, fields=[], thumbs=None
+    )
     page.document()
     result = VisualizeResult(".")
     follow_labels(page.labels, result)
     # what the label buttons send back: the whole labels table
-    page.labels.data = {"object_id": ["o1", "o3"], "label": [5, 0], "time": ["2026-11-20T10:00:00Z", ""],
-                        "_x": [1.0, 3.0], "_y": [1.0, 3.0]}
+    page.labels.data = {
+        "object_id": ["o1", "o3"],
+        "label": [5, 0],
+        "time": ["2026-11-20T10:00:00Z", ""],
+        "_x": [1.0, 3.0],
+        "_y": [1.0, 3.0],
+    }
     assert list(result.labels.object_id) == ["o1", "o3"] and list(result.labels.label) == [5.0, 0.0]
     assert list(result.labels.positives(3)) == ["o1"] and result.labels.to_pandas().shape == (2, 3)
 

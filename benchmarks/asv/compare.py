@@ -59,7 +59,9 @@ def main(argv=None) -> int:
     ap.add_argument("--machine", help="whose results (default: the only machine recorded)")
     ap.add_argument("--before", help="a recorded commit (default: the one before --after)")
     ap.add_argument("--after", help="a recorded commit (default: the newest)")
-    ap.add_argument("--factor", type=float, default=1.3, help="flag a change beyond this ratio (and the noise)")
+    ap.add_argument(
+        "--factor", type=float, default=1.3, help="flag a change beyond this ratio (and the noise)"
+    )
     args = ap.parse_args(argv)
 
     from asv.commands.compare import Compare
@@ -73,19 +75,32 @@ def main(argv=None) -> int:
     def full(name):
         match = [h for h in hashes if h.startswith(name)]
         if len(match) != 1:
-            sys.exit(f"{name!r} is not one recorded commit of {machine} (recorded: "
-                     f"{', '.join(h[:8] for h in hashes)})")
+            sys.exit(
+                f"{name!r} is not one recorded commit of {machine} (recorded: "
+                f"{', '.join(h[:8] for h in hashes)})"
+            )
         return match[0]
 
     after = full(args.after) if args.after else hashes[-1] if hashes else None
-    before = full(args.before) if args.before else (hashes[hashes.index(after) - 1]
-                                                    if after and hashes.index(after) > 0 else None)
+    before = (
+        full(args.before)
+        if args.before
+        else (hashes[hashes.index(after) - 1] if after and hashes.index(after) > 0 else None)
+    )
     if before is None:
         sys.exit(f"only one commit recorded for {machine}: nothing to compare with")
     print(f"{machine}: {before[:8]} -> {after[:8]} (factor {args.factor}, and beyond the samples' noise)")
-    worsened, _ = Compare.print_table(conf, before, after, factor=args.factor, split=True, machine=machine,
-                                      commit_names={}, resultset_1=results(conf, machine, before),
-                                      resultset_2=results(conf, machine, after))
+    worsened, _ = Compare.print_table(
+        conf,
+        before,
+        after,
+        factor=args.factor,
+        split=True,
+        machine=machine,
+        commit_names={},
+        resultset_1=results(conf, machine, before),
+        resultset_2=results(conf, machine, after),
+    )
     if worsened:
         print("REGRESSION: a benchmark above got worse beyond the noise", file=sys.stderr)
     return 1 if worsened else 0

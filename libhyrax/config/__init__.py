@@ -30,13 +30,20 @@ LOCAL_CONFIG = "hyrax_config.toml"
 
 # Tables whose keys are free-form: keyword arguments for a named class, and the data request (validated
 # by its own schema), a SODA service's query parameters. `*` matches one table name.
-FREE_FORM = ("data_request", "*.kwargs", "reduce_dimensions.*.kwargs", "download.*.params", "download.*.sia_params",
-             "download.*.sia_select")
+FREE_FORM = (
+    "data_request",
+    "*.kwargs",
+    "reduce_dimensions.*.kwargs",
+    "download.*.params",
+    "download.*.sia_params",
+    "download.*.sia_select",
+)
 # Sub-tables of these may be a user class's parameters: unknown ones are accepted as free-form.
 CLASS_TABLES = ("model", "data_set")
 
 
 # --- reading ---------------------------------------------------------------------------------------
+
 
 def read_toml(path: str | os.PathLike) -> dict:
     path = Path(path)
@@ -98,13 +105,16 @@ def set_key(cfg: dict, dotted: str, value: Any) -> None:
 
 # --- migration -------------------------------------------------------------------------------------
 
+
 def migrate(raw: dict, source: str = "config") -> dict:
     """Take a user config of any known version to the current one, logging each step's renames."""
     cfg = deepcopy(raw)
     current = current_version()
     version = cfg.get("config_version", current)
     if not isinstance(version, int) or version < 1:
-        raise ConfigError(f"{source}: config_version must be a whole number from 1 to {current}, not {version!r}")
+        raise ConfigError(
+            f"{source}: config_version must be a whole number from 1 to {current}, not {version!r}"
+        )
     if version > current:
         raise ConfigError(
             f"{source} has config_version {version}, but this Hyrax knows versions up to {current}: "
@@ -119,6 +129,7 @@ def migrate(raw: dict, source: str = "config") -> dict:
 
 
 # --- validation ------------------------------------------------------------------------------------
+
 
 def _matches(path: str, pattern: str) -> bool:
     p, q = path.split("."), pattern.split(".")
@@ -136,8 +147,14 @@ def _is_free_form(path: str, defaults: dict, value: Any = None) -> bool:
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def _type_ok(value: Any, default: Any) -> bool:
@@ -200,8 +217,10 @@ def validate(user: dict, defaults: dict, source: str) -> tuple[list[str], dict[s
                 else:
                     walk(value, dflt[key], path + ".")
             elif not _type_ok(value, dflt[key]):
-                errors.append(f"{path} in {source} must be {_type_name(dflt[key])} "
-                              f"(like the default {dflt[key]!r}), not {value!r}")
+                errors.append(
+                    f"{path} in {source} must be {_type_name(dflt[key])} "
+                    f"(like the default {dflt[key]!r}), not {value!r}"
+                )
 
     walk(user, defaults, "")
     return errors, reference_only
@@ -224,12 +243,15 @@ def class_tables(user: dict, defaults: dict, source: str) -> list[str]:
         else:
             kind = "scheduler" if ".lr_scheduler." in key else "optimizer"
             chosen = (user.get(kind) or {}).get("name") or (defaults.get(kind) or {}).get("name") or "unset"
-            errors.append(f'["{key}"] in {source} sets arguments of {key}, but {kind}.name is {chosen}: set '
-                          f'{kind}.name = "{key}" to use them (its arguments then go in [{kind}.kwargs])')
+            errors.append(
+                f'["{key}"] in {source} sets arguments of {key}, but {kind}.name is {chosen}: set '
+                f'{kind}.name = "{key}" to use them (its arguments then go in [{kind}.kwargs])'
+            )
     return errors
 
 
 # --- plugins ---------------------------------------------------------------------------------------
+
 
 def _named_classes(cfg: dict) -> list[str]:
     names = [cfg.get("model", {}).get("name")]
@@ -260,6 +282,7 @@ def plugin_defaults(cfg: dict) -> dict:
 
 # --- the entry point -------------------------------------------------------------------------------
 
+
 def find_config_file(path: str | os.PathLike | None) -> Path | None:
     if path:
         path = Path(path)
@@ -270,8 +293,9 @@ def find_config_file(path: str | os.PathLike | None) -> Path | None:
     return local if local.is_file() else None
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple = (),
-                data: dict | None = None) -> dict:
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | tuple = (), data: dict | None = None
+) -> dict:
     """The resolved, migrated, validated config.
 
     `path`: a TOML file (else ./hyrax_config.toml, else defaults only); `data`: a dict used instead of a
@@ -281,13 +305,17 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     cfg, ignored = load_config_ignoring(path, overrides, data)
     if ignored:
         source = "the given config" if data is not None else str(find_config_file(path) or "defaults")
-        log.warning("%s: the reference Hyrax's keys %s are not used by this Hyrax; ignoring them",
-                    source, ", ".join(sorted(ignored)))
+        log.warning(
+            "%s: the reference Hyrax's keys %s are not used by this Hyrax; ignoring them",
+            source,
+            ", ".join(sorted(ignored)),
+        )
     return cfg
 
 
-def load_config_ignoring(path: str | os.PathLike | None = None, overrides: list[str] | tuple = (),
-                         data: dict | None = None) -> tuple[dict, dict[str, Any]]:
+def load_config_ignoring(
+    path: str | os.PathLike | None = None, overrides: list[str] | tuple = (), data: dict | None = None
+) -> tuple[dict, dict[str, Any]]:
     """`load_config`'s config, and the reference Hyrax's keys it left out ({dotted key: value}) for the
     caller to judge (the reference facade honours some and refuses the others)."""
     if data is not None:
@@ -339,8 +367,9 @@ def resolve(config: dict | str | os.PathLike | None = None, overrides: list[str]
     return cfg
 
 
-def resolve_ignoring(config: dict | str | os.PathLike | None = None,
-                     overrides: list[str] | tuple = ()) -> tuple[dict, dict[str, Any]]:
+def resolve_ignoring(
+    config: dict | str | os.PathLike | None = None, overrides: list[str] | tuple = ()
+) -> tuple[dict, dict[str, Any]]:
     """`resolve`, and the reference Hyrax's keys the config left out ({dotted key: value}), unwarned."""
     from libhyrax.log import apply_config_level
 

@@ -28,8 +28,30 @@ from libhyrax.data.transforms import Transform
 
 builtins_loaded = True  # base.dataset_class imports this module so the built-in classes are registered
 
-__all__ = ["REGISTRY", "CatalogDataset", "CutoutWriter", "DataGroup", "Dataset", "DownloadedLSSTDataset",
-           "FitsImageDataset", "HSCDataset", "HyraxCSVDataset", "HyraxCifarDataset", "HyraxHDF5Dataset",
-           "HyraxRandomDataset", "LSSTDataset", "HyraxSample", "SyntheticSurvey", "Transform", "check_dataset",
-           "dataset_class", "generate_survey", "make_loader", "open_cutouts", "open_dataset", "open_group",
-           "sample_path", "write_cutouts"]
+__all__ = [
+    "REGISTRY",
+    "CatalogDataset",
+    "CutoutWriter",
+    "DataGroup",
+    "Dataset",
+    "DownloadedLSSTDataset",
+    "FitsImageDataset",
+    "HSCDataset",
+    "HyraxCSVDataset",
+    "HyraxCifarDataset",
+    "HyraxHDF5Dataset",
+    "HyraxRandomDataset",
+    "LSSTDataset",
+    "HyraxSample",
+    "SyntheticSurvey",
+    "Transform",
+    "check_dataset",
+    "dataset_class",
+    "generate_survey",
+    "make_loader",
+    "open_cutouts",
+    "open_dataset",
+    "open_group",
+    "sample_path",
+    "write_cutouts",
+]

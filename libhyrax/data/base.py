@@ -100,16 +100,26 @@ class Dataset:
         shape; fields of one shape are stacked as usual. Per object, in Python: such data are small."""
         rows = range(start, stop)
         values = {f: [np.asarray(self.get(f, i)) for i in rows] for f in fields}
-        out = {f: np.stack(v) if v else np.zeros(0) for f, v in values.items() if len({x.shape for x in v}) <= 1}
+        out = {
+            f: np.stack(v) if v else np.zeros(0) for f, v in values.items() if len({x.shape for x in v}) <= 1
+        }
         if len(out) < len(fields):
-            items = [{f: values[f][k] if f in values else self.get(f, i) for f in self.fields}
-                     for k, i in enumerate(rows)]
+            items = [
+                {f: values[f][k] if f in values else self.get(f, i) for f in self.fields}
+                for k, i in enumerate(rows)
+            ]
             collated = {k: np.asarray(v) for k, v in self.collate(items).items()}
             missing = [f for f in fields if f not in out and f not in collated]
-            wrong = [f"{f} ({len(collated[f])} rows)" for f in fields if f in collated and len(collated[f]) != len(rows)]
+            wrong = [
+                f"{f} ({len(collated[f])} rows)"
+                for f in fields
+                if f in collated and len(collated[f]) != len(rows)
+            ]
             if missing or wrong:
-                raise DataError(f"{type(self).__name__}.collate must return every field with one row per object; "
-                                f"missing: {', '.join(missing) or 'none'}; wrong length: {', '.join(wrong) or 'none'}")
+                raise DataError(
+                    f"{type(self).__name__}.collate must return every field with one row per object; "
+                    f"missing: {', '.join(missing) or 'none'}; wrong length: {', '.join(wrong) or 'none'}"
+                )
             out |= {f: collated[f] for f in fields if f not in out}
         if "object_id" in out:
             out["object_id"] = out["object_id"].astype(str)

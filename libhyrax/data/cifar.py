@@ -114,8 +114,10 @@ def ensure_batches(folder: Path, url: str, md5: str) -> Path:
     if not archive.is_file():
         fetch(url, archive, md5)
     elif file_md5(archive) != md5:
-        raise DataError(f"{archive} does not match the CIFAR-10 binary archive's checksum (md5 {md5}); delete it "
-                        "(it is fetched again) or replace it with the right file")
+        raise DataError(
+            f"{archive} does not match the CIFAR-10 binary archive's checksum (md5 {md5}); delete it "
+            "(it is fetched again) or replace it with the right file"
+        )
     unpack(archive, batches)
     return batches
 
@@ -137,22 +139,32 @@ def fetch(url: str, archive: Path, md5: str) -> None:
     log.info("fetching CIFAR-10 (binary version) from %s into %s", url, archive.parent)
     with atomic.replacing(archive) as part:  # removed unless whole and checked
         try:
-            with httpx.stream("GET", url, timeout=httpx.Timeout(600.0, connect=30.0), follow_redirects=True) as r, \
-                    open(part, "wb") as out:
+            with (
+                httpx.stream(
+                    "GET", url, timeout=httpx.Timeout(600.0, connect=30.0), follow_redirects=True
+                ) as r,
+                open(part, "wb") as out,
+            ):
                 if r.status_code != 200:
-                    raise DataError(f"fetching CIFAR-10 from {url} failed ({r.status_code} {r.reason_phrase}); "
-                                    f"put a copy of {ARCHIVE} in {archive.parent} (or set "
-                                    "data_set.HyraxCifarDataset.url)")
+                    raise DataError(
+                        f"fetching CIFAR-10 from {url} failed ({r.status_code} {r.reason_phrase}); "
+                        f"put a copy of {ARCHIVE} in {archive.parent} (or set "
+                        "data_set.HyraxCifarDataset.url)"
+                    )
                 for chunk in r.iter_bytes(1 << 20):
                     h.update(chunk)
                     out.write(chunk)
         except httpx.HTTPError as e:
-            raise DataError(f"fetching CIFAR-10 from {url} failed ({type(e).__name__}: {e}); put a copy of "
-                            f"{ARCHIVE} in {archive.parent}, or set data_set.HyraxCifarDataset.url") from None
+            raise DataError(
+                f"fetching CIFAR-10 from {url} failed ({type(e).__name__}: {e}); put a copy of "
+                f"{ARCHIVE} in {archive.parent}, or set data_set.HyraxCifarDataset.url"
+            ) from None
         if h.hexdigest() != md5:
-            raise DataError(f"the archive fetched from {url} does not match the published checksum (md5 {md5}, "
-                            f"got {h.hexdigest()}); it was deleted. Try again, or put a checked copy in "
-                            f"{archive.parent}")
+            raise DataError(
+                f"the archive fetched from {url} does not match the published checksum (md5 {md5}, "
+                f"got {h.hexdigest()}); it was deleted. Try again, or put a checked copy in "
+                f"{archive.parent}"
+            )
 
 
 def unpack(archive: Path, batches: Path) -> None:
@@ -168,13 +180,18 @@ def unpack(archive: Path, batches: Path) -> None:
                     continue
                 if member.size == 0 or member.size % RECORD:
                     raise DataError(f"{archive}: {member.name} is not whole records of {RECORD} bytes")
-                with atomic.replacing(batches / name) as tmp, tar.extractfile(member) as src, \
-                        open(tmp, "wb") as out:
+                with (
+                    atomic.replacing(batches / name) as tmp,
+                    tar.extractfile(member) as src,
+                    open(tmp, "wb") as out,
+                ):
                     while block := src.read(1 << 20):
                         out.write(block)
                 found.add(name)
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise DataError(f"{archive} can't be read as the CIFAR-10 binary archive ({type(e).__name__}: {e})") from None
+        raise DataError(
+            f"{archive} can't be read as the CIFAR-10 binary archive ({type(e).__name__}: {e})"
+        ) from None
     missing = sorted(set(TRAIN + TEST) - found)
     if missing:
         raise DataError(f"{archive} lacks {', '.join(missing)}: is it the binary version ({ARCHIVE})?")

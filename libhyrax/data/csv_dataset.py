@@ -38,7 +38,9 @@ class HyraxCSVDataset(CatalogDataset):
     def __init__(self, config=None, data_location=None):
         Dataset.__init__(self, config, data_location)
         if not data_location:
-            raise DataError("HyraxCSVDataset needs data_location: the path of a CSV file (or any table astropy reads)")
+            raise DataError(
+                "HyraxCSVDataset needs data_location: the path of a CSV file (or any table astropy reads)"
+            )
         named = self.dataset_config.get("object_id_column")
         raw = read_table(data_location, text_columns=[named or "object_id"])  # ids as text: "000123" stays
         self.columns = {re.sub(r"\W", "_", name): values for name, values in raw.items()}
@@ -48,7 +50,9 @@ class HyraxCSVDataset(CatalogDataset):
             width = len(str(max(self.n - 1, 0)))
             self.columns["object_id"] = np.char.zfill(np.arange(self.n).astype(str), width)
         elif id_col not in self.columns:
-            raise DataError(f"{data_location} has no column {id_col!r}{did_you_mean(id_col, self.columns)} "
-                            f"Columns: {', '.join(self.columns)}; set dataset_config.object_id_column")
+            raise DataError(
+                f"{data_location} has no column {id_col!r}{did_you_mean(id_col, self.columns)} "
+                f"Columns: {', '.join(self.columns)}; set dataset_config.object_id_column"
+            )
         else:
             self.columns["object_id"] = self.columns[id_col].astype(str)

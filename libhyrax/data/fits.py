@@ -24,7 +24,19 @@ from libhyrax.data.transforms import center_crop
 from libhyrax.errors import DataError, UsageError, did_you_mean
 
 log = logging.getLogger("hyrax.data")
-TABLE_SUFFIXES = (".fits", ".fit", ".csv", ".ecsv", ".parquet", ".hdf5", ".h5", ".txt", ".dat", ".vot", ".xml")
+TABLE_SUFFIXES = (
+    ".fits",
+    ".fit",
+    ".csv",
+    ".ecsv",
+    ".parquet",
+    ".hdf5",
+    ".h5",
+    ".txt",
+    ".dat",
+    ".vot",
+    ".xml",
+)
 MANIFEST = "manifest.fits"  # the reference Hyrax's download inventory
 FAILED_DOWNLOAD = "Attempted"  # a manifest's filename for a download that did not finish
 # a manifest row describes one file; these columns describe the object (carried into the cutout file)
@@ -51,13 +63,16 @@ def read_table(path, text_columns=()) -> dict[str, np.ndarray]:
         raise UsageError(f"catalog {path} does not exist; check the catalog path")
     try:
         if path.suffix == ".csv":
-            table = Table.read(path, format="ascii.csv",
-                               converters={c: [ascii.convert_numpy(str)] for c in text_columns})
+            table = Table.read(
+                path, format="ascii.csv", converters={c: [ascii.convert_numpy(str)] for c in text_columns}
+            )
         else:
             table = Table.read(path)
     except Exception as e:
-        raise DataError(f"catalog {path} can't be read as a table ({type(e).__name__}: {e}); astropy reads "
-                        "FITS tables, CSV, ECSV, Parquet, VOTable") from None
+        raise DataError(
+            f"catalog {path} can't be read as a table ({type(e).__name__}: {e}); astropy reads "
+            "FITS tables, CSV, ECSV, Parquet, VOTable"
+        ) from None
     out = {}
     for name in table.colnames:
         col = np.asarray(table[name])
@@ -77,8 +92,10 @@ def find_catalog(folder: Path, catalog) -> Path:
     if not found and (folder / MANIFEST).is_file():
         return folder / MANIFEST
     if len(found) != 1:
-        raise DataError(f"{folder}: {'no' if not found else 'several'} catalog.* files (and no {MANIFEST}); name "
-                        "the catalog with prepare.catalog (or dataset_config catalog)")
+        raise DataError(
+            f"{folder}: {'no' if not found else 'several'} catalog.* files (and no {MANIFEST}); name "
+            "the catalog with prepare.catalog (or dataset_config catalog)"
+        )
     return found[0]
 
 
@@ -89,7 +106,9 @@ def is_manifest(path) -> bool:
 def manifest_columns(columns: dict[str, np.ndarray], file_col: str = "filename") -> dict[str, np.ndarray]:
     """A reference download manifest as a catalog: its per-object columns kept, its per-file ones (dim, sw,
     sh, type, rerun, ...) left out, and a failed try dropped where the same file was downloaded later."""
-    keep = {k: v for k, v in columns.items() if k in ("object_id", "filter", file_col, *MANIFEST_OBJECT_COLUMNS)}
+    keep = {
+        k: v for k, v in columns.items() if k in ("object_id", "filter", file_col, *MANIFEST_OBJECT_COLUMNS)
+    }
     if not {"object_id", "filter", file_col} <= set(keep):
         return keep  # group_catalog names the missing column
     failed = np.isin(np.char.strip(keep[file_col].astype(str)), (FAILED_DOWNLOAD, ""))
@@ -98,8 +117,14 @@ def manifest_columns(columns: dict[str, np.ndarray], file_col: str = "filename")
     return {k: np.asarray(v)[~retried] for k, v in keep.items()}
 
 
-def group_catalog(columns: dict[str, np.ndarray], id_col: str, filter_col: str, file_col: str, bands=None,
-                  where: str = "catalog"):
+def group_catalog(
+    columns: dict[str, np.ndarray],
+    id_col: str,
+    filter_col: str,
+    file_col: str,
+    bands=None,
+    where: str = "catalog",
+):
     """One row per object: (object ids, band names, files (n_objects, n_bands) with "" where a band is
     missing, other columns' values at each object's first row). Objects keep their catalog order."""
     if filter_col not in columns and bands and len(bands) == 1 and id_col in columns:
@@ -107,12 +132,16 @@ def group_catalog(columns: dict[str, np.ndarray], id_col: str, filter_col: str, 
         columns = {**columns, filter_col: np.full(len(columns[id_col]), str(bands[0]))}
     for col in (id_col, filter_col, file_col):
         if col == filter_col and col not in columns and col not in (id_col, file_col):
-            raise DataError(f"{where} has no column {col!r}{did_you_mean(col, columns)} Columns: "
-                            f"{', '.join(columns)}; set prepare.filter_column to the band column, or for a "
-                            "single-band catalogue name its band: prepare.bands = [\"I\"]")
+            raise DataError(
+                f"{where} has no column {col!r}{did_you_mean(col, columns)} Columns: "
+                f"{', '.join(columns)}; set prepare.filter_column to the band column, or for a "
+                'single-band catalogue name its band: prepare.bands = ["I"]'
+            )
         if col not in columns:
-            raise DataError(f"{where} has no column {col!r}{did_you_mean(col, columns)} Columns: "
-                            f"{', '.join(columns)}; set prepare.{_key(col, id_col, filter_col)} to the right name")
+            raise DataError(
+                f"{where} has no column {col!r}{did_you_mean(col, columns)} Columns: "
+                f"{', '.join(columns)}; set prepare.{_key(col, id_col, filter_col)} to the right name"
+            )
     ids_raw = columns[id_col].astype(str)
     filters = columns[filter_col].astype(str)
     files = columns[file_col].astype(str)
@@ -141,7 +170,9 @@ def default_bands(filters: np.ndarray) -> list[str]:
 
 
 def _key(col, id_col, filter_col) -> str:
-    return "object_id_column" if col == id_col else "filter_column" if col == filter_col else "filename_column"
+    return (
+        "object_id_column" if col == id_col else "filter_column" if col == filter_col else "filename_column"
+    )
 
 
 def read_fits_image(path: Path) -> np.ndarray:
@@ -157,7 +188,9 @@ def read_fits_image(path: Path) -> np.ndarray:
     except BadCutout:
         raise
     except Exception as e:
-        raise BadCutout(f"unreadable FITS file ({type(e).__name__}: {str(e)[:120]})", filename=str(path)) from None
+        raise BadCutout(
+            f"unreadable FITS file ({type(e).__name__}: {str(e)[:120]})", filename=str(path)
+        ) from None
 
 
 def _first_image(fits, path: Path) -> np.ndarray:
@@ -166,7 +199,9 @@ def _first_image(fits, path: Path) -> np.ndarray:
             data = getattr(hdu, "data", None)
             if data is not None and getattr(data, "ndim", 0) >= 2:
                 data = np.asarray(data, dtype=np.float32)
-                data = data.reshape(data.shape[-2:]) if data.ndim > 2 and np.prod(data.shape[:-2]) == 1 else data
+                data = (
+                    data.reshape(data.shape[-2:]) if data.ndim > 2 and np.prod(data.shape[:-2]) == 1 else data
+                )
                 if data.ndim != 2:
                     raise BadCutout(f"image has shape {data.shape}, not 2-D", filename=str(path))
                 return data
@@ -193,8 +228,12 @@ def stack_bands(files, bands, folder: Path, size: int | None, pad_smaller: bool 
         planes = [pad_to(p, target) for p in planes]
     for band, name, p in zip(bands, files, planes, strict=True):
         if min(p.shape) < target:
-            raise BadCutout(f"cutout {p.shape[0]}x{p.shape[1]} is smaller than {target}x{target}; set "
-                            f"prepare.cutout_size = {min(p.shape)}, or prepare.pad_smaller = true", band, name)
+            raise BadCutout(
+                f"cutout {p.shape[0]}x{p.shape[1]} is smaller than {target}x{target}; set "
+                f"prepare.cutout_size = {min(p.shape)}, or prepare.pad_smaller = true",
+                band,
+                name,
+            )
     cut = [center_crop(p, target) for p in planes]
     for band, name, p in zip(bands, files, cut, strict=True):
         if not np.isfinite(p).any():
@@ -220,17 +259,27 @@ class FitsImageDataset(Dataset):
     def __init__(self, config=None, data_location=None):
         super().__init__(config, data_location)
         if not data_location or not Path(data_location).is_dir():
-            raise DataError(f"FitsImageDataset needs data_location: a folder of FITS files, not {data_location!r}")
+            raise DataError(
+                f"FitsImageDataset needs data_location: a folder of FITS files, not {data_location!r}"
+            )
         self.folder = Path(data_location)
         c = self.dataset_config
         columns = self.catalog_table()
         ids, self.bands, files, extra = group_catalog(
-            columns, c.get("object_id_column", "object_id"), c.get("filter_column", "filter"),
-            c.get("filename_column", "filename"), c.get("bands") or None, where=str(self.catalog_path))
+            columns,
+            c.get("object_id_column", "object_id"),
+            c.get("filter_column", "filter"),
+            c.get("filename_column", "filename"),
+            c.get("bands") or None,
+            where=str(self.catalog_path),
+        )
         complete = ((files != "") & (files != FAILED_DOWNLOAD)).all(axis=1)
         if not complete.all():
-            log.warning("%s: %d objects lack a band (or its download failed) and are left out", self.catalog_path,
-                        int((~complete).sum()))
+            log.warning(
+                "%s: %d objects lack a band (or its download failed) and are left out",
+                self.catalog_path,
+                int((~complete).sum()),
+            )
         self.ids, self.files = ids[complete], files[complete]
         self.extra = {k: v[complete] for k, v in extra.items()}
         self.size = int(c.get("cutout_size") or 0) or None
@@ -262,8 +311,10 @@ class FitsImageDataset(Dataset):
         try:
             return stack_bands(self.files[index], self.bands, self.folder, self.size)
         except BadCutout as e:
-            raise DataError(f"{self.folder}: object {self.ids[index]}, band {e.band} ({e.filename}): {e.reason}; "
-                            "fix or remove it, or run `hyrax prepare` to skip bad objects") from None
+            raise DataError(
+                f"{self.folder}: object {self.ids[index]}, band {e.band} ({e.filename}): {e.reason}; "
+                "fix or remove it, or run `hyrax prepare` to skip bad objects"
+            ) from None
 
     def get_object_id(self, index):
         return str(self.ids[index])

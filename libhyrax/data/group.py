@@ -126,21 +126,27 @@ class DataGroup:
         have = self.datasets[friendly].fields
         for f in fields:
             if f not in have:
-                raise ConfigError(f"data_request.{self.name}.{friendly}: {self.specs[friendly].dataset_class} "
-                                  f"has no field {f!r}{did_you_mean(f, have)} Its fields: {', '.join(have)}")
+                raise ConfigError(
+                    f"data_request.{self.name}.{friendly}: {self.specs[friendly].dataset_class} "
+                    f"has no field {f!r}{did_you_mean(f, have)} Its fields: {', '.join(have)}"
+                )
 
     def _align(self, friendly: str, spec: DatasetSpec, ds: Dataset, pds: Dataset) -> np.ndarray | None:
         if not spec.join_field:
             if len(ds) != len(pds):
-                raise DataError(f"data_request.{self.name}.{friendly} has {len(ds)} rows but the primary "
-                                f"dataset {self.primary} has {len(pds)}; give join_field to join them on an "
-                                "id instead of row by row")
+                raise DataError(
+                    f"data_request.{self.name}.{friendly} has {len(ds)} rows but the primary "
+                    f"dataset {self.primary} has {len(pds)}; give join_field to join them on an "
+                    "id instead of row by row"
+                )
             return None
         self._check_fields(friendly, [spec.join_field])
         try:
             index = IdIndex(ds.column(spec.join_field))
         except DataError as e:
-            raise DataError(f"data_request.{self.name}.{friendly}: join_field {spec.join_field!r}: {e}") from None
+            raise DataError(
+                f"data_request.{self.name}.{friendly}: join_field {spec.join_field!r}: {e}"
+            ) from None
         rows = index.rows(self.object_ids())
         missing = int((rows < 0).sum())
         if missing:
@@ -172,7 +178,9 @@ class DataGroup:
             return int(pds.id_width())
         width, step = 1, 1 << 16
         for a in range(0, len(self), step):
-            ids = as_id_bytes(np.asarray(pds.read([self.id_field], a, min(a + step, len(self)))[self.id_field]))
+            ids = as_id_bytes(
+                np.asarray(pds.read([self.id_field], a, min(a + step, len(self)))[self.id_field])
+            )
             width = max(width, int(ids.dtype.itemsize))
         return width
 
@@ -208,8 +216,9 @@ class DataGroup:
                 return ds.read(fields, start, stop, id_bytes=True)
             return ds.read(fields, start, stop)
 
-        return self._gather(read_aligned, lambda friendly: self._maps[friendly][start:stop], id_bytes,
-                            self._image_fresh)
+        return self._gather(
+            read_aligned, lambda friendly: self._maps[friendly][start:stop], id_bytes, self._image_fresh
+        )
 
     def read_rows(self, indices) -> dict[str, np.ndarray]:
         """Any rows, in the order given."""
@@ -217,8 +226,12 @@ class DataGroup:
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise DataError(f"rows out of range for {len(self)} objects")
         # read_rows gathers into new arrays: the images can be transformed in place
-        return self._gather(lambda ds, fields: ds.read_rows(fields, rows),
-                            lambda friendly: self._maps[friendly][rows], False, True)
+        return self._gather(
+            lambda ds, fields: ds.read_rows(fields, rows),
+            lambda friendly: self._maps[friendly][rows],
+            False,
+            True,
+        )
 
     @cached_property
     def _image_fresh(self) -> bool:
@@ -226,11 +239,13 @@ class DataGroup:
         for friendly, plan in self._plan.items():
             if any(key == "image" for _, key in plan):
                 return self._maps.get(friendly) is not None or bool(
-                    getattr(self.datasets[friendly], "fresh_arrays", False))
+                    getattr(self.datasets[friendly], "fresh_arrays", False)
+                )
         return False
 
-    def _gather(self, read_aligned, mapped_rows, id_bytes: bool = False,
-                fresh: bool = False) -> dict[str, np.ndarray]:
+    def _gather(
+        self, read_aligned, mapped_rows, id_bytes: bool = False, fresh: bool = False
+    ) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         pds = self.datasets[self.primary]
         raw = read_aligned(pds, [self.id_field] + [f for f, _ in self._plan[self.primary]])
@@ -271,7 +286,10 @@ class DataGroup:
         cols = list(self.datasets[self.primary].catalog_columns())
         for friendly in self.specs:
             if friendly != self.primary:
-                cols += [c if c not in cols else f"{friendly}.{c}" for c in self.datasets[friendly].catalog_columns()]
+                cols += [
+                    c if c not in cols else f"{friendly}.{c}"
+                    for c in self.datasets[friendly].catalog_columns()
+                ]
         return cols
 
     def catalog(self, column: str, rows=None) -> np.ndarray:
@@ -296,4 +314,6 @@ class DataGroup:
                 full[hit] = values
                 return full
         cols = self.catalog_columns()
-        raise DataError(f"no catalog column {column!r}{did_you_mean(column, cols)} Columns: {', '.join(cols)}")
+        raise DataError(
+            f"no catalog column {column!r}{did_you_mean(column, cols)} Columns: {', '.join(cols)}"
+        )

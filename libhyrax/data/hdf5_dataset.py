@@ -119,8 +119,9 @@ class CutoutWriter:
             if len(arr) != n:
                 raise DataError(f"batch for {self.path.name} has {n} object ids but {len(arr)} rows of {name}")
             if name in PLANES and arr.shape[1:] != self.shape:
-                raise DataError(f"{name} of shape {arr.shape[1:]} don't fit {self.path.name}, made for "
-                                f"{self.shape}")
+                raise DataError(
+                    f"{name} of shape {arr.shape[1:]} don't fit {self.path.name}, made for {self.shape}"
+                )
         check_id_width(ids, self.file["object_id"], self.path.name)
         start, stop = self.rows_written, self.rows_written + n
         if self.n_rows is not None and stop > self.n_rows:
@@ -156,7 +157,9 @@ class CutoutWriter:
         try:
             if complete:
                 if self.n_rows is not None and self.rows_written != self.n_rows:
-                    raise DataError(f"{self.path.name}: {self.rows_written} rows written, {self.n_rows} expected")
+                    raise DataError(
+                        f"{self.path.name}: {self.rows_written} rows written, {self.n_rows} expected"
+                    )
                 for name in self._all_arrays():
                     if self.file[name].shape[0] != self.rows_written:
                         self.file[name].resize(self.rows_written, axis=0)
@@ -186,20 +189,33 @@ def _check_float16_range(name: str, arr: np.ndarray, ids: np.ndarray) -> None:
     whose largest pixel is below float16's smallest normal number would be stored as zeros, or nearly."""
     largest = np.abs(np.where(np.isfinite(arr), arr, 0)).reshape(len(arr), -1).max(axis=1, initial=0)
     if len(largest) and float(largest.max()) > FLOAT16_MAX:
-        raise DataError(f"{name} hold values up to {float(largest.max()):.4g}, beyond float16's "
-                        f"{FLOAT16_MAX:g}; store these cutouts as float32 (or scale them first)")
+        raise DataError(
+            f"{name} hold values up to {float(largest.max()):.4g}, beyond float16's "
+            f"{FLOAT16_MAX:g}; store these cutouts as float32 (or scale them first)"
+        )
     tiny = (largest > 0) & (largest < FLOAT16_TINY)
     if tiny.any():
         first = int(np.flatnonzero(tiny)[0])
         example = ids[first].decode(errors="replace")
-        raise DataError(f"{name} of {tiny.sum()} object(s), e.g. {example!r}, are no larger than "
-                        f"{float(largest[first]):.3g}, below float16's smallest normal number "
-                        f"{FLOAT16_TINY:.3g}: stored as float16 they would become zeros; store these cutouts "
-                        "as float32 (or scale them first)")
+        raise DataError(
+            f"{name} of {tiny.sum()} object(s), e.g. {example!r}, are no larger than "
+            f"{float(largest[first]):.3g}, below float16's smallest normal number "
+            f"{FLOAT16_TINY:.3g}: stored as float16 they would become zeros; store these cutouts "
+            "as float32 (or scale them first)"
+        )
 
 
-def write_cutouts(path, object_id, images, catalog: dict | None = None, bands=None,
-                  pixel_scale: float | None = None, masks=None, variance=None, dtype: str = "float32") -> Path:
+def write_cutouts(
+    path,
+    object_id,
+    images,
+    catalog: dict | None = None,
+    bands=None,
+    pixel_scale: float | None = None,
+    masks=None,
+    variance=None,
+    dtype: str = "float32",
+) -> Path:
     """Write a whole (small) cutout file at once, atomically (tmp + rename)."""
     path = Path(path)
     images = np.asarray(images, dtype=np.float32)
@@ -208,9 +224,19 @@ def write_cutouts(path, object_id, images, catalog: dict | None = None, bands=No
     bands = list(bands) if bands is not None else [f"band{i}" for i in range(images.shape[1])]
     ids = as_id_bytes(object_id)
     planes = tuple(p for p, v in zip(PLANES, (images, masks, variance), strict=True) if v is not None)
-    with atomic.replacing(path) as tmp, \
-            CutoutWriter(tmp, images.shape[1:], bands, n_rows=len(ids), pixel_scale=pixel_scale, planes=planes,
-                         id_length=max(ids.dtype.itemsize, 1), dtype=dtype) as w:
+    with (
+        atomic.replacing(path) as tmp,
+        CutoutWriter(
+            tmp,
+            images.shape[1:],
+            bands,
+            n_rows=len(ids),
+            pixel_scale=pixel_scale,
+            planes=planes,
+            id_length=max(ids.dtype.itemsize, 1),
+            dtype=dtype,
+        ) as w,
+    ):
         w.append(ids, images, catalog=catalog, masks=masks, variance=variance)
     return path
 
@@ -231,8 +257,10 @@ def open_cutouts(path) -> h5py.File:
         f = h5py.File(path, "r")
     except OSError as e:
         kind = "is not an HDF5 file" if not h5py.is_hdf5(path) else "can't be read (truncated or damaged?)"
-        raise DataError(f"{path} {kind} ({str(e).split('(')[0].strip()}); "
-                        "make it again with `hyrax prepare` or libhyrax.data.write_cutouts") from None
+        raise DataError(
+            f"{path} {kind} ({str(e).split('(')[0].strip()}); "
+            "make it again with `hyrax prepare` or libhyrax.data.write_cutouts"
+        ) from None
     try:
         _check(path, f)
     except BaseException:
@@ -243,25 +271,33 @@ def open_cutouts(path) -> h5py.File:
 
 def _check(path: Path, f: h5py.File) -> None:
     if "images" not in f:
-        raise DataError(f"{path} has no /images array; a cutout file needs /object_id and /images "
-                        "(N, bands, height, width); see docs/hdf5-format.md")
+        raise DataError(
+            f"{path} has no /images array; a cutout file needs /object_id and /images "
+            "(N, bands, height, width); see docs/hdf5-format.md"
+        )
     if "object_id" not in f:
         raise DataError(f"{path} has no /object_id array; write one id per image (see docs/hdf5-format.md)")
     if f.attrs.get("format") == FORMAT and not f.attrs.get("complete", True):
-        raise DataError(f"{path} was not finished ({f.attrs.get('rows_written')} rows written); rerun the "
-                        "step that writes it, which resumes where it stopped")
+        raise DataError(
+            f"{path} was not finished ({f.attrs.get('rows_written')} rows written); rerun the "
+            "step that writes it, which resumes where it stopped"
+        )
     n = f["object_id"].shape[0]
     if f["images"].ndim != 4:
-        raise DataError(f"{path}: /images has shape {f['images'].shape}; it must be 4-D (N, bands, height, "
-                        "width); add a band axis of length 1 for single-band images")
+        raise DataError(
+            f"{path}: /images has shape {f['images'].shape}; it must be 4-D (N, bands, height, "
+            "width); add a band axis of length 1 for single-band images"
+        )
     lengths = {"object_id": n} | {name: f[name].shape[0] for name in PLANES if name in f}
     if "catalog" in f:
         lengths |= {f"catalog/{c}": f["catalog"][c].shape[0] for c in f["catalog"]}
     bad = {k: v for k, v in lengths.items() if v != n}
     if bad:
-        raise DataError(f"{path}: arrays of different lengths: /object_id has {n} rows but "
-                        + ", ".join(f"/{k} has {v}" for k, v in bad.items())
-                        + "; every array must have one row per object, in the same order")
+        raise DataError(
+            f"{path}: arrays of different lengths: /object_id has {n} rows but "
+            + ", ".join(f"/{k} has {v}" for k, v in bad.items())
+            + "; every array must have one row per object, in the same order"
+        )
     if not f.attrs.get("complete"):  # our writer checked uniqueness when it completed the file
         _unique_ids(path, f)
 
@@ -283,8 +319,11 @@ def _id_bytes(raw: np.ndarray) -> np.ndarray:
     if raw.dtype.kind == "S":
         return raw
     if raw.dtype.kind == "O":
-        return np.array([v if isinstance(v, bytes) else str(v).encode() for v in raw], dtype="S") \
-            if len(raw) else np.zeros(0, "S1")
+        return (
+            np.array([v if isinstance(v, bytes) else str(v).encode() for v in raw], dtype="S")
+            if len(raw)
+            else np.zeros(0, "S1")
+        )
     return as_id_bytes(raw)
 
 
@@ -308,7 +347,9 @@ class HyraxHDF5Dataset(Dataset):
         try:
             self.n = f["object_id"].shape[0]
             self.sample_shape = tuple(f["images"].shape[1:])
-            self.bands = [str(b) for b in f.attrs.get("bands", [f"band{i}" for i in range(self.sample_shape[0])])]
+            self.bands = [
+                str(b) for b in f.attrs.get("bands", [f"band{i}" for i in range(self.sample_shape[0])])
+            ]
             self.pixel_scale = f.attrs.get("pixel_scale")
             self._planes = [p for p in PLANES if p in f]
             self._catalog = sorted(f["catalog"]) if "catalog" in f else []
@@ -382,7 +423,7 @@ class HyraxHDF5Dataset(Dataset):
             return max(int(ds.dtype.itemsize), 1)
         step, width = 1 << 16, 1
         for a in range(0, self.n, step):
-            width = max(width, int(_id_bytes(ds[a:a + step]).dtype.itemsize))
+            width = max(width, int(_id_bytes(ds[a : a + step]).dtype.itemsize))
         return width
 
     def read_rows(self, fields, rows):
@@ -400,11 +441,11 @@ class HyraxHDF5Dataset(Dataset):
         for field in fields:
             ds = self._dataset(field)
             if field == "object_id" or ds.dtype.kind in "SO":
-                got = _id_str(np.concatenate([ds[a:a + n] for a, n in zip(starts, lengths, strict=True)]))
+                got = _id_str(np.concatenate([ds[a : a + n] for a, n in zip(starts, lengths, strict=True)]))
             else:
                 got = np.empty((len(srt), *ds.shape[1:]), dtype=ds.dtype)
                 for a, o, n in zip(starts, offsets, lengths, strict=True):
-                    ds.read_direct(got, np.s_[a:a + n], np.s_[o:o + n])
+                    ds.read_direct(got, np.s_[a : a + n], np.s_[o : o + n])
                 got = as_float32(got)
             if not in_order:
                 res = np.empty_like(got)

@@ -54,8 +54,10 @@ def scan_file_names(folder: Path) -> dict[str, np.ndarray]:
             if m and entry.is_file():
                 rows.append((m[1], m[2], entry.name))
     if not rows:
-        raise DataError(f"{folder} has no {MANIFEST} and no files named <object id>_..._HSC-<band>.fits; is it the "
-                        "folder the reference Hyrax downloaded into?")
+        raise DataError(
+            f"{folder} has no {MANIFEST} and no files named <object id>_..._HSC-<band>.fits; is it the "
+            "folder the reference Hyrax downloaded into?"
+        )
     rows.sort()
     log.info("%s: no %s; %d files found by their names", folder, MANIFEST, len(rows))
     ids, filters, names = (np.array(col) for col in zip(*rows, strict=True))

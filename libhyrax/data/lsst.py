@@ -63,7 +63,9 @@ class LSSTDataset(DownloadedLSSTDataset):
     """Cutouts fetched once into a folder under general.data_dir named for the catalogue and settings."""
 
     def default_folder(self, d: dict) -> Path:
-        key = {k: d[k] for k in ("provider", "catalog", "id_column", "ra_column", "dec_column", "bands", "size")}
+        key = {
+            k: d[k] for k in ("provider", "catalog", "id_column", "ra_column", "dec_column", "bands", "size")
+        }
         key["service"] = d.get(d["provider"]) or {}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
         return Path((self.config.get("general") or {}).get("data_dir") or "./data") / f"lsst-{digest}"
@@ -77,8 +79,10 @@ def download_settings(cfg: dict, c: dict, who: str) -> dict:
 
     d = dict(cfg.get("download") or {})
     if not c.get("catalog"):
-        raise ConfigError(f"{who} needs a catalogue: set data_set.{who}.catalog to a table of objects (an id and "
-                          "coord_ra/coord_dec in degrees); a reference config's data_set.astropy_table moves there")
+        raise ConfigError(
+            f"{who} needs a catalogue: set data_set.{who}.catalog to a table of objects (an id and "
+            "coord_ra/coord_dec in degrees); a reference config's data_set.astropy_table moves there"
+        )
     provider = str(c.get("provider") or "rubin")
     cls = PROVIDERS.lookup(provider)
     service = d.get(provider) if isinstance(d.get(provider), dict) else {}
@@ -87,8 +91,10 @@ def download_settings(cfg: dict, c: dict, who: str) -> dict:
         columns = read_table(c["catalog"])
         id_col = next((n for n in ID_COLUMNS if n in columns), None)
         if id_col is None:
-            raise DataError(f"{c['catalog']} has no object_id or objectId column; name the catalogue's unique id "
-                            f"column in data_set.{who}.object_id_column")
+            raise DataError(
+                f"{c['catalog']} has no object_id or objectId column; name the catalogue's unique id "
+                f"column in data_set.{who}.object_id_column"
+            )
     size = c.get("size")
     if not size:
         widths = [float(w) for w in (c.get("semi_width_deg"), c.get("semi_height_deg")) if w]
@@ -96,10 +102,18 @@ def download_settings(cfg: dict, c: dict, who: str) -> dict:
             raise ConfigError(f"{who}: set data_set.{who}.size (pixels) or semi_width_deg/semi_height_deg")
         scale = float(service.get("pixel_scale") or getattr(cls, "pixel_scale", None) or 0.2)
         size = int(round(2 * max(widths) * 3600 / scale))
-    return {**d, "provider": provider, "catalog": str(c["catalog"]), "id_column": id_col,
-            "ra_column": c.get("ra_column") or "coord_ra", "dec_column": c.get("dec_column") or "coord_dec",
-            "bands": list(c.get("bands") or LSST_BANDS), "size": int(size), "keep_fits": False,
-            provider: service}
+    return {
+        **d,
+        "provider": provider,
+        "catalog": str(c["catalog"]),
+        "id_column": id_col,
+        "ra_column": c.get("ra_column") or "coord_ra",
+        "dec_column": c.get("dec_column") or "coord_dec",
+        "bands": list(c.get("bands") or LSST_BANDS),
+        "size": int(size),
+        "keep_fits": False,
+        provider: service,
+    }
 
 
 def fetch_into(folder: Path, d: dict) -> None:
@@ -113,16 +127,32 @@ def fetch_into(folder: Path, d: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     provider = make_provider({"download": d})
     catalog = read_catalog(d)
-    store = Store(folder / "cutouts.h5", folder / "download.h5", catalog, d["bands"], d["size"],
-                  provider=d["provider"], pixel_scale=provider.pixel_scale)
+    store = Store(
+        folder / "cutouts.h5",
+        folder / "download.h5",
+        catalog,
+        d["bands"],
+        d["size"],
+        provider=d["provider"],
+        pixel_scale=provider.pixel_scale,
+    )
     try:
         if store.todo_objects():
-            log.info("fetching %d objects' cutouts from %s into %s", store.todo_objects(), d["provider"], folder)
-            fetcher = Fetcher(connections=int(d["connections"]), retries=int(d["retries"]),
-                              retry_wait=float(d["retry_wait"]), timeout=provider.timeout,
-                              stall=provider.stall, auth=provider.auth(),
-                              headers=provider.headers(), cell_bytes=4 * (int(d["size"]) + 8) ** 2,
-                              refused_hint=provider.credentials_hint(), first_number=store.next_request)
+            log.info(
+                "fetching %d objects' cutouts from %s into %s", store.todo_objects(), d["provider"], folder
+            )
+            fetcher = Fetcher(
+                connections=int(d["connections"]),
+                retries=int(d["retries"]),
+                retry_wait=float(d["retry_wait"]),
+                timeout=provider.timeout,
+                stall=provider.stall,
+                auth=provider.auth(),
+                headers=provider.headers(),
+                cell_bytes=4 * (int(d["size"]) + 8) ** 2,
+                refused_hint=provider.credentials_hint(),
+                first_number=store.next_request,
+            )
             for answer in fetcher.answers(provider.requests(store.targets())):
                 store.add(answer, provider.outcomes(answer))
         summary = store.finish()
@@ -130,7 +160,9 @@ def fetch_into(folder: Path, d: dict) -> None:
         store.close()
     store.write_csv(folder / "download.csv")
     if summary["failed"]:
-        raise DataError(f"{summary['failed']} of {summary['objects']} objects could not be fetched yet into {folder} "
-                        f"({'; '.join(summary['reasons'])}); open the dataset again to fetch just those")
+        raise DataError(
+            f"{summary['failed']} of {summary['objects']} objects could not be fetched yet into {folder} "
+            f"({'; '.join(summary['reasons'])}); open the dataset again to fetch just those"
+        )
     if not summary["ok"]:
         raise DataError(f"no object of {d['catalog']} could be fetched; see {folder / 'download.csv'}")

@@ -19,8 +19,10 @@ class HyraxRandomDataset(Dataset):
         c = self.dataset_config
         size, shape = int(c.get("size", 100)), tuple(int(s) for s in c.get("shape", (3, 16, 16)))
         if not shape or min(shape) < 1:  # any shape, as the reference's: [2, 3] is a 2x3 array per object
-            raise ConfigError(f"HyraxRandomDataset shape must be a list of sizes (e.g. [3, 16, 16] or [2, 3]), "
-                              f"not {list(shape)}")
+            raise ConfigError(
+                f"HyraxRandomDataset shape must be a list of sizes (e.g. [3, 16, 16] or [2, 3]), "
+                f"not {list(shape)}"
+            )
         rng = np.random.default_rng(int(c.get("seed", 42)))
         self.images = rng.random((size, *shape), dtype=np.float32)
         n_bad = int(c.get("number_invalid_values", 0))

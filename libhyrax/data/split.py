@@ -152,8 +152,10 @@ def load_splits(path, object_ids=None, id_blocks=None, with_ids: bool = False):
         rows = recorded
     if (rows < 0).any():
         missing = [x.decode() for x in np.asarray(saved_ids[rows < 0][:3], dtype=bytes)]
-        raise DataError(f"{path}: {int((rows < 0).sum())} objects of the saved split are not in the data "
-                        f"(e.g. {', '.join(missing)}); the split belongs to other data")
+        raise DataError(
+            f"{path}: {int((rows < 0).sum())} objects of the saved split are not in the data "
+            f"(e.g. {', '.join(missing)}); the split belongs to other data"
+        )
     out, out_ids = {}, {}
     for name in names:
         mine = labels == name.encode()

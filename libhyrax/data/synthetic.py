@@ -46,11 +46,20 @@ def _draw_params(n: int, n_bands: int, anomaly_fraction: float, rng) -> dict[str
     colour = np.array([np.resize(colours[c], n_bands) for c in range(3)])[label]
     colour *= rng.uniform(0.85, 1.15, (n, n_bands))
     return {
-        "label": label, "is_anomaly": is_anom, "anomaly_kind": kind.astype(str), "sersic_n": sersic,
-        "r_eff": rng.uniform(1.5, 4.5, n), "q": np.where(label == 0, rng.uniform(0.3, 1, n), rng.uniform(0.6, 1, n)),
-        "theta": rng.uniform(0, np.pi, n), "flux": 10 ** rng.uniform(0.6, 1.6, n), "colour": colour,
-        "dx": rng.uniform(-1, 1, n), "dy": rng.uniform(-1, 1, n), "psf": rng.uniform(0.9, 1.4, n),
-        "ra": rng.uniform(149.5, 150.5, n), "dec": rng.uniform(1.7, 2.7, n),
+        "label": label,
+        "is_anomaly": is_anom,
+        "anomaly_kind": kind.astype(str),
+        "sersic_n": sersic,
+        "r_eff": rng.uniform(1.5, 4.5, n),
+        "q": np.where(label == 0, rng.uniform(0.3, 1, n), rng.uniform(0.6, 1, n)),
+        "theta": rng.uniform(0, np.pi, n),
+        "flux": 10 ** rng.uniform(0.6, 1.6, n),
+        "colour": colour,
+        "dx": rng.uniform(-1, 1, n),
+        "dy": rng.uniform(-1, 1, n),
+        "psf": rng.uniform(0.9, 1.4, n),
+        "ra": rng.uniform(149.5, 150.5, n),
+        "dec": rng.uniform(1.7, 2.7, n),
     }
 
 
@@ -101,7 +110,9 @@ def _render(p: dict, sl: slice, size: int, n_bands: int, rng) -> np.ndarray:
         elif k == "merger":
             ang, sep = rng.uniform(0, 2 * np.pi), rng.uniform(4, size / 4)
             one = slice(sl.start + i, sl.start + i + 1)
-            extra[i] = _sersic(yy, xx, p, one, sep * np.cos(ang), sep * np.sin(ang))[0] * rng.uniform(0.5, 1.0)
+            extra[i] = _sersic(yy, xx, p, one, sep * np.cos(ang), sep * np.sin(ang))[0] * rng.uniform(
+                0.5, 1.0
+            )
     stars = label == 2
     images = np.empty((m, n_bands, size, size))
     galaxy = _psf_convolve(base + extra, yy, xx, psf)
@@ -119,12 +130,21 @@ def _render(p: dict, sl: slice, size: int, n_bands: int, rng) -> np.ndarray:
         images[i] += np.exp(-0.5 * (dist / 0.7) ** 2)[None] * rng.uniform(0.2, 0.5)
     for i in np.flatnonzero(kind == "hot_pixel"):
         k = rng.integers(3, 10)
-        images[i, rng.integers(0, n_bands, k), rng.integers(0, size, k), rng.integers(0, size, k)] += rng.uniform(1, 3, k)
+        images[i, rng.integers(0, n_bands, k), rng.integers(0, size, k), rng.integers(0, size, k)] += (
+            rng.uniform(1, 3, k)
+        )
     return images.astype(np.float32)
 
 
-def generate_survey(path, n: int = 1000, size: int = 32, bands=("g", "r", "i"), anomaly_fraction: float = 0.05,
-                    seed: int = 0, labels: bool = True) -> Path:
+def generate_survey(
+    path,
+    n: int = 1000,
+    size: int = 32,
+    bands=("g", "r", "i"),
+    anomaly_fraction: float = 0.05,
+    seed: int = 0,
+    labels: bool = True,
+) -> Path:
     """Write a synthetic cutout file of `n` objects (streamed in batches; written atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,16 +152,29 @@ def generate_survey(path, n: int = 1000, size: int = 32, bands=("g", "r", "i"), 
     rng = np.random.default_rng(seed)
     p = _draw_params(int(n), len(bands), float(anomaly_fraction), rng)
     width = len(str(n))
-    attrs = {"generator": "libhyrax.data.synthetic", "seed": int(seed), "anomaly_fraction": float(anomaly_fraction)}
+    attrs = {
+        "generator": "libhyrax.data.synthetic",
+        "seed": int(seed),
+        "anomaly_fraction": float(anomaly_fraction),
+    }
     with atomic.replacing(path) as tmp:
         # ids as wide as they are ("SYN-" + width digits), not the 64-byte default: every reader holds
         # them as numpy str, 4 bytes a character of the stored width, for each of the N objects
-        with CutoutWriter(tmp, (len(bands), size, size), bands, n_rows=int(n), pixel_scale=PIXEL_SCALE,
-                          id_length=4 + width, attrs=attrs) as w:
+        with CutoutWriter(
+            tmp,
+            (len(bands), size, size),
+            bands,
+            n_rows=int(n),
+            pixel_scale=PIXEL_SCALE,
+            id_length=4 + width,
+            attrs=attrs,
+        ) as w:
             for b, start in enumerate(range(0, n, BATCH)):
                 sl = slice(start, min(start + BATCH, n))
                 images = _render(p, sl, size, len(bands), np.random.default_rng([seed, b]))
-                catalog = {k: p[k][sl] for k in ("is_anomaly", "anomaly_kind", "ra", "dec", "sersic_n", "r_eff")}
+                catalog = {
+                    k: p[k][sl] for k in ("is_anomaly", "anomaly_kind", "ra", "dec", "sersic_n", "r_eff")
+                }
                 catalog["mag"] = (25.0 - 2.5 * np.log10(p["flux"][sl])).astype(np.float32)
                 if labels:
                     catalog["label"] = p["label"][sl].astype(np.int64)
@@ -168,7 +201,13 @@ class SyntheticSurvey(HyraxHDF5Dataset):
             key = hashlib.sha1(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:12]
             path = cache_dir() / f"synthetic-{key}.h5"
         if not path.exists():
-            generate_survey(path, n=int(opts["n"]), size=int(opts["size"]), bands=opts["bands"],
-                            anomaly_fraction=float(opts["anomaly_fraction"]), seed=int(opts["seed"]))
+            generate_survey(
+                path,
+                n=int(opts["n"]),
+                size=int(opts["size"]),
+                bands=opts["bands"],
+                anomaly_fraction=float(opts["anomaly_fraction"]),
+                seed=int(opts["seed"]),
+            )
         super().__init__(config, str(path))
         self.dataset_config = {**self.dataset_config, **opts}

@@ -69,7 +69,9 @@ class Transform:
         if transform == "asinh" and not asinh_scale > 0:
             raise ConfigError(f"data_set.asinh_scale must be positive, not {asinh_scale!r}")
         if crop_to is not False and (not isinstance(crop_to, int) or crop_to < 1):
-            raise ConfigError(f"data_set.crop_to must be a size in pixels (e.g. 48) or false, not {crop_to!r}")
+            raise ConfigError(
+                f"data_set.crop_to must be a size in pixels (e.g. 48) or false, not {crop_to!r}"
+            )
         self.transform, self.asinh_scale, self.crop_to = transform, float(asinh_scale), crop_to
         self.nan_mode, self.nan_quantile = nan_mode, float(nan_quantile)
         self.replaced_pixels = 0
@@ -77,13 +79,23 @@ class Transform:
     @classmethod
     def from_config(cls, cfg: dict) -> Transform:
         ds = cfg.get("data_set") or {}
-        return cls(ds.get("transform", "asinh"), ds.get("asinh_scale", 0.1), ds.get("crop_to", False),
-                   ds.get("nan_mode", "zero"), ds.get("nan_quantile", 0.05))
+        return cls(
+            ds.get("transform", "asinh"),
+            ds.get("asinh_scale", 0.1),
+            ds.get("crop_to", False),
+            ds.get("nan_mode", "zero"),
+            ds.get("nan_quantile", 0.05),
+        )
 
     def describe(self) -> dict:
         """What a trained model records so inference applies the same preprocessing."""
-        return {"transform": self.transform, "asinh_scale": self.asinh_scale, "crop_to": self.crop_to,
-                "nan_mode": self.nan_mode, "nan_quantile": self.nan_quantile}
+        return {
+            "transform": self.transform,
+            "asinh_scale": self.asinh_scale,
+            "crop_to": self.crop_to,
+            "nan_mode": self.nan_mode,
+            "nan_quantile": self.nan_quantile,
+        }
 
     def __call__(self, images: np.ndarray, inplace: bool = False) -> np.ndarray:
         """The transformed batch. `inplace`: `images` is a fresh buffer of the caller's that may be
@@ -98,11 +110,16 @@ class Transform:
         inplace = inplace or n_bad > 0  # replacing made a private copy
         if n_bad:
             if not self.replaced_pixels:
-                log.warning("replacing NaN/inf pixels (nan_mode=%s); the total is logged at the end",
-                            self.nan_mode)
+                log.warning(
+                    "replacing NaN/inf pixels (nan_mode=%s); the total is logged at the end", self.nan_mode
+                )
             self.replaced_pixels += n_bad
-            log.debug("replaced %d NaN/inf pixels in a batch of %d (total %d)", n_bad, len(images),
-                      self.replaced_pixels)
+            log.debug(
+                "replaced %d NaN/inf pixels in a batch of %d (total %d)",
+                n_bad,
+                len(images),
+                self.replaced_pixels,
+            )
         if self.transform == "asinh":
             if inplace:
                 images = np.divide(images, np.float32(self.asinh_scale), out=images)

@@ -23,7 +23,26 @@ from libhyrax.models.loopback import HyraxLoopback
 from libhyrax.models.saving import describe, load_trained, load_weights, save_trained
 from libhyrax.models.simclr import SimCLR
 
-__all__ = ["MODELS", "HyraxModel", "hyrax_model", "check_model", "load_trained", "load_weights", "model_class",
-           "build_model", "place", "prepare", "to_device", "describe", "save_trained", "HyraxAutoencoder",
-           "HyraxAutoencoderV2", "HyraxCNN", "ImageDCAE", "HyraxLoopback", "SimCLR",
-           "HSCAutoencoder", "HSCDCAE"]
+__all__ = [
+    "MODELS",
+    "HyraxModel",
+    "hyrax_model",
+    "check_model",
+    "load_trained",
+    "load_weights",
+    "model_class",
+    "build_model",
+    "place",
+    "prepare",
+    "to_device",
+    "describe",
+    "save_trained",
+    "HyraxAutoencoder",
+    "HyraxAutoencoderV2",
+    "HyraxCNN",
+    "ImageDCAE",
+    "HyraxLoopback",
+    "SimCLR",
+    "HSCAutoencoder",
+    "HSCDCAE",
+]

@@ -40,10 +40,16 @@ def halvings(h: int, w: int, n: int) -> list[tuple[int, int]]:
 
 def down(cin: int, cout: int, refine: bool = True) -> nn.Sequential:
     layers = [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GELU()]
-    return nn.Sequential(*layers, nn.Conv2d(cout, cout, 3, padding=1), nn.GELU()) if refine else nn.Sequential(*layers)
+    return (
+        nn.Sequential(*layers, nn.Conv2d(cout, cout, 3, padding=1), nn.GELU())
+        if refine
+        else nn.Sequential(*layers)
+    )
 
 
-def up(cin: int, cout: int, small: tuple[int, int], big: tuple[int, int], refine: bool = True) -> nn.Sequential:
+def up(
+    cin: int, cout: int, small: tuple[int, int], big: tuple[int, int], refine: bool = True
+) -> nn.Sequential:
     # a stride-2 transposed conv gives 2s - 1 + output_padding: pad by one where the input size was even
     pad = (big[0] - 2 * small[0] + 1, big[1] - 2 * small[1] + 1)
     layers = [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=pad)]
@@ -113,22 +119,34 @@ class HyraxAutoencoder(Reconstructs, HyraxModel):
         base, self.latent_dim = int(p.get("base_channel_size", 32)), int(p.get("latent_dim", 64))
         final = p.get("final_layer", self.final_layer)
         if final not in FINAL_LAYERS:
-            raise ModelError(f"model.{type(self).__name__}.final_layer = {final!r}; use one of "
-                             f"{', '.join(FINAL_LAYERS)}")
+            raise ModelError(
+                f"model.{type(self).__name__}.final_layer = {final!r}; use one of {', '.join(FINAL_LAYERS)}"
+            )
         norm = p.get("latent_norm", "none")  # a run trained before latent_norm existed has none
         if norm not in LATENT_NORMS:
-            raise ModelError(f"model.{type(self).__name__}.latent_norm = {norm!r}; use one of "
-                             f"{', '.join(LATENT_NORMS)}")
+            raise ModelError(
+                f"model.{type(self).__name__}.latent_norm = {norm!r}; use one of {', '.join(LATENT_NORMS)}"
+            )
         sizes = halvings(h, w, 3)
         self.bottom = (2 * base, *sizes[-1])
         flat = 2 * base * sizes[-1][0] * sizes[-1][1]
         # five convolutions each way; the full-resolution ones are thin (that is where the pixels are)
-        self.encoder = nn.Sequential(down(c, base), down(base, 2 * base), down(2 * base, 2 * base, refine=False),
-                                     nn.Flatten(), nn.Linear(flat, self.latent_dim),
-                                     *([LatentNorm(self.latent_dim)] if norm == "batch" else []))
+        self.encoder = nn.Sequential(
+            down(c, base),
+            down(base, 2 * base),
+            down(2 * base, 2 * base, refine=False),
+            nn.Flatten(),
+            nn.Linear(flat, self.latent_dim),
+            *([LatentNorm(self.latent_dim)] if norm == "batch" else []),
+        )
         self.expand = nn.Sequential(nn.Linear(self.latent_dim, flat), nn.GELU())
-        self.decoder = nn.Sequential(up(2 * base, 2 * base, sizes[3], sizes[2]), up(2 * base, base, sizes[2], sizes[1]),
-                                     up(base, c, sizes[1], sizes[0], refine=False), FINAL_LAYERS[final]())
+        self.decoder = nn.Sequential(
+            up(2 * base, 2 * base, sizes[3], sizes[2]),
+            up(2 * base, base, sizes[2], sizes[1]),
+            up(base, c, sizes[1], sizes[0], refine=False),
+            FINAL_LAYERS[final](),
+        )
+
 
 class HyraxAutoencoderV2(HyraxAutoencoder):
     """The autoencoder with a choice of final activation (`final_layer`) and of how the per-band losses
@@ -140,8 +158,9 @@ class HyraxAutoencoderV2(HyraxAutoencoder):
         super().__init__(config, data_sample)
         self.band_reduction = self.params.get("band_loss_reduction", "mean")
         if self.band_reduction not in ("mean", "sum"):
-            raise ModelError(f"model.HyraxAutoencoderV2.band_loss_reduction = {self.band_reduction!r}; "
-                             "use 'mean' or 'sum'")
+            raise ModelError(
+                f"model.HyraxAutoencoderV2.band_loss_reduction = {self.band_reduction!r}; use 'mean' or 'sum'"
+            )
 
     def loss(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.criterion is not None:

@@ -49,8 +49,11 @@ from libhyrax.registry import Registry
 
 # a model class by name: every HyraxModel subclass, and every @hyrax_model class
 MODELS: Registry[type[nn.Module]] = Registry(
-    "model", import_paths=True, base=nn.Module,
-    rename_hint="rename one of the classes, or register yours under another name with @hyrax_model(name=...)")
+    "model",
+    import_paths=True,
+    base=nn.Module,
+    rename_hint="rename one of the classes, or register yours under another name with @hyrax_model(name=...)",
+)
 SOURCE_MODULE = "hyrax_model_source"  # the module name a saved model_source.py is loaded under
 
 
@@ -90,7 +93,9 @@ class HyraxModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must define forward(x)")
 
     def train_batch(self, x) -> dict:
-        raise NotImplementedError(f"{type(self).__name__} must define train_batch(x) returning {{'loss': ...}}")
+        raise NotImplementedError(
+            f"{type(self).__name__} must define train_batch(x) returning {{'loss': ...}}"
+        )
 
     def validate_batch(self, x) -> dict:
         """Called in eval mode without gradients; the default is train_batch's figures."""
@@ -117,8 +122,14 @@ class HyraxModel(nn.Module):
 
 
 # the methods a decorated plain nn.Module gets when it doesn't define them
-_DEFAULTS = ("prepare_inputs", "validate_batch", "infer_outputs", "configure_optimizer",
-             "configure_scheduler", "params")
+_DEFAULTS = (
+    "prepare_inputs",
+    "validate_batch",
+    "infer_outputs",
+    "configure_optimizer",
+    "configure_scheduler",
+    "params",
+)
 
 
 def hyrax_model(cls: type | None = None, *, name: str | None = None):
@@ -160,31 +171,44 @@ def registered_name(cls: type) -> str | None:
 
 # --- what the framework does around a model ---------------------------------------------------------
 
+
 def prepare(cls_or_model, batch: dict) -> np.ndarray | tuple:
     """`prepare_inputs(batch)`, checked: numeric numpy arrays (or a tuple of them) with one row per object."""
     name = cls_or_model.__name__ if isinstance(cls_or_model, type) else type(cls_or_model).__name__
     try:
         out = cls_or_model.prepare_inputs(batch)
     except KeyError as e:
-        raise ModelError(f"{name}.prepare_inputs needs the field {e} but the data request gives "
-                         f"{sorted(batch)}; add it to the data request's fields") from None
+        raise ModelError(
+            f"{name}.prepare_inputs needs the field {e} but the data request gives "
+            f"{sorted(batch)}; add it to the data request's fields"
+        ) from None
     except TypeError as e:
         if "positional argument" in str(e):
-            raise ModelError(f"{name}.prepare_inputs must be a @staticmethod taking the batch dict ({e})") from None
+            raise ModelError(
+                f"{name}.prepare_inputs must be a @staticmethod taking the batch dict ({e})"
+            ) from None
         raise
     parts = out if isinstance(out, tuple) else (out,)
     n = len(batch.get("object_id", parts[0] if parts else ()))
     for i, part in enumerate(parts):
-        what = f"{name}.prepare_inputs returned" + (f" (item {i} of its tuple)" if isinstance(out, tuple) else "")
+        what = f"{name}.prepare_inputs returned" + (
+            f" (item {i} of its tuple)" if isinstance(out, tuple) else ""
+        )
         if isinstance(part, torch.Tensor):
-            raise ModelError(f"{what} a torch tensor; return numpy arrays (the framework makes the tensors "
-                             "and moves them to the device)")
+            raise ModelError(
+                f"{what} a torch tensor; return numpy arrays (the framework makes the tensors "
+                "and moves them to the device)"
+            )
         if not isinstance(part, np.ndarray):
             raise ModelError(f"{what} {type(part).__name__}; it must return a numpy array or a tuple of them")
         if part.dtype.kind not in "fiub":
-            raise ModelError(f"{what} an array of {part.dtype}; the model takes numbers (leave object_id out)")
+            raise ModelError(
+                f"{what} an array of {part.dtype}; the model takes numbers (leave object_id out)"
+            )
         if part.ndim == 0 or len(part) != n:
-            raise ModelError(f"{what} shape {part.shape}; its first axis must be the {n} objects of the batch")
+            raise ModelError(
+                f"{what} shape {part.shape}; its first axis must be the {n} objects of the batch"
+            )
     return out
 
 

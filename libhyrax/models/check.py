@@ -31,14 +31,20 @@ def _missing_methods(cls: type) -> list[str]:
     out = []
     for name, what in REQUIRED.items():
         fn = getattr(cls, name, None)
-        if fn is None or (issubclass(cls, HyraxModel) and fn is HyraxModel.__dict__[name]) or fn is nn.Module.forward:
+        if (
+            fn is None
+            or (issubclass(cls, HyraxModel) and fn is HyraxModel.__dict__[name])
+            or fn is nn.Module.forward
+        ):
             out.append(f"define {what}")
     return out
 
 
 def _fail(cls: type, problems: list[str]) -> ModelError:
-    return ModelError(f"{cls.__name__} does not meet the Hyrax model contract:\n"
-                      + "\n".join(f"  {i}. {p}" for i, p in enumerate(problems, 1)))
+    return ModelError(
+        f"{cls.__name__} does not meet the Hyrax model contract:\n"
+        + "\n".join(f"  {i}. {p}" for i, p in enumerate(problems, 1))
+    )
 
 
 def _train_step(cls, model, config, x, problems) -> float | None:
@@ -48,22 +54,29 @@ def _train_step(cls, model, config, x, problems) -> float | None:
         return None
     loss = out.get("loss")
     if loss is None:
-        problems.append(f"train_batch's dict has no 'loss' (it has {sorted(out)}); the framework "
-                        "backpropagates out['loss']")
+        problems.append(
+            f"train_batch's dict has no 'loss' (it has {sorted(out)}); the framework "
+            "backpropagates out['loss']"
+        )
         return None
     if getattr(model, "steps_itself", False):  # its train_batch stepped its optimizer: the loss is a figure
         return float(loss)
     if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
-        problems.append("train_batch's 'loss' must be a one-element tensor (e.g. F.mse_loss(...)), not "
-                        f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}")
+        problems.append(
+            "train_batch's 'loss' must be a one-element tensor (e.g. F.mse_loss(...)), not "
+            f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}"
+        )
         return None
     if not loss.requires_grad:
-        problems.append("train_batch's 'loss' has no gradient: compute it from the model's parameters, "
-                        "without torch.no_grad() or .detach()/.item()")
+        problems.append(
+            "train_batch's 'loss' has no gradient: compute it from the model's parameters, "
+            "without torch.no_grad() or .detach()/.item()"
+        )
         return None
     for key, value in out.items():
-        if key != "loss" and not (isinstance(value, (int, float)) or
-                                  (isinstance(value, torch.Tensor) and value.numel() == 1)):
+        if key != "loss" and not (
+            isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1)
+        ):
             problems.append(f"train_batch's metric {key!r} must be a number or one-element tensor")
     optimizer = model.configure_optimizer(config)
     optimizer.zero_grad()
@@ -101,20 +114,30 @@ def check_model(cls: type, config: dict | str | None = None, batch: dict | None 
     with torch.no_grad():
         val = model.validate_batch(x)
         if not (isinstance(val, dict) and "loss" in val):
-            problems.append("validate_batch must return a dict with 'loss' (or leave it out to reuse train_batch)")
+            problems.append(
+                "validate_batch must return a dict with 'loss' (or leave it out to reuse train_batch)"
+            )
         latent = model.infer_batch(x)
         first = prepared[0] if isinstance(prepared, tuple) else prepared
         n = len(first)
         if not (isinstance(latent, torch.Tensor) and latent.ndim == 2 and latent.shape[0] == n):
-            problems.append(f"infer_batch must return a (batch, latent_dim) tensor; it returned "
-                            f"{type(latent).__name__} {tuple(getattr(latent, 'shape', ()))} for {n} objects")
+            problems.append(
+                f"infer_batch must return a (batch, latent_dim) tensor; it returned "
+                f"{type(latent).__name__} {tuple(getattr(latent, 'shape', ()))} for {n} objects"
+            )
         elif getattr(model, "latent_dim", None) and latent.shape[1] != model.latent_dim:
-            problems.append(f"infer_batch gave {latent.shape[1]} values per object but latent_dim is "
-                            f"{model.latent_dim}")
+            problems.append(
+                f"infer_batch gave {latent.shape[1]} values per object but latent_dim is {model.latent_dim}"
+            )
         outputs = model.infer_outputs(x)
         if not (isinstance(outputs, dict) and "latent" in outputs):
             problems.append("infer_outputs must return a dict with 'latent' (the base class's default does)")
     if problems:
         raise _fail(cls, problems)
-    return {"class": cls.__name__, "input_shape": list(first.shape[1:]), "latent_dim": int(latent.shape[1]), "loss": loss,
-            "n_parameters": int(sum(p.numel() for p in model.parameters()))}
+    return {
+        "class": cls.__name__,
+        "input_shape": list(first.shape[1:]),
+        "latent_dim": int(latent.shape[1]),
+        "loss": loss,
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+    }

@@ -38,7 +38,9 @@ class HyraxCNN(HyraxModel):
             return batch["image"], np.zeros(len(batch["image"]), dtype=np.int64) - 1  # -1: no label
         labels = np.asarray(batch[field])
         if labels.dtype.kind not in "iub":
-            raise ModelError(f"HyraxCNN needs integer class labels; field {field!r} holds {labels.dtype} values")
+            raise ModelError(
+                f"HyraxCNN needs integer class labels; field {field!r} holds {labels.dtype} values"
+            )
         return batch["image"], labels.astype(np.int64)
 
     def __init__(self, config, data_sample):
@@ -47,10 +49,19 @@ class HyraxCNN(HyraxModel):
         self.output_classes = int(self.params.get("output_classes", 10))
         self.latent_dim = 64
         self.features = nn.Sequential(
-            nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(64, self.latent_dim), nn.ReLU())
+            nn.Conv2d(c, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, self.latent_dim),
+            nn.ReLU(),
+        )
         self.classifier = nn.Linear(self.latent_dim, self.output_classes)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -58,11 +69,15 @@ class HyraxCNN(HyraxModel):
 
     def _labels(self, label: torch.Tensor) -> torch.Tensor:
         if (label < 0).any():
-            raise ModelError("HyraxCNN trains on labels: add a label field to the data request's fields "
-                             "(e.g. fields = ['image', 'object_id', 'label'])")
+            raise ModelError(
+                "HyraxCNN trains on labels: add a label field to the data request's fields "
+                "(e.g. fields = ['image', 'object_id', 'label'])"
+            )
         if (label >= self.output_classes).any():
-            raise ModelError(f"a label is {int(label.max())} but model.HyraxCNN.output_classes = "
-                             f"{self.output_classes}; raise output_classes")
+            raise ModelError(
+                f"a label is {int(label.max())} but model.HyraxCNN.output_classes = "
+                f"{self.output_classes}; raise output_classes"
+            )
         return label
 
     def train_batch(self, x) -> dict:

@@ -37,7 +37,11 @@ class ImageDCAE(Reconstructs, HyraxModel):
         flat = chans[-1] * sizes[-1][0] * sizes[-1][1]
         enc = []
         for i in range(self.STAGES):
-            enc += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1), nn.GELU(), ResBlock(chans[i + 1])]
+            enc += [
+                nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1),
+                nn.GELU(),
+                ResBlock(chans[i + 1]),
+            ]
         self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(flat, self.latent_dim))
         self.expand = nn.Linear(self.latent_dim, flat)
         dec = []

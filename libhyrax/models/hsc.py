@@ -33,14 +33,22 @@ FINALS = {**FINAL_LAYERS, "arcsinh": Arcsinh}
 def final_layer(model: HyraxModel, default: str) -> nn.Module:
     name = model.params.get("final_layer", default)
     if name not in FINALS:
-        raise ModelError(f"model.{type(model).__name__}.final_layer = {name!r}; use one of {', '.join(FINALS)}")
+        raise ModelError(
+            f"model.{type(model).__name__}.final_layer = {name!r}; use one of {', '.join(FINALS)}"
+        )
     return FINALS[name]()
 
 
 def up(cin: int, cout: int, small: tuple[int, int], big: tuple[int, int]) -> nn.ConvTranspose2d:
     """A stride-2 transposed convolution from `small` to exactly `big` (= 2 small - 1 + output padding)."""
-    return nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1,
-                              output_padding=(big[0] - 2 * small[0] + 1, big[1] - 2 * small[1] + 1))
+    return nn.ConvTranspose2d(
+        cin,
+        cout,
+        3,
+        stride=2,
+        padding=1,
+        output_padding=(big[0] - 2 * small[0] + 1, big[1] - 2 * small[1] + 1),
+    )
 
 
 class _HSCBase(HyraxModel):
@@ -74,8 +82,10 @@ class _HSCBase(HyraxModel):
     def infer_outputs(self, x: torch.Tensor) -> dict:
         features = self.encode_map(x)
         recon = self.decode_map(features)
-        return {"latent": self.latent(features),
-                "recon_error": (recon.float() - x.float()).pow(2).flatten(1).mean(1)}
+        return {
+            "latent": self.latent(features),
+            "recon_error": (recon.float() - x.float()).pow(2).flatten(1).mean(1),
+        }
 
 
 class HSCAutoencoder(_HSCBase):
@@ -88,11 +98,19 @@ class HSCAutoencoder(_HSCBase):
         base = int(self.params.get("base_channel_size", 64))
         chans, sizes = [c, base, 2 * base, 4 * base], halvings(h, w, 3)
         self.latent_dim = chans[-1]
-        self.encoder = nn.Sequential(*[layer for i in range(3) for layer in (
-            nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1), nn.ReLU())])
+        self.encoder = nn.Sequential(
+            *[
+                layer
+                for i in range(3)
+                for layer in (nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1), nn.ReLU())
+            ]
+        )
         dec = []
         for i in reversed(range(3)):
-            dec += [up(chans[i + 1], chans[i], sizes[i + 1], sizes[i]), nn.ReLU() if i else final_layer(self, "sigmoid")]
+            dec += [
+                up(chans[i + 1], chans[i], sizes[i + 1], sizes[i]),
+                nn.ReLU() if i else final_layer(self, "sigmoid"),
+            ]
         self.decoder = nn.Sequential(*dec)
 
     def encode_map(self, x: torch.Tensor) -> torch.Tensor:

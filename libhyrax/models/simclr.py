@@ -77,10 +77,13 @@ class SimCLR(HyraxModel):
             blocks += [nn.Conv2d(cin, cout, 3, stride=2 if cin != c else 1, padding=1), nn.BatchNorm2d(cout),
                        nn.ReLU()]
             cin = cout
-        self.encoder = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, self.latent_dim))
+        self.encoder = nn.Sequential(
+            *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, self.latent_dim)
+        )
         proj = int(p.get("projection_dimension", 128))
-        self.projection = nn.Sequential(nn.Linear(self.latent_dim, self.latent_dim), nn.ReLU(),
-                                        nn.Linear(self.latent_dim, proj))
+        self.projection = nn.Sequential(
+            nn.Linear(self.latent_dim, self.latent_dim), nn.ReLU(), nn.Linear(self.latent_dim, proj)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projection(self.encoder(x))

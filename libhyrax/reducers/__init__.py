@@ -30,7 +30,11 @@ from libhyrax.registry import Registry
 
 REDUCER_FILE = "reducer.pkl"
 # the built-ins, imported when first named (umap-learn and scikit-learn load later still, in fit)
-BUILT_IN = {"umap": "libhyrax.reducers.umap", "pca": "libhyrax.reducers.pca", "tsne": "libhyrax.reducers.tsne"}
+BUILT_IN = {
+    "umap": "libhyrax.reducers.umap",
+    "pca": "libhyrax.reducers.pca",
+    "tsne": "libhyrax.reducers.tsne",
+}
 
 
 class Reducer:
@@ -74,8 +78,10 @@ class Reducer:
         if path.is_dir():
             path = path / REDUCER_FILE
         if not path.is_file():
-            raise DataError(f"no fitted reducer at {path}; give the results directory of a `hyrax umap` "
-                            f"run (each saves its reducer as {REDUCER_FILE})")
+            raise DataError(
+                f"no fitted reducer at {path}; give the results directory of a `hyrax umap` "
+                f"run (each saves its reducer as {REDUCER_FILE})"
+            )
         trust.check_loadable(path, "a pickled reducer", trusted_runs)
         import_heavy_for_unpickle()
         try:
@@ -99,8 +105,12 @@ def import_heavy_for_unpickle() -> None:
 
 # defined after Reducer: an import path must name a Reducer subclass
 REGISTRY: Registry[type[Reducer]] = Registry(
-    "reduce_dimensions.algorithm", import_paths=True, base=Reducer, lazy=BUILT_IN,
-    rename_hint="give one of the classes another `name = ...`")
+    "reduce_dimensions.algorithm",
+    import_paths=True,
+    base=Reducer,
+    lazy=BUILT_IN,
+    rename_hint="give one of the classes another `name = ...`",
+)
 
 
 def make_reducer(algorithm: str, kwargs: dict) -> Reducer:

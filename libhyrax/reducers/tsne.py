@@ -25,8 +25,10 @@ class TSNEReducer(Reducer):
         x = np.asarray(x, dtype=np.float32)
         perplexity = float(self.kwargs.get("perplexity", 30.0))
         if perplexity >= len(x):
-            raise DataError(f"t-SNE's perplexity ({perplexity:g}) must be below the number of objects ({len(x)}); "
-                            "set reduce_dimensions.tsne.kwargs.perplexity lower")
+            raise DataError(
+                f"t-SNE's perplexity ({perplexity:g}) must be below the number of objects ({len(x)}); "
+                "set reduce_dimensions.tsne.kwargs.perplexity lower"
+            )
         self.embedding_ = TSNE(**self.kwargs).fit_transform(x).astype(np.float32)
         keys = _row_keys(x)
         self.order_ = np.argsort(keys, kind="stable")
@@ -38,7 +40,9 @@ class TSNEReducer(Reducer):
         pos = np.minimum(np.searchsorted(self.keys_, keys), len(self.keys_) - 1)
         found = self.keys_[pos] == keys
         if not found.all():
-            raise DataError(f"t-SNE maps only the objects it was fitted on, and {int((~found).sum())} of these "
-                            "were not among them: set reduce_dimensions.fit_sample_size to at least the number "
-                            "of objects (t-SNE can't place new points; UMAP and PCA can)")
+            raise DataError(
+                f"t-SNE maps only the objects it was fitted on, and {int((~found).sum())} of these "
+                "were not among them: set reduce_dimensions.fit_sample_size to at least the number "
+                "of objects (t-SNE can't place new points; UMAP and PCA can)"
+            )
         return self.embedding_[self.order_[pos]]

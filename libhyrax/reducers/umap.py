@@ -95,7 +95,9 @@ def cache_compiled() -> None:
             for obj in list(vars(module).values()):
                 if isinstance(obj, Dispatcher):
                     f = obj.py_func
-                    groups.setdefault((f.__module__, f.__qualname__, f.__code__.co_firstlineno), {})[id(obj)] = obj
+                    groups.setdefault((f.__module__, f.__qualname__, f.__code__.co_firstlineno), {})[
+                        id(obj)
+                    ] = obj
     for group in groups.values():
         if any(not isinstance(d._cache, NullCache) for d in group.values()):
             continue  # cached by umap-learn itself

@@ -20,7 +20,9 @@ def find_most_recent_results_dir(config: dict, verb: str) -> Path | None:
     try:
         stage = stages.get(verb).name
     except KeyError:
-        raise UsageError(f"{verb!r} is not a stage; stages: {', '.join(s.name for s in stages.STAGES)}") from None
+        raise UsageError(
+            f"{verb!r} is not a stage; stages: {', '.join(s.name for s in stages.STAGES)}"
+        ) from None
     try:
         return newest_run(stage, config)
     except UsageError:

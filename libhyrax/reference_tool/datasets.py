@@ -63,10 +63,14 @@ class MissingSetting(KeyError):
         index = "".join(f"[{p!r}]" for p in self.key.split("."))
         if self.key in INSTEAD or self.key in _reference_keys():
             hint = INSTEAD.get(self.key, f"give {who} the value in [{section}.{who}] and read it from there")
-            return f"{who} reads config{index} ({self.key}), a setting of the reference Hyrax that this Hyrax " \
-                   f"doesn't have: {hint}"
-        return (f"{who} reads config{index} ({self.key}), which is not in the config: add it (a class's own "
-                f"options go in [{section}.{who}])")
+            return (
+                f"{who} reads config{index} ({self.key}), a setting of the reference Hyrax that this Hyrax "
+                f"doesn't have: {hint}"
+            )
+        return (
+            f"{who} reads config{index} ({self.key}), which is not in the config: add it (a class's own "
+            f"options go in [{section}.{who}])"
+        )
 
     def __str__(self) -> str:
         return f"config key {self.key} is not set"
@@ -81,8 +85,11 @@ class ReferenceConfig(dict):
         self._path = path
 
     def _wrap(self, key, value):
-        return ReferenceConfig(value, (*self._path, key)) if isinstance(value, dict) and \
-            not isinstance(value, ReferenceConfig) else value
+        return (
+            ReferenceConfig(value, (*self._path, key))
+            if isinstance(value, dict) and not isinstance(value, ReferenceConfig)
+            else value
+        )
 
     def __getitem__(self, key):
         try:
@@ -103,6 +110,7 @@ def reference_config(config) -> ReferenceConfig:
 
 # --- values as the framework takes them ----------------------------------------------------------
 
+
 def to_numpy(value):
     """A torch tensor (or a list of numbers) as numpy; anything else as it is."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
@@ -113,6 +121,7 @@ def to_numpy(value):
 
 
 # --- the base class ------------------------------------------------------------------------------
+
 
 class HyraxDataset(Dataset):
     """The reference's dataset base class on top of `libhyrax.data.Dataset` (see the module docstring)."""
@@ -125,7 +134,9 @@ class HyraxDataset(Dataset):
 
     def __init__(self, config=None, metadata_table=None, object_id_column_name=None):
         location = self.__dict__.get("data_location")  # what the subclass set before calling us
-        if isinstance(metadata_table, (str, Path)):  # a subclass without __init__, built as (config, location)
+        if isinstance(
+            metadata_table, (str, Path)
+        ):  # a subclass without __init__, built as (config, location)
             location, metadata_table = metadata_table, None
         Dataset.__init__(self, reference_config(config), location)
         self._config = self.config  # the reference keeps it there
@@ -155,8 +166,10 @@ class HyraxDataset(Dataset):
         have = self.metadata_fields()
         columns = [f for f in fields if f in have]
         if not columns:
-            raise DataError(f"none of the metadata fields {fields} are in {type(self).__name__} (it has "
-                            f"{', '.join(have) or 'none'})")
+            raise DataError(
+                f"none of the metadata fields {fields} are in {type(self).__name__} (it has "
+                f"{', '.join(have) or 'none'})"
+            )
         result = self._metadata_table[idxs][columns].as_array()
         return np.ma.filled(result, np.nan) if np.ma.isMaskedArray(result) else result
 
@@ -186,14 +199,19 @@ def _subclass_defines(obj, name: str) -> bool:
 def _column_getter(col: str):
     def getter(self, index):
         return self._metadata_table[col][index]
+
     return getter
 
 
 def _column_batch(col: str):
     def batch(self, start, stop):
         values = self._metadata_table[col][start:stop]
-        return np.ma.filled(values, np.nan) if np.ma.isMaskedArray(values) and values.dtype.kind == "f" \
+        return (
+            np.ma.filled(values, np.nan)
+            if np.ma.isMaskedArray(values) and values.dtype.kind == "f"
             else np.asarray(values)
+        )
+
     return batch
 
 
@@ -227,4 +245,3 @@ class HyraxImageDataset:
 
     def apply_transform(self, data):
         return to_numpy(data)
-

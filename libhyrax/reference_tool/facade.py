@@ -157,9 +157,11 @@ class Hyrax:
 
             cfg = self._resolve(self.config)
             if stage.name == "index" and kwargs.pop("output_dir", None) is not None:
-                raise UsageError("save_to_database(output_dir=...) adds to an existing database in the reference; "
-                                 "here each index is a new run: leave output_dir out (database_connection() "
-                                 "connects to the newest)")
+                raise UsageError(
+                    "save_to_database(output_dir=...) adds to an existing database in the reference; "
+                    "here each index is a new run: leave output_dir out (database_connection() "
+                    "connects to the newest)"
+                )
             given = kwargs.pop(RUN_ARGS[stage.name], None) if stage.name in RUN_ARGS else None
             chosen = kwargs.pop("from_run", None) or self._input_run(stage.name, given)
             if chosen is not None:
@@ -196,8 +198,12 @@ class Hyrax:
         rows = run.file("metrics.csv").read_text().splitlines()
         header, last = rows[0].split(","), rows[-1].split(",")
         figures = dict(zip(header, last, strict=True))
-        run.final_training_metrics = {k[6:]: float(v) for k, v in figures.items() if k.startswith("train_") and v}
-        run.final_validation_metrics = {k[4:]: float(v) for k, v in figures.items() if k.startswith("val_") and v}
+        run.final_training_metrics = {
+            k[6:]: float(v) for k, v in figures.items() if k.startswith("train_") and v
+        }
+        run.final_validation_metrics = {
+            k[4:]: float(v) for k, v in figures.items() if k.startswith("val_") and v
+        }
         return run
 
     def _input_run(self, verb: str, given: str | os.PathLike | None = None) -> str | os.PathLike | None:
@@ -230,8 +236,13 @@ class Hyrax:
             chosen = Path(chosen).parent  # the index folder inside the run
         return Database(find_run("index", cfg, chosen), cfg["general"]["trusted_runs"])
 
-    def lookup(self, id: str | None = None, results_dir: str | os.PathLike | None = None, *,
-               object_id: str | None = None) -> np.ndarray:
+    def lookup(
+        self,
+        id: str | None = None,
+        results_dir: str | os.PathLike | None = None,
+        *,
+        object_id: str | None = None,
+    ) -> np.ndarray:
         """The reference's `lookup`: the latent vector of object `id` from an infer run (`results_dir`, or
         results.inference_dir, or this object's last infer, or the newest); a UsageError naming the closest
         ids when no object has that id (as `hyrax lookup` exits 2)."""
@@ -268,6 +279,7 @@ class Hyrax:
 
 
 # --- the vector database object --------------------------------------------------------------------
+
 
 class UnknownObjectId(UsageError, KeyError):
     """An id that is not in the index (a KeyError too, as reference code may catch)."""

@@ -69,6 +69,7 @@ CONVENTIONAL_NAME = "data"  # the friendly name the reference's examples use
 
 # --- the batch as the reference hands it to prepare_inputs ----------------------------------------
 
+
 class ReferenceBatch(dict):
     """`{"object_id": ids, "data": {field: array}}`; any other friendly name finds the fields as well (a
     field of a second dataset named `<friendly>.<field>` here is `batch[friendly][field]` there)."""
@@ -92,6 +93,7 @@ class ReferenceBatch(dict):
 
 
 # --- our inputs <-> the reference's tuple ---------------------------------------------------------
+
 
 def from_reference(out, n: int | None = None):
     """prepare_inputs' output as the framework takes it: numpy; empty parts as (N, 0) placeholders; the
@@ -125,8 +127,9 @@ class Form:
             return cls([(p.dtype, p.shape[1:]) for p in sample])
         sample = np.asarray(sample)
         try:
-            out = reference_prepare(ReferenceBatch({"image": sample,
-                                                     "object_id": np.array([str(i) for i in range(len(sample))])}))
+            out = reference_prepare(
+                ReferenceBatch({"image": sample, "object_id": np.array([str(i) for i in range(len(sample))])})
+            )
         except Exception:  # it needs other fields: the model takes the array as it is
             return cls()
         if not isinstance(out, (tuple, list)):
@@ -154,6 +157,7 @@ def _empty_torch(dtype, like):
 
 
 # --- the decorator ---------------------------------------------------------------------------------
+
 
 def hyrax_model(cls: type | None = None, *, name: str | None = None):
     """`@hyrax_model` of the reference: a subclass of the user's class that meets the model contract,
@@ -197,9 +201,14 @@ def _adapted(c: type) -> type:
     """A subclass of `c` (same name, module and qualified name; `__wrapped__` is `c`) whose methods take
     the framework's inputs and call `c`'s with the reference's; it steps its own optimizer."""
     name = c.__name__
-    orig = {"__init__": c.__init__, "forward": _method(c, "forward"),
-            "train_batch": _method(c, "train_batch", "train_step"), "validate_batch": _method(c, "validate_batch"),
-            "test_batch": _method(c, "test_batch"), "infer_batch": _method(c, "infer_batch")}
+    orig = {
+        "__init__": c.__init__,
+        "forward": _method(c, "forward"),
+        "train_batch": _method(c, "train_batch", "train_step"),
+        "validate_batch": _method(c, "validate_batch"),
+        "test_batch": _method(c, "test_batch"),
+        "infer_batch": _method(c, "infer_batch"),
+    }
     prepare = _static(c, "prepare_inputs", "to_tensor") or _default_prepare
 
     def __init__(self, config=None, data_sample=None, *args, **kwargs):
@@ -227,9 +236,11 @@ def _adapted(c: type) -> type:
         with _plain_errors(name):
             out = orig["train_batch"](self, to_ref(self, x))
         if self._hyrax_steps == steps and self.optimizer is not None:
-            raise ModelError(f"{name}.train_batch did not step its optimizer; in the reference's contract "
-                             "train_batch runs self.optimizer.zero_grad(), loss.backward() and "
-                             "self.optimizer.step() itself")
+            raise ModelError(
+                f"{name}.train_batch did not step its optimizer; in the reference's contract "
+                "train_batch runs self.optimizer.zero_grad(), loss.backward() and "
+                "self.optimizer.step() itself"
+            )
         return _figures(out, name, "train_batch")
 
     def validate_batch(self, x):
@@ -247,16 +258,24 @@ def _adapted(c: type) -> type:
     def infer_batch(self, x):
         xr = to_ref(self, x)
         with _plain_errors(name):
-            out = orig["infer_batch"](self, xr) if orig["infer_batch"] is not None else orig["forward"](self, xr)
+            out = (
+                orig["infer_batch"](self, xr)
+                if orig["infer_batch"] is not None
+                else orig["forward"](self, xr)
+            )
         out = out if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(to_numpy(out)))
         if out.ndim == 0:
-            raise ModelError(f"{name}.infer_batch returned a single number; it must return one row per object")
+            raise ModelError(
+                f"{name}.infer_batch returned a single number; it must return one row per object"
+            )
         return out.reshape(out.shape[0], -1)
 
     def configure_optimizer(self, config):
         if self.optimizer is None:
-            raise ModelError(f"{name} has no optimizer: set optimizer.name (e.g. torch.optim.Adam) or make "
-                             "self.optimizer in its __init__")
+            raise ModelError(
+                f"{name} has no optimizer: set optimizer.name (e.g. torch.optim.Adam) or make "
+                "self.optimizer in its __init__"
+            )
         return self.optimizer  # its own: train_batch steps it, the framework checkpoints and schedules it
 
     def configure_scheduler(self, optimizer, config):
@@ -270,9 +289,15 @@ def _adapted(c: type) -> type:
 
         load_weights(self, path)
 
-    new = {"__init__": __init__, "prepare_inputs": staticmethod(prepare_inputs), "infer_batch": infer_batch,
-           "configure_optimizer": configure_optimizer, "configure_scheduler": configure_scheduler,
-           "infer_outputs": HyraxModel.__dict__["infer_outputs"], "params": HyraxModel.__dict__["params"]}
+    new = {
+        "__init__": __init__,
+        "prepare_inputs": staticmethod(prepare_inputs),
+        "infer_batch": infer_batch,
+        "configure_optimizer": configure_optimizer,
+        "configure_scheduler": configure_scheduler,
+        "infer_outputs": HyraxModel.__dict__["infer_outputs"],
+        "params": HyraxModel.__dict__["params"],
+    }
     if orig["forward"] is not None:
         new["forward"] = forward
     if orig["train_batch"] is not None:
@@ -286,7 +311,12 @@ def _adapted(c: type) -> type:
     # the model contract's "this model steps its own optimizer in train_batch" (the training loop then
     # leaves backward and step to it); it trains in one process (gradients can't be averaged across ranks)
     new["steps_itself"] = True
-    identity = {"__module__": c.__module__, "__qualname__": c.__qualname__, "__doc__": c.__doc__, "__wrapped__": c}
+    identity = {
+        "__module__": c.__module__,
+        "__qualname__": c.__qualname__,
+        "__doc__": c.__doc__,
+        "__wrapped__": c,
+    }
     return type(name, (c,), {**new, **identity})
 
 
@@ -301,6 +331,7 @@ def _plain_errors(name: str):
 
 # --- what the framework gives such a model --------------------------------------------------------
 
+
 def _give_training_parts(model: nn.Module, config: dict) -> None:
     """`self.optimizer`, `self.criterion`, `self.scheduler` from the config, unless __init__ made them; a
     step counter on the optimizer (train_batch must step it)."""
@@ -314,11 +345,16 @@ def _give_training_parts(model: nn.Module, config: dict) -> None:
         cls = import_object(crit.get("name") or DEFAULT_CRITERION, "criterion.name")
         model.criterion = cls(**(crit.get("kwargs") or {}))
     if not hasattr(model, "scheduler"):
-        model.scheduler = HyraxModel.configure_scheduler(model, model.optimizer, config) \
-            if model.optimizer is not None else None
+        model.scheduler = (
+            HyraxModel.configure_scheduler(model, model.optimizer, config)
+            if model.optimizer is not None
+            else None
+        )
     if model.optimizer is not None:
+
         def counted(optimizer, args, kwargs):
             model._hyrax_steps += 1
+
         model.optimizer.register_step_post_hook(counted)
 
 

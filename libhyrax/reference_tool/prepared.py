@@ -58,7 +58,9 @@ class DataProvider:
         """Items as one batch: each field's values stacked (numpy), ids as an array."""
         batch: dict = {"object_id": np.array([it["object_id"] for it in items])}
         for friendly in (k for k in items[0] if k != "object_id"):
-            batch[friendly] = {f: np.stack([np.asarray(it[friendly][f]) for it in items]) for f in items[0][friendly]}
+            batch[friendly] = {
+                f: np.stack([np.asarray(it[friendly][f]) for it in items]) for f in items[0][friendly]
+            }
         return batch
 
     def __repr__(self) -> str:

@@ -54,8 +54,16 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
     `raw_scores.shard-*.h5` of one shared directory, and the task that completes the set writes
     scores.h5 and top_anomalies.csv. `resume`: the shared directory of a sharded run, to rerun a failed
     shard into."""
-    plan = start_run("anomaly", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name,
-                     given=[Given("--method", "anomaly.method", method)])
+    plan = start_run(
+        "anomaly",
+        config,
+        overrides,
+        from_run=from_run,
+        resume=resume,
+        shard=shard,
+        run_name=run_name,
+        given=[Given("--method", "anomaly.method", method)],
+    )
     cfg = plan.config
     index_run = plan.recorded("--index", index_run, "index")  # a resumed run: the index it started with
     acfg = cfg["anomaly"]
@@ -84,8 +92,15 @@ def anomaly(config=None, *, from_run: str | os.PathLike | None = None, method: s
                 write_arrays(run.output(RAW_STEM), read_ids(f["object_id"], start, stop), **raw)
                 if run.shards_complete(RAW_STEM):
                     with open_result(run.path, RAW_STEM) as r:
-                        _finish(run, cfg, src, method, read_ids(r["object_id"]), {m: r[m][:] for m in raw},
-                                no_data_rows(f))
+                        _finish(
+                            run,
+                            cfg,
+                            src,
+                            method,
+                            read_ids(r["object_id"]),
+                            {m: r[m][:] for m in raw},
+                            no_data_rows(f),
+                        )
     return Result(run.path)
 
 
@@ -98,8 +113,10 @@ def scorer_classes(method: str, f) -> dict[str, type[Scorer]]:
     missing = [a for a in cls.needs if a not in f]
     if missing:
         others = [n for n in SCORERS if all(a in f for a in SCORERS[n].needs)]
-        raise DataError(f"{f.filename} has no /{missing[0]} (the model gives none), which the {method} score "
-                        f"needs; use --method {' or '.join(others) or COMBINED}")
+        raise DataError(
+            f"{f.filename} has no /{missing[0]} (the model gives none), which the {method} score "
+            f"needs; use --method {' or '.join(others) or COMBINED}"
+        )
     return {method: cls}
 
 
@@ -141,8 +158,9 @@ def make_scorers(classes: dict[str, type[Scorer]], cfg: dict, f, index=None) -> 
     return scorers
 
 
-def score_all(scorers: dict[str, Scorer], f, batch_size: int, first: int = 0,
-              last: int | None = None) -> dict[str, np.ndarray]:
+def score_all(
+    scorers: dict[str, Scorer], f, batch_size: int, first: int = 0, last: int | None = None
+) -> dict[str, np.ndarray]:
     """Each scorer's score of objects first..last, reading contiguous batches."""
     last = f["object_id"].shape[0] if last is None else last
     out = {name: np.empty(last - first, np.float32) for name in scorers}
@@ -153,18 +171,23 @@ def score_all(scorers: dict[str, Scorer], f, batch_size: int, first: int = 0,
             if "recon_error" in f:
                 batch["recon_error"] = f["recon_error"][start:stop]
             for name, s in scorers.items():
-                out[name][start - first:stop - first] = np.asarray(s.score(batch), np.float32)
+                out[name][start - first : stop - first] = np.asarray(s.score(batch), np.float32)
             p.advance(stop - start)
     return out
 
 
-def _finish(run, cfg: dict, src: Result, method: str, ids: np.ndarray, raw: dict[str, np.ndarray],
-            no_data: np.ndarray) -> None:
+def _finish(
+    run, cfg: dict, src: Result, method: str, ids: np.ndarray, raw: dict[str, np.ndarray], no_data: np.ndarray
+) -> None:
     score = combine_by_rank(raw) if method == "combined" else raw[method]
     score, raw = unscored(score, no_data), {m: unscored(v, no_data) for m, v in raw.items()}
     if no_data.any():
-        log.warning("%d object(s) have a band with no finite pixel (e.g. %s): not scored (NaN in scores.h5) "
-                    "and left out of top_anomalies.csv", int(no_data.sum()), ", ".join(ids[no_data][:10]))
+        log.warning(
+            "%d object(s) have a band with no finite pixel (e.g. %s): not scored (NaN in scores.h5) "
+            "and left out of top_anomalies.csv",
+            int(no_data.sum()),
+            ", ".join(ids[no_data][:10]),
+        )
     write_arrays(run.file("scores.h5"), ids, attrs={"method": method}, score=score, **raw)
     scored = np.flatnonzero(~no_data)
     top_k = min(int(cfg["anomaly"]["top_k"]), len(scored))
@@ -172,17 +195,32 @@ def _finish(run, cfg: dict, src: Result, method: str, ids: np.ndarray, raw: dict
     table = {"rank": np.arange(1, top_k + 1), "object_id": ids[top], "score": score[top]}
     if method == "combined":
         table |= {name: values[top] for name, values in raw.items()}
-    group = src.data_group()  # the data of the latents: catalog columns and, for the synthetic survey, the truth
+    group = (
+        src.data_group()
+    )  # the data of the latents: catalog columns and, for the synthetic survey, the truth
     table |= {c: v for c, v in catalog_rows(group, ids[top], rows=top).items() if c not in table}
     write_table(run.file("top_anomalies.csv"), table)
-    evaluation = evaluate(group, ids[scored], {k: v[scored] for k, v in {"score": score, **raw}.items()},
-                          top_k)
+    evaluation = evaluate(
+        group, ids[scored], {k: v[scored] for k, v in {"score": score, **raw}.items()}, top_k
+    )
     if evaluation:
         (run.file("evaluation.json")).write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
-        log.info("against %s: precision@%d = %.3f (random: %.3f), ROC AUC = %.3f", TRUTH_COLUMN, top_k,
-                 evaluation["score"]["precision_at_k"], evaluation["fraction"], evaluation["score"]["roc_auc"])
-    run.record(n_objects=len(ids), method=method, methods=list(raw), top_k=top_k,
-               evaluation=evaluation or None, no_data_objects=int(no_data.sum()))
+        log.info(
+            "against %s: precision@%d = %.3f (random: %.3f), ROC AUC = %.3f",
+            TRUTH_COLUMN,
+            top_k,
+            evaluation["score"]["precision_at_k"],
+            evaluation["fraction"],
+            evaluation["score"]["roc_auc"],
+        )
+    run.record(
+        n_objects=len(ids),
+        method=method,
+        methods=list(raw),
+        top_k=top_k,
+        evaluation=evaluation or None,
+        no_data_objects=int(no_data.sum()),
+    )
 
 
 def unscored(score: np.ndarray, no_data: np.ndarray) -> np.ndarray:
@@ -202,9 +240,17 @@ def evaluate(group, ids: np.ndarray, scores: dict[str, np.ndarray], k: int) -> d
     except HyraxError as e:
         log.warning("no evaluation against %s: %s", TRUTH_COLUMN, e)
         return {}
-    out: dict = {"truth_column": TRUTH_COLUMN, "k": k, "n_objects": len(ids), "n_anomalies": int(truth.sum()),
-                 "fraction": float(truth.mean())}
+    out: dict = {
+        "truth_column": TRUTH_COLUMN,
+        "k": k,
+        "n_objects": len(ids),
+        "n_anomalies": int(truth.sum()),
+        "fraction": float(truth.mean()),
+    }
     for name, s in scores.items():
-        out[name] = {"precision_at_k": precision_at_k(s, truth, k), "roc_auc": roc_auc(s, truth),
-                     "precision_at_n_anomalies": precision_at_k(s, truth, int(truth.sum()))}
+        out[name] = {
+            "precision_at_k": precision_at_k(s, truth, k),
+            "roc_auc": roc_auc(s, truth),
+            "precision_at_n_anomalies": precision_at_k(s, truth, int(truth.sum())),
+        }
     return out

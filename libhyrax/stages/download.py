@@ -49,30 +49,58 @@ log = logging.getLogger("hyrax.download")
 STEM, RECORD = "cutouts", "download"
 
 
-def download(config=None, *, overrides=(), resume=None, shard: str | Shard | None = None,
-             run_name: str | None = None, keep_fits: bool | None = None) -> Result:
+def download(
+    config=None,
+    *,
+    overrides=(),
+    resume=None,
+    shard: str | Shard | None = None,
+    run_name: str | None = None,
+    keep_fits: bool | None = None,
+) -> Result:
     """Fetch every object of `download.catalog` (or this shard's share) into cutouts.h5; returns the run.
 
     resume: an interrupted or failed download run (a sharded run's shared directory) to finish, with its
     own config. shard: "I/N" (default: the Slurm array task's share). keep_fits: also keep the FITS files.
     """
-    plan = start_run("download", config, overrides, resume=resume, shard=shard, run_name=run_name,
-                     given=[Given("--keep-fits", "download.keep_fits", keep_fits)])
+    plan = start_run(
+        "download",
+        config,
+        overrides,
+        resume=resume,
+        shard=shard,
+        run_name=run_name,
+        given=[Given("--keep-fits", "download.keep_fits", keep_fits)],
+    )
     cfg = plan.config
     d = cfg["download"]
     provider = make_provider(cfg)  # config and credential mistakes stop here, before a run is opened
-    fetcher = Fetcher(connections=int(d["connections"]), retries=int(d["retries"]), retry_wait=float(d["retry_wait"]),
-                      timeout=provider.timeout, stall=provider.stall, auth=provider.auth(),
-                      headers=provider.headers(),
-                      cell_bytes=4 * (int(d["size"]) + 8) ** 2, refused_hint=provider.credentials_hint())
+    fetcher = Fetcher(
+        connections=int(d["connections"]),
+        retries=int(d["retries"]),
+        retry_wait=float(d["retry_wait"]),
+        timeout=provider.timeout,
+        stall=provider.stall,
+        auth=provider.auth(),
+        headers=provider.headers(),
+        cell_bytes=4 * (int(d["size"]) + 8) ** 2,
+        refused_hint=provider.credentials_hint(),
+    )
     catalog = read_catalog(d)
 
     with plan.open(key=[catalog.path.resolve()]) as run:
         run.add_input(catalog.path)
         start, stop = run.rows(len(catalog))
-        store = Store(run.output(STEM), run.output(RECORD), catalog.rows(start, stop), d["bands"], d["size"],
-                      provider=d["provider"], pixel_scale=provider.pixel_scale,
-                      keep_fits=run.file("fits") if d["keep_fits"] else None)
+        store = Store(
+            run.output(STEM),
+            run.output(RECORD),
+            catalog.rows(start, stop),
+            d["bands"],
+            d["size"],
+            provider=d["provider"],
+            pixel_scale=provider.pixel_scale,
+            keep_fits=run.file("fits") if d["keep_fits"] else None,
+        )
         fetcher.number = store.next_request
         run.resumable = lambda: sum(store.counts.values()) > 0  # refused at once (401): nothing to go on from
         t0, interrupted = time.monotonic(), False
@@ -82,7 +110,9 @@ def download(config=None, *, overrides=(), resume=None, shard: str | Shard | Non
                     progress.advance(store.add(answer, provider.outcomes(answer)))
                     progress.set(**{k: store.counts[k] for k in ("failed", "missing", "rejected")})
             summary = store.finish()
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: stop quickly; download.h5 holds the record, the CSV waits
+        except (
+            KeyboardInterrupt
+        ):  # Ctrl-C, SIGTERM: stop quickly; download.h5 holds the record, the CSV waits
             interrupted = True
             raise
         finally:
@@ -90,16 +120,26 @@ def download(config=None, *, overrides=(), resume=None, shard: str | Shard | Non
             if not interrupted:
                 store.write_csv(run.output(RECORD).with_suffix(".csv"))
         seconds = time.monotonic() - t0
-        run.record(provider=d["provider"], rows=[start, stop], seconds=round(seconds, 1), requests=fetcher.number,
-                   retries=fetcher.retried, **{k: v for k, v in summary.items() if k != "pending"})
+        run.record(
+            provider=d["provider"],
+            rows=[start, stop],
+            seconds=round(seconds, 1),
+            requests=fetcher.number,
+            retries=fetcher.retried,
+            **{k: v for k, v in summary.items() if k != "pending"},
+        )
         report(summary, seconds, fetcher.retried)
         if summary["failed"]:
-            raise RunError(f"{summary['failed']} of {summary['objects']} objects could not be fetched yet "
-                           f"({_reasons(summary)}); the others are kept, and `hyrax download --resume` with this "
-                           "run fetches just those")
+            raise RunError(
+                f"{summary['failed']} of {summary['objects']} objects could not be fetched yet "
+                f"({_reasons(summary)}); the others are kept, and `hyrax download --resume` with this "
+                "run fetches just those"
+            )
         if summary["objects"] and not summary["ok"]:
-            raise DataError(f"no object of {catalog.path} could be fetched ({_reasons(summary)}); see "
-                            f"{RECORD}.csv in the results directory")
+            raise DataError(
+                f"no object of {catalog.path} could be fetched ({_reasons(summary)}); see "
+                f"{RECORD}.csv in the results directory"
+            )
         if run.shard is not None and run.shards_complete(STEM):
             assemble_shards(run.path, STEM)  # cutouts.h5: every shard, read as one
     return Result(run.path)
@@ -107,12 +147,24 @@ def download(config=None, *, overrides=(), resume=None, shard: str | Shard | Non
 
 def report(summary: dict, seconds: float, retried: int) -> None:
     """The summary at the end: how many objects ended each way, and why the others did."""
-    log.info("download: %d of %d objects fetched in %.0f s (%.1f objects/s; %d requests retried); %d missing, "
-             "%d rejected, %d failed", summary["ok"], summary["objects"], seconds,
-             summary["ok"] / max(seconds, 1e-9), retried, summary["missing"], summary["rejected"], summary["failed"])
+    log.info(
+        "download: %d of %d objects fetched in %.0f s (%.1f objects/s; %d requests retried); %d missing, "
+        "%d rejected, %d failed",
+        summary["ok"],
+        summary["objects"],
+        seconds,
+        summary["ok"] / max(seconds, 1e-9),
+        retried,
+        summary["missing"],
+        summary["rejected"],
+        summary["failed"],
+    )
     if summary["reasons"]:
-        log.warning("cutouts not fetched, commonest reasons: %s (every object and band is in %s.csv)",
-                    _reasons(summary), RECORD)
+        log.warning(
+            "cutouts not fetched, commonest reasons: %s (every object and band is in %s.csv)",
+            _reasons(summary),
+            RECORD,
+        )
 
 
 def _reasons(summary: dict) -> str:

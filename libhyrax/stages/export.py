@@ -52,26 +52,47 @@ def export(config=None, *, from_run=None, overrides=(), opset: int | None = None
         names = onnx_io.export_model(model, x[:2], onnx_path, opset)
         diffs = onnx_io.compare(model, onnx_io.session(onnx_path), x)
         worst = max(diffs, key=diffs.get)
-        run.record(opset=opset, outputs=names, max_abs_diff=diffs, tolerance=tolerance, checked_objects=len(x))
-        log.info("onnxruntime vs torch on %d objects: largest difference %.3g (%s)", len(x), diffs[worst], worst)
+        run.record(
+            opset=opset, outputs=names, max_abs_diff=diffs, tolerance=tolerance, checked_objects=len(x)
+        )
+        log.info(
+            "onnxruntime vs torch on %d objects: largest difference %.3g (%s)", len(x), diffs[worst], worst
+        )
         if diffs[worst] > tolerance:
-            raise ModelError(f"onnxruntime and torch differ by up to {diffs[worst]:.3g} in {worst!r} on {len(x)} "
-                             f"objects (onnx.tolerance = {tolerance:g}); the exported graph is not faithful. "
-                             f"Try another onnx.opset_version, or raise onnx.tolerance if that is acceptable")
+            raise ModelError(
+                f"onnxruntime and torch differ by up to {diffs[worst]:.3g} in {worst!r} on {len(x)} "
+                f"objects (onnx.tolerance = {tolerance:g}); the exported graph is not faithful. "
+                f"Try another onnx.opset_version, or raise onnx.tolerance if that is acceptable"
+            )
         onnx_io.write_preprocessing(
-            run.file(onnx_io.PREPROCESSING_FILE), data_set=data_set, input_shape=tuple(x.shape[1:]),
+            run.file(onnx_io.PREPROCESSING_FILE),
+            data_set=data_set,
+            input_shape=tuple(x.shape[1:]),
             raw_shape=tuple(getattr(primary, "sample_shape", x.shape[1:])),
-            bands=list(getattr(primary, "bands", []) or []) or None, outputs=names,
-            extra={"latent_dim": desc.get("latent_dim"), "model": desc.get("name"), "train_run": str(src),
-                   "opset": opset, "max_abs_diff": diffs})
+            bands=list(getattr(primary, "bands", []) or []) or None,
+            outputs=names,
+            extra={
+                "latent_dim": desc.get("latent_dim"),
+                "model": desc.get("name"),
+                "train_run": str(src),
+                "opset": opset,
+                "max_abs_diff": diffs,
+            },
+        )
     return Result(run.path)
 
 
 def _image_input(model, batch: dict) -> np.ndarray:
     """The model's input for `batch`, which ONNX export needs to be the (transformed) image itself."""
     x = model.prepare_inputs(batch)
-    if isinstance(x, (tuple, list)) or not isinstance(x, np.ndarray) or x.shape != batch["image"].shape \
-            or not np.array_equal(x, batch["image"]):
-        raise ModelError(f"{type(model).__name__}.prepare_inputs does more than pass the image through; ONNX "
-                         "export supports models whose input is the (transformed) image only")
+    if (
+        isinstance(x, (tuple, list))
+        or not isinstance(x, np.ndarray)
+        or x.shape != batch["image"].shape
+        or not np.array_equal(x, batch["image"])
+    ):
+        raise ModelError(
+            f"{type(model).__name__}.prepare_inputs does more than pass the image through; ONNX "
+            "export supports models whose input is the (transformed) image only"
+        )
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -64,8 +64,16 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
     resume: an interrupted infer run to finish. shard: "I/N" (default: the Slurm array task's share).
     run_name: the shared directory's name for a sharded run outside Slurm.
     """
-    plan = start_run("infer", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name,
-                     given=[Given("--engine", "infer.engine", engine)])
+    plan = start_run(
+        "infer",
+        config,
+        overrides,
+        from_run=from_run,
+        resume=resume,
+        shard=shard,
+        run_name=run_name,
+        given=[Given("--engine", "infer.engine", engine)],
+    )
     cfg, engine = plan.config, plan.config["infer"]["engine"]
     model = load_engine(engine, cfg, plan.from_run)
     if resume is None:  # no data of its own in the config: what the model was trained on
@@ -73,20 +81,37 @@ def infer(config=None, *, from_run=None, overrides=(), resume=None, shard: str |
     group = model_input_group(cfg, model.data_set)
     n = len(group)
     if n == 0:
-        raise DataError("the infer data group holds no objects; check data_request.infer (or .train) in the "
-                        "config: its data_location may be empty or filtered to nothing")
+        raise DataError(
+            "the infer data group holds no objects; check data_request.infer (or .train) in the "
+            "config: its data_location may be empty or filtered to nothing"
+        )
     plan.config = cfg
     with plan.open(key=[model.source.resolve(), engine]) as run:
         _record_inputs(run, model, group, engine)
         start, stop = run.rows(n)
         model = _on_chosen_runtime(model, engine, group, start, stop)
-        stats = write_latents(model, group, start, stop, run.output(STEM), int(cfg["data_loader"]["batch_size"]),
-                              model.read_ahead, int(cfg["data_loader"].get("num_workers") or 0))
+        stats = write_latents(
+            model,
+            group,
+            start,
+            stop,
+            run.output(STEM),
+            int(cfg["data_loader"]["batch_size"]),
+            model.read_ahead,
+            int(cfg["data_loader"].get("num_workers") or 0),
+        )
         replaced = group.transform.replaced_pixels  # over every reader, worker processes included
         if replaced:
-            log.warning("replaced %d NaN/inf pixels in all (data_set.nan_mode=%s)", replaced, group.transform.nan_mode)
-        run.record(n_objects=n, rows=[start, stop], nan_pixels_replaced=replaced,
-                   **({"shard": str(run.shard)} if run.shard else {}), **stats)
+            log.warning(
+                "replaced %d NaN/inf pixels in all (data_set.nan_mode=%s)", replaced, group.transform.nan_mode
+            )
+        run.record(
+            n_objects=n,
+            rows=[start, stop],
+            nan_pixels_replaced=replaced,
+            **({"shard": str(run.shard)} if run.shard else {}),
+            **stats,
+        )
     return Latents(run.path)
 
 
@@ -113,8 +138,16 @@ def _on_chosen_runtime(model: Engine, engine: str, group, start: int, stop: int)
     return model.converted(runtime, sample)
 
 
-def write_latents(model: Engine, group, start: int, stop: int, path: str | os.PathLike, batch_size: int,
-                  read_ahead: bool = False, num_workers: int = 0) -> dict:
+def write_latents(
+    model: Engine,
+    group,
+    start: int,
+    stop: int,
+    path: str | os.PathLike,
+    batch_size: int,
+    read_ahead: bool = False,
+    num_workers: int = 0,
+) -> dict:
     """Stream rows start..stop of `group` through `model.outputs` into `path`, resuming after the rows an
     earlier attempt wrote. Every batch must carry as many ids as latents, and the file ends with exactly
     stop - start rows. Outputs are written in blocks (libhyrax.hdf5.BufferedWriter): a killed run loses
@@ -136,7 +169,9 @@ def write_latents(model: Engine, group, start: int, stop: int, path: str | os.Pa
     try:
         with Progress("infer", total=n) as progress:
             progress.advance(done)
-            for a, batch in contiguous_batches(group, start + done, stop, batch_size, read_ahead, num_workers):
+            for a, batch in contiguous_batches(
+                group, start + done, stop, batch_size, read_ahead, num_workers
+            ):
                 ids = batch["object_id"]
                 no_data = batch.pop(NO_DATA)
                 if a == start + done and "image" in batch:
@@ -145,7 +180,7 @@ def write_latents(model: Engine, group, start: int, stop: int, path: str | os.Pa
                 _check_outputs(outputs, len(ids))
                 outputs["no_data"] = no_data
                 blank += int(no_data.sum())
-                examples += [_id(i) for i in ids[no_data][:NAMED - len(examples)]]
+                examples += [_id(i) for i in ids[no_data][: NAMED - len(examples)]]
                 if not out.started:
                     out.create(outputs, id_length=id_width)
                 out.append(ids, **outputs)
@@ -154,8 +189,10 @@ def write_latents(model: Engine, group, start: int, stop: int, path: str | os.Pa
                 computed += len(ids)
                 progress.advance(len(ids))
         if not out.started:  # an empty share: still a valid, complete file
-            out.create({"latent": np.zeros((0, model.latent_dim or 0), "f4"), "no_data": np.zeros(0, bool)},
-                       id_length=id_width)
+            out.create(
+                {"latent": np.zeros((0, model.latent_dim or 0), "f4"), "no_data": np.zeros(0, bool)},
+                id_length=id_width,
+            )
         out.close()
     except BaseException:
         out.close(complete=False)  # rows computed before the failure are good: keep them for --resume
@@ -163,11 +200,20 @@ def write_latents(model: Engine, group, start: int, stop: int, path: str | os.Pa
     secs = time.monotonic() - t0
     log.info("wrote %d latents to %s (%.0f objects/s)", n, path.name, computed / max(secs, 1e-9))
     if blank:
-        log.warning("%d object(s) have a band with no finite pixel, e.g. %s: flagged in /no_data (anomaly "
-                    "and rank leave them out); check the data they came from", blank, ", ".join(examples))
-    return {"objects_per_s": round(computed / max(secs, 1e-9), 1), "seconds": round(secs, 2),
-            "resumed_at_row": done or None, "runtime": model.runtime,
-            "no_data_objects": blank, "no_data_examples": examples}
+        log.warning(
+            "%d object(s) have a band with no finite pixel, e.g. %s: flagged in /no_data (anomaly "
+            "and rank leave them out); check the data they came from",
+            blank,
+            ", ".join(examples),
+        )
+    return {
+        "objects_per_s": round(computed / max(secs, 1e-9), 1),
+        "seconds": round(secs, 2),
+        "resumed_at_row": done or None,
+        "runtime": model.runtime,
+        "no_data_objects": blank,
+        "no_data_examples": examples,
+    }
 
 
 def _id(raw) -> str:
@@ -177,8 +223,10 @@ def _id(raw) -> str:
 def _check_outputs(out: dict, n: int) -> None:
     lat = out.get("latent")
     if lat is None or lat.ndim != 2:
-        raise ModelError(f"infer_outputs must return 'latent' of shape (batch, D), not "
-                         f"{None if lat is None else lat.shape}")
+        raise ModelError(
+            f"infer_outputs must return 'latent' of shape (batch, D), not "
+            f"{None if lat is None else lat.shape}"
+        )
     for k, v in out.items():
         if len(v) != n:
             raise ModelError(f"infer_outputs returned {len(v)} rows of {k!r} for a batch of {n} objects")
@@ -191,5 +239,7 @@ def _check_resumed_ids(out: BufferedWriter, group, start: int) -> None:
     want = group.read(start + done - 1, start + done)["object_id"][0]
     if last != want:
         out.close(complete=False)
-        raise DataError(f"{out.path} was written from other input (row {done - 1} is {_id(last)!r}, the "
-                        f"input has {_id(want)!r}); start a new run instead of --resume")
+        raise DataError(
+            f"{out.path} was written from other input (row {done - 1} is {_id(last)!r}, the "
+            f"input has {_id(want)!r}); start a new run instead of --resume"
+        )

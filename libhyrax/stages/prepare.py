@@ -110,15 +110,28 @@ def prepare_fits(folder: Path, catalog: Path, out: Path, rejected_csv: Path, p: 
     lo, hi = share(len(ids))
     # the width of every object's id, not just this shard's: the shards' files must agree to read as one
     id_length = max((len(i.encode("utf-8")) for i in ids), default=1)
-    with CutoutWriter(out, (len(bands), size, size), bands, id_length=id_length,
-                      attrs={"source": str(folder)}, dtype=p["dtype"]) as writer, \
-            open(rejected_csv, "a" if _resumed(writer, rejected_csv) else "w", newline="", encoding="utf-8") as fh, \
-            Progress("prepare", total=hi - lo) as progress:
+    with (
+        CutoutWriter(
+            out,
+            (len(bands), size, size),
+            bands,
+            id_length=id_length,
+            attrs={"source": str(folder)},
+            dtype=p["dtype"],
+        ) as writer,
+        open(
+            rejected_csv, "a" if _resumed(writer, rejected_csv) else "w", newline="", encoding="utf-8"
+        ) as fh,
+        Progress("prepare", total=hi - lo) as progress,
+    ):
         # catalog objects handled so far (written or rejected): stored with each batch, so a resumed run
         # goes on after the last batch that reached the file
         resuming = _resumed(writer, rejected_csv)
         first = int(writer.file.attrs.get(NEXT_OBJECT, lo)) if resuming else lo
-        written, n_rejected = writer.rows_written, int(writer.file.attrs.get(N_REJECTED, 0)) if resuming else 0
+        written, n_rejected = (
+            writer.rows_written,
+            int(writer.file.attrs.get(N_REJECTED, 0)) if resuming else 0,
+        )
         if first > lo:
             log.info("resuming after %d of %d catalog objects", first - lo, hi - lo)
             progress.advance(first - lo)
@@ -147,12 +160,18 @@ def prepare_fits(folder: Path, catalog: Path, out: Path, rejected_csv: Path, p: 
             progress.advance(stop - start)
     # named without its directory: the run's directory is renamed when it ends (to its final or .failed name)
     if n_rejected:
-        log.warning("%d of %d objects rejected; their reasons are in %s in the results directory", n_rejected,
-                    hi - lo, rejected_csv.name)
+        log.warning(
+            "%d of %d objects rejected; their reasons are in %s in the results directory",
+            n_rejected,
+            hi - lo,
+            rejected_csv.name,
+        )
     if not written and hi > lo:
         reason, count = reasons.most_common(1)[0] if reasons else ("see rejected.csv", n_rejected)
-        raise DataError(f"no object of {catalog} could be used: {n_rejected} of {hi - lo} rejected, {count} "
-                        f"because {reason} (every reason is in {rejected_csv.name} in the results directory)")
+        raise DataError(
+            f"no object of {catalog} could be used: {n_rejected} of {hi - lo} rejected, {count} "
+            f"because {reason} (every reason is in {rejected_csv.name} in the results directory)"
+        )
     return written, n_rejected, (lo, hi)
 
 

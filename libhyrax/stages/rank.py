@@ -45,15 +45,31 @@ RAW_STEM = "raw_ranking"  # a sharded run's per-shard scores
 COLUMNS = ("score", "interest", "novelty", "anomaly")
 
 
-def rank(config=None, *, from_run: str | os.PathLike | None = None, labels=(), shard: str | Shard | None = None,
-         run_name: str | None = None, resume: str | os.PathLike | None = None, overrides=()) -> Result:
+def rank(
+    config=None,
+    *,
+    from_run: str | os.PathLike | None = None,
+    labels=(),
+    shard: str | Shard | None = None,
+    run_name: str | None = None,
+    resume: str | os.PathLike | None = None,
+    overrides=(),
+) -> Result:
     """Rank every object of an anomaly or infer run (`from_run`, else the newest anomaly run, else the
     newest infer run) by the `labels` files (added to rank.labels). `shard`: "I/N" (default: the Slurm
     array task's share): each shard scores its rows and the task that completes the set writes the
     outputs. `resume`: the shared directory of a sharded run, to rerun a failed shard into."""
     labels = [str(Path(p).expanduser().resolve()) for p in labels] or None
-    plan = start_run("rank", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name,
-                     given=[Given("--labels", "rank.labels", labels, add=True)])
+    plan = start_run(
+        "rank",
+        config,
+        overrides,
+        from_run=from_run,
+        resume=resume,
+        shard=shard,
+        run_name=run_name,
+        given=[Given("--labels", "rank.labels", labels, add=True)],
+    )
     cfg, src = plan.config, plan.input
     cfg["rank"]["labels"] = [str(Path(p).expanduser().resolve()) for p in cfg["rank"]["labels"]]
     rcfg = cfg["rank"]
@@ -89,8 +105,11 @@ def _anomaly_of(infer_run: Result, cfg: dict) -> Result | None:
     try:
         return find_run("anomaly", cfg, reading=infer_run.path)
     except UsageError:
-        log.warning("no anomaly run of %s: the labels alone rank the objects (run `hyrax anomaly` first to "
-                    "combine them with how unusual each object is)", infer_run.path.name)
+        log.warning(
+            "no anomaly run of %s: the labels alone rank the objects (run `hyrax anomaly` first to "
+            "combine them with how unusual each object is)",
+            infer_run.path.name,
+        )
         return None
 
 
@@ -105,8 +124,11 @@ def anomaly_percentile(scores_run: Result | None, ids: np.ndarray) -> np.ndarray
         return rank_percentile(score)
     rows = IdIndex(score_ids).rows(ids)
     if (rows < 0).any():
-        log.warning("%d objects have no anomaly score in %s; they rank as the most ordinary",
-                    int((rows < 0).sum()), scores_run.path.name)
+        log.warning(
+            "%d objects have no anomaly score in %s; they rank as the most ordinary",
+            int((rows < 0).sum()),
+            scores_run.path.name,
+        )
     return np.where(rows >= 0, rank_percentile(score)[np.maximum(rows, 0)], 0).astype(np.float32)
 
 
@@ -119,45 +141,69 @@ def fit_model(cfg: dict, latent, ids: np.ndarray, labelled: Labels) -> tuple[Lab
     x = np.asarray(latent[rows[order]], np.float32)
     interest = labelled.label[order] / LABEL_MAX
     n = len(ids)
-    sample_rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, int(rcfg["fit_sample_size"])),
-                                                              replace=False))
+    sample_rows = np.sort(
+        np.random.default_rng(seed).choice(n, size=min(n, int(rcfg["fit_sample_size"])), replace=False)
+    )
     sample = np.asarray(latent[sample_rows] if len(sample_rows) < n else latent[:], np.float32)
-    model = LabelModel(float(rcfg["exploration"]), int(rcfg["n_estimators"]), seed,
-                       float(rcfg["positive_from"]) / LABEL_MAX)
+    model = LabelModel(
+        float(rcfg["exploration"]), int(rcfg["n_estimators"]), seed, float(rcfg["positive_from"]) / LABEL_MAX
+    )
     model.fit(x, interest, sample)
     if model.classes_ != "both":
-        log.warning("all %d labels say %s: the model can't learn what tells the two apart, so it ranks by %s "
-                    "(label some %s objects too)", len(x), model.classes_,
-                    "closeness to them" if model.classes_ == "interesting" else "distance from them",
-                    "boring" if model.classes_ == "interesting" else "interesting")
+        log.warning(
+            "all %d labels say %s: the model can't learn what tells the two apart, so it ranks by %s "
+            "(label some %s objects too)",
+            len(x),
+            model.classes_,
+            "closeness to them" if model.classes_ == "interesting" else "distance from them",
+            "boring" if model.classes_ == "interesting" else "interesting",
+        )
     return model, interest
 
 
-def score_rows(model: LabelModel, latent, anomaly: np.ndarray, batch_size: int, first: int, last: int) -> dict:
+def score_rows(
+    model: LabelModel, latent, anomaly: np.ndarray, batch_size: int, first: int, last: int
+) -> dict:
     out = {c: np.empty(last - first, np.float32) for c in COLUMNS}
     with Progress("rank", total=last - first) as p:
         for start in range(first, last, batch_size):
             stop = min(start + batch_size, last)
             scored = model.score(latent[start:stop], anomaly[start:stop])
             for c, v in (scored | {"anomaly": anomaly[start:stop]}).items():
-                out[c][start - first:stop - first] = v
+                out[c][start - first : stop - first] = v
             p.advance(stop - start)
     return out
 
 
-def _finish(run, cfg: dict, infer_run: Result, scores_run: Result | None, ids: np.ndarray, out: dict,
-            labelled: Labels, model: LabelModel, interest: np.ndarray, no_data: np.ndarray) -> None:
+def _finish(
+    run,
+    cfg: dict,
+    infer_run: Result,
+    scores_run: Result | None,
+    ids: np.ndarray,
+    out: dict,
+    labelled: Labels,
+    model: LabelModel,
+    interest: np.ndarray,
+    no_data: np.ndarray,
+) -> None:
     rcfg = cfg["rank"]
     if no_data.any():  # a blank image's latent: not ranked (NaN), never a candidate
         out = {c: np.where(no_data, np.float32(np.nan), v).astype(np.float32) for c, v in out.items()}
-        log.warning("%d object(s) have a band with no finite pixel (e.g. %s): not ranked (NaN in scores.h5), "
-                    "never a candidate", int(no_data.sum()), ", ".join(ids[no_data][:10]))
+        log.warning(
+            "%d object(s) have a band with no finite pixel (e.g. %s): not ranked (NaN in scores.h5), "
+            "never a candidate",
+            int(no_data.sum()),
+            ", ".join(ids[no_data][:10]),
+        )
     label = np.full(len(ids), np.nan, np.float32)
     label[IdIndex(ids).rows(labelled.object_id)] = labelled.label
-    write_arrays(run.file("scores.h5"), ids, attrs={"exploration": float(rcfg["exploration"])}, label=label, **out)
+    write_arrays(
+        run.file("scores.h5"), ids, attrs={"exploration": float(rcfg["exploration"])}, label=label, **out
+    )
     # what to look at next: the best objects nobody has labelled yet
     fresh = np.flatnonzero(np.isnan(label) & ~no_data)
-    top = fresh[np.argsort(-out["score"][fresh], kind="stable")[:int(rcfg["top_k"])]]
+    top = fresh[np.argsort(-out["score"][fresh], kind="stable")[: int(rcfg["top_k"])]]
     table = {"rank": np.arange(1, len(top) + 1), "object_id": ids[top]} | {c: out[c][top] for c in COLUMNS}
     group = infer_run.data_group()
     table |= {c: v for c, v in catalog_rows(group, ids[top], rows=top).items() if c not in table}
@@ -166,20 +212,40 @@ def _finish(run, cfg: dict, infer_run: Result, scores_run: Result | None, ids: n
     cv = model.cross_validate(model.labelled_, interest, int(rcfg["cv_folds"]))
     positive = labelled.interesting(float(rcfg["positive_from"]))
     learned = {
-        "n_objects": len(ids), "anomaly_run": scores_run.path.name if scores_run else None,
-        "labels": labelled.notes | {"used": len(labelled), "interesting": int(positive.sum()),
-                                    "boring": int((~positive).sum()), "positive_from": float(rcfg["positive_from"])},
-        "model": {"kind": "extra trees" if model.classes_ == "both" else f"distance to the {model.classes_} labels",
-                  "n_estimators": model.n_estimators, "exploration": model.exploration,
-                  "novelty_scale": model.scale_, "cross_validation": cv},
+        "n_objects": len(ids),
+        "anomaly_run": scores_run.path.name if scores_run else None,
+        "labels": labelled.notes
+        | {
+            "used": len(labelled),
+            "interesting": int(positive.sum()),
+            "boring": int((~positive).sum()),
+            "positive_from": float(rcfg["positive_from"]),
+        },
+        "model": {
+            "kind": "extra trees" if model.classes_ == "both" else f"distance to the {model.classes_} labels",
+            "n_estimators": model.n_estimators,
+            "exploration": model.exploration,
+            "novelty_scale": model.scale_,
+            "cross_validation": cv,
+        },
         "top_k": len(top),
     }
     run.file("ranking.json").write_text(json.dumps(learned, indent=2) + "\n", encoding="utf-8")
     if cv["roc_auc"] is not None:
-        log.info("the label model agrees with labels it did not see: ROC AUC %.3f, accuracy %.3f (%d-fold)",
-                 cv["roc_auc"], cv["accuracy"], cv["folds"])
+        log.info(
+            "the label model agrees with labels it did not see: ROC AUC %.3f, accuracy %.3f (%d-fold)",
+            cv["roc_auc"],
+            cv["accuracy"],
+            cv["folds"],
+        )
     else:
         log.info("no cross-validated agreement: %s", cv["why_none"])
-    run.record(n_objects=len(ids), n_labels=len(labelled), n_interesting=int(positive.sum()),
-               unknown_ids=labelled.notes.get("unknown_ids", 0), cross_validation=cv,
-               exploration=model.exploration, top_k=len(top))
+    run.record(
+        n_objects=len(ids),
+        n_labels=len(labelled),
+        n_interesting=int(positive.sum()),
+        unknown_ids=labelled.notes.get("unknown_ids", 0),
+        cross_validation=cv,
+        exploration=model.exploration,
+        top_k=len(top),
+    )

@@ -62,14 +62,25 @@ class Neighbors(Result):
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{cell(self.columns[c][i])}</td>" for c in self.columns) + "</tr>"
-                       for i in range(min(len(self), 200)))
+        body = "".join(
+            "<tr>" + "".join(f"<td>{cell(self.columns[c][i])}</td>" for c in self.columns) + "</tr>"
+            for i in range(min(len(self), 200))
+        )
         return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids=None, vectors=None,
-           image: str | os.PathLike | None = None, labels=None, k: int | None = None,
-           model_run: str | os.PathLike | None = None, overrides=()) -> Neighbors:
+def search(
+    config=None,
+    *,
+    from_run: str | os.PathLike | None = None,
+    object_ids=None,
+    vectors=None,
+    image: str | os.PathLike | None = None,
+    labels=None,
+    k: int | None = None,
+    model_run: str | os.PathLike | None = None,
+    overrides=(),
+) -> Neighbors:
     """The `k` nearest objects of each query: `object_ids`, `vectors` (Q, D) or an `image` file (.npy or
     FITS, bands x H x W) run through the model of the index's latents; or, for `labels` (label files), the
     `k` nearest to all their interesting objects together. `from_run`: an index run (else the newest).
@@ -80,11 +91,21 @@ def search(config=None, *, from_run: str | os.PathLike | None = None, object_ids
     k = int(cfg["search"]["k"] if k is None else k)
     if k < 1:
         raise UsageError(f"k must be at least 1, not {k}")
-    given = [name for name, v in (("object ids", object_ids), ("vectors", vectors), ("an image", image),
-                                  ("labels", labels)) if v is not None and (not isinstance(v, list | tuple) or len(v))]
+    given = [
+        name
+        for name, v in (
+            ("object ids", object_ids),
+            ("vectors", vectors),
+            ("an image", image),
+            ("labels", labels),
+        )
+        if v is not None and (not isinstance(v, list | tuple) or len(v))
+    ]
     if len(given) != 1:
-        raise UsageError("give exactly one query: object ids (--id), vectors (--vector), an image (--image) or "
-                         "a label file (--labels)" + (f"; got {' and '.join(given)}" if given else ""))
+        raise UsageError(
+            "give exactly one query: object ids (--id), vectors (--vector), an image (--image) or "
+            "a label file (--labels)" + (f"; got {' and '.join(given)}" if given else "")
+        )
     src = plan.input
     idx = VectorIndex.open(src.file(INDEX_DIR), cfg["general"]["trusted_runs"])
     try:  # an unknown id or a vector of the wrong length is the user's to fix: a usage error (exit 2)
@@ -124,8 +145,10 @@ def labelled_interesting(labels, idx: VectorIndex, positive_from: float) -> np.n
 
     positives = keep_known(read_labels(_paths(labels)), idx.object_ids()).positives(positive_from)
     if not len(positives):
-        raise UsageError(f"no object in {', '.join(map(str, _paths(labels)))} is labelled interesting (a label "
-                         f">= rank.positive_from = {positive_from:g}): nothing to search around")
+        raise UsageError(
+            f"no object in {', '.join(map(str, _paths(labels)))} is labelled interesting (a label "
+            f">= rank.positive_from = {positive_from:g}): nothing to search around"
+        )
     return positives
 
 
@@ -137,7 +160,11 @@ def more_like(idx: VectorIndex, query_ids: np.ndarray, k: int) -> tuple[np.ndarr
     near, _ = idx.search(queries, k + len(query_ids))
     candidates = np.setdiff1d(np.unique(near), query_ids)
     vectors = idx.vectors(candidates).astype(np.float64)
-    d2 = (vectors**2).sum(1)[:, None] - 2 * vectors @ queries.T.astype(np.float64) + (queries.astype(np.float64)**2).sum(1)
+    d2 = (
+        (vectors**2).sum(1)[:, None]
+        - 2 * vectors @ queries.T.astype(np.float64)
+        + (queries.astype(np.float64) ** 2).sum(1)
+    )
     mean = np.sqrt(np.maximum(d2, 0)).mean(1)
     best = np.argsort(mean, kind="stable")[:k]
     return candidates[best][None], mean[best].astype(np.float32)[None]
@@ -145,12 +172,17 @@ def more_like(idx: VectorIndex, query_ids: np.ndarray, k: int) -> tuple[np.ndarr
 
 def neighbor_table(queries, ids: np.ndarray, dist: np.ndarray, catalog: dict[str, np.ndarray]) -> dict:
     q, width = ids.shape
-    table = {"query": np.repeat(np.asarray(queries, dtype=str), width),
-             "rank": np.tile(np.arange(1, width + 1), q), "object_id": ids.ravel(), "distance": dist.ravel()}
+    table = {
+        "query": np.repeat(np.asarray(queries, dtype=str), width),
+        "rank": np.tile(np.arange(1, width + 1), q),
+        "object_id": ids.ravel(),
+        "distance": dist.ravel(),
+    }
     return table | {c: v for c, v in catalog.items() if c not in table}
 
 
 # --- search by image ---------------------------------------------------------------------------------
+
 
 def embed_image(image, index_run: Result, model_run=None, trusted_runs=()) -> np.ndarray:
     """The latent vector(s) of an image file, through the model whose latents the index holds (found
@@ -159,22 +191,31 @@ def embed_image(image, index_run: Result, model_run=None, trusted_runs=()) -> np
     if model_run is not None:
         model_run = str(check_run(model_run, "train").resolve())
         if model_run != made_by:
-            raise UsageError(f"the index {index_run} holds latents of the model trained in {made_by}, but the "
-                             f"query image would go through the model of {model_run}: distances between "
-                             "latents of different models mean nothing. Build an index from that model's "
-                             f"latents (hyrax infer --from {model_run} | hyrax index) or leave out --model")
+            raise UsageError(
+                f"the index {index_run} holds latents of the model trained in {made_by}, but the "
+                f"query image would go through the model of {model_run}: distances between "
+                "latents of different models mean nothing. Build an index from that model's "
+                f"latents (hyrax infer --from {model_run} | hyrax index) or leave out --model"
+            )
     from libhyrax.data.fits import read_image
     from libhyrax.data.transforms import Transform
     from libhyrax.inference import TorchEngine, check_input_shape
 
-    engine = TorchEngine(Path(made_by), device="cpu", trusted_runs=trusted_runs)  # the weights and transforms infer used
+    engine = TorchEngine(
+        Path(made_by), device="cpu", trusted_runs=trusted_runs
+    )  # the weights and transforms infer used
     images = Transform.from_config({"data_set": engine.data_set})(read_image(image))
     check_input_shape(engine, images, f"the image {Path(image).name}")
     return np.asarray(engine.outputs({"image": images})["latent"], dtype=np.float32)
 
 
-def show_neighbors(result: Neighbors | str | os.PathLike, *, max_queries: int = 10, pad: int = 2,
-                   path: str | os.PathLike | None = None):
+def show_neighbors(
+    result: Neighbors | str | os.PathLike,
+    *,
+    max_queries: int = 10,
+    pad: int = 2,
+    path: str | os.PathLike | None = None,
+):
     """The neighbours' cutouts as a grid (a :class:`libhyrax.viz.mosaic.Mosaic`), one row per query,
     nearest on the left. `path`: also write it as a PNG."""
     from libhyrax.viz.mosaic import mosaic
@@ -183,7 +224,9 @@ def show_neighbors(result: Neighbors | str | os.PathLike, *, max_queries: int = 
     infer_run = hits.find("infer")
     group = infer_run.data_group() if infer_run else None
     if group is None:
-        raise DataError(f"the cutouts of {hits.path} can't be read: the data of its infer run can't be opened")
+        raise DataError(
+            f"the cutouts of {hits.path} can't be read: the data of its infer run can't be opened"
+        )
     queries = list(dict.fromkeys(hits["query"].tolist()))[:max_queries]
     id_rows = IdIndex(group.object_ids())
     grid = []

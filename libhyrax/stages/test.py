@@ -46,8 +46,10 @@ def test(config=None, *, from_run=None, overrides=()) -> Result:
     group = open_group(data_cfg, "train")
     rows = load_splits(src / "split.h5", id_blocks=group.id_blocks()).get("test", np.zeros(0, dtype=np.int64))
     if len(rows) == 0:
-        raise UsageError(f"{src} has no test split (split.test was 0 when it trained); train with "
-                         "--set split.test=0.1 to keep a test split")
+        raise UsageError(
+            f"{src} has no test split (split.test was 0 when it trained); train with "
+            "--set split.test=0.1 to keep a test split"
+        )
     device = pick_device(cfg["general"]["device"])
     model, desc = load_trained(src, device=device)
     weights = cfg["test"]["model_weights_file"]
@@ -61,12 +63,21 @@ def test(config=None, *, from_run=None, overrides=()) -> Result:
         run.add_upstream(src)
         if weights:
             run.add_input(weights)
-        evaluator.run(EpochBatches(group, rows, int(cfg["data_loader"]["batch_size"]), False, 0,
-                                   int(cfg["data_loader"]["num_workers"])))
+        evaluator.run(
+            EpochBatches(
+                group,
+                rows,
+                int(cfg["data_loader"]["batch_size"]),
+                False,
+                0,
+                int(cfg["data_loader"]["num_workers"]),
+            )
+        )
         metrics = {f"test_{k}": v for k, v in means.means().items()}
         if predictions:
-            metrics |= _classifier_outputs(run, group, rows, predictions, int(getattr(model, "output_classes", 0)),
-                                           write_arrays)
+            metrics |= _classifier_outputs(
+                run, group, rows, predictions, int(getattr(model, "output_classes", 0)), write_arrays
+            )
         (run.file("test_metrics.json")).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         MetricsCSV(run.file(METRICS_FILE)).add({"epoch": 0} | metrics)
         with MLflowRun(cfg, "test", run.final_path, cfg["train"]["experiment_name"], None) as tracker:

@@ -48,7 +48,9 @@ def umap(config=None, *, from_run=None, reducer=None, shard=None, resume=None, r
     fitting one. `shard`: "I/N" (else the Slurm array task's share); `resume`: a sharded run to rerun a
     shard into; `run_name`: the shared directory's name for a plain loop of shards.
     """
-    plan = start_run("umap", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name)
+    plan = start_run(
+        "umap", config, overrides, from_run=from_run, resume=resume, shard=shard, run_name=run_name
+    )
     cfg, src = plan.config, plan.input.path
     reducer = plan.recorded("--reducer", reducer, "umap")  # a resumed run: the reducer it started with
     latents = hdf5.result_file(src, "latents", rerun_hint=f"hyrax infer --shard {{shard}} --resume {src}")
@@ -104,8 +106,13 @@ def map_fidelity(red: Reducer, latents: Path, cfg: dict) -> dict | None:
     x, _ = fit_sample(latents, size, cfg["general"]["seed"] + 1)  # not the fit sample's seed: a fresh draw
     fidelity = neighbourhood_fidelity(x, red.transform(x))
     if fidelity:
-        log.info("the map keeps %.0f%% of the latents' %d nearest neighbours (trustworthiness %.3f; %d objects)",
-                 100 * fidelity["knn_overlap"], fidelity["k"], fidelity["trustworthiness"], fidelity["n"])
+        log.info(
+            "the map keeps %.0f%% of the latents' %d nearest neighbours (trustworthiness %.3f; %d objects)",
+            100 * fidelity["knn_overlap"],
+            fidelity["k"],
+            fidelity["trustworthiness"],
+            fidelity["n"],
+        )
     return fidelity
 
 
@@ -120,10 +127,11 @@ def fit_sample(latents: Path, size: int, seed: int) -> tuple[np.ndarray, int]:
         x = hdf5.read_rows(ds, rows)
     x = x[np.isfinite(x).all(axis=1)]
     if len(x) == 0:
-        raise DataError(f"every sampled latent vector in {latents} is NaN or inf; check the infer run "
-                        f"(a model that diverged in training gives NaN latents)")
+        raise DataError(
+            f"every sampled latent vector in {latents} is NaN or inf; check the infer run "
+            f"(a model that diverged in training gives NaN latents)"
+        )
     return x.astype(np.float32), n
-
 
 
 # --- transforming, in spawned workers ---------------------------------------------------------------
@@ -166,18 +174,37 @@ def transform_file(red: Reducer, latents: Path, out: Path, start: int, stop: int
     n_good = stop - start - n_bad
     dropped: list[str] = []
     t0 = time.perf_counter()
-    with atomic.replacing(out) as tmp, hdf5.ArrayWriter(tmp, n_good, {"embedding": ((red.n_components,), "<f4")}, id_length=id_len,
-                          attrs={"stage": "umap", "input_rows": stop - start}) as w, \
-            Progress("umap", total=stop - start) as progress:
-        for (s, e), (ids, emb, nan_ids) in zip(blocks, _map_blocks(red, latents, blocks, workers), strict=True):
+    with (
+        atomic.replacing(out) as tmp,
+        hdf5.ArrayWriter(
+            tmp,
+            n_good,
+            {"embedding": ((red.n_components,), "<f4")},
+            id_length=id_len,
+            attrs={"stage": "umap", "input_rows": stop - start},
+        ) as w,
+        Progress("umap", total=stop - start) as progress,
+    ):
+        for (s, e), (ids, emb, nan_ids) in zip(
+            blocks, _map_blocks(red, latents, blocks, workers), strict=True
+        ):
             w.append(ids, embedding=emb)
             dropped += list(nan_ids[: max(0, 5 - len(dropped))])
             progress.advance(e - s)
     if n_bad:
-        log.warning("dropped %d of %d objects whose latent vector holds NaN or inf (e.g. %s); they are "
-                    "not in %s", n_bad, stop - start, ", ".join(dropped), out.name)
-    return {"n_objects": n_good, "n_dropped_nonfinite": n_bad, "rows": [start, stop],
-            "transform_seconds": round(time.perf_counter() - t0, 3)}
+        log.warning(
+            "dropped %d of %d objects whose latent vector holds NaN or inf (e.g. %s); they are not in %s",
+            n_bad,
+            stop - start,
+            ", ".join(dropped),
+            out.name,
+        )
+    return {
+        "n_objects": n_good,
+        "n_dropped_nonfinite": n_bad,
+        "rows": [start, stop],
+        "transform_seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def _map_blocks(red: Reducer, latents: Path, blocks: list, workers: int):
@@ -193,8 +220,9 @@ def _map_blocks(red: Reducer, latents: Path, blocks: list, workers: int):
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")  # UMAP's (numba/TBB) threads hang in a forked child
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "hyrax-numba"))
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(pickle.dumps(red), str(latents), threads)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(pickle.dumps(red), str(latents), threads)
+    ) as pool:
         pending = []
         todo = iter(blocks)
         for s, e in todo:

@@ -97,8 +97,12 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
         infer_run = src.require("infer")  # its catalog, recon_error and scores colour the map
         scored = {stage: newest_scores(infer_run, cfg, stage) for stage in ("anomaly", "rank")}
         labels = last_labels(scored["rank"])
-        page_args = {"cmap": vz["cmap"], "labels": labels, "labels_key": f"hyrax-labels:{infer_run.path.name}",
-                     "positive_from": cfg["rank"]["positive_from"]}
+        page_args = {
+            "cmap": vz["cmap"],
+            "labels": labels,
+            "labels_key": f"hyrax-labels:{infer_run.path.name}",
+            "positive_from": cfg["rank"]["positive_from"],
+        }
         if count_objects(src.path) > vz["max_points"]:
             page = write_tiled_map(run, src, infer_run, scored, cfg, page_args)
         else:
@@ -113,8 +117,11 @@ def visualize(config=None, *, from_run=None, overrides=()) -> VisualizeResult:
 def fields_shown(wanted: list[str], columns) -> list[str]:
     missing = [f for f in wanted if f not in columns]
     if missing:
-        log.warning("visualize.fields %s are not columns of this data (columns: %s)", missing,
-                    ", ".join(columns) or "none")
+        log.warning(
+            "visualize.fields %s are not columns of this data (columns: %s)",
+            missing,
+            ", ".join(columns) or "none",
+        )
     return [f for f in wanted if f in columns] or list(columns)[:4]
 
 
@@ -133,13 +140,29 @@ def small_map(run, src: Result, infer_run: Result, scored: dict, cfg: dict, page
     title = f"Hyrax map of {n:,} objects ({src.path.name}){kept_neighbours(src.path)}"
 
     def page():  # built again for the notebook's live app
-        return build_page(emb[:, 0], emb[:, 1], object_id, columns, color=color, fields=fields, thumbs=thumbs,
-                          title=title, **page_args)
+        return build_page(
+            emb[:, 0],
+            emb[:, 1],
+            object_id,
+            columns,
+            color=color,
+            fields=fields,
+            thumbs=thumbs,
+            title=title,
+            **page_args,
+        )
 
     size = write_html(page(), run.file(HTML_FILE), title)
-    run.record(n_objects=n, n_points_drawn=n, density_layer=False,
-               n_thumbnails=sum(1 for t in thumbs if t) if thumbs else 0, color_column=color,
-               columns=list(columns), n_labels=len(page_args["labels"]), html_bytes=size)
+    run.record(
+        n_objects=n,
+        n_points_drawn=n,
+        density_layer=False,
+        n_thumbnails=sum(1 for t in thumbs if t) if thumbs else 0,
+        color_column=color,
+        columns=list(columns),
+        n_labels=len(page_args["labels"]),
+        html_bytes=size,
+    )
     log.info("wrote %s (%.1f MB, %d objects)", run.final_path / HTML_FILE, size / 1e6, n)
     return page
 
@@ -149,8 +172,10 @@ def kept_neighbours(umap_run: Path) -> str:
     f = read_provenance(umap_run).get("stage_info", {}).get("fidelity")
     if not f:
         return ""
-    return (f": it keeps {100 * f['knn_overlap']:.0f}% of the latents' {f['k']} nearest neighbours "
-            f"(trustworthiness {f['trustworthiness']:.2f}, {f['n']:,} objects)")
+    return (
+        f": it keeps {100 * f['knn_overlap']:.0f}% of the latents' {f['k']} nearest neighbours "
+        f"(trustworthiness {f['trustworthiness']:.2f}, {f['n']:,} objects)"
+    )
 
 
 def count_objects(run_dir) -> int:
@@ -183,24 +208,62 @@ def write_tiled_map(run, src: Result, infer_run: Result, scored: dict, cfg: dict
         color = pick_color(vz["color_column"], columns)
         rng = np.random.default_rng(cfg["general"]["seed"])
         thumbs = tiled_thumbnails(group, group_aligned, ids_ds, vz["max_thumbnails"], rng) if group else {}
-        tiled = write_map(run.path, ds, ids_ds, readers=readers, dtypes=dtypes, color=color, cmap=vz["cmap"],
-                          budget=vz["max_points"], label_ids=page_args["labels"].object_id, thumbs=thumbs,
-                          extent_n=(extent, n))
+        tiled = write_map(
+            run.path,
+            ds,
+            ids_ds,
+            readers=readers,
+            dtypes=dtypes,
+            color=color,
+            cmap=vz["cmap"],
+            budget=vz["max_points"],
+            label_ids=page_args["labels"].object_id,
+            thumbs=thumbs,
+            extent_n=(extent, n),
+        )
     title = f"Hyrax map of {n:,} objects ({src.path.name}){kept_neighbours(src.path)}"
 
     def page():
-        return build_page([], [], [], columns, color=color, fields=fields, thumbs=[] if thumbs else None,
-                          tiled=tiled, title=title, **page_args)
+        return build_page(
+            [],
+            [],
+            [],
+            columns,
+            color=color,
+            fields=fields,
+            thumbs=[] if thumbs else None,
+            tiled=tiled,
+            title=title,
+            **page_args,
+        )
 
     size = write_html(page(), run.file(HTML_FILE), title)
-    files = sum(p.stat().st_size for d in ("tiles", "points") for p in (run.path / d).rglob("*") if p.is_file())
-    run.record(n_objects=n, n_points_drawn=n, density_layer=True, n_thumbnails=tiled.n_thumbnails,
-               color_column=color, columns=list(columns), n_labels=len(page_args["labels"]), html_bytes=size,
-               tiled={"cell_level": tiled.cell_level, "n_cells": len(tiled.cells),
-                      "n_tiles": sum(len(t) for mode in tiled.tiles.values() for t in mode.values()),
-                      "files_bytes": files})
-    log.info("wrote %s (a tiled map of %d objects: %.1f MB of tiles and points, %d cells)",
-             run.final_path / HTML_FILE, n, files / 1e6, len(tiled.cells))
+    files = sum(
+        p.stat().st_size for d in ("tiles", "points") for p in (run.path / d).rglob("*") if p.is_file()
+    )
+    run.record(
+        n_objects=n,
+        n_points_drawn=n,
+        density_layer=True,
+        n_thumbnails=tiled.n_thumbnails,
+        color_column=color,
+        columns=list(columns),
+        n_labels=len(page_args["labels"]),
+        html_bytes=size,
+        tiled={
+            "cell_level": tiled.cell_level,
+            "n_cells": len(tiled.cells),
+            "n_tiles": sum(len(t) for mode in tiled.tiles.values() for t in mode.values()),
+            "files_bytes": files,
+        },
+    )
+    log.info(
+        "wrote %s (a tiled map of %d objects: %.1f MB of tiles and points, %d cells)",
+        run.final_path / HTML_FILE,
+        n,
+        files / 1e6,
+        len(tiled.cells),
+    )
     return page
 
 
@@ -213,7 +276,10 @@ def column_readers(infer_run: Result, scored: dict[str, Path | None], ids_ds, st
     f = stack.enter_context(hdf5.open_result(infer_run.path, "latents"))
     if "recon_error" in f:
         sources.append(("recon_error", f["object_id"], f["recon_error"]))
-    for stage, names in (("anomaly", {"score": "score"}), ("rank", {"score": "rank_score", "interest": "interest"})):
+    for stage, names in (
+        ("anomaly", {"score": "score"}),
+        ("rank", {"score": "rank_score", "interest": "interest"}),
+    ):
         if scored.get(stage) is not None:
             g = stack.enter_context(hdf5.open_result(scored[stage], "scores"))
             sources += [(name, g["object_id"], g[key]) for key, name in names.items() if key in g]
@@ -222,7 +288,9 @@ def column_readers(infer_run: Result, scored: dict[str, Path | None], ids_ds, st
         try:
             # infer writes its latents in the data's order, so the catalog usually streams by row
             group_aligned = len(group) == ids_ds.shape[0] and all(
-                np.array_equal(hdf5.as_id_bytes(ids_ds[a:b]), group_ids(group, a, b)) for a, b in chunks(len(group)))
+                np.array_equal(hdf5.as_id_bytes(ids_ds[a:b]), group_ids(group, a, b))
+                for a, b in chunks(len(group))
+            )
             for col in group.catalog_columns():
                 if group_aligned:
                     if (reader := catalog_reader(group, col, len(group))) is not None:
@@ -230,8 +298,9 @@ def column_readers(infer_run: Result, scored: dict[str, Path | None], ids_ds, st
                 elif (values := np.asarray(group.catalog(col))).ndim == 1:
                     sources.append((col, group.object_ids(), values))
         except Exception as e:  # a catalog that can't be read: the map is still useful without it
-            log.warning("the catalog of %s can't be read (%s: %s); no catalog columns", infer_run,
-                        type(e).__name__, e)
+            log.warning(
+                "the catalog of %s can't be read (%s: %s); no catalog columns", infer_run, type(e).__name__, e
+            )
     readers, dtypes, order = {}, {}, {}  # order: per source of ids, None (the embedding's) or its IdIndex
     for name, their_ids, values in sources:
         key = (their_ids.file.filename, their_ids.name) if hasattr(their_ids, "file") else id(their_ids)
@@ -239,8 +308,9 @@ def column_readers(infer_run: Result, scored: dict[str, Path | None], ids_ds, st
             order[key] = None if same_order(ids_ds, their_ids) else hdf5.IdIndex(np.asarray(their_ids[:]))
         numeric = values.dtype.kind in "fiub"
         dtypes[name] = np.dtype("<f4") if numeric else hdf5.as_id_bytes(values[:]).dtype
-        readers[name] = slice_reader(values, numeric) if order[key] is None else join_reader(order[key], values,
-                                                                                              numeric)
+        readers[name] = (
+            slice_reader(values, numeric) if order[key] is None else join_reader(order[key], values, numeric)
+        )
     for col, (reader, dtype) in catalog.items():
         readers[col], dtypes[col] = reader, dtype
     return readers, dtypes, group, group_aligned
@@ -255,6 +325,7 @@ def group_ids(group, start: int, stop: int) -> np.ndarray:
 def catalog_reader(group, col: str, n: int):
     """A reader of a catalog column in the embedding's row order, and its record dtype (a string column's
     width found in a pass over it)."""
+
     def read(start, stop):
         return np.asarray(group.catalog(col, rows=np.arange(start, stop)))
 
@@ -271,8 +342,10 @@ def same_order(ids_ds, their_ids) -> bool:
     """Whether `their_ids` (a dataset or array) lists the objects of `ids_ds` in the same order."""
     if len(their_ids) != ids_ds.shape[0]:
         return False
-    return all(np.array_equal(hdf5.as_id_bytes(ids_ds[a:b]), hdf5.as_id_bytes(their_ids[a:b]))
-               for a, b in chunks(ids_ds.shape[0]))
+    return all(
+        np.array_equal(hdf5.as_id_bytes(ids_ds[a:b]), hdf5.as_id_bytes(their_ids[a:b]))
+        for a, b in chunks(ids_ds.shape[0])
+    )
 
 
 def slice_reader(values, numeric: bool):
@@ -309,9 +382,11 @@ def tiled_thumbnails(group, aligned: bool, ids_ds, cap: int, rng) -> dict[int, s
         if "image" not in group.fields:
             return {}
         for start in range(0, len(rows), THUMB_BATCH):
-            chunk = rows[start:start + THUMB_BATCH]
-            out |= {int(r): img_tag(data_uri(img)) for r, img in zip(chunk, group.read_rows(chunk)["image"],
-                                                                     strict=True)}
+            chunk = rows[start : start + THUMB_BATCH]
+            out |= {
+                int(r): img_tag(data_uri(img))
+                for r, img in zip(chunk, group.read_rows(chunk)["image"], strict=True)
+            }
     except Exception as e:
         log.warning("thumbnails stopped after %d of %d (%s: %s)", len(out), len(rows), type(e).__name__, e)
     return out
@@ -351,7 +426,10 @@ def gather_columns(infer_run: Result, ids: np.ndarray, scored: dict[str, Path | 
     with hdf5.open_result(infer_run.path, "latents") as f:
         if "recon_error" in f:
             columns["recon_error"] = _join(ids, hdf5.read_ids(f["object_id"]), f["recon_error"][:])
-    for stage, names in (("anomaly", {"score": "score"}), ("rank", {"score": "rank_score", "interest": "interest"})):
+    for stage, names in (
+        ("anomaly", {"score": "score"}),
+        ("rank", {"score": "rank_score", "interest": "interest"}),
+    ):
         scores = scored.get(stage)
         if scores is not None:
             with hdf5.open_result(scores, "scores") as f:
@@ -364,10 +442,13 @@ def gather_columns(infer_run: Result, ids: np.ndarray, scored: dict[str, Path | 
             for col in group.catalog_columns():
                 values = np.asarray(group.catalog(col))
                 if values.ndim == 1:
-                    columns[col] = _join(ids, gids, values if values.dtype.kind != "S" else values.astype(str))
+                    columns[col] = _join(
+                        ids, gids, values if values.dtype.kind != "S" else values.astype(str)
+                    )
         except Exception as e:  # a catalog that can't be read: the map is still useful without it
-            log.warning("the catalog of %s can't be read (%s: %s); no catalog columns", infer_run,
-                        type(e).__name__, e)
+            log.warning(
+                "the catalog of %s can't be read (%s: %s); no catalog columns", infer_run, type(e).__name__, e
+            )
     return columns, group
 
 
@@ -423,7 +504,7 @@ def make_thumbnails(group, ids: np.ndarray, cap: int, rng) -> list[str] | None:
     thumbs = [""] * len(ids)
     try:
         for start in range(0, len(pick), THUMB_BATCH):
-            chunk = pick[start:start + THUMB_BATCH]
+            chunk = pick[start : start + THUMB_BATCH]
             images = group.read_rows(rows[chunk])["image"]
             for i, img in zip(chunk, images, strict=True):
                 thumbs[i] = img_tag(data_uri(img))
@@ -433,6 +514,7 @@ def make_thumbnails(group, ids: np.ndarray, cap: int, rng) -> list[str] | None:
 
 
 # --- Jupyter -------------------------------------------------------------------------------------------
+
 
 def in_notebook() -> bool:
     if "IPython" not in sys.modules:  # a kernel has imported it long before: no import to find out
@@ -459,8 +541,11 @@ def follow_labels(label_source, result: VisualizeResult) -> None:
     """Keep `result.labels` equal to the labels given in the map (its labels source)."""
 
     def on_change(attr, old, new):
-        result.labels = Labels(np.asarray(new["object_id"], dtype=str), np.asarray(new["label"], np.float32),
-                               np.asarray(new["time"], dtype=str))
+        result.labels = Labels(
+            np.asarray(new["object_id"], dtype=str),
+            np.asarray(new["label"], np.float32),
+            np.asarray(new["time"], dtype=str),
+        )
 
     label_source.on_change("data", on_change)
 
@@ -473,10 +558,12 @@ for (const el of document.querySelectorAll('.hyrax-static-map[data-map="' + uid 
   el.style.display = 'none';
 }
 """
-NO_WIDGETS = ("This front end shows no Jupyter widgets, so the live map (whose box/lasso selection and "
-              "labels come back to Python as res.selected and res.labels) can't show here, and res.selected "
-              "stays empty. The page works on its own (select, label, save as CSV): {html}, opened in a browser "
-              "from disk. JupyterLab shows the live map (with jupyter_bokeh where the Jupyter server runs).")
+NO_WIDGETS = (
+    "This front end shows no Jupyter widgets, so the live map (whose box/lasso selection and "
+    "labels come back to Python as res.selected and res.labels) can't show here, and res.selected "
+    "stays empty. The page works on its own (select, label, save as CSV): {html}, opened in a browser "
+    "from disk. JupyterLab shows the live map (with jupyter_bokeh where the Jupyter server runs)."
+)
 
 
 def show_inline(result: VisualizeResult, page_factory) -> None:
@@ -500,8 +587,13 @@ def show_inline(result: VisualizeResult, page_factory) -> None:
     doc = Document()
     page = live_page(result, page_factory, doc)
     doc.js_on_event(DocumentReady, CustomJS(args={"uid": uid}, code=HIDE_STATIC_JS))
-    display({"text/html": static_copy(result.html, uid, tiled=page.tiled is not None),
-             "text/plain": f"Hyrax map: {result.html}"}, raw=True)
+    display(
+        {
+            "text/html": static_copy(result.html, uid, tiled=page.tiled is not None),
+            "text/plain": f"Hyrax map: {result.html}",
+        },
+        raw=True,
+    )
     load_notebook(INLINE, hide_banner=True)
     bundle = BokehModel(page.layout)._repr_mimebundle_()
     bundle["text/plain"] = NO_WIDGETS.format(html=result.html)
@@ -528,14 +620,26 @@ def static_copy(page: Path, uid: str, tiled: bool = False) -> str:
     tiled map's page loads files beside it, so its copy is that line alone."""
     import html
 
-    note = ("Static copy of the map: selections made in it don't reach Python. The live map below hides it "
-            "once it has drawn; when none draws (the notebook reopened, or a front end without Jupyter "
-            "widgets or jupyter_bokeh), res.selected stays empty: rerun the cell where widgets work, or open "
-            f"{html.escape(str(page))}")
+    note = (
+        "Static copy of the map: selections made in it don't reach Python. The live map below hides it "
+        "once it has drawn; when none draws (the notebook reopened, or a front end without Jupyter "
+        "widgets or jupyter_bokeh), res.selected stays empty: rerun the cell where widgets work, or open "
+        f"{html.escape(str(page))}"
+    )
     if tiled:
-        note = note.replace("Static copy of the map:", "This map is tiled (its tiles are files beside the page), "
-                                                       "so no copy of it is kept here:")
-    frame = "" if tiled else (f'<iframe srcdoc="{html.escape(page.read_text(encoding="utf-8"), quote=True)}" '
-                              'style="width:100%;height:760px;border:0" title="Hyrax map"></iframe>')
-    return (f'<div class="hyrax-static-map" data-map="{uid}">'
-            f'<div style="font-size:90%;color:#555">{note}</div>{frame}</div>')
+        note = note.replace(
+            "Static copy of the map:",
+            "This map is tiled (its tiles are files beside the page), so no copy of it is kept here:",
+        )
+    frame = (
+        ""
+        if tiled
+        else (
+            f'<iframe srcdoc="{html.escape(page.read_text(encoding="utf-8"), quote=True)}" '
+            'style="width:100%;height:760px;border:0" title="Hyrax map"></iframe>'
+        )
+    )
+    return (
+        f'<div class="hyrax-static-map" data-map="{uid}">'
+        f'<div style="font-size:90%;color:#555">{note}</div>{frame}</div>'
+    )

@@ -15,5 +15,15 @@
 from libhyrax.surveys.base import PROVIDERS, Failed, Fetched, Missing, Provider, Rejected, Request, Target
 from libhyrax.surveys.fits_bytes import BadFits, read_images
 
-__all__ = ["PROVIDERS", "BadFits", "Failed", "Fetched", "Missing", "Provider", "Rejected", "Request", "Target",
-           "read_images"]
+__all__ = [
+    "PROVIDERS",
+    "BadFits",
+    "Failed",
+    "Fetched",
+    "Missing",
+    "Provider",
+    "Rejected",
+    "Request",
+    "Target",
+    "read_images",
+]

@@ -38,7 +38,9 @@ def check_provider(cls: type, settings: dict | None = None, bands=("g", "r"), si
     bad = [r for r in requests if not isinstance(r, Request)]
     if bad or not requests:
         gave = [type(r).__name__ for r in bad] or "none"
-        raise contract_error(cls, "survey provider", [f"requests(targets) must yield Request objects; it gave {gave}"])
+        raise contract_error(
+            cls, "survey provider", [f"requests(targets) must yield Request objects; it gave {gave}"]
+        )
     asked = {(t.index, b) for t in targets for b in t.bands}
     covered = {tuple(c) for r in requests for c in r.cells}
     if asked - covered:
@@ -50,8 +52,10 @@ def check_provider(cls: type, settings: dict | None = None, bands=("g", "r"), si
     try:
         outcomes = provider.read(requests[0], body if body is not None else _fits_image(size))
     except Exception as e:  # noqa: BLE001
-        problems.append(f"read(request, body) failed on a FITS image answer: {type(e).__name__}: {e} (pass "
-                        "body= a real answer of the service if it answers in another format)")
+        problems.append(
+            f"read(request, body) failed on a FITS image answer: {type(e).__name__}: {e} (pass "
+            "body= a real answer of the service if it answers in another format)"
+        )
         outcomes = None
     if outcomes is not None:
         kinds = (Fetched, Missing, Rejected, Failed)

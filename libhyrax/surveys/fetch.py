@@ -72,15 +72,33 @@ class Answer:
 class Fetcher:
     """Sends requests through `connections` connections; see the module docstring."""
 
-    def __init__(self, *, connections: int = 4, retries: int = 3, retry_wait: float = 2.0, timeout: float = 60.0,
-                 auth: tuple[str, str] | None = None, headers: dict | None = None, cell_bytes: int = 1 << 16,
-                 first_number: int = 0, refused_hint: str = "check the credentials",
-                 stall: float | None = None, give_up_after: int | None = None):
+    def __init__(
+        self,
+        *,
+        connections: int = 4,
+        retries: int = 3,
+        retry_wait: float = 2.0,
+        timeout: float = 60.0,
+        auth: tuple[str, str] | None = None,
+        headers: dict | None = None,
+        cell_bytes: int = 1 << 16,
+        first_number: int = 0,
+        refused_hint: str = "check the credentials",
+        stall: float | None = None,
+        give_up_after: int | None = None,
+    ):
         bad_stall = stall is not None and stall <= 0
         if connections < 1 or retries < 0 or retry_wait < 0 or timeout <= 0 or bad_stall:
-            raise UsageError("download: connections must be at least 1, retries and retry_wait not negative, "
-                             "timeout and stall_timeout positive")
-        self.connections, self.retries, self.retry_wait, self.timeout = connections, retries, retry_wait, timeout
+            raise UsageError(
+                "download: connections must be at least 1, retries and retry_wait not negative, "
+                "timeout and stall_timeout positive"
+            )
+        self.connections, self.retries, self.retry_wait, self.timeout = (
+            connections,
+            retries,
+            retry_wait,
+            timeout,
+        )
         self.stall = min(timeout, stall or timeout)
         self.give_up_after = give_up_after or 2 * connections
         self._silent = 0  # attempts in a row, over all connections, that got no answer
@@ -97,10 +115,13 @@ class Fetcher:
         todo: queue.Queue = queue.Queue()
         done: dict[int, Answer | BaseException] = {}
         ready, stop = threading.Condition(), threading.Event()
-        client = httpx.Client(limits=httpx.Limits(max_connections=self.connections,
-                                                  max_keepalive_connections=self.connections),
-                              timeout=httpx.Timeout(self.stall, connect=min(self.stall, 30.0), pool=None),
-                              auth=self.auth, headers=self.headers, follow_redirects=True)
+        client = httpx.Client(
+            limits=httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections),
+            timeout=httpx.Timeout(self.stall, connect=min(self.stall, 30.0), pool=None),
+            auth=self.auth,
+            headers=self.headers,
+            follow_redirects=True,
+        )
         for _ in range(self.connections):
             threading.Thread(target=self._work, args=(client, todo, done, ready, stop), daemon=True).start()
         window, head = None, first
@@ -135,7 +156,9 @@ class Fetcher:
         fits = WINDOW_BYTES // max(1, len(request.cells) * self.cell_bytes)
         return max(self.connections + 1, min(4 * self.connections, fits))
 
-    def _work(self, client, todo: queue.Queue, done: dict, ready: threading.Condition, stop: threading.Event) -> None:
+    def _work(
+        self, client, todo: queue.Queue, done: dict, ready: threading.Condition, stop: threading.Event
+    ) -> None:
         while True:
             item = todo.get()
             if item is None or stop.is_set():
@@ -159,8 +182,10 @@ class Fetcher:
             status, body, error, retry_after = self._attempt(client, request)
             self._breaker(status, error, request)
             if status in (401, 403):
-                raise CredentialsRefused(f"the service refused the credentials ({error}) at "
-                                         f"{redact.text(request.url)}; {self.refused_hint}")
+                raise CredentialsRefused(
+                    f"the service refused the credentials ({error}) at "
+                    f"{redact.text(request.url)}; {self.refused_hint}"
+                )
             answer = Answer(request, number, status, body, error, attempt, time.time())
             if not answer.retryable or attempt > self.retries or stop.is_set():
                 if answer.error:
@@ -180,9 +205,11 @@ class Fetcher:
             if self._silent < self.give_up_after:
                 return
         host = redact.text(request.url.split("/")[2] if "//" in request.url else request.url)
-        raise ServiceDown(f"{host} gave no answer to {self.give_up_after} attempts in a row (the last: "
-                          f"{error}); the service looks down or hung, so the run stops here: resume it when "
-                          "the service is back")
+        raise ServiceDown(
+            f"{host} gave no answer to {self.give_up_after} attempts in a row (the last: "
+            f"{error}); the service looks down or hung, so the run stops here: resume it when "
+            "the service is back"
+        )
 
     def _attempt(self, client, request: Request) -> tuple[int, bytes | None, str | None, float | None]:
         """(HTTP status or 0, the body of a 200 answer, why there is none, Retry-After in seconds)."""

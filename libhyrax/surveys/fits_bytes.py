@@ -20,8 +20,19 @@ import numpy as np
 
 BLOCK, CARD = 2880, 80
 BITPIX = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
-KEYS = {b"SIMPLE", b"XTENSION", b"BITPIX", b"NAXIS", b"BZERO", b"BSCALE", b"BLANK", b"PCOUNT", b"GCOUNT",
-        b"ZIMAGE", b"GROUPS"} | {b"NAXIS%d" % i for i in range(1, 10)}
+KEYS = {
+    b"SIMPLE",
+    b"XTENSION",
+    b"BITPIX",
+    b"NAXIS",
+    b"BZERO",
+    b"BSCALE",
+    b"BLANK",
+    b"PCOUNT",
+    b"GCOUNT",
+    b"ZIMAGE",
+    b"GROUPS",
+} | {b"NAXIS%d" % i for i in range(1, 10)}
 MAX_AXES = 4
 MAX_HEADER_BLOCKS = 100  # 3,600 cards: far more than any cutout's header
 
@@ -34,7 +45,9 @@ def read_images(data: bytes, first_only: bool = False) -> list[np.ndarray]:
     """The image HDUs (2-D or more, pixels as float32, BSCALE/BZERO applied, BLANK -> NaN) of FITS bytes."""
     if data[:9] != b"SIMPLE  =":
         head = bytes(data[:40]).decode("ascii", "replace").strip()
-        raise BadFits(f"not a FITS file (it starts with {head[:30]!r})" if head else "an empty answer, not a FITS file")
+        raise BadFits(
+            f"not a FITS file (it starts with {head[:30]!r})" if head else "an empty answer, not a FITS file"
+        )
     images, pos = [], 0
     while pos < len(data):
         cards, pos = _header(data, pos)
@@ -44,7 +57,9 @@ def read_images(data: bytes, first_only: bool = False) -> list[np.ndarray]:
             return _astropy_images(data, first_only)
         shape, nbytes = _data_shape(cards)
         if pos + nbytes > len(data):
-            raise BadFits(f"truncated FITS file: the data needs {pos + nbytes} bytes, the body has {len(data)}")
+            raise BadFits(
+                f"truncated FITS file: the data needs {pos + nbytes} bytes, the body has {len(data)}"
+            )
         is_image = cards.get(b"XTENSION", "IMAGE") == "IMAGE" and len(shape) >= 2
         if is_image:
             images.append(_pixels(data, pos, shape, cards))
@@ -60,24 +75,24 @@ def _header(data: bytes, start: int) -> tuple[dict, int]:
     """The cards we need of the header at `start`, and where its data begins ({} at trailing padding)."""
     cards: dict = {}
     for pos in range(start, start + MAX_HEADER_BLOCKS * BLOCK, BLOCK):
-        block = data[pos:pos + BLOCK]
+        block = data[pos : pos + BLOCK]
         if pos == start and start and not block.strip(b"\0 "):
             return {}, len(data)  # padding after the last HDU
         if len(block) < BLOCK:
             raise BadFits("truncated FITS file: a header ends before its END card")
         for i in range(0, BLOCK, CARD):
-            key = block[i:i + 8].rstrip()
+            key = block[i : i + 8].rstrip()
             if key == b"END":
                 return cards, pos + BLOCK
-            if key in KEYS and block[i + 8:i + 10] == b"= ":
-                cards[key] = _value(block[i + 10:i + CARD])
+            if key in KEYS and block[i + 8 : i + 10] == b"= ":
+                cards[key] = _value(block[i + 10 : i + CARD])
     raise BadFits("FITS header without an END card")
 
 
 def _value(raw: bytes):
     text = raw.decode("ascii", "replace").strip()
     if text.startswith("'"):
-        return text[1:text.find("'", 1)].strip()
+        return text[1 : text.find("'", 1)].strip()
     text = text.split("/", 1)[0].strip()
     if text in ("T", "F"):
         return text == "T"
@@ -128,11 +143,13 @@ def _astropy_images(data: bytes, first_only: bool) -> list[np.ndarray]:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a truncated file only warns in astropy: make it an error
             with fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False) as hdul:
-                images = [np.asarray(h.data, dtype=np.float32) for h in hdul
-                          if h.is_image and h.data is not None and h.data.ndim >= 2]
+                images = [
+                    np.asarray(h.data, dtype=np.float32)
+                    for h in hdul
+                    if h.is_image and h.data is not None and h.data.ndim >= 2
+                ]
     except Exception as e:
         raise BadFits(f"unreadable FITS file ({type(e).__name__}: {str(e)[:100]})") from None
     if not images:
         raise BadFits("the FITS file holds no image")
     return images[:1] if first_only else images
-

@@ -55,7 +55,9 @@ class HSC(Provider):
         self.rerun, self.type = str(self.settings.get("rerun")), str(self.settings.get("type"))
         for key, value in (("rerun", self.rerun), ("type", self.type), *(("bands", b) for b in self.bands)):
             if not WORD.match(self.service_band(value) if key == "bands" else value):
-                raise ConfigError(f"download.hsc: {key} {value!r} is not a valid HSC name (letters, digits, _-./+)")
+                raise ConfigError(
+                    f"download.hsc: {key} {value!r} is not a valid HSC name (letters, digits, _-./+)"
+                )
         if len(self.bands) > self.lines:
             raise ConfigError(f"{len(self.bands)} bands don't fit in {self.lines} lines per request")
         # semi-width a pixel more than half the size: the service's cutout is then never too small
@@ -68,14 +70,18 @@ class HSC(Provider):
             if found:
                 user, password = user or found[0] or None, found[1]
         if not user or password is None:
-            raise UsageError(f"the HSC cutout service needs an HSC-SSP account: set download.hsc.user and put "
-                             f"the password in the environment variable {PASSWORD_ENV} (or in a netrc-style "
-                             "file named by download.netrc_file)")
+            raise UsageError(
+                f"the HSC cutout service needs an HSC-SSP account: set download.hsc.user and put "
+                f"the password in the environment variable {PASSWORD_ENV} (or in a netrc-style "
+                "file named by download.netrc_file)"
+            )
         return str(user), password
 
     def credentials_hint(self) -> str:
-        return (f"check download.hsc.user ({self.settings.get('user')!r}) and the password in {PASSWORD_ENV} "
-                "(or download.netrc_file)")
+        return (
+            f"check download.hsc.user ({self.settings.get('user')!r}) and the password in {PASSWORD_ENV} "
+            "(or download.netrc_file)"
+        )
 
     def requests(self, targets: Iterable[Target]) -> Iterator[Request]:
         chunk, lines = [], 0
@@ -94,10 +100,14 @@ class HSC(Provider):
         for t in sorted(chunk, key=lambda t: (t.ra, t.dec)):  # by position: the service reuses its cache
             for b in t.bands:
                 cells.append((t.index, b))
-                text.append(f"{self.rerun} {self.type} {self.service_band(self.bands[b])} any {t.ra:.16e}deg "
-                            f"{t.dec:.16e}deg {sw} {sw} true false false")
+                text.append(
+                    f"{self.rerun} {self.type} {self.service_band(self.bands[b])} any {t.ra:.16e}deg "
+                    f"{t.dec:.16e}deg {sw} {sw} true false false"
+                )
         body = ("\n".join(text) + "\n").encode()
-        return Request(cells, "POST", self.url, files={"list": ("coordlist.txt", body, "text/plain")}, info=cells)
+        return Request(
+            cells, "POST", self.url, files={"list": ("coordlist.txt", body, "text/plain")}, info=cells
+        )
 
     def read(self, request: Request, body: bytes) -> dict[Cell, Outcome]:
         cells: list[Cell] = request.info  # line k + 2 of the list is cells[k]
@@ -107,10 +117,19 @@ class HSC(Provider):
                 for member in tar:
                     refused = unsafe_member(member)
                     if refused:
-                        log.warning("refused the answer to request for %d cutouts: its tar holds %r (%s)",
-                                    len(cells), member.name, refused)
-                        return {c: Failed(f"the service's answer held an unsafe tar member {member.name!r} "
-                                          f"({refused}); refused, nothing written") for c in cells}
+                        log.warning(
+                            "refused the answer to request for %d cutouts: its tar holds %r (%s)",
+                            len(cells),
+                            member.name,
+                            refused,
+                        )
+                        return {
+                            c: Failed(
+                                f"the service's answer held an unsafe tar member {member.name!r} "
+                                f"({refused}); refused, nothing written"
+                            )
+                            for c in cells
+                        }
                     m = MEMBER.match(posixpath.basename(member.name))
                     if not member.isfile() or not m:
                         continue
@@ -123,8 +142,11 @@ class HSC(Provider):
             # the answer stopped part-way (or is no tar at all): what it did not deliver may come next time
             why = "is not a tar file" if not out else "ended early"
             return out | {c: Failed(f"the service's answer {why} ({e})") for c in cells if c not in out}
-        return out | {c: Missing("no cutout in the answer: outside the HSC footprint in this band")
-                      for c in cells if c not in out}
+        return out | {
+            c: Missing("no cutout in the answer: outside the HSC footprint in this band")
+            for c in cells
+            if c not in out
+        }
 
 
 def _cutout(data: bytes) -> Outcome:

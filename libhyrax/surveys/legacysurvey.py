@@ -32,13 +32,21 @@ class LegacySurvey(Provider):
         self.layer = str(self.settings.get("layer") or "ls-dr10")
         self.pixel_scale = float(self.settings.get("pixscale") or 0.262)
         if any(len(b) != 1 for b in self.bands):
-            raise ConfigError(f"download.bands {self.bands}: the Legacy Surveys viewer names bands by one letter "
-                              "(g, r, i, z)")
+            raise ConfigError(
+                f"download.bands {self.bands}: the Legacy Surveys viewer names bands by one letter "
+                "(g, r, i, z)"
+            )
 
     def requests(self, targets: Iterable[Target]) -> Iterator[Request]:
         for t in targets:
-            params = {"ra": repr(t.ra), "dec": repr(t.dec), "layer": self.layer, "pixscale": repr(self.pixel_scale),
-                      "bands": "".join(self.bands[b] for b in t.bands), "size": self.size}
+            params = {
+                "ra": repr(t.ra),
+                "dec": repr(t.dec),
+                "layer": self.layer,
+                "pixscale": repr(self.pixel_scale),
+                "bands": "".join(self.bands[b] for b in t.bands),
+                "size": self.size,
+            }
             yield Request([(t.index, b) for b in t.bands], "GET", self.url, params=params)
 
     def read(self, request: Request, body: bytes) -> dict[Cell, Outcome]:
@@ -49,7 +57,10 @@ class LegacySurvey(Provider):
         if cube.ndim == 2:
             cube = cube[None]
         if cube.ndim != 3 or len(cube) != len(request.cells):
-            return {c: Rejected(f"a cube of shape {cube.shape} for {len(request.cells)} bands") for c in request.cells}
+            return {
+                c: Rejected(f"a cube of shape {cube.shape} for {len(request.cells)} bands")
+                for c in request.cells
+            }
         out: dict[Cell, Outcome] = {}
         for cell, plane in zip(request.cells, cube, strict=True):
             if not np.any(plane):

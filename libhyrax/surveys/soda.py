@@ -55,19 +55,25 @@ class SODA(Provider):
         self.id_template = str(s.get("id") or "")
         self.sia_url = str(s.get("sia_url") or "")
         if bool(self.id_template) == bool(self.sia_url):
-            raise ConfigError(f"download.{self.name}: set exactly one of id (a dataset ID template with {{band}}) "
-                              "and sia_url (an SIAv2 query service that finds each object's image)")
+            raise ConfigError(
+                f"download.{self.name}: set exactly one of id (a dataset ID template with {{band}}) "
+                "and sia_url (an SIAv2 query service that finds each object's image)"
+            )
         if self.sia_url and not self.sia_url.startswith(("http://", "https://")):
             raise ConfigError(f"download.{self.name}.sia_url must be an http(s) URL, not {self.sia_url!r}")
         for _, field, _, _ in string.Formatter().parse(self.id_template):
             if field is not None and field not in TEMPLATE_FIELDS:
-                raise ConfigError(f"download.{self.name}.id: unknown field {{{field}}}; it can use {{band}} "
-                                  "and {object_id}")
+                raise ConfigError(
+                    f"download.{self.name}.id: unknown field {{{field}}}; it can use {{band}} "
+                    "and {object_id}"
+                )
         self.sia_params = {str(k): str(v) for k, v in dict(s.get("sia_params") or {}).items()}
         self.sia_select = {str(k): str(v) for k, v in dict(s.get("sia_select") or {}).items()}
         self.params = {str(k): str(v) for k, v in dict(s.get("params") or {}).items()}
-        self.band_column, self.id_column = str(s.get("band_column") or "band"), str(s.get("id_column") or
-                                                                                  "obs_publisher_did")
+        self.band_column, self.id_column = (
+            str(s.get("band_column") or "band"),
+            str(s.get("id_column") or "obs_publisher_did"),
+        )
         # a pixel more than half the size: the service's cutout (the circle's bounding box) is never too small
         self.radius_deg = (self.size / 2 + 1) * self.pixel_scale / 3600.0
 
@@ -77,8 +83,10 @@ class SODA(Provider):
             return {}
         token = os.environ.get(str(env))
         if not token:
-            raise UsageError(f"download.{self.name}.bearer_env names {env}, which is not set; export your access "
-                             "token there (it is sent as a bearer token and never written anywhere)")
+            raise UsageError(
+                f"download.{self.name}.bearer_env names {env}, which is not set; export your access "
+                "token there (it is sent as a bearer token and never written anywhere)"
+            )
         return {"Authorization": f"Bearer {token}"}
 
     def credentials_hint(self) -> str:
@@ -91,15 +99,19 @@ class SODA(Provider):
         if self.id_template:
             for t in targets:
                 for b in t.bands:
-                    dataset = self.id_template.format(band=quote(self.service_band(self.bands[b]), safe=""),
-                                                      object_id=quote(t.object_id, safe=""))
+                    dataset = self.id_template.format(
+                        band=quote(self.service_band(self.bands[b]), safe=""),
+                        object_id=quote(t.object_id, safe=""),
+                    )
                     yield self._cutout(t, b, dataset)
             return
         yield from self._looked_up(targets)
 
     def _cutout(self, t: Target, band: int, dataset: str) -> Request:
         circle = f"{t.ra!r} {t.dec!r} {self.radius_deg!r}"
-        return Request([(t.index, band)], "GET", self.url, params={"ID": dataset, "CIRCLE": circle, **self.params})
+        return Request(
+            [(t.index, band)], "GET", self.url, params={"ID": dataset, "CIRCLE": circle, **self.params}
+        )
 
     def _looked_up(self, targets: Iterable[Target]) -> Iterator[Request]:
         """The cutout requests, each after its object's image lookup (one SIA query per object, a few ahead,
@@ -107,13 +119,27 @@ class SODA(Provider):
         from libhyrax.surveys.fetch import Fetcher
 
         opts = self.fetch_options
-        fetcher = Fetcher(connections=int(opts.get("connections", 2)), retries=int(opts.get("retries", 3)),
-                          retry_wait=float(opts.get("retry_wait", 2.0)), timeout=self.timeout,
-                          stall=self.stall, auth=self.auth(),
-                          headers=self.headers(), cell_bytes=1 << 12, refused_hint=self.credentials_hint())
-        queries = (Request([(t.index, b) for b in t.bands], "GET", self.sia_url,
-                           params={"POS": f"CIRCLE {t.ra!r} {t.dec!r} 0", **self.sia_params}, info=t)
-                   for t in targets)
+        fetcher = Fetcher(
+            connections=int(opts.get("connections", 2)),
+            retries=int(opts.get("retries", 3)),
+            retry_wait=float(opts.get("retry_wait", 2.0)),
+            timeout=self.timeout,
+            stall=self.stall,
+            auth=self.auth(),
+            headers=self.headers(),
+            cell_bytes=1 << 12,
+            refused_hint=self.credentials_hint(),
+        )
+        queries = (
+            Request(
+                [(t.index, b) for b in t.bands],
+                "GET",
+                self.sia_url,
+                params={"POS": f"CIRCLE {t.ra!r} {t.dec!r} 0", **self.sia_params},
+                info=t,
+            )
+            for t in targets
+        )
         for answer in fetcher.answers(queries):
             t = answer.request.info
             if answer.body is None:
@@ -123,8 +149,11 @@ class SODA(Provider):
                 found = self._images(t, answer.body)
             for b in t.bands:
                 got = found[b]
-                yield self._cutout(t, b, got) if isinstance(got, str) else \
-                    Request([(t.index, b)], "GET", self.url, settled=got)
+                yield (
+                    self._cutout(t, b, got)
+                    if isinstance(got, str)
+                    else Request([(t.index, b)], "GET", self.url, settled=got)
+                )
 
     def _images(self, t: Target, body: bytes) -> dict[int, str | Outcome]:
         """Per band: the dataset ID of the covering image nearest the object, or why there is none."""
@@ -134,9 +163,14 @@ class SODA(Provider):
             return dict.fromkeys(t.bands, Rejected(f"image lookup: {e}"))
         for col in (self.band_column, self.id_column):
             if rows and col not in rows:
-                return dict.fromkeys(t.bands, Rejected(f"image lookup: the answer has no column {col!r} (it has "
-                                                       f"{', '.join(rows)}); set download.{self.name}."
-                                                       f"{'band_column' if col == self.band_column else 'id_column'}"))
+                return dict.fromkeys(
+                    t.bands,
+                    Rejected(
+                        f"image lookup: the answer has no column {col!r} (it has "
+                        f"{', '.join(rows)}); set download.{self.name}."
+                        f"{'band_column' if col == self.band_column else 'id_column'}"
+                    ),
+                )
         out: dict[int, str | Outcome] = {}
         keep = np.ones(len(rows[self.id_column]) if rows else 0, dtype=bool)
         for col, value in self.sia_select.items():
@@ -194,8 +228,13 @@ def votable_rows(body: bytes) -> dict[str, np.ndarray]:
     out = {}
     for name in table.colnames:
         col = np.asarray(np.ma.filled(table[name], "" if table[name].dtype.kind in "SUO" else np.nan))
-        out[name] = np.char.decode(col, "utf-8") if col.dtype.kind == "S" else \
-            col.astype(str) if col.dtype.kind == "O" else col
+        out[name] = (
+            np.char.decode(col, "utf-8")
+            if col.dtype.kind == "S"
+            else col.astype(str)
+            if col.dtype.kind == "O"
+            else col
+        )
     return out
 
 
@@ -204,4 +243,3 @@ def separation(ra: float, dec: float, ras: np.ndarray, decs: np.ndarray) -> np.n
     r1, d1, r2, d2 = (np.radians(np.asarray(v, dtype=np.float64)) for v in (ra, dec, ras, decs))
     h = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
     return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))))
-

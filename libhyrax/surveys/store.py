@@ -109,21 +109,40 @@ class Store:
             log.warning("%s is not the record of this catalogue and bands; starting it afresh", path.name)
         f = h5py.File(path, "w")
         n, c = self.n, len(self.bands)
-        f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "provider": self.provider,
-                        "bands": self.bands, "committed": 0, "cutout_rows": 0, "next_request": 0, "complete": False})
+        f.attrs.update(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "provider": self.provider,
+                "bands": self.bands,
+                "committed": 0,
+                "cutout_rows": 0,
+                "next_request": 0,
+                "complete": False,
+            }
+        )
         rows = max(1, min(n, 4096))
         f.create_dataset("object_id", data=as_id_bytes(self.catalog.ids).astype(id_dtype(self.id_length)))
         f.create_dataset("row", data=np.full(n, -1, np.int64), chunks=(rows,))
-        cell = {"status": (STATUS, PENDING), "reason": (h5py.string_dtype(), ""), "fetched_at": ("f8", np.nan),
-                "request": ("i8", -1), "attempts": ("u1", 0), "http_status": ("i2", 0)}
+        cell = {
+            "status": (STATUS, PENDING),
+            "reason": (h5py.string_dtype(), ""),
+            "fetched_at": ("f8", np.nan),
+            "request": ("i8", -1),
+            "attempts": ("u1", 0),
+            "http_status": ("i2", 0),
+        }
         for name, (dtype, fill) in cell.items():
             f.create_dataset(name, shape=(n, c), dtype=dtype, chunks=(rows, c), fillvalue=fill)
         f.flush()
         return f
 
     def _same_catalogue(self, f: h5py.File) -> bool:
-        return (list(f.attrs.get("bands", [])) == self.bands and f["object_id"].shape[0] == self.n
-                and bool(np.array_equal(f["object_id"][:], as_id_bytes(self.catalog.ids))))
+        return (
+            list(f.attrs.get("bands", [])) == self.bands
+            and f["object_id"].shape[0] == self.n
+            and bool(np.array_equal(f["object_id"][:], as_id_bytes(self.catalog.ids)))
+        )
 
     def _open_cutouts(self, rows: int) -> CutoutWriter | None:
         path = self.cutouts_path
@@ -134,11 +153,21 @@ class Store:
                 self._finish_record()
                 return None
             raise RunError(f"{path} is complete but {self.record_path.name} is not; start a new run")
-        writer = CutoutWriter(path, (len(self.bands), self.size, self.size), self.bands, pixel_scale=self.pixel_scale,
-                              id_length=self.id_length, attrs={"provider": self.provider})
+        writer = CutoutWriter(
+            path,
+            (len(self.bands), self.size, self.size),
+            self.bands,
+            pixel_scale=self.pixel_scale,
+            id_length=self.id_length,
+            attrs={"provider": self.provider},
+        )
         if writer.rows_written < rows:  # cutouts.h5 was lost or unreadable: start both again
-            log.warning("%s holds %d rows, its record %d; fetching everything again", path.name,
-                        writer.rows_written, rows)
+            log.warning(
+                "%s holds %d rows, its record %d; fetching everything again",
+                path.name,
+                writer.rows_written,
+                rows,
+            )
             self._reset_record()
         elif writer.rows_written > rows:  # appended, but not recorded before the crash: those come again
             writer.rows_written = rows
@@ -166,10 +195,19 @@ class Store:
             return
         cat, c = self.catalog, len(self.bands)
         failed = np.flatnonzero(self._object_status() == FAILED)
-        status = self.record["status"][:self.committed][failed] if len(failed) else np.zeros((0, c), np.uint8)
+        status = (
+            self.record["status"][: self.committed][failed] if len(failed) else np.zeros((0, c), np.uint8)
+        )
         for i, cells in zip(failed, status, strict=True):
-            yield self._ask(Target(int(i), str(cat.ids[i]), float(cat.ra[i]), float(cat.dec[i]),
-                                   tuple(int(b) for b in np.flatnonzero(cells != OK))))
+            yield self._ask(
+                Target(
+                    int(i),
+                    str(cat.ids[i]),
+                    float(cat.ra[i]),
+                    float(cat.dec[i]),
+                    tuple(int(b) for b in np.flatnonzero(cells != OK)),
+                )
+            )
         everything = tuple(range(c))
         for i in range(self.committed, self.n):
             yield self._ask(Target(i, str(cat.ids[i]), float(cat.ra[i]), float(cat.dec[i]), everything))
@@ -215,16 +253,21 @@ class Store:
             raise RunError("download: answers came out of catalogue order (a bug in Hyrax); --resume the run")
         cells = self._cells(ready, len(old))
         status = object_status(cells["status"])
-        rows = self._write_cutouts(ready, old, new, status[len(old):], cells)
+        rows = self._write_cutouts(ready, old, new, status[len(old) :], cells)
         self._write_record(ready, cells, rows, len(old))
         self.counts.update(STATUS_NAMES[s] for s in status)
 
     def _cells(self, ready: list[_Open], n_old: int) -> dict[str, np.ndarray]:
         """The record's per-band columns for `ready` (resumed objects keep what their other bands had)."""
         n, c = len(ready), len(self.bands)
-        out = {"status": np.full((n, c), PENDING, np.uint8), "reason": np.full((n, c), "", dtype=object),
-               "fetched_at": np.full((n, c), np.nan), "request": np.full((n, c), -1, np.int64),
-               "attempts": np.zeros((n, c), np.uint8), "http_status": np.zeros((n, c), np.int16)}
+        out = {
+            "status": np.full((n, c), PENDING, np.uint8),
+            "reason": np.full((n, c), "", dtype=object),
+            "fetched_at": np.full((n, c), np.nan),
+            "request": np.full((n, c), -1, np.int64),
+            "attempts": np.zeros((n, c), np.uint8),
+            "http_status": np.zeros((n, c), np.int16),
+        }
         if n_old:
             idx = [o.target.index for o in ready[:n_old]]
             for name in CELLS:
@@ -247,7 +290,7 @@ class Store:
         rows = np.full(len(ready), -1, np.int64)
         images = self.writer.file["images"]
         if old:
-            rows[:len(old)] = self.record["row"][[o.target.index for o in old]]
+            rows[: len(old)] = self.record["row"][[o.target.index for o in old]]
             for k, obj in enumerate(old):
                 for b, (outcome, _) in obj.cells.items():
                     if isinstance(outcome, Fetched):
@@ -261,7 +304,9 @@ class Store:
                         stack[j, b] = outcome.image
             at = np.array([new[k].target.index for k in keep])
             first = self.writer.rows_written
-            self.writer.append(self.catalog.ids[at], stack, catalog={k: v[at] for k, v in self.catalog.columns.items()})
+            self.writer.append(
+                self.catalog.ids[at], stack, catalog={k: v[at] for k, v in self.catalog.columns.items()}
+            )
             rows[len(old) + np.array(keep)] = np.arange(first, first + len(keep))
         elif old:
             self.writer.file.flush()
@@ -278,8 +323,13 @@ class Store:
                 f[name][a:b] = cells[name][n_old:]
             f["row"][a:b] = rows[n_old:]
             self.committed = b
-        f.attrs.update({"committed": self.committed, "cutout_rows": self.writer.rows_written,
-                        "next_request": self.next_request})
+        f.attrs.update(
+            {
+                "committed": self.committed,
+                "cutout_rows": self.writer.rows_written,
+                "next_request": self.next_request,
+            }
+        )
         f.flush()
 
     def _keep(self, obj: _Open) -> None:
@@ -313,17 +363,30 @@ class Store:
 
     def _compact(self, status: np.ndarray) -> None:
         keep = np.flatnonzero(status == OK)
-        log.info("%s: %d objects with a row turned out missing or rejected; writing it without them",
-                 self.cutouts_path.name, int((self.record["row"][:] >= 0).sum()) - len(keep))
+        log.info(
+            "%s: %d objects with a row turned out missing or rejected; writing it without them",
+            self.cutouts_path.name,
+            int((self.record["row"][:] >= 0).sum()) - len(keep),
+        )
         old_rows, images = self.record["row"][:][keep], self.writer.file["images"]
         # replaced when complete: a crash from then on finishes the record on resume
         with atomic.replacing(self.cutouts_path) as tmp:
-            with CutoutWriter(tmp, images.shape[1:], self.bands, n_rows=len(keep), pixel_scale=self.pixel_scale,
-                              id_length=self.id_length, attrs={"provider": self.provider}) as out:
+            with CutoutWriter(
+                tmp,
+                images.shape[1:],
+                self.bands,
+                n_rows=len(keep),
+                pixel_scale=self.pixel_scale,
+                id_length=self.id_length,
+                attrs={"provider": self.provider},
+            ) as out:
                 for a in range(0, len(keep), COMMIT_OBJECTS):
-                    at = keep[a:a + COMMIT_OBJECTS]
-                    out.append(self.catalog.ids[at], images[old_rows[a:a + COMMIT_OBJECTS]],
-                               catalog={k: v[at] for k, v in self.catalog.columns.items()})
+                    at = keep[a : a + COMMIT_OBJECTS]
+                    out.append(
+                        self.catalog.ids[at],
+                        images[old_rows[a : a + COMMIT_OBJECTS]],
+                        catalog={k: v[at] for k, v in self.catalog.columns.items()},
+                    )
             self.writer.close(complete=False)
 
     def _finish_record(self) -> None:
@@ -340,14 +403,17 @@ class Store:
         """Objects by status (pending: not asked yet), and the five commonest reasons a band is not ok."""
         counts, reasons = Counter(), Counter()
         for a in range(0, self.n, 65536):
-            cells = self.record["status"][a:a + 65536]
+            cells = self.record["status"][a : a + 65536]
             counts.update(object_status(cells).tolist())
             rows = np.flatnonzero(((cells != OK) & (cells != PENDING)).any(axis=1))
             if len(rows):
-                got = self.record["reason"][a + rows[0]:a + rows[-1] + 1][rows - rows[0]]
+                got = self.record["reason"][a + rows[0] : a + rows[-1] + 1][rows - rows[0]]
                 reasons.update(r.decode() if isinstance(r, bytes) else r for r in got.ravel() if r)
-        return {"objects": self.n, **{name: counts[s] for s, name in enumerate(STATUS_NAMES)},
-                "reasons": dict(reasons.most_common(5))}
+        return {
+            "objects": self.n,
+            **{name: counts[s] for s, name in enumerate(STATUS_NAMES)},
+            "reasons": dict(reasons.most_common(5)),
+        }
 
     def close(self) -> None:
         """Write what is ready, and leave both files to resume from (nothing if finished)."""
@@ -363,10 +429,15 @@ class Store:
 
     def write_csv(self, path: Path) -> None:
         """download.csv: the record as text, one line per object and band (written whole, atomically)."""
-        with atomic.replacing(path) as tmp, h5py.File(self.record_path, "r") as f, \
-                open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with (
+            atomic.replacing(path) as tmp,
+            h5py.File(self.record_path, "r") as f,
+            open(tmp, "w", newline="", encoding="utf-8") as fh,
+        ):
             out = csv.writer(fh)
-            out.writerow(["object_id", "band", "status", "reason", "http_status", "attempts", "request", "fetched_at"])
+            out.writerow(
+                ["object_id", "band", "status", "reason", "http_status", "attempts", "request", "fetched_at"]
+            )
             bands = np.array(self.bands)
             for a in range(0, self.n, 65536):
                 b = min(a + 65536, self.n)
@@ -375,11 +446,24 @@ class Store:
                 for k in range(b - a):
                     for j, band in enumerate(bands):
                         t = cols["fetched_at"][k, j]
-                        when = dt.datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds") if t == t else ""
+                        when = (
+                            dt.datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+                            if t == t
+                            else ""
+                        )
                         reason = cols["reason"][k, j]
-                        out.writerow([ids[k], band, STATUS_NAMES[cols["status"][k, j]],
-                                      reason.decode() if isinstance(reason, bytes) else reason,
-                                      cols["http_status"][k, j], cols["attempts"][k, j], cols["request"][k, j], when])
+                        out.writerow(
+                            [
+                                ids[k],
+                                band,
+                                STATUS_NAMES[cols["status"][k, j]],
+                                reason.decode() if isinstance(reason, bytes) else reason,
+                                cols["http_status"][k, j],
+                                cols["attempts"][k, j],
+                                cols["request"][k, j],
+                                when,
+                            ]
+                        )
 
 
 def _is_complete(path: Path) -> bool:
@@ -388,4 +472,3 @@ def _is_complete(path: Path) -> bool:
             return bool(f.attrs.get("complete"))
     except (OSError, KeyError):
         return False
-

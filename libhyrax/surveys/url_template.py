@@ -38,19 +38,25 @@ class URLTemplate(Provider):
         try:
             parsed = list(string.Formatter().parse(self.url))
         except ValueError as e:
-            raise ConfigError(f"download.url_template.url {self.url!r} is not a valid template: {e}") from None
+            raise ConfigError(
+                f"download.url_template.url {self.url!r} is not a valid template: {e}"
+            ) from None
         for _, name, spec, conversion in parsed:
             if name is None:
                 continue
             if name not in FIELDS or conversion:
-                raise ConfigError(f"download.url_template.url: unknown field {{{name}}}; the template can use "
-                                  f"{', '.join('{' + f + '}' for f in FIELDS)}")
+                raise ConfigError(
+                    f"download.url_template.url: unknown field {{{name}}}; the template can use "
+                    f"{', '.join('{' + f + '}' for f in FIELDS)}"
+                )
             if spec and name in ("band", "object_id"):
                 raise ConfigError(f"download.url_template.url: {{{name}:{spec}}} takes no format")
             fields.add(name)
         if len(self.bands) > 1 and "band" not in fields:
-            raise ConfigError(f"download.url_template.url has no {{band}} field, but download.bands asks for "
-                              f"{len(self.bands)} bands; put {{band}} in the URL")
+            raise ConfigError(
+                f"download.url_template.url has no {{band}} field, but download.bands asks for "
+                f"{len(self.bands)} bands; put {{band}} in the URL"
+            )
         if not {"ra", "dec"} <= fields and "object_id" not in fields:
             raise ConfigError("download.url_template.url needs {ra} and {dec} (or {object_id})")
 
@@ -60,8 +66,10 @@ class URLTemplate(Provider):
             return {}
         token = os.environ.get(str(env))
         if not token:
-            raise UsageError(f"download.url_template.bearer_env names {env}, which is not set; export the token "
-                             f"there (it is sent as a bearer token and never written anywhere)")
+            raise UsageError(
+                f"download.url_template.bearer_env names {env}, which is not set; export the token "
+                f"there (it is sent as a bearer token and never written anywhere)"
+            )
         return {"Authorization": f"Bearer {token}"}
 
     def credentials_hint(self) -> str:
@@ -72,8 +80,13 @@ class URLTemplate(Provider):
         for t in targets:
             oid = quote(t.object_id, safe="")
             for b in t.bands:
-                url = self.url.format(ra=t.ra, dec=t.dec, size=self.size, object_id=oid,
-                                      band=quote(self.service_band(self.bands[b]), safe=""))
+                url = self.url.format(
+                    ra=t.ra,
+                    dec=t.dec,
+                    size=self.size,
+                    object_id=oid,
+                    band=quote(self.service_band(self.bands[b]), safe=""),
+                )
                 yield Request([(t.index, b)], "GET", url)
 
     def read(self, request: Request, body: bytes) -> dict[Cell, Outcome]:

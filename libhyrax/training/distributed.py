@@ -48,7 +48,9 @@ def distributed(device: str):
     if launched_world_size() <= 1 or _idist().get_world_size() > 1:
         yield
         return
-    backend = "nccl" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
+    backend = (
+        "nccl" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
+    )
     _idist().initialize(backend)
     try:
         yield
@@ -73,7 +75,7 @@ def share(indices: np.ndarray, equal: bool) -> np.ndarray:
         return indices
     if equal:
         per = len(indices) // n
-        return indices[r * per:(r + 1) * per]
+        return indices[r * per : (r + 1) * per]
     return np.array_split(indices, n)[r]
 
 
@@ -92,7 +94,7 @@ def average_gradients(params: list[torch.nn.Parameter], loss: torch.Tensor) -> f
     offset = 0
     for p, g in zip(params, grads, strict=True):
         n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype)
         offset += n
     return float(flat[-1])
 

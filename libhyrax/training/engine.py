@@ -104,13 +104,17 @@ def loss_of(out, model) -> torch.Tensor:
         raise ModelError(f"{name}.train_batch must return a dict with 'loss'; it returned {got}")
     loss = out["loss"]
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        raise ModelError(f"{name}.train_batch's 'loss' must be a one-element tensor, not {type(loss).__name__}")
+        raise ModelError(
+            f"{name}.train_batch's 'loss' must be a one-element tensor, not {type(loss).__name__}"
+        )
     return loss
 
 
 def figures(out: dict, n: int) -> dict[str, float]:
     """The batch's figures as floats, with its object count `n`."""
-    return {"n": n} | {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}
+    return {"n": n} | {
+        k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()
+    }
 
 
 def create_trainer(model, optimizer, device: torch.device, mixed_precision: bool = False) -> Engine:
@@ -119,8 +123,10 @@ def create_trainer(model, optimizer, device: torch.device, mixed_precision: bool
     params = [p for p in model.parameters() if p.requires_grad]
     steps_itself = getattr(model, "steps_itself", False)  # the model contract: train_batch runs the step
     if steps_itself and dist.world_size() > 1:
-        raise ModelError(f"{type(model).__name__} steps its own optimizer (steps_itself), so it trains in one "
-                         "process: its gradients can't be averaged across ranks; run it without torchrun/srun")
+        raise ModelError(
+            f"{type(model).__name__} steps its own optimizer (steps_itself), so it trains in one "
+            "process: its gradients can't be averaged across ranks; run it without torchrun/srun"
+        )
 
     def step(engine: Engine, batch: dict) -> dict:
         x = to_device(prepare(model, batch), device, non_blocking=True)
@@ -135,9 +141,11 @@ def create_trainer(model, optimizer, device: torch.device, mixed_precision: bool
         value = dist.average_gradients(params, loss) if dist.world_size() > 1 else float(loss.detach())
         if not math.isfinite(value):
             n_batch = (engine.state.iteration - 1) % engine.state.epoch_length + 1
-            raise RunError(f"the loss became {value} in epoch {engine.state.epoch}, batch {n_batch}; training "
-                           "stopped and the last good checkpoint is kept (checkpoints/last.pt). Lower "
-                           "optimizer.kwargs.lr, or check the data for NaN/inf values (data_set.nan_mode)")
+            raise RunError(
+                f"the loss became {value} in epoch {engine.state.epoch}, batch {n_batch}; training "
+                "stopped and the last good checkpoint is kept (checkpoints/last.pt). Lower "
+                "optimizer.kwargs.lr, or check the data for NaN/inf values (data_set.nan_mode)"
+            )
         if not steps_itself:
             optimizer.step()
         return figures(out, len(batch["object_id"])) | {"loss": value}
@@ -145,8 +153,9 @@ def create_trainer(model, optimizer, device: torch.device, mixed_precision: bool
     return quiet(Engine(step))
 
 
-def create_evaluator(model, device: torch.device, mixed_precision: bool = False,
-                     predictions: list | None = None) -> Engine:
+def create_evaluator(
+    model, device: torch.device, mixed_precision: bool = False, predictions: list | None = None
+) -> Engine:
     """Runs validate_batch without gradients; with `predictions`, also collects the model's
     predict_batch (predicted, true) pairs, for a classifier's confusion matrix."""
     from ignite.engine import Engine
@@ -193,6 +202,7 @@ class EpochMeans:
 
 
 # --- checkpoints -----------------------------------------------------------------------------------
+
 
 def save_checkpoint(path: Path, **state) -> None:
     """Atomically: a crash while writing leaves the previous checkpoint."""

@@ -262,7 +262,9 @@ class MLflowRun:
 
     def end(self, ok: bool) -> None:
         if self.client is not None:
-            self._call("ending the run", self.client.set_terminated, self.run_id, "FINISHED" if ok else "FAILED")
+            self._call(
+                "ending the run", self.client.set_terminated, self.run_id, "FINISHED" if ok else "FAILED"
+            )
 
     def __enter__(self) -> MLflowRun:
         return self

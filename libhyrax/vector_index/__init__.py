@@ -90,14 +90,17 @@ class VectorIndex:
         try:
             meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise DataError(f"{path} holds no vector index (no {META_FILE}); build one with `hyrax index`") from None
+            raise DataError(
+                f"{path} holds no vector index (no {META_FILE}); build one with `hyrax index`"
+            ) from None
         index = backend_class(meta["backend"])(path, meta["dim"], **meta.get("params", {}))
         index._all_ids = index._read_ids()
         if not len(index._all_ids):
             index._all_ids = np.array([], dtype="S1")
         for file in sorted(path.glob(index.pickled_files)) if index.pickled_files else ():
-            trust.check_loadable(file, f"part of a {index.backend} index kept with pickle", trusted_runs,
-                                 run=path.parent)
+            trust.check_loadable(
+                file, f"part of a {index.backend} index kept with pickle", trusted_runs, run=path.parent
+            )
         index._open()
         return index
 
@@ -152,11 +155,13 @@ class VectorIndex:
             self._id_index = IdIndex(self.object_ids(as_bytes=True))
         wanted = [str(i) for i in np.atleast_1d(np.asarray(object_ids))]
         rows = self._id_index.rows(wanted)
-        if (missing := [w for w, r in zip(wanted, rows, strict=True) if r < 0]):
+        if missing := [w for w, r in zip(wanted, rows, strict=True) if r < 0]:
             near = self._id_index.close_matches(missing[0]) if len(self) else []
             hint = f"; close ids: {', '.join(near)}" if near else ""
-            raise DataError(f"object id {missing[0]!r} is not in the index at {self.path}{hint}"
-                            + (f" ({len(missing)} ids missing)" if len(missing) > 1 else ""))
+            raise DataError(
+                f"object id {missing[0]!r} is not in the index at {self.path}{hint}"
+                + (f" ({len(missing)} ids missing)" if len(missing) > 1 else "")
+            )
         return rows.astype(np.int64)
 
     def object_ids(self, as_bytes: bool = False) -> np.ndarray:
@@ -221,4 +226,3 @@ def backend_class(name: str) -> type[VectorIndex]:
 def backend_params(cfg: dict, name: str) -> dict:
     """The backend's parameters from `[vector_db.<name>]` of a resolved config."""
     return dict(cfg.get("vector_db", {}).get(name, {}) or {})
-

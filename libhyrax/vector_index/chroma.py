@@ -41,10 +41,15 @@ class ChromaIndex(VectorIndex):
         self._client = chromadb.PersistentClient(path=str(self.path / "chroma"),
                                                  settings=Settings(anonymized_telemetry=False))
         if create:
-            hnsw = {"space": "l2", "ef_construction": int(self.params["ef_construction"]),
-                    "ef_search": int(self.params["ef_search"]), "max_neighbors": int(self.params["max_neighbors"])}
-            self._collection = self._client.create_collection(COLLECTION, configuration={"hnsw": hnsw},
-                                                              embedding_function=None)
+            hnsw = {
+                "space": "l2",
+                "ef_construction": int(self.params["ef_construction"]),
+                "ef_search": int(self.params["ef_search"]),
+                "max_neighbors": int(self.params["max_neighbors"]),
+            }
+            self._collection = self._client.create_collection(
+                COLLECTION, configuration={"hnsw": hnsw}, embedding_function=None
+            )
         else:
             self._collection = self._client.get_collection(COLLECTION, embedding_function=None)
 
@@ -57,13 +62,15 @@ class ChromaIndex(VectorIndex):
     def _add(self, rows, vectors) -> None:
         step = self._client.get_max_batch_size()
         for s in range(0, len(rows), step):
-            self._collection.add(ids=[str(r) for r in rows[s:s + step]], embeddings=vectors[s:s + step])
+            self._collection.add(ids=[str(r) for r in rows[s : s + step]], embeddings=vectors[s : s + step])
 
     def _search(self, vectors, k):
         rows, sq = [], []
         step = self._client.get_max_batch_size()  # many queries (anomaly's knn through the index): in chunks
         for s in range(0, len(vectors), step):
-            res = self._collection.query(query_embeddings=vectors[s:s + step], n_results=k, include=["distances"])
+            res = self._collection.query(
+                query_embeddings=vectors[s : s + step], n_results=k, include=["distances"]
+            )
             rows += res["ids"]
             sq += res["distances"]
         width = min(len(r) for r in rows)
@@ -75,7 +82,7 @@ class ChromaIndex(VectorIndex):
         uniq, inverse = np.unique(rows, return_inverse=True)
         found = np.empty((len(uniq), self.dim), np.float32)
         for s in range(0, len(uniq), GET_BATCH):
-            part = uniq[s:s + GET_BATCH]
+            part = uniq[s : s + GET_BATCH]
             got = self._collection.get(ids=[str(r) for r in part], include=["embeddings"])
             # chromadb returns them in its own order
             where = np.searchsorted(part, np.array([int(i) for i in got["ids"]], dtype=np.int64))

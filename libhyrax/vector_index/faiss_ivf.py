@@ -171,8 +171,10 @@ class FaissIndex(VectorIndex):
         n = self.params["shards"]
         missing = [i for i in range(n) if not self._name("ivfpq", "faiss", i).exists()]
         if missing:
-            raise DataError(f"{self.path}: shard(s) {', '.join(map(str, missing))} of {n} of the faiss index "
-                            f"are missing; rerun them with hyrax index --shard I/{n} --resume <the index run>")
+            raise DataError(
+                f"{self.path}: shard(s) {', '.join(map(str, missing))} of {n} of the faiss index "
+                f"are missing; rerun them with hyrax index --shard I/{n} --resume <the index run>"
+            )
         import h5py
 
         parts = []
@@ -185,8 +187,9 @@ class FaissIndex(VectorIndex):
     def _open(self) -> None:
         faiss = _faiss()
         n = self.params["shards"]
-        self._parts = [faiss.read_index(str(self._name("ivfpq", "faiss", i)), faiss.IO_FLAG_MMAP)
-                       for i in range(n)]
+        self._parts = [
+            faiss.read_index(str(self._name("ivfpq", "faiss", i)), faiss.IO_FLAG_MMAP) for i in range(n)
+        ]
         if n == 1:
             self._ivf = self._parts[0]
         else:
@@ -240,17 +243,18 @@ class FaissIndex(VectorIndex):
             # a block of queries at a time, candidates and their vectors included: a few MB in all, so
             # that many queries (anomaly's) leave no large freed blocks in the allocator's heap
             for s in range(0, len(vectors), RERANK_BLOCK):
-                q = vectors[s:s + RERANK_BLOCK]
+                q = vectors[s : s + RERANK_BLOCK]
                 cb = self._candidates(q, k, c)
                 x = self._vectors(np.maximum(cb, 0))
                 d2 = ((x - q[:, None, :]) ** 2).sum(-1)
                 d2[cb < 0] = np.inf
-                best = np.argpartition(d2, k - 1, axis=1)[:, :k] if c > k else np.tile(np.arange(c), (len(q), 1))
+                best = (
+                    np.argpartition(d2, k - 1, axis=1)[:, :k] if c > k else np.tile(np.arange(c), (len(q), 1))
+                )
                 bd = np.take_along_axis(d2, best, 1)
                 order = np.argsort(bd, axis=1, kind="stable")
-                rows[s:s + len(q)] = np.take_along_axis(np.take_along_axis(cb, best, 1), order, 1)
-                dist[s:s + len(q)] = np.sqrt(np.take_along_axis(bd, order, 1))
+                rows[s : s + len(q)] = np.take_along_axis(np.take_along_axis(cb, best, 1), order, 1)
+                dist[s : s + len(q)] = np.sqrt(np.take_along_axis(bd, order, 1))
         finally:
             self._drop_pages()
         return rows, dist
-

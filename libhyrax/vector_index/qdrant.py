@@ -59,15 +59,22 @@ class QdrantIndex(VectorIndex):
         from qdrant_client import models
 
         for s in range(0, len(rows), BATCH):
-            (self._client or self._connect()).upsert(self.params["collection"], wait=True, points=models.Batch(
-                ids=[int(r) for r in rows[s:s + BATCH]], vectors=vectors[s:s + BATCH].tolist()))
+            (self._client or self._connect()).upsert(
+                self.params["collection"],
+                wait=True,
+                points=models.Batch(
+                    ids=[int(r) for r in rows[s : s + BATCH]], vectors=vectors[s : s + BATCH].tolist()
+                ),
+            )
 
     def _search(self, vectors, k):
         from qdrant_client import models
 
         params = models.SearchParams(hnsw_ef=int(self.params["ef_search"]))
         requests = [models.QueryRequest(query=v.tolist(), limit=k, params=params) for v in vectors]
-        answers = (self._client or self._connect()).query_batch_points(self.params["collection"], requests=requests)
+        answers = (self._client or self._connect()).query_batch_points(
+            self.params["collection"], requests=requests
+        )
         width = min(len(a.points) for a in answers)
         rows = np.array([[p.id for p in a.points[:width]] for a in answers], dtype=np.int64)
         dist = np.array([[p.score for p in a.points[:width]] for a in answers], dtype=np.float32)
@@ -82,7 +89,9 @@ class QdrantIndex(VectorIndex):
 
     def _vectors(self, rows) -> np.ndarray:
         uniq, inverse = np.unique(rows, return_inverse=True)
-        got = (self._client or self._connect()).retrieve(self.params["collection"], ids=[int(r) for r in uniq], with_vectors=True)
+        got = (self._client or self._connect()).retrieve(
+            self.params["collection"], ids=[int(r) for r in uniq], with_vectors=True
+        )
         by_id = {int(p.id): p.vector for p in got}
         return np.array([by_id[int(r)] for r in uniq], dtype=np.float32)[inverse]
 

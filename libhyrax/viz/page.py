@@ -68,7 +68,9 @@ function publish(m, changed) {
 }
 """
 # A label button: the selected points get its value (null: their labels are cleared).
-LABEL_JS = LABELS_LIB + """
+LABEL_JS = (
+    LABELS_LIB
+    + """
 const idx = source.selected.indices;
 if (!idx.length) { status.text = 'select points first (box, lasso or tap), then label them'; return; }
 const m = current(), time = new Date().toISOString(), changed = [];
@@ -78,9 +80,15 @@ for (const i of idx) {
   changed.push(id);
 }
 publish(m, changed);
-""" + "{" + SELECT_JS + "}"  # the table shows the new labels (a block: its names are its own)
+"""
+    + "{"
+    + SELECT_JS
+    + "}"
+)  # the table shows the new labels (a block: its names are its own)
 # On load: the labels kept in this browser, merged over those the page was written with.
-RESTORE_JS = LABELS_LIB + """
+RESTORE_JS = (
+    LABELS_LIB
+    + """
 let saved = {};
 try { saved = JSON.parse(localStorage.getItem(key) || '{}'); } catch (e) {}
 const m = current();
@@ -94,6 +102,7 @@ for (const [id, [label, time]] of Object.entries(saved)) {
 }
 publish(m, []);
 """
+)
 # Saves the labels as labels.csv (object_id,label,time): a label file for `hyrax rank --labels`.
 LABELS_CSV_JS = """
 const q = s => '"' + String(s).replace(/"/g, '""') + '"';
@@ -161,9 +170,22 @@ class Page:
         return doc
 
 
-def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | None, fields: list[str],
-               thumbs: list[str] | None, tiled=None, cmap: str = "Viridis256", title: str = "Hyrax map",
-               labels=None, labels_key: str = "hyrax-labels", positive_from: float = 3) -> Page:
+def build_page(
+    x,
+    y,
+    object_id,
+    columns: dict[str, np.ndarray],
+    *,
+    color: str | None,
+    fields: list[str],
+    thumbs: list[str] | None,
+    tiled=None,
+    cmap: str = "Viridis256",
+    title: str = "Hyrax map",
+    labels=None,
+    labels_key: str = "hyrax-labels",
+    positive_from: float = 3,
+) -> Page:
     """The page: `columns` are numeric columns to colour by; `fields` (names in `columns` or string
     arrays in `columns`) show on hover and in the table; `thumbs` are <img> tags ('' where none).
     `labels`: the labels the page starts with (a libhyrax.labels.Labels, e.g. of the last ranking);
@@ -199,12 +221,21 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
     color = color if color in numeric else None
     data["_color"] = data[color] if color else np.zeros(len(data["_x"]), np.float32)
     source = ColumnDataSource(data, name="points")
-    label_source = ColumnDataSource(label_data(labels, data, tiled.label_xy if tiled else None), name="labels")
+    label_source = ColumnDataSource(
+        label_data(labels, data, tiled.label_xy if tiled else None), name="labels"
+    )
 
-    p = figure(title=title, output_backend="webgl",
-               tools="pan,wheel_zoom,box_select,lasso_select,tap,reset,save", active_scroll="wheel_zoom",
-               sizing_mode="stretch_both", min_width=500, min_height=500, x_axis_label="embedding 1",
-               y_axis_label="embedding 2")
+    p = figure(
+        title=title,
+        output_backend="webgl",
+        tools="pan,wheel_zoom,box_select,lasso_select,tap,reset,save",
+        active_scroll="wheel_zoom",
+        sizing_mode="stretch_both",
+        min_width=500,
+        min_height=500,
+        x_axis_label="embedding 1",
+        y_axis_label="embedding 2",
+    )
     finite = data["_color"][np.isfinite(data["_color"])]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if tiled is not None and tiled.color == color:
@@ -212,13 +243,28 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
     mapper = LinearColorMapper(palette=cmap, low=lo, high=hi if hi > lo else lo + 1, nan_color="#bbbbbb")
     n = len(data["_x"])
     size, alpha = (5, 0.8) if n < 20_000 else (3, 0.5)
-    points = p.scatter("_x", "_y", source=source, size=size, alpha=alpha, line_color=None,
-                       fill_color={"field": "_color", "transform": mapper})
+    points = p.scatter(
+        "_x",
+        "_y",
+        source=source,
+        size=size,
+        alpha=alpha,
+        line_color=None,
+        fill_color={"field": "_color", "transform": mapper},
+    )
     rings = LinearColorMapper(palette=LABEL_COLORS, low=0, high=LABEL_MAX)
-    p.scatter("_x", "_y", source=label_source, size=size + 8, fill_color=None, line_width=2.5,
-              line_color={"field": "label", "transform": rings})
+    p.scatter(
+        "_x",
+        "_y",
+        source=label_source,
+        size=size + 8,
+        fill_color=None,
+        line_width=2.5,
+        line_color={"field": "label", "transform": rings},
+    )
     tips = "<div><b>@object_id</b></div>" + "".join(
-        f"<div>{html.escape(f)}: @{{{f}}}</div>" for f in fields if f in columns)
+        f"<div>{html.escape(f)}: @{{{f}}}</div>" for f in fields if f in columns
+    )
     if thumbs is not None:
         tips += "<div>@_thumb{safe}</div>"
     p.add_tools(HoverTool(renderers=[points], tooltips=tips))
@@ -233,19 +279,37 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
         on_load.append(loader)
     if numeric:
         select = Select(title="Colour by", value=color or numeric[0], options=numeric, width=220)
-        select.js_on_change("value", CustomJS(args={"source": source, "mapper": mapper, "bar": bar},
-                                              code=RECOLOR_JS))
+        select.js_on_change(
+            "value", CustomJS(args={"source": source, "mapper": mapper, "bar": bar}, code=RECOLOR_JS)
+        )
         controls.append(select)
     shown = ["object_id", "_label"] + [f for f in fields if f in columns]
     table_source = ColumnDataSource({k: [] for k in shown}, name="selected")
     # columns keep a readable width (more than fit scroll sideways); numbers show 4 significant digits
-    table = DataTable(source=table_source, columns=[TableColumn(
-        field=k, title="your label" if k == "_label" else k, width=90 if k == "object_id" else 75,
-        formatter=NumberFormatter(format="0.[0000]") if k in numeric else StringFormatter()) for k in shown],
-        width=320, height=300, index_position=None, autosize_mode="none")
+    table = DataTable(
+        source=table_source,
+        columns=[
+            TableColumn(
+                field=k,
+                title="your label" if k == "_label" else k,
+                width=90 if k == "object_id" else 75,
+                formatter=NumberFormatter(format="0.[0000]") if k in numeric else StringFormatter(),
+            )
+            for k in shown
+        ],
+        width=320,
+        height=300,
+        index_position=None,
+        autosize_mode="none",
+    )
     count = Div(text="0 selected")
-    select_args = {"source": source, "table_source": table_source, "columns": shown, "count": count,
-                   "labels": label_source}
+    select_args = {
+        "source": source,
+        "table_source": table_source,
+        "columns": shown,
+        "count": count,
+        "labels": label_source,
+    }
     source.selected.js_on_change("indices", CustomJS(args=select_args, code=SELECT_JS))
     button = Button(label="Save selected ids (CSV)", width=220, name="save-selected")
     button.js_on_event("button_click", CustomJS(args={"table_source": table_source}, code=CSV_JS))
@@ -254,22 +318,48 @@ def build_page(x, y, object_id, columns: dict[str, np.ndarray], *, color: str | 
     label_args = select_args | {"status": status, "key": labels_key, "positive": float(positive_from)}
     buttons = {}
     for value in [*range(int(LABEL_MAX) + 1), None]:
-        b = Button(label="clear label" if value is None else str(value), width=40 if value is not None else 100,
-                   name=f"label-{'clear' if value is None else value}",
-                   button_type="danger" if value == 0 else "success" if value == LABEL_MAX else "default")
+        b = Button(
+            label="clear label" if value is None else str(value),
+            width=40 if value is not None else 100,
+            name=f"label-{'clear' if value is None else value}",
+            button_type="danger" if value == 0 else "success" if value == LABEL_MAX else "default",
+        )
         b.js_on_event("button_click", CustomJS(args=label_args | {"value": value}, code=LABEL_JS))
         buttons[value] = b
     clear = buttons.pop(None)
     save_labels = Button(label="Save labels (CSV)", button_type="primary", width=220, name="save-labels")
     save_labels.js_on_event("button_click", CustomJS(args={"labels": label_source}, code=LABELS_CSV_JS))
-    legend = Div(text="<b>Label the selected objects</b><br><span style='font-size:90%'>0 boring &hellip; 5 "
-                      "interesting: the ring round a point shows its label (" + "".join(
-                          f"<span style='color:{c}'>&#9679;</span>" for c in LABEL_COLORS) + ")</span>",
-                 width=320)
-    on_load.insert(0, CustomJS(args={"source": source, "labels": label_source, "status": status, "key": labels_key,
-                                     "positive": float(positive_from)}, code=RESTORE_JS))
-    side = column(*controls, count, table, button, legend, row(*buttons.values(), spacing=4), row(clear, status),
-                  save_labels, width=340)
+    legend = Div(
+        text="<b>Label the selected objects</b><br><span style='font-size:90%'>0 boring &hellip; 5 "
+        "interesting: the ring round a point shows its label ("
+        + "".join(f"<span style='color:{c}'>&#9679;</span>" for c in LABEL_COLORS)
+        + ")</span>",
+        width=320,
+    )
+    on_load.insert(
+        0,
+        CustomJS(
+            args={
+                "source": source,
+                "labels": label_source,
+                "status": status,
+                "key": labels_key,
+                "positive": float(positive_from),
+            },
+            code=RESTORE_JS,
+        ),
+    )
+    side = column(
+        *controls,
+        count,
+        table,
+        button,
+        legend,
+        row(*buttons.values(), spacing=4),
+        row(clear, status),
+        save_labels,
+        width=340,
+    )
     return Page(row(p, side, sizing_mode="stretch_both"), source, label_source, on_load, bar, tiled_models)
 
 
@@ -281,15 +371,22 @@ def label_data(labels, data: dict, positions: dict | None = None) -> dict:
     from libhyrax.hdf5 import IdIndex
 
     if positions is not None:
-        xy = np.array([positions.get(str(i), (np.nan, np.nan)) for i in labels.object_id], np.float32).reshape(-1, 2)
+        xy = np.array(
+            [positions.get(str(i), (np.nan, np.nan)) for i in labels.object_id], np.float32
+        ).reshape(-1, 2)
         x, y = xy[:, 0], xy[:, 1]
     else:
         rows = IdIndex(np.asarray(data["object_id"], dtype=str)).rows(labels.object_id)
         at = np.maximum(rows, 0)
         x = np.where(rows >= 0, data["_x"][at], np.nan).astype(np.float32)
         y = np.where(rows >= 0, data["_y"][at], np.nan).astype(np.float32)
-    return {"object_id": [str(i) for i in labels.object_id], "label": np.asarray(labels.label, np.float32),
-            "time": [str(t) for t in labels.time], "_x": x, "_y": y}
+    return {
+        "object_id": [str(i) for i in labels.object_id],
+        "label": np.asarray(labels.label, np.float32),
+        "time": [str(t) for t in labels.time],
+        "_x": x,
+        "_y": y,
+    }
 
 
 def write_html(page: Page, path, title: str) -> int:

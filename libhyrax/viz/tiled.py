@@ -122,19 +122,50 @@ def add_tiled_layer(p, source, bar, labels, tiled: TiledMap) -> tuple[list, obje
     p.x_range, p.y_range = Range1d(e.x0, e.x0 + e.w), Range1d(e.y0, e.y0 + e.h)
     tiles = ColumnDataSource({"url": [], "x": [], "y": [], "w": [], "h": []}, name="tiles")
     p.image_url(url="url", x="x", y="y", w="w", h="h", anchor="bottom_left", source=tiles, level="image")
-    meta = {"x0": e.x0, "y0": e.y0, "w": e.w, "h": e.h, "levels": LEVELS, "tile": TILE, "r": tiled.cell_level,
-            "cells": b64(tiled.cells.astype("<u4")), "counts": b64(tiled.cell_counts.astype("<u4")),
-            "tiles": {m: {str(z): t for z, t in levels.items()} for m, levels in tiled.tiles.items()},
-            "budget": int(budget), "mode": "mean" if "mean" in tiled.tiles else "count"}
+    meta = {
+        "x0": e.x0,
+        "y0": e.y0,
+        "w": e.w,
+        "h": e.h,
+        "levels": LEVELS,
+        "tile": TILE,
+        "r": tiled.cell_level,
+        "cells": b64(tiled.cells.astype("<u4")),
+        "counts": b64(tiled.cell_counts.astype("<u4")),
+        "tiles": {m: {str(z): t for z, t in levels.items()} for m, levels in tiled.tiles.items()},
+        "budget": int(budget),
+        "mode": "mean" if "mean" in tiled.tiles else "count",
+    }
     status = Div(text="", name="map-status", width=320)
     requests = ColumnDataSource({k: [] for k in ("kind", "key", "x", "y", "w", "h")}, name="map-requests")
-    args = {"meta": meta, "source": source, "tiles": tiles, "plot": p, "xr": p.x_range, "yr": p.y_range,
-            "bar": bar, "labels": labels, "status": status, "requests": requests}
-    controls = [Div(text=f"<b>{tiled.n_objects:,} objects</b>: density where there are many, "
-                          f"points where a view holds at most {budget:,}", width=320), status]
+    args = {
+        "meta": meta,
+        "source": source,
+        "tiles": tiles,
+        "plot": p,
+        "xr": p.x_range,
+        "yr": p.y_range,
+        "bar": bar,
+        "labels": labels,
+        "status": status,
+        "requests": requests,
+    }
+    controls = [
+        Div(
+            text=f"<b>{tiled.n_objects:,} objects</b>: density where there are many, "
+            f"points where a view holds at most {budget:,}",
+            width=320,
+        ),
+        status,
+    ]
     if "mean" in tiled.tiles:
-        mode = Select(title="Density shows", value=f"mean {tiled.color}",
-                      options=[f"mean {tiled.color}", "count"], width=220, name="density-mode")
+        mode = Select(
+            title="Density shows",
+            value=f"mean {tiled.color}",
+            options=[f"mean {tiled.color}", "count"],
+            width=220,
+            name="density-mode",
+        )
         args["mode_select"] = mode
         controls.insert(1, mode)
     loader = CustomJS(args=args, code=TILED_JS)
@@ -154,14 +185,21 @@ def serve_from_python(page, root: Path) -> None:
     def answer(attr, old, new):
         tile = [i for i, kind in enumerate(new["kind"]) if kind == "tile"]
         if tile:
-            tiles.data = {"url": [png_uri(root / new["key"][i]) for i in tile],
-                          **{k: [new[k][i] for i in tile] for k in ("x", "y", "w", "h")}}
+            tiles.data = {
+                "url": [png_uri(root / new["key"][i]) for i in tile],
+                **{k: [new[k][i] for i in tile] for k in ("x", "y", "w", "h")},
+            }
         for key, kind in zip(new["key"], new["kind"], strict=True):
             if kind == "cell":
                 columns = read_point_file(root / key)
-                page.source.stream({k: columns.get(k, [""] * len(columns["_x"])) if k != "_color" else
-                                    columns.get(page.color_bar.title, np.zeros(len(columns["_x"]), np.float32))
-                                    for k in page.source.data})
+                page.source.stream(
+                    {
+                        k: columns.get(k, [""] * len(columns["_x"]))
+                        if k != "_color"
+                        else columns.get(page.color_bar.title, np.zeros(len(columns["_x"]), np.float32))
+                        for k in page.source.data
+                    }
+                )
                 status.text = f"{len(page.source.data['_x']):,} objects loaded as points"
 
     requests.on_change("data", answer)

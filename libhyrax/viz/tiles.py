@@ -98,8 +98,9 @@ def find_extent(ds) -> tuple[Extent, int]:
         return Extent(0.0, 0.0, 1.0, 1.0), 0
     span = np.maximum(hi - lo, 1e-6)
     pad = span * 1e-3  # the largest values stay inside the last pixel
-    return Extent(float(lo[0] - pad[0]), float(lo[1] - pad[1]), float(span[0] + 2 * pad[0]),
-                  float(span[1] + 2 * pad[1])), n
+    return Extent(
+        float(lo[0] - pad[0]), float(lo[1] - pad[1]), float(span[0] + 2 * pad[0]), float(span[1] + 2 * pad[1])
+    ), n
 
 
 def density_grids(ds, extent: Extent, color: Reader | None, ids_ds):
@@ -137,11 +138,12 @@ def palette_rgb(name: str) -> np.ndarray:
     import bokeh.palettes as palettes
 
     colors = getattr(palettes, name, None) or palettes.all_palettes[name][max(palettes.all_palettes[name])]
-    return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colors], np.uint8)
+    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], np.uint8)
 
 
-def write_tiles(root: Path, mode: str, z: int, colour: Callable[[tuple], np.ndarray], rgb: np.ndarray,
-                empty: np.ndarray) -> list[int]:
+def write_tiles(
+    root: Path, mode: str, z: int, colour: Callable[[tuple], np.ndarray], rgb: np.ndarray, empty: np.ndarray
+) -> list[int]:
     """Level `z` of one pyramid (side TILE * 2^z): `colour(block)` gives a tile's values in 0..1; pixels
     `empty` are transparent and tiles with nothing in them are not written. The tiles written
     (ty * 2^z + tx)."""
@@ -156,7 +158,7 @@ def write_tiles(root: Path, mode: str, z: int, colour: Callable[[tuple], np.ndar
     written = []
     for ty in range(n):
         for tx in range(n):
-            block = np.s_[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE]
+            block = np.s_[ty * TILE : (ty + 1) * TILE, tx * TILE : (tx + 1) * TILE]
             hole = empty[block]
             if hole.all():
                 continue
@@ -214,13 +216,24 @@ def cell_level(counts: np.ndarray, cap: int) -> int:
 
 
 def record_dtype(id_width: int, columns: dict[str, np.dtype]) -> np.dtype:
-    return np.dtype([("cell", "<u4"), ("row", "<i8"), ("x", "<f4"), ("y", "<f4"), ("id", f"S{id_width}")]
-                    + [(f"c{i}", dt) for i, dt in enumerate(columns.values())])
+    return np.dtype(
+        [("cell", "<u4"), ("row", "<i8"), ("x", "<f4"), ("y", "<f4"), ("id", f"S{id_width}")]
+        + [(f"c{i}", dt) for i, dt in enumerate(columns.values())]
+    )
 
 
-def bucket_objects(ds, ids_ds, extent: Extent, r: int, bucket_of_cell: np.ndarray, tmp: Path,
-                   readers: dict[str, Reader], dtypes: dict[str, np.dtype], id_width: int,
-                   label_ids: np.ndarray) -> dict[str, tuple[float, float]]:
+def bucket_objects(
+    ds,
+    ids_ds,
+    extent: Extent,
+    r: int,
+    bucket_of_cell: np.ndarray,
+    tmp: Path,
+    readers: dict[str, Reader],
+    dtypes: dict[str, np.dtype],
+    id_width: int,
+    label_ids: np.ndarray,
+) -> dict[str, tuple[float, float]]:
     """Pass 3: every object appended, as one record, to the bucket file of its cell; the positions of
     the objects in `label_ids` (bytes) on the way."""
     dtype = record_dtype(id_width, dtypes)
@@ -232,7 +245,13 @@ def bucket_objects(ds, ids_ds, extent: Extent, r: int, bucket_of_cell: np.ndarra
             ids = hdf5.as_id_bytes(ids_ds[start:stop])
             px, py = extent.pixels(x, y, 1 << r)
             rec = np.empty(stop - start, dtype)
-            rec["cell"], rec["row"], rec["x"], rec["y"], rec["id"] = py * (1 << r) + px, np.arange(start, stop), x, y, ids
+            rec["cell"], rec["row"], rec["x"], rec["y"], rec["id"] = (
+                py * (1 << r) + px,
+                np.arange(start, stop),
+                x,
+                y,
+                ids,
+            )
             for i, name in enumerate(dtypes):
                 rec[f"c{i}"] = readers[name](start, stop, ids)
             if len(label_ids):
@@ -260,8 +279,9 @@ def b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
 
-def write_cells(root: Path, tmp: Path, dtypes: dict[str, np.dtype], id_width: int,
-                thumbs: dict[int, str]) -> int:
+def write_cells(
+    root: Path, tmp: Path, dtypes: dict[str, np.dtype], id_width: int, thumbs: dict[int, str]
+) -> int:
     """Pass 4: each bucket read back and split by cell into point files; the thumbnails placed."""
     dtype = record_dtype(id_width, dtypes)
     out = root / "points"
@@ -274,8 +294,15 @@ def write_cells(root: Path, tmp: Path, dtypes: dict[str, np.dtype], id_width: in
         rec = rec[np.argsort(rec["cell"], kind="stable")]  # objects stay in file order within a cell
         cuts = np.flatnonzero(np.diff(rec["cell"])) + 1
         for part in np.split(rec, cuts):
-            payload = {"n": len(part), "x": b64(part["x"]), "y": b64(part["y"]), "idw": id_width,
-                       "id": b64(part["id"]), "num": {}, "str": {}}
+            payload = {
+                "n": len(part),
+                "x": b64(part["x"]),
+                "y": b64(part["y"]),
+                "idw": id_width,
+                "id": b64(part["id"]),
+                "num": {},
+                "str": {},
+            }
             for i, (name, dt) in enumerate(dtypes.items()):
                 values = part[f"c{i}"]
                 if dt.kind == "f":
@@ -287,17 +314,24 @@ def write_cells(root: Path, tmp: Path, dtypes: dict[str, np.dtype], id_width: in
                 payload["thumb"] = {int(i): thumbs[int(part["row"][i])] for i in hit}
                 placed += len(hit)
             cell = int(part["cell"][0])
-            (out / f"{cell}.js").write_text(f"hyraxPoints({cell}, {json.dumps(payload)});\n", encoding="utf-8")
+            (out / f"{cell}.js").write_text(
+                f"hyraxPoints({cell}, {json.dumps(payload)});\n", encoding="utf-8"
+            )
     return placed
 
 
 def read_point_file(path: Path) -> dict[str, np.ndarray | list]:
     """The objects of one point file as the page's columns: _x, _y, object_id, each column, _thumb."""
     text = path.read_text(encoding="utf-8")
-    p = json.loads(text[text.index(",") + 1:text.rindex(")")])
+    p = json.loads(text[text.index(",") + 1 : text.rindex(")")])
     f32 = lambda s: np.frombuffer(base64.b64decode(s), "<f4")  # noqa: E731
-    out = {"_x": f32(p["x"]), "_y": f32(p["y"]),
-           "object_id": np.char.decode(np.frombuffer(base64.b64decode(p["id"]), f"S{p['idw']}"), "utf-8").tolist()}
+    out = {
+        "_x": f32(p["x"]),
+        "_y": f32(p["y"]),
+        "object_id": np.char.decode(
+            np.frombuffer(base64.b64decode(p["id"]), f"S{p['idw']}"), "utf-8"
+        ).tolist(),
+    }
     out |= {name: f32(v) for name, v in p["num"].items()} | p["str"]
     thumbs = [""] * p["n"]
     for i, tag in p.get("thumb", {}).items():
@@ -305,9 +339,20 @@ def read_point_file(path: Path) -> dict[str, np.ndarray | list]:
     return out | {"_thumb": thumbs}
 
 
-def write_map(root: Path, ds, ids_ds, *, readers: dict[str, Reader], dtypes: dict[str, np.dtype],
-              color: str | None, cmap: str, budget: int, label_ids=(), thumbs: dict[int, str] | None = None,
-              extent_n: tuple[Extent, int] | None = None) -> TiledMap:
+def write_map(
+    root: Path,
+    ds,
+    ids_ds,
+    *,
+    readers: dict[str, Reader],
+    dtypes: dict[str, np.dtype],
+    color: str | None,
+    cmap: str,
+    budget: int,
+    label_ids=(),
+    thumbs: dict[int, str] | None = None,
+    extent_n: tuple[Extent, int] | None = None,
+) -> TiledMap:
     """Write the tiles and point files of the embedding `ds` (N, 2+) with ids `ids_ds` under `root`.
     `readers`: per column, its values for rows start:stop; `dtypes`: their record types (float32 or S<w>);
     `color`: the column the mean tiles show; `budget`: the most points the page loads at once (a cell
@@ -323,14 +368,36 @@ def write_map(root: Path, ds, ids_ds, *, readers: dict[str, Reader], dtypes: dic
     tmp = root / ".buckets"
     tmp.mkdir()
     try:
-        label_xy = bucket_objects(ds, ids_ds, extent, r, bucket_of_cell, tmp, readers, dtypes, id_width,
-                                  hdf5.as_id_bytes(np.asarray(list(label_ids), dtype=str)))
+        label_xy = bucket_objects(
+            ds,
+            ids_ds,
+            extent,
+            r,
+            bucket_of_cell,
+            tmp,
+            readers,
+            dtypes,
+            id_width,
+            hdf5.as_id_bytes(np.asarray(list(label_ids), dtype=str)),
+        )
         placed = write_cells(root, tmp, dtypes, id_width, thumbs or {})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     cells = np.flatnonzero(per_cell)
-    return TiledMap(extent, n, tiles, r, cells, per_cell[cells], color, color_range,
-                    {k: "num" if dt.kind == "f" else "str" for k, dt in dtypes.items()}, label_xy, placed, budget)
+    return TiledMap(
+        extent,
+        n,
+        tiles,
+        r,
+        cells,
+        per_cell[cells],
+        color,
+        color_range,
+        {k: "num" if dt.kind == "f" else "str" for k, dt in dtypes.items()},
+        label_xy,
+        placed,
+        budget,
+    )
 
 
 def max_id_width(ids_ds) -> int:

@@ -37,6 +37,7 @@ def scratch() -> Path:
 
 class CLI:
     """`hyrax --help` and a stage's --help (heavy imports stay inside stages)."""
+
     repeat, number, rounds, warmup_time = 5, 1, 2, 0
 
     def time_help(self):
@@ -48,6 +49,7 @@ class CLI:
 
 class StageStartup:
     """A whole `hyrax infer` process on 10 objects: nearly all of it is start-up (imports, stores)."""
+
     repeat, number, rounds, warmup_time, timeout = 2, 1, 1, 0, 300
 
     def setup_cache(self):
@@ -56,17 +58,25 @@ class StageStartup:
         folder = scratch()
         bs.build_input(folder)
         for stage in ("prepare", "train"):  # the chain's first steps, with its arguments
-            subprocess.run([HYRAX, stage, *bs.CHAIN[stage][1]], cwd=folder, capture_output=True, check=True,
-                           stdin=subprocess.DEVNULL)
+            subprocess.run(
+                [HYRAX, stage, *bs.CHAIN[stage][1]],
+                cwd=folder,
+                capture_output=True,
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
         return str(folder)
 
     def time_infer_10_objects(self, folder):
-        subprocess.run([HYRAX, "infer"], cwd=folder, capture_output=True, check=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [HYRAX, "infer"], cwd=folder, capture_output=True, check=True, stdin=subprocess.DEVNULL
+        )
 
 
 class Loops:
     """Train and infer against the plain PyTorch loops of bench_train.py / bench_infer.py, same process,
     same file and model: the framework's overhead as a ratio (1.0: none)."""
+
     timeout = 600
     n = 64 if TINY else 512
 
@@ -113,6 +123,7 @@ class Loops:
 class Search:
     """One query against an index of clustered 64-d vectors (ASV's median: the p50 a user waits), and
     the share of the exact 10 nearest that chromadb misses (1 - recall@10: every ASV figure is lower-is-better)."""
+
     repeat, number, rounds, warmup_time, timeout = 20, 1, 2, 0, 600
     n = 500 if TINY else 10_000
 
@@ -128,7 +139,7 @@ class Search:
         for backend in ("exact", "chromadb"):
             idx = VectorIndex.create(folder / backend, 64, backend=backend)
             for s in range(0, self.n, 16384):
-                idx.add(ids[s:s + 16384], x[s:s + 16384])
+                idx.add(ids[s : s + 16384], x[s : s + 16384])
             idx.persist()
         _, q = bsr.queries(x, 200)
         np.save(folder / "queries.npy", q)
@@ -146,7 +157,7 @@ class Search:
 
     def time_exact_query(self, folder):
         self.i = (self.i + 1) % len(self.q)
-        self.exact.search(self.q[self.i:self.i + 1], 10)
+        self.exact.search(self.q[self.i : self.i + 1], 10)
 
     def track_chromadb_missed_at_10(self, folder):
         import numpy as np
@@ -162,6 +173,7 @@ class Search:
 
 class MapWrite:
     """`visualize` writing the HTML map of a 20,000-point embedding (no thumbnails)."""
+
     repeat, number, rounds, warmup_time, timeout = 3, 1, 1, 0, 600
     n = 500 if TINY else 20_000
 

@@ -24,16 +24,34 @@ from libhyrax.config.migrations import (
 )
 
 # the reference drew with matplotlib colormap names; our map is bokeh, whose palettes have these names
-MATPLOTLIB_TO_BOKEH = {n.lower(): f"{n}256" for n in ("Viridis", "Magma", "Inferno", "Plasma", "Cividis", "Turbo",
-                                                      "Greys", "Blues", "Greens", "Oranges", "Purples", "Reds")}
+MATPLOTLIB_TO_BOKEH = {
+    n.lower(): f"{n}256"
+    for n in (
+        "Viridis",
+        "Magma",
+        "Inferno",
+        "Plasma",
+        "Cividis",
+        "Turbo",
+        "Greys",
+        "Blues",
+        "Greens",
+        "Oranges",
+        "Purples",
+        "Reds",
+    )
+}
 MATPLOTLIB_TO_BOKEH |= {"gray": "Greys256", "grey": "Greys256"}
 
 
 # the class-named tables of the reference's default config; any other (a user's setting for a class the
 # config doesn't pick) is left for the loader to refuse, naming optimizer.name / scheduler.name
-REFERENCE_DEFAULT_TABLES = {"torch.optim.SGD": {"lr": 0.01, "momentum": 0.9}, "torch.optim.Adam": {"lr": 0.01},
-                            "torch.optim.lr_scheduler.ExponentialLR": {"gamma": 1},
-                            "torch.optim.lr_scheduler.ConstantLR": {"last_epoch": -1}}
+REFERENCE_DEFAULT_TABLES = {
+    "torch.optim.SGD": {"lr": 0.01, "momentum": 0.9},
+    "torch.optim.Adam": {"lr": 0.01},
+    "torch.optim.lr_scheduler.ExponentialLR": {"gamma": 1},
+    "torch.optim.lr_scheduler.ConstantLR": {"last_epoch": -1},
+}
 
 
 @step(7, "reference Hyrax v7 -> Hyrax v8 (optimizer/scheduler kwargs tables, reduce and split keys)")

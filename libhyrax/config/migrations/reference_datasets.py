@@ -31,8 +31,12 @@ LSST_CLASSES = ("LSSTDataset", "DownloadedLSSTDataset")
 LSST_MOVES = {"astropy_table": "catalog", "filters": "bands", "semi_width_deg": "semi_width_deg",
               "semi_height_deg": "semi_height_deg", "object_id_column_name": "object_id_column"}
 BUTLER_KEYS = ("butler_repo", "butler_collection", "skymap")
-HSC_MOVES = {"filters": "bands", "object_id_column_name": "object_id_column", "filter_column_name": "filter_column",
-             "filename_column_name": "filename_column"}
+HSC_MOVES = {
+    "filters": "bands",
+    "object_id_column_name": "object_id_column",
+    "filter_column_name": "filter_column",
+    "filename_column_name": "filename_column",
+}
 
 
 def migrate(cfg: dict) -> list[str]:
@@ -47,15 +51,19 @@ def migrate(cfg: dict) -> list[str]:
         return done
     lsst = [c for c in LSST_CLASSES if c in named]
     if lsst and data_set.get("hats_catalog"):
-        raise ConfigError(f"data_set.hats_catalog = {data_set['hats_catalog']!r}: HATS catalogues are not read here; "
-                          "write the objects (id, coord_ra, coord_dec) to a Parquet or FITS table (with lsdb: "
-                          "catalog.compute().to_parquet(...)) and name it in data_set.astropy_table")
+        raise ConfigError(
+            f"data_set.hats_catalog = {data_set['hats_catalog']!r}: HATS catalogues are not read here; "
+            "write the objects (id, coord_ra, coord_dec) to a Parquet or FITS table (with lsdb: "
+            "catalog.compute().to_parquet(...)) and name it in data_set.astropy_table"
+        )
     if lsst:
         done += _move(data_set, lsst, LSST_MOVES)
         for key in BUTLER_KEYS:
             if data_set.pop(key, None) is not None:
-                done.append(f"data_set.{key} dropped: the cutouts come from the Rubin Science Platform's cutout "
-                            "service (provider rubin; the token in ACCESS_TOKEN), not the Butler")
+                done.append(
+                    f"data_set.{key} dropped: the cutouts come from the Rubin Science Platform's cutout "
+                    "service (provider rubin; the token in ACCESS_TOKEN), not the Butler"
+                )
         if "download" not in cfg:
             done += _download(cfg, data_set[lsst[0]])
     if named & {"HSCDataset", "HSCDataSet"}:  # the reference spells it HSCDataSet
@@ -99,4 +107,6 @@ def _download(cfg: dict, table: dict) -> list[str]:
     if table.get("object_id_column"):
         d["id_column"] = table["object_id_column"]
     cfg["download"] = d
-    return [f"[download] for the LSST data set: provider rubin, catalog {d['catalog']}, size {d['size']} pixels"]
+    return [
+        f"[download] for the LSST data set: provider rubin, catalog {d['catalog']}, size {d['size']} pixels"
+    ]

@@ -20,9 +20,16 @@ import re
 HSC_PIXEL_ARCSEC = 0.168
 HSC_SHORT = {"HSC-G": "g", "HSC-R": "r", "HSC-I": "i", "HSC-Z": "z", "HSC-Y": "y"}
 ARCSEC = {"deg": 3600.0, "arcmin": 60.0, "amin": 60.0, "arcsec": 1.0, "asec": 1.0}
-MOVES = {"fits_file": "catalog", "concurrent_connections": "connections", "chunk_size": "hsc.lines_per_request",
-         "timeout": "hsc.timeout", "rerun": "hsc.rerun", "type": "hsc.type", "username": "hsc.user",
-         "credentials_file": "netrc_file"}
+MOVES = {
+    "fits_file": "catalog",
+    "concurrent_connections": "connections",
+    "chunk_size": "hsc.lines_per_request",
+    "timeout": "hsc.timeout",
+    "rerun": "hsc.rerun",
+    "type": "hsc.type",
+    "username": "hsc.user",
+    "credentials_file": "netrc_file",
+}
 
 
 def migrate(cfg: dict) -> list[str]:
@@ -48,7 +55,7 @@ def migrate(cfg: dict) -> list[str]:
     widths = [_arcsec(w) for w in (d.pop("sw", False), d.pop("sh", False)) if w is not False]
     if widths and all(w is not None for w in widths):
         d["size"] = int(round(2 * max(widths) / HSC_PIXEL_ARCSEC))
-        done.append(f"download.sw/sh -> download.size = {d['size']} pixels (2 x {max(widths):g}\" / 0.168\")")
+        done.append(f'download.sw/sh -> download.size = {d["size"]} pixels (2 x {max(widths):g}" / 0.168")')
     elif widths:
         done.append("download.sw/sh not understood (an angle like 22asec); download.size keeps its default")
     if d.pop("password", False) is not False:
