@@ -593,7 +593,7 @@ def test_train_resume_refuses_a_checkpoint_that_wont_do_before_any_run(survey, w
         ([f"train.resume='{ckpt}'", "train.epochs=2", "model.HyraxAutoencoder.latent_dim=16"],
          r"train.resume: the weights in \S+checkpoint_epoch_1.pt don't fit HyraxAutoencoder"),
         ([f"train.resume='{ckpt}'", "train.epochs=2", "optimizer.name=torch.optim.SGD"],
-         "its optimizer is not the one optimizer.name makes here"),
+         "its optimizer is torch.optim.adam.Adam, but optimizer.name makes torch.optim.sgd.SGD"),
     ]
     for overrides, message in cases:
         with pytest.raises(ConfigError, match=message):

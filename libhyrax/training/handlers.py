@@ -211,6 +211,7 @@ def attach_checkpoints(trainer: Engine, run_dir: Path, model, optimizer, schedul
     def save(engine: Engine) -> None:
         save_checkpoint(last, model=model.state_dict(), optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict() if scheduler is not None else None,
+                        optimizer_class=class_name(optimizer), scheduler_class=class_name(scheduler),
                         trainer=engine.state_dict(), rng=rng_state(), mlflow_run_id=mlflow_run_id,
                         **best.state_dict())
         if best.improved:
@@ -219,6 +220,12 @@ def attach_checkpoints(trainer: Engine, run_dir: Path, model, optimizer, schedul
         keep_epoch_checkpoint(last, Path(run_dir) / EPOCH.format(engine.state.epoch))
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED, save)
+
+
+def class_name(obj) -> str | None:
+    """What a checkpoint records of its optimizer and scheduler, so a new run from it (train.resume) can
+    tell they are the ones it makes."""
+    return None if obj is None else f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
 def keep_epoch_checkpoint(last: Path, epoch_file: Path) -> None:

@@ -42,7 +42,7 @@ from ignite.engine import Engine, Events
 from libhyrax.errors import ConfigError, ModelError, UsageError
 from libhyrax.models import load_weights
 from libhyrax.training.engine import load_checkpoint, set_rng_state
-from libhyrax.training.handlers import LAST, BestEpoch
+from libhyrax.training.handlers import LAST, BestEpoch, class_name
 
 log = logging.getLogger("hyrax.train")
 # more epochs is the one thing a resumed run may be asked for: anything else would mix two trainings
@@ -131,11 +131,12 @@ class StartCheckpoint:
             load_weights(model, state["model"], source=str(self.path))
         except ModelError as e:
             raise ConfigError(f"train.resume: {e}") from None
-        theirs, ours = state["optimizer"]["param_groups"], optimizer.state_dict()["param_groups"]
-        if [sorted(g) for g in theirs] != [sorted(g) for g in ours]:
-            raise ConfigError(f"{key}: its optimizer is not the one optimizer.name makes here (its settings "
-                              f"{', '.join(sorted(theirs[0]))}); set optimizer.name to the checkpoint's "
-                              "optimizer, or start from its weights alone with train.model_weights_file")
+        for kind, ours in (("optimizer", optimizer), ("scheduler", scheduler)):
+            theirs = state.get(f"{kind}_class")  # ours record it; the reference's checkpoints don't
+            if ours is not None and theirs and theirs != class_name(ours):
+                raise ConfigError(f"{key}: its {kind} is {theirs}, but {kind}.name makes {class_name(ours)}; "
+                                  f"set {kind}.name to the checkpoint's, or start from its weights alone with "
+                                  "train.model_weights_file")
         _load_optimizer(state, optimizer, scheduler)
         trainer.load_state_dict({"epoch": self.epochs_done, "epoch_length": epoch_length, "max_epochs": epochs})
         if "rng" in state:  # ours; the reference's checkpoints have none
