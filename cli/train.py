@@ -9,7 +9,9 @@ import typer
 from hyrax_cli.common import ConfigOpt, DebugOpt, SetOpt, input_run, run_stage
 
 ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="An interrupted train run to continue from its "
-                                                "last checkpoint (with its own config).", show_default=False)]
+                                                "last checkpoint (with its own config). A new run from a "
+                                                "checkpoint file: --set train.resume='\"FILE\"'.",
+                                                show_default=False)]
 
 
 DataRunOpt = Annotated[Path | None, typer.Option("--from", help="A download or prepare run whose cutouts.h5 to "

@@ -25,6 +25,7 @@ class FakeEngine:
     """latent = per-band mean and max of the image; recon_error = its std. Optionally stops mid-run."""
 
     latent_dim = 2
+    runtime = "fake"  # what the Engine contract says every engine records
 
     def __init__(self, stop_after_batches=None, exc=KeyboardInterrupt):
         self.calls, self.stop_after, self.exc = 0, stop_after_batches, exc

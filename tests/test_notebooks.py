@@ -70,7 +70,8 @@ def _reference(text, pictures, workdir):
     assert "'kwargs': {'lr': 0.02, 'momentum': 0.9}" in text  # the class-named table, merged
     assert "prepared: 30 objects; item 0: rand-00 (2, 16, 16)" in text  # nested dataset_config: 30, not 100
     assert "most recent infer run is this one: True" in text and "t-SNE map: (400, 2)" in text
-    assert "train.resume = 'checkpoint_epoch_3.pt': continue an interrupted train run" in text
+    assert "general.dev_mode = True: there is no dev mode" in text
+    assert "'checkpoint_epoch_8.pt'" in text and "the new run trained epochs [9, 10] from epoch 8" in text
     assert 'optimizer.name is torch.optim.SGD: set optimizer.name = "torch.optim.Adam"' in text
     assert number(text, "spirals told from smooth disks, all 400 objects: accuracy") >= 0.9
     assert "{'spiral-0007': ['spiral-0007'," in text and "{0: ['spiral-0007'," in text  # the reference's shapes

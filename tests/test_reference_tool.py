@@ -57,17 +57,26 @@ def test_a_class_table_for_a_class_not_configured_is_an_error_naming_the_setting
     assert "lr = 0.05" in hyrax("config", "-c", "c.toml", check=True).stdout
 
 
-def test_train_resume_fails_naming_the_way_here(workdir):
-    with pytest.raises(ConfigError, match=r"train.resume = 'ckpt.pt': continue an interrupted train run with "
-                                          r"h.train\(resume="):
-        Hyrax(small(train={"epochs": 1, "resume": "ckpt.pt"}))
-    with pytest.raises(ConfigError, match="cannot set both"):
-        Hyrax(small(train={"resume": "ckpt.pt", "model_weights_file": "w.pt"}))  # the file is never opened
+def test_train_resume_goes_on_from_the_checkpoint_file_of_an_epoch(workdir):
+    import torch
+
+    def final_weights(run) -> dict:
+        return torch.load(run.file("model.pt"), weights_only=True)
+
+    whole = Hyrax(small(train={"epochs": 2})).train()
     h = Hyrax(small())
-    h.config["train"]["resume"] = "ckpt.pt"
-    with pytest.raises(ConfigError, match="train.resume"):
+    first = h.train()  # one epoch: its checkpoint, by the reference's name
+    h.config["train"]["resume"] = str(first.file("checkpoints/checkpoint_epoch_1.pt"))
+    h.config["train"]["epochs"] = 2
+    second = h.train()  # a new run that trains epoch 2 only
+    assert second.path != first.path and [r["epoch"] for r in csv.DictReader(second.file("metrics.csv").open())] == ["2"]
+    assert second.final_training_metrics["loss"] == pytest.approx(float(last_metrics(whole)["train_loss"]), rel=1e-5)
+    a, b = final_weights(second), final_weights(whole)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=0) for k in a)
+    h.config["train"]["model_weights_file"] = str(first.file("model.pt"))
+    with pytest.raises(ConfigError, match="cannot set both"):
         h.train()
-    assert not (workdir / "results").exists()  # refused before any run started
+    assert len(list((workdir / "results").glob("*-train-*"))) == 3  # refused before a run started
 
 
 def test_nested_dataset_config_sizes_the_data(workdir):

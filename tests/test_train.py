@@ -551,3 +551,68 @@ def test_a_run_that_died_after_its_last_checkpoint_is_not_trained_again(survey, 
     resumed = train(resume=crashed)
     assert same_weights(weights(resumed), weights(whole))
     assert [r["epoch"] for r in metrics(resumed)] == ["1", "2"]
+
+
+# --- a new run from a checkpoint file (train.resume, the reference's key) -------------------------
+
+def test_a_new_run_from_checkpoint_epoch_1_goes_on_as_the_uninterrupted_run(survey, workdir, shared_mlflow):
+    import hashlib
+
+    # SimCLR draws random augmentations each step: going on exactly needs the checkpoint's RNG state too
+    cfg = small_config(survey, workdir / "results", model="SimCLR", mlflow_uri=shared_mlflow, epochs=2)
+    whole = train(cfg)
+    kept = sorted(p.name for p in (whole.path / "checkpoints").iterdir())
+    assert kept == ["best.pt", "checkpoint_epoch_2.pt", "last.pt"]  # the newest epoch's only, as the reference
+    assert (whole.path / "checkpoints" / "checkpoint_epoch_2.pt").samefile(whole.path / "checkpoints" / "last.pt")
+    first = train(cfg, overrides=["train.epochs=1"])
+    ckpt = first.path / "checkpoints" / "checkpoint_epoch_1.pt"
+    resumed = train(cfg, overrides=[f"train.resume='{ckpt}'"])  # epochs = 2: trains epoch 2 only
+    assert resumed.path not in (first.path, whole.path) and ckpt.is_file()
+    assert same_weights(weights(resumed), weights(whole), atol=1e-6)
+    assert [r["epoch"] for r in metrics(resumed)] == ["2"]
+    np.testing.assert_allclose(float(metrics(resumed)[0]["train_loss"]), float(metrics(whole)[1]["train_loss"]),
+                               rtol=1e-5)
+    prov = json.loads((resumed.path / "provenance.json").read_text())
+    assert prov["stage_info"]["started_from_checkpoint"] == {
+        "path": str(ckpt.resolve()), "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(), "epoch": 1}
+    assert prov["stage_info"]["epochs_done"] == 2 and str(ckpt.resolve()) in [i["path"] for i in prov["inputs"]]
+    assert (resumed.path / "checkpoints" / "checkpoint_epoch_2.pt").is_file()
+
+
+def test_train_resume_refuses_a_checkpoint_that_wont_do_before_any_run(survey, workdir, shared_mlflow):
+    cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=1)
+    run = train(cfg)
+    ckpt = run.path / "checkpoints" / "checkpoint_epoch_1.pt"
+    torch.save({"model": {}, "optimizer": {}, "trainer": nn.Linear(2, 2)}, workdir / "pickled.pt")
+    (workdir / "text.pt").write_text("not a checkpoint\n")
+    cases = [
+        ([f"train.resume='{workdir / 'nope.pt'}'"], "nope.pt': no such file"),
+        ([f"train.resume='{ckpt}'"], "its run had trained 1 epochs; train.epochs counts from the start"),
+        ([f"train.resume='{ckpt}'", "train.epochs=2", f"train.model_weights_file='{run.path / 'model.pt'}'"],
+         "cannot set both"),
+        ([f"train.resume='{run.path / 'model.pt'}'", "train.epochs=2"], "not a training checkpoint"),
+        ([f"train.resume='{workdir / 'pickled.pt'}'", "train.epochs=2"], "loading them could run code"),
+        ([f"train.resume='{workdir / 'text.pt'}'", "train.epochs=2"], "not a PyTorch checkpoint"),
+        ([f"train.resume='{ckpt}'", "train.epochs=2", "model.HyraxAutoencoder.latent_dim=16"],
+         r"train.resume: the weights in \S+checkpoint_epoch_1.pt don't fit HyraxAutoencoder"),
+        ([f"train.resume='{ckpt}'", "train.epochs=2", "optimizer.name=torch.optim.SGD"],
+         "its optimizer is torch.optim.adam.Adam, but optimizer.name makes torch.optim.sgd.SGD"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            train(cfg, overrides=overrides)
+    assert len(list((workdir / "results").glob("*-train-*"))) == 1  # none of them left a run
+
+
+def test_train_resume_on_the_command_line(survey, workdir, shared_mlflow, hyrax):
+    import tomlkit
+
+    cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=1)
+    (workdir / "c.toml").write_text(tomlkit.dumps(cfg))
+    ckpt = train(cfg).path / "checkpoints" / "checkpoint_epoch_1.pt"
+    proc = hyrax("train", "-c", "c.toml", "--set", "train.epochs=2", "--set", f"train.resume='{ckpt}'", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["epoch"] for r in metrics(workdir / proc.stdout.strip())] == ["2"]
+    proc = hyrax("train", "-c", "c.toml", "--set", "train.epochs=2", "--set", "train.resume='gone.pt'", cwd=workdir)
+    assert proc.returncode == 2 and "train.resume = 'gone.pt': no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -211,10 +211,9 @@ def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
     return model.to(device).eval(), desc
 
 
-def load_weights(model: nn.Module, weights: str | os.PathLike | dict) -> None:
+def load_weights(model: nn.Module, weights: str | os.PathLike | dict, source: str = "the given weights") -> None:
     """Load a state_dict (or a file of one, or a training checkpoint) into `model`; a ModelError that
-    names the layers that don't fit."""
-    source = "the given weights"
+    names the layers that don't fit (and `source`, a dict's origin)."""
     if not isinstance(weights, dict):
         source = str(weights)
         if not Path(weights).is_file():

@@ -55,8 +55,6 @@ HONOURED = {"train.weights_filename": "example_model.pth"}
 
 INSTEAD |= {
     "general.log_destination": "logs go to stderr, and each run keeps its own <stage>.log",
-    "train.resume": "continue an interrupted train run with h.train(resume=<its run directory>) (`hyrax train "
-                    "--resume`); to start from trained weights, set train.model_weights_file",
     "train.split": "training reads the train split of [split] (fractions train, validate, test)",
     "data_set.crop_to": "set data_set.crop_to to one size in pixels (a square centre crop)",
     "reduce_dimensions.umap.model_path": "h.umap(model_path=<a umap run or its reducer.pkl>)",
@@ -110,8 +108,7 @@ def reference_forms(cfg: dict) -> None:
     - `[split]` fractions a table doesn't give share what the given ones leave (`{"train": 0.8,
       "validate": 0.2}` has no test split, as there), and `split.infer` is all of the infer group;
     - the FitsImageDataset settings in `[data_set]` (`filter_catalog`, `*_column_name`) become that class's
-      own options, and `crop_to = [w, h]` one size;
-    - `train.resume` together with `train.model_weights_file` is refused, as the reference refuses it."""
+      own options, and `crop_to = [w, h]` one size."""
     split = cfg.get("split")
     if isinstance(split, dict):
         infer = split.pop("infer", False)
@@ -134,7 +131,3 @@ def reference_forms(cfg: dict) -> None:
             if len(set(crop)) != 1:
                 raise ConfigError(f"data_set.crop_to = {list(crop)}: crops here are square; give one size")
             data_set["crop_to"] = int(crop[0])
-    train = cfg.get("train")
-    if isinstance(train, dict) and train.get("resume") and train.get("model_weights_file"):
-        raise ConfigError("train.resume and train.model_weights_file: cannot set both (resume continues a run "
-                          "with its own weights; model_weights_file starts a new one from weights)")

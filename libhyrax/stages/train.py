@@ -3,6 +3,8 @@
     hyrax train                                         # the default autoencoder on the built-in sample
     hyrax train -c my.toml --set train.epochs=5 --set model.name=HyraxCNN
     hyrax train --resume results/<run>.failed           # continue an interrupted run from its last checkpoint
+    hyrax train --set train.epochs=5 --set train.resume='"results/<run>/checkpoints/checkpoint_epoch_3.pt"'
+                                                        # a new run going on from a checkpoint: epochs 4-5
     hyrax download -c survey.toml | hyrax train         # train on a download (or prepare) run's cutouts.h5
     torchrun --nproc_per_node 4 -m hyrax_cli train      # 4 processes: nccl on GPUs, gloo on CPU
     srun --ntasks 8 --gpus-per-task 1 hyrax train       # Slurm: Ignite reads the Slurm variables
@@ -12,8 +14,9 @@
 
 The results directory holds `model.pt` (final weights), `model.json` (what rebuilds the model;
 `libhyrax.models.load_trained(run)`), `model_source.py` for a class defined in a notebook or script,
-`checkpoints/last.pt` and `checkpoints/best.pt` (lowest validation loss), `split.h5`, `metrics.csv`, and
-the run is logged to MLflow (`results/mlflow.db`).
+`checkpoints/last.pt`, `checkpoints/best.pt` (lowest validation loss) and the newest epoch's
+`checkpoints/checkpoint_epoch_N.pt` (the reference's name), `split.h5`, `metrics.csv`, and the run is
+logged to MLflow (`results/mlflow.db`).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from libhyrax.training.handlers import (
     attach_scheduler,
     attach_stop_at,
 )
-from libhyrax.training.resume import RESUME_MAY_CHANGE, Resumed, resume_run
+from libhyrax.training.resume import RESUME_MAY_CHANGE, Resumed, StartCheckpoint, resume_run, start_checkpoint
 from libhyrax.training.tracking import METRICS_FILE, MLflowRun
 
 log = logging.getLogger("hyrax.train")
@@ -62,6 +65,7 @@ def train(config=None, *, overrides=(), resume=None, from_run=None,
     config (plus `overrides`, e.g. more epochs) and ends as an uninterrupted run would have.
     from_run: a download or prepare run whose cutouts.h5 to train on (instead of `[data_request]`).
     stop_at_iteration: stop with an error after that many steps (to test resuming).
+    A new run that goes on from a checkpoint file is `train.resume` in the config (libhyrax.training.resume).
     """
     plan = start_run("train", config, overrides, from_run=from_run, resume=resume, may_change=RESUME_MAY_CHANGE)
     resumed = resume_run(plan) if resume else None
@@ -70,11 +74,13 @@ def train(config=None, *, overrides=(), resume=None, from_run=None,
         cfg["data_request"] = request_of_run(find_run(DATA_STAGES, cfg, plan.from_run).path)
     if int(cfg["train"]["epochs"]) < 1:
         raise ConfigError(f"train.epochs must be at least 1, not {cfg['train']['epochs']}")
+    start = start_checkpoint(cfg) if resumed is None else None  # a resumed run goes on from its own
     with dist.distributed(cfg["general"]["device"]):
-        return _train(plan, resumed, stop_at_iteration)
+        return _train(plan, resumed, start, stop_at_iteration)
 
 
-def _train(plan: Start, resumed: Resumed | None, stop_at_iteration: int | None) -> Result | None:
+def _train(plan: Start, resumed: Resumed | None, start: StartCheckpoint | None,
+           stop_at_iteration: int | None) -> Result | None:
     from libhyrax.data import open_group
 
     cfg = plan.config
@@ -103,6 +109,8 @@ def _train(plan: Start, resumed: Resumed | None, stop_at_iteration: int | None) 
         attach_stop_at(trainer, stop_at_iteration)
     if resumed is not None:
         resumed.restore(model, optimizer, scheduler, trainer, best)
+    if start is not None:
+        start.restore(model, optimizer, scheduler, trainer, epochs, len(train_data))
     dist.barrier()  # every rank has read the resumed run's files before rank 0 moves its directory
 
     if not rank0:  # the other ranks train their share; only rank 0 writes
@@ -111,7 +119,7 @@ def _train(plan: Start, resumed: Resumed | None, stop_at_iteration: int | None) 
         return None
     with plan.open() as run:
         run.resumable = lambda: (run.path / LAST).is_file()  # SIGTERM in the first epoch: nothing to resume
-        _record_inputs(run, cfg, group, (splits, split_ids, rule), resumed, cls, device)
+        _record_inputs(run, cfg, group, (splits, split_ids, rule), resumed, start, cls, device)
         with MLflowRun(cfg, "train", run.final_path, tcfg["experiment_name"], tcfg["run_name"] or None,
                        run_id=resumed.mlflow_run_id if resumed else None) as tracker:
             if tracker.run_id:
@@ -179,7 +187,7 @@ def _batches(cfg: dict, group, splits: dict, trainer) -> tuple[EpochBatches, Epo
     return train, EpochBatches(group, dist.share(validate, equal=False), batch, False, seed, workers)
 
 
-def _record_inputs(run, cfg, group, split, resumed, cls, device) -> None:
+def _record_inputs(run, cfg, group, split, resumed, start, cls, device) -> None:
     from libhyrax.data.split import save_used_splits
 
     splits, split_ids, rule = split
@@ -194,5 +202,8 @@ def _record_inputs(run, cfg, group, split, resumed, cls, device) -> None:
         run.add_upstream(cfg["split"]["from_run"])
     if cfg["train"]["model_weights_file"]:
         run.add_input(cfg["train"]["model_weights_file"])
+    if start is not None:
+        run.add_input(start.path)
+        run.record(started_from_checkpoint=start.provenance())
     run.record(model=cls.__name__, device=str(device), world_size=dist.world_size(),
                split_sizes={k: len(v) for k, v in splits.items()})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from libhyrax.training.tracking import METRICS_FILE, MetricsCSV, MLflowRun
 
 log = logging.getLogger("hyrax.train")
 LAST, BEST = "checkpoints/last.pt", "checkpoints/best.pt"
+EPOCH = "checkpoints/checkpoint_epoch_{}.pt"  # the reference Hyrax's name, for its train.resume
 
 
 def epoch_score(metrics: dict) -> float:
@@ -200,17 +202,39 @@ def attach_logging(trainer: Engine, run, tracker: MLflowRun, best: BestEpoch, ep
 def attach_checkpoints(trainer: Engine, run_dir: Path, model, optimizer, scheduler, best: BestEpoch,
                        mlflow_run_id: str | None = None) -> None:
     """After each epoch: `checkpoints/last.pt`, everything a resume needs (libhyrax.training.resume),
-    copied to `checkpoints/best.pt` when the epoch is the best so far. Written atomically, so a crash
-    keeps the previous one."""
+    copied to `checkpoints/best.pt` when the epoch is the best so far, and the same file as
+    `checkpoints/checkpoint_epoch_N.pt`. Only the newest epoch's is kept, as the reference Hyrax keeps
+    one (its n_saved=1): a hard link to last.pt, so it costs no disk. Written atomically, so a crash
+    keeps the previous ones."""
     last, best_file = Path(run_dir) / LAST, Path(run_dir) / BEST
 
     def save(engine: Engine) -> None:
         save_checkpoint(last, model=model.state_dict(), optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict() if scheduler is not None else None,
+                        optimizer_class=class_name(optimizer), scheduler_class=class_name(scheduler),
                         trainer=engine.state_dict(), rng=rng_state(), mlflow_run_id=mlflow_run_id,
                         **best.state_dict())
         if best.improved:
             with atomic.replacing(best_file) as tmp:
                 shutil.copyfile(last, tmp)
+        keep_epoch_checkpoint(last, Path(run_dir) / EPOCH.format(engine.state.epoch))
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED, save)
+
+
+def class_name(obj) -> str | None:
+    """What a checkpoint records of its optimizer and scheduler, so a new run from it (train.resume) can
+    tell they are the ones it makes."""
+    return None if obj is None else f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def keep_epoch_checkpoint(last: Path, epoch_file: Path) -> None:
+    """`last` also as `epoch_file`, the previous epochs' files removed (after: one is always there)."""
+    with atomic.replacing(epoch_file) as tmp:
+        try:
+            os.link(last, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(last, tmp)
+    for old in epoch_file.parent.glob("checkpoint_epoch_*.pt"):
+        if old != epoch_file:
+            old.unlink(missing_ok=True)
