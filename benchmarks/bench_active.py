@@ -159,7 +159,8 @@ def main() -> None:
             cfg, anomaly_run, kind = survey_runs(args.survey, Path(tmp), args.seed)
             interesting = float(np.mean([k in INTERESTING for k in kind.values()]))
             print(
-                f"synthetic survey: {args.survey:,} objects, {interesting:.2%} interesting ({', '.join(INTERESTING)})"
+                f"synthetic survey: {args.survey:,} objects, {interesting:.2%} interesting "
+                f"({', '.join(INTERESTING)})"
             )
             rounds = loop(cfg, anomaly_run, kind, args.rounds, args.per_round, Path(tmp))
             results |= {"survey": args.survey, "seed": args.seed, "random": interesting, "rounds": rounds}

@@ -158,7 +158,8 @@ def main() -> None:
                 label = "combined" if name == "score" else name
                 print(
                     f"  {label:17s} precision@{ev['k']} {m['precision_at_k']:.3f}  "
-                    f"precision@{ev['n_anomalies']} {m['precision_at_n_anomalies']:.3f}  ROC AUC {m['roc_auc']:.3f}"
+                    f"precision@{ev['n_anomalies']} {m['precision_at_n_anomalies']:.3f}  "
+                    f"ROC AUC {m['roc_auc']:.3f}"
                 )
         results["timing"] = []
         for n in args.sizes:

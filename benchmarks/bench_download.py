@@ -170,7 +170,8 @@ def main() -> None:
                         "objects_per_s": [round(small["rate"]), round(large["rate"])],
                     }
                     print(
-                        f"memory, {provider} ({c} connections, no latency): peak {small['peak_mb']:.0f} MB at "
+                        f"memory, {provider} ({c} connections, no latency): "
+                        f"peak {small['peak_mb']:.0f} MB at "
                         f"{args.objects // 4:,} objects, {large['peak_mb']:.0f} MB at {args.objects:,} "
                         f"({small['rate']:,.0f} and {large['rate']:,.0f} objects/s)"
                     )

@@ -1,10 +1,12 @@
 """Benchmark `infer`: throughput against a plain PyTorch loop over the same HDF5 file and model, and peak
 memory at two sizes (memory must not grow with N).
 
-    .venv/bin/python benchmarks/bench_infer.py                # both models vs the plain loop; memory at 100k, 1M
+    # both models vs the plain loop; memory at 100k, 1M
+    .venv/bin/python benchmarks/bench_infer.py
     .venv/bin/python benchmarks/bench_infer.py --sizes 100000 --n 20000 --device cuda --json out.json
+    # issue 16's side-by-side (pip install hyrax in that venv)
     .venv/bin/python benchmarks/bench_infer.py --reference-workload --n 100000 --repeats 2 \
-        --reference-python /tmp/refvenv/bin/python    # issue 16's side-by-side (pip install hyrax in that venv)
+        --reference-python /tmp/refvenv/bin/python
 
 --reference-workload: N random 3x32x32 cutouts, the default HyraxAutoencoder (base 32, latent 64), batch
 512, CPU. Prints objects/s of `infer` (its loop; `infer_wall`: the whole call), `infer` with
@@ -17,8 +19,9 @@ package's CutoutWriter into a scratch folder that is deleted afterwards. Two mod
 train run (untrained weights; speed does not depend on them): a small HyraxAutoencoder (base 8, latent 16;
 the model sets the pace on a CPU) and HyraxLoopback (no compute, 256-d latents: the data path alone, where
 a framework's overhead shows). Both loops compute infer_outputs with the same `[data_set]` transform
-(asinh); the plain loop keeps its outputs in memory, `infer` streams them to latents.h5. Ratios are the median over
-the rounds of infer / plain loop of the same round. Each peak-memory figure is the maximum RSS of a fresh process that runs `infer` (HyraxLoopback) over N objects.
+(asinh); the plain loop keeps its outputs in memory, `infer` streams them to latents.h5. Ratios are the
+median over the rounds of infer / plain loop of the same round. Each peak-memory figure is the maximum RSS
+of a fresh process that runs `infer` (HyraxLoopback) over N objects.
 """
 
 from __future__ import annotations
@@ -261,7 +264,8 @@ def hyrax_train(cfg: dict, n: int) -> float:
 
 
 def encoder_loop(train_run: Path, cutouts: Path, n: int, batch_size: int) -> float:
-    """The plain loop with the encoder alone (no reconstruction error, as the reference computes): objects/s."""
+    """The plain loop with the encoder alone (no reconstruction error, as the reference computes):
+    objects/s."""
     import h5py
     import torch
 
@@ -325,7 +329,8 @@ def reference_workload(args, scratch: Path) -> dict:
             print(f"  {k:<11} {v:8,.0f} objects/s   infer / {k}: {best['infer'] / v:.2f}", file=sys.stderr)
     if "reference_train" in best:
         print(
-            f"  train: {best['train']:,.0f} objects/s against the reference's {best['reference_train']:,.0f}: "
+            f"  train: {best['train']:,.0f} objects/s against the reference's "
+            f"{best['reference_train']:,.0f}: "
             f"{best['train'] / best['reference_train']:.2f}x (the stage call, one epoch on {n // 5:,})",
             file=sys.stderr,
         )

@@ -1,7 +1,8 @@
 """Reading throughput of cutout files: Hyrax's loaders against raw h5py contiguous slices, for float32 and
 float16 storage; and how much float16 storage moves the latents, against the noise of training itself.
 
-    python benchmarks/bench_read.py                 # 8,000 objects of 3x64x64 (393 MB float32, 197 MB float16)
+    python benchmarks/bench_read.py                 # 8,000 objects of 3x64x64
+                                                    # (393 MB float32, 197 MB float16)
     python benchmarks/bench_read.py --n 40000 --batch 512
     python benchmarks/bench_read.py --latents       # also: float16 vs float32 latents, vs two training seeds
 

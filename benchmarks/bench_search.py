@@ -4,7 +4,8 @@ and by vector, and recall@10 of each approximate backend against exact search.
     .venv/bin/python benchmarks/bench_search.py                          # 100k x 64, exact, chromadb, qdrant
     .venv/bin/python benchmarks/bench_search.py --n 1000000 --backends exact
     .venv/bin/python benchmarks/bench_search.py --n 100000 --data clustered gaussian --json out.json
-    .venv/bin/python benchmarks/bench_search.py --n 1000000 --data gaussian --keep /tmp/idx   # keep the indexes
+    # keep the indexes
+    .venv/bin/python benchmarks/bench_search.py --n 1000000 --data gaussian --keep /tmp/idx
 
 The data (--data): "clustered", N 64-d float32 vectors in 200 Gaussian clusters (like latents of similar
 objects; easy for HNSW), or "gaussian", one plain standard normal cloud (hard: no structure for the graph
@@ -261,11 +262,13 @@ def main() -> None:
                 results.append(r)
                 print(
                     f"{backend:9s} {data:9s} N={n:>9,} d={args.dim}: build {r['build_s']:7.1f} s "
-                    f"({r['vectors_per_s']:,.0f}/s, CPU {r.get('build_cpu_s', float('nan')):.0f} s)  by id p50 {r['by_id_p50_ms']:6.2f} ms p95 "
+                    f"({r['vectors_per_s']:,.0f}/s, CPU {r.get('build_cpu_s', float('nan')):.0f} s)  "
+                    f"by id p50 {r['by_id_p50_ms']:6.2f} ms p95 "
                     f"{r['by_id_p95_ms']:6.2f} ms  by vector p50 {r['by_vector_p50_ms']:6.2f} ms p95 "
                     f"{r['by_vector_p95_ms']:6.2f} ms  {args.queries} queries {r['batch_s']:.2f} s  "
                     f"RSS serving {r.get('serve_rss_mb', float('nan')):,.0f} MB (the index "
-                    f"+{r.get('search_bytes_per_vector', float('nan')):,.0f} B/vector), peak {r['peak_rss_mb']:,.0f} "
+                    f"+{r.get('search_bytes_per_vector', float('nan')):,.0f} B/vector), "
+                    f"peak {r['peak_rss_mb']:,.0f} "
                     f"MB (build {r.get('build_peak_rss_mb', float('nan')):,.0f}, rule of thumb "
                     f"+{r['rule_of_thumb_mb']:,.0f} MB)  disk {r['disk_mb']:,.0f} MB  cold: open "
                     f"{r['open_s']:.2f} s + first search by id {r['first_by_id_s']:.2f} s"

@@ -61,7 +61,8 @@ def main() -> None:
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"N={n:>11,}: split in {r['seconds']:6.1f} s ({n / r['seconds']:,.0f} ids/s), {r['rows_kept']:,} rows "
+            f"N={n:>11,}: split in {r['seconds']:6.1f} s ({n / r['seconds']:,.0f} ids/s), "
+            f"{r['rows_kept']:,} rows "
             f"kept, peak RSS {r['peak_rss_mib']:,.0f} MiB (imports {r['peak_rss_before_mib']:,.0f} MiB)",
             flush=True,
         )

@@ -116,7 +116,8 @@ def main() -> None:
         each = ", ".join(f"{p[stage][0]:.2f}" for p in passes)
         print(f"hyrax {stage:10s} {wall:6.2f}s {cpu:6.2f}s   (wall of each run: {each})")
     print(
-        f"{N_OBJECTS} objects, median of {args.repeat}; all stages together: {total:.1f} s wall, {total_cpu:.1f} s "
+        f"{N_OBJECTS} objects, median of {args.repeat}; all stages together: {total:.1f} s wall, "
+        f"{total_cpu:.1f} s "
         f"CPU (cpus: {os.cpu_count()})"
     )
 

@@ -1,9 +1,10 @@
 """Benchmark the structure of the latent space and of the map (issue 16): do the defaults give a map where
 galaxy types separate, or a thin curve ordered by one number?
 
-    .venv/bin/python benchmarks/bench_structure.py                        # synthetic survey (3,000) + the sample
+    .venv/bin/python benchmarks/bench_structure.py          # synthetic survey (3,000) + the sample
     .venv/bin/python benchmarks/bench_structure.py --survey 5000 --data survey
-    .venv/bin/python benchmarks/bench_structure.py --set train.epochs=20 --set model.HyraxAutoencoder.latent_dim=16
+    .venv/bin/python benchmarks/bench_structure.py --set train.epochs=20 \
+        --set model.HyraxAutoencoder.latent_dim=16
     .venv/bin/python benchmarks/bench_structure.py --set 'model.HyraxAutoencoder.latent_norm="none"' \
         --set reduce_dimensions.umap.kwargs.min_dist=0.1               # the defaults before issue 16
     .venv/bin/python benchmarks/bench_structure.py --keep /tmp/s   # then, without training again:
@@ -42,12 +43,18 @@ Map fidelity (issue 25; the latents of one --keep run, mapped again with --laten
     the data, and the representation doesn't keep it.
 
 Measured for issue 16 (3,000-object survey of seed 0, chance 0.461; the 1,000-object sample; general.seed 42):
-                                  latent PC1  PCs 90%  kNN latent  kNN map  rho recon x | sample: PC1  PCs 90%  rho recon x
+                                  latent PC1  PCs 90%  kNN latent  kNN map  rho recon x
     before (latent_norm "none",
-      no whitening)                   98.5%      1       0.617    0.56-0.58   -0.65     |      99.5%     1    -0.88..-0.96
-    whitening only                      "        "         "        0.856    +-0.7..0.8 |        "       "       +0.06
-    latent_norm "batch" only          60.2%      4       0.773      0.679      +0.46     |      20.7%    10       -0.34
-    both (the defaults)               60.2%      4       0.773      0.963      +0.26     |      20.7%    10       -0.02
+      no whitening)                   98.5%      1       0.617    0.56-0.58   -0.65
+    whitening only                      "        "         "        0.856    +-0.7..0.8
+    latent_norm "batch" only          60.2%      4       0.773      0.679      +0.46
+    both (the defaults)               60.2%      4       0.773      0.963      +0.26
+                                  sample: PC1  PCs 90%  rho recon x
+    before (latent_norm "none",
+      no whitening)                      99.5%     1    -0.88..-0.96
+    whitening only                         "       "       +0.06
+    latent_norm "batch" only             20.7%    10       -0.34
+    both (the defaults)                  20.7%    10       -0.02
     survey seeds 1, 2 (kNN map): before 0.504 0.499; whitening only 0.877 0.908; latent_norm only 0.664 0.676;
         both 0.760 0.882 (kNN latent: before 0.584 0.579, latent_norm 0.782 0.757)
     sample map, 5-NN R^2 of size / log flux: before 0.01-0.04 / 0.20-0.23, after 0.47 / 0.25
@@ -251,7 +258,8 @@ def show(name: str, fig: dict) -> None:
             if f:
                 print(
                     f"    neighbourhoods: the map keeps {100 * f['knn_overlap']:.1f}% of the latents' "
-                    f"{f['k']} nearest neighbours, trustworthiness {f['trustworthiness']:.3f} ({f['n']} objects)"
+                    f"{f['k']} nearest neighbours, trustworthiness {f['trustworthiness']:.3f} "
+                    f"({f['n']} objects)"
                 )
             continue
         share = "n/a (the latents know nothing)" if f["kept"] is None else f"{100 * f['kept']:.0f}%"

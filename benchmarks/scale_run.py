@@ -38,12 +38,12 @@ Sizes below the stages' fixed samples and buffers (umap fits 20k objects, the is
 visualize draws up to 200k points, umap spawns its workers above 8192) show growth that stops there.
 
 The projection (--project, default 100M): per stage t(N) = t0 + k g(N), with g = N (N^2 for anomaly's
-exact knn, N log N for index's HNSW and for knn through it: growth_models), through the smallest and largest size (through zero and the
-largest where noise makes the line fall); train's time is the largest size's (it trains on --train-n
-objects whatever N). Stages the registry marks `shards` get the fewest array tasks (at most 1000) that
-each end within --task-hours; the others are one job. Memory per task = the tree peak at the largest
-size + its growth per byte of the array held, times that array's growth to the target; disk grows
-linearly. Wall times are this machine's: 2 shared cores in development.
+exact knn, N log N for index's HNSW and for knn through it: growth_models), through the smallest and
+largest size (through zero and the largest where noise makes the line fall); train's time is the largest
+size's (it trains on --train-n objects whatever N). Stages the registry marks `shards` get the fewest
+array tasks (at most 1000) that each end within --task-hours; the others are one job. Memory per task =
+the tree peak at the largest size + its growth per byte of the array held, times that array's growth to
+the target; disk grows linearly. Wall times are this machine's: 2 shared cores in development.
 
 Stages from latents at 10M (--latents-sizes, default none; measures nothing else):
 
@@ -640,7 +640,8 @@ def slurm_commands(p: dict, args) -> str:
     return "\n".join(
         [
             "# scale.toml: [data_request.train.cutouts] and [data_request.infer.cutouts] name the survey's",
-            "# cutouts.h5 (from `hyrax download`, a Slurm array itself, or `hyrax prepare`). One folder: every job",
+            "# cutouts.h5 (from `hyrax download`, a Slurm array itself, or `hyrax prepare`). "
+            "One folder: every job",
             "# reads the newest finished run of the stage before it from ./results.",
             'A=apptainer; C="-c $PWD/scale.toml"',
             f"train=$(sbatch --parsable {res('train')} $A/hyrax.sbatch train $C {sets})",
@@ -663,29 +664,36 @@ def markdown(result: dict, args) -> str:
     big = [k for k, v in s.items() if v["memory_gib"] > RECIPE_GIB]
     return "\n".join(
         [
-            f"Measured {m['date']} on {m['cores']} cores, {m['memory_gib']:.0f} GiB ({m['host']}, load average "
-            f"{m['load_before']:.1f} before the run); survey: {len(args.bands)} band(s) of {args.size}x{args.size} "
-            f"float32; train on {args.train_n:,} objects x {args.epochs} epochs; `{' '.join(result['command'])}`.",
+            f"Measured {m['date']} on {m['cores']} cores, {m['memory_gib']:.0f} GiB "
+            f"({m['host']}, load average "
+            f"{m['load_before']:.1f} before the run); survey: {len(args.bands)} band(s) of "
+            f"{args.size}x{args.size} "
+            f"float32; train on {args.train_n:,} objects x {args.epochs} epochs; "
+            f"`{' '.join(result['command'])}`.",
             "",
             measured_table(sizes),
             "",
-            f"What grows with N ({lo:,} → {hi:,}): wall time ratio, seconds per extra object, and peak RSS growth "
-            f"against the growth of the array the stage would hold if it didn't stream (flagged above 10% and "
+            f"What grows with N ({lo:,} → {hi:,}): wall time ratio, seconds per extra object, "
+            "and peak RSS growth "
+            "against the growth of the array the stage would hold if it didn't stream (flagged above 10% and "
             f"{args.noise_mib:g} MiB).",
             "",
             growth_table(result["growth"]),
             "",
-            f"Projection to {p['objects']:,} objects (t = t0 + k g(N) through {lo:,} and {hi:,}; array tasks sized "
+            f"Projection to {p['objects']:,} objects (t = t0 + k g(N) through {lo:,} and {hi:,}; "
+            "array tasks sized "
             f"to end within {p['task_hours_limit']:g} h; times are this machine's cores):",
             "",
             projection_table(p),
             "",
             f"Total {p['total_task_hours']:,.0f} task-hours; `{p['dominant']}` dominates "
             f"({s[p['dominant']]['task_hours']:,.0f} task-hours). With every array task running at once the "
-            f"pipeline takes {hms(p['critical_path_s'])} (prepare + train + infer + the longest of umap + visualize, "
-            f"index + search, anomaly)."
+            f"pipeline takes {hms(p['critical_path_s'])} "
+            "(prepare + train + infer + the longest of umap + visualize, "
+            "index + search, anomaly)."
             + (
-                f" Over the {p['task_hours_limit']:g} h per task: {', '.join(f'`{k}`' for k in over)} (not sharded, or "
+                f" Over the {p['task_hours_limit']:g} h per task: "
+                f"{', '.join(f'`{k}`' for k in over)} (not sharded, or "
                 f"at the {MAX_TASKS}-task cap)."
                 if over
                 else ""

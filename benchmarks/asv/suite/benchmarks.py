@@ -8,8 +8,8 @@ stay in benchmarks/bench_*.py, whose functions these reuse.
     make bench-history                     # benchmarks/asv/html/index.html, the history of every benchmark
 
 `time_*` benchmarks are timed by ASV (`repeat` samples in each of `rounds` processes); `track_*` ones
-return a figure (a ratio, a recall) measured here as the median of a few alternating rounds. `HYRAX_ASV_TINY=1`
-shrinks every size further (the test that the suite runs).
+return a figure (a ratio, a recall) measured here as the median of a few alternating rounds.
+`HYRAX_ASV_TINY=1` shrinks every size further (the test that the suite runs).
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ class Loops:
 
 class Search:
     """One query against an index of clustered 64-d vectors (ASV's median: the p50 a user waits), and
-    the share of the exact 10 nearest that chromadb misses (1 - recall@10: every ASV figure is lower-is-better)."""
+    the share of the exact 10 nearest that chromadb misses (1 - recall@10: every ASV figure is
+    lower-is-better)."""
 
     repeat, number, rounds, warmup_time, timeout = 20, 1, 2, 0, 600
     n = 500 if TINY else 10_000
