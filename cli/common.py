@@ -92,7 +92,8 @@ def piped_run_dir() -> Path | None:
 
 
 def _ranks_launched() -> int:
-    """Processes a launcher started for this command (torchrun's WORLD_SIZE, srun's SLURM_NTASKS in a step)."""
+    """Processes a launcher started for this command (torchrun's WORLD_SIZE, srun's SLURM_NTASKS in a
+    step)."""
     n = os.environ.get("WORLD_SIZE") or (
         os.environ.get("SLURM_NTASKS") if "SLURM_STEP_ID" in os.environ else None
     )

@@ -37,7 +37,8 @@ def command(
 
       hyrax download -c survey.toml | hyrax train | hyrax infer
 
-      hyrax download --resume results/20250101-120000-download-ab12cd.failed   (only what is missing or failed)
+      hyrax download --resume results/20250101-120000-download-ab12cd.failed
+          (only what is missing or failed)
 
       sbatch --array=0-9 --wrap 'hyrax download -c survey.toml'   (10 shards, one directory)
     """

@@ -220,7 +220,9 @@ class ArrayWriter:
 
     def _create(self, columns, id_length, attrs) -> None:
         f = self.file
-        f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "rows_written": 0, "complete": False})
+        f.attrs.update(
+            {"format": FORMAT, "format_version": FORMAT_VERSION, "rows_written": 0, "complete": False}
+        )
         f.attrs.update(attrs)
         n = self.n_rows
         f.create_dataset(

@@ -188,7 +188,8 @@ def compare(model, sess, x: np.ndarray) -> dict[str, float]:
 
 
 def differences(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
-    """The largest absolute difference per output of `want` (inf where `got` lacks it or has another shape)."""
+    """The largest absolute difference per output of `want` (inf where `got` lacks it or has another
+    shape)."""
     return {
         k: float(np.max(np.abs(got[k].astype("f8") - v), initial=0.0))
         if k in got and got[k].shape == v.shape

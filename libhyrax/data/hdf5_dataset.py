@@ -117,7 +117,9 @@ class CutoutWriter:
         arrays |= {f"catalog/{k}": np.asarray(v) for k, v in (catalog or {}).items()}
         for name, arr in arrays.items():
             if len(arr) != n:
-                raise DataError(f"batch for {self.path.name} has {n} object ids but {len(arr)} rows of {name}")
+                raise DataError(
+                    f"batch for {self.path.name} has {n} object ids but {len(arr)} rows of {name}"
+                )
             if name in PLANES and arr.shape[1:] != self.shape:
                 raise DataError(
                     f"{name} of shape {arr.shape[1:]} don't fit {self.path.name}, made for {self.shape}"
@@ -242,7 +244,8 @@ def write_cutouts(
 
 
 def as_float32(arr: np.ndarray) -> np.ndarray:
-    """float16 pixels as float32 (a new array: models and transforms compute in float32); others as they are."""
+    """float16 pixels as float32 (a new array: models and transforms compute in float32); others as they
+    are."""
     return arr.astype(np.float32) if arr.dtype == np.float16 else arr
 
 

@@ -1,6 +1,6 @@
-"""HSCDataset (also by the reference's spelling, HSCDataSet): a folder the reference Hyrax's HSC download made (FITS files + manifest.fits), read in place
-and lazily, as the reference's HSCDataSet reads it (no copy of millions of cutouts; `hyrax prepare` makes
-one fast HDF5 file of the same folder when wanted).
+"""HSCDataset (also by the reference's spelling, HSCDataSet): a folder the reference Hyrax's HSC download
+made (FITS files + manifest.fits), read in place and lazily, as the reference's HSCDataSet reads it (no
+copy of millions of cutouts; `hyrax prepare` makes one fast HDF5 file of the same folder when wanted).
 
 data_location: the folder (default: general.data_dir, where the reference downloads). The catalog is its
 `manifest.fits` (a failed download, "Attempted", leaves its object out; a retried one counts once); a

@@ -143,7 +143,9 @@ def load_splits(path, object_ids=None, id_blocks=None, with_ids: bool = False):
             labels = labels[used]
             names = [str(n) for n in f.attrs.get("splits", [])]
     except (OSError, KeyError) as e:
-        raise DataError(f"{path} can't be read as a split file ({e}); point split.from_run at a train run") from None
+        raise DataError(
+            f"{path} can't be read as a split file ({e}); point split.from_run at a train run"
+        ) from None
     if id_blocks is not None:
         rows = _rows_of(as_id_bytes(saved_ids), id_blocks)
     elif object_ids is not None:

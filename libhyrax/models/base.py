@@ -31,8 +31,8 @@ arrays) the model takes; the default takes ``batch["image"]``. The framework mak
 the device, runs the optimizer (from ``[optimizer]`` unless the model overrides ``configure_optimizer``),
 and builds ``self.criterion`` from ``[criterion]`` when a config names one. A model that steps its own
 optimizer inside ``train_batch`` says so with ``steps_itself = True``: the training loop then leaves
-zero_grad, backward and step to it and takes its loss as a figure (it trains in one process). Check a class with
-``libhyrax.models.check_model(TinyAE)``.
+zero_grad, backward and step to it and takes its loss as a figure (it trains in one process). Check a
+class with ``libhyrax.models.check_model(TinyAE)``.
 """
 
 from __future__ import annotations

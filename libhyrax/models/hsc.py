@@ -7,8 +7,9 @@ so the latent vector `infer` writes is that map averaged over space: one value p
 (4 x base_channel_size for HSCAutoencoder, 8 x base_channel_size for HSCDCAE). Loss: MSE on the pixels
 (or `[criterion]`); `recon_error` per object as for every autoencoder here.
 
-    [model.HSCAutoencoder]      base_channel_size = 64, final_layer = "sigmoid"    (the reference's)
-    [model.HSCDCAE]             base_channel_size = 32, final_layer = "identity"   (reference: model.HSCDCAE_final_layer)
+    [model.HSCAutoencoder]  base_channel_size = 64, final_layer = "sigmoid"   (the reference's)
+    [model.HSCDCAE]         base_channel_size = 32, final_layer = "identity"
+                            (reference: model.HSCDCAE_final_layer)
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@
 Construction only stores keyword arguments (`self.kwargs`); `fit` returns `self`; fitted state ends in
 `_`. `save(path)`/`Reducer.load(path)` pickle the fitted object, so a reducer fitted once (`hyrax umap`)
 maps new data later (`hyrax umap --reducer RUN_DIR`). Unpickling runs code, so `save` signs the file and
-`load` refuses one this account's Hyrax didn't write unless its run is trusted (libhyrax.trust). Subclasses register themselves by `name`
-(two different classes can't share one; see libhyrax.registry).
-Built in: `umap` (umap-learn), `pca` and `tsne` (scikit-learn; a map of the objects it is fitted on). Nothing heavy is imported until `fit`/`load`.
+`load` refuses one this account's Hyrax didn't write unless its run is trusted (libhyrax.trust).
+Subclasses register themselves by `name` (two different classes can't share one; see libhyrax.registry).
+Built in: `umap` (umap-learn), `pca` and `tsne` (scikit-learn; a map of the objects it is fitted on).
+Nothing heavy is imported until `fit`/`load`.
 """
 
 from __future__ import annotations

@@ -275,7 +275,10 @@ class Hyrax:
         return sorted(set(super().__dir__()) | names)
 
     def __repr__(self) -> str:
-        return f"<Hyrax model={self.config['model']['name']} results_dir={self.config['general']['results_dir']}>"
+        return (
+            f"<Hyrax model={self.config['model']['name']} "
+            f"results_dir={self.config['general']['results_dir']}>"
+        )
 
 
 # --- the vector database object --------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The reference Hyrax's `@hyrax_model`, here: a model written for lincc-frameworks/hyrax trains, infers
 and exports with its import line changed (`libhyrax.reference_tool` re-exports it).
 
-    from libhyrax.reference_tool import hyrax_model   # was: from hyrax.models.model_registry import hyrax_model
+    # was: from hyrax.models.model_registry import hyrax_model
+    from libhyrax.reference_tool import hyrax_model
 
     @hyrax_model
     class MyCNN(nn.Module):

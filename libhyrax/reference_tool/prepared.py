@@ -1,7 +1,7 @@
 """What the reference's `h.prepare()` returns: the data the request describes, one provider per group.
 
-    prepared = h.prepare()               # {"train": DataProvider, "infer": DataProvider} for the groups of
-    item = prepared["train"][0]          # [data_request]: {"data": {"image": ..., "label": ...}, "object_id": "..."}
+    prepared = h.prepare()        # {"train": DataProvider, "infer": DataProvider} for the groups of
+    item = prepared["train"][0]   # [data_request]: {"data": {"image": ..., "label": ...}, "object_id": "..."}
     len(prepared["train"]); prepared["train"].ids()
     batch = prepared["train"].collate([prepared["train"][i] for i in range(8)])   # fields stacked per name
 

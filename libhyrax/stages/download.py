@@ -12,9 +12,9 @@ cutout file (docs/hdf5-format.md), in catalogue order.
     run.file("cutouts.h5"), run.file("download.csv")
 
 `[download]` names the provider (`hsc`, `legacysurvey`, `rubin`, `soda`, `url_template`, or a
-`libhyrax.surveys.Provider` subclass by import path), the catalogue and its id/ra/dec columns, the size in pixels and the bands;
-`[download.<provider>]` the service's own settings, always with its `url`. Credentials come from
-environment variables or `download.netrc_file` and are never written anywhere.
+`libhyrax.surveys.Provider` subclass by import path), the catalogue and its id/ra/dec columns, the size
+in pixels and the bands; `[download.<provider>]` the service's own settings, always with its `url`.
+Credentials come from environment variables or `download.netrc_file` and are never written anywhere.
 
 The run writes `cutouts.h5` (/object_id, /images, /catalog/<column> incl. ra and dec), `download.h5`
 (per object and band: ok, missing, rejected or failed, with the reason, the time, the request and its

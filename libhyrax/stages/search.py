@@ -3,7 +3,7 @@
     hyrax search --id <object_id> --show                  # the newest index run; prints a table to stderr
     hyrax search --vector query.npy -k 20 --from results/<index-run>
     hyrax search --image cutout.npy                      # through the model that made the index's latents
-    hyrax search --labels labels.csv -k 50               # more like these: the interesting ones of a label file
+    hyrax search --labels labels.csv -k 50       # more like these: the interesting ones of a label file
 
     hits = libhyrax.search(object_ids=["HDF-0001"])     # a notebook: the same table
     hits.to_pandas(); libhyrax.show_neighbors(hits)      # the neighbours' cutouts as a grid

@@ -1,7 +1,8 @@
 """hyrax test: evaluate a trained run on its test split, into a results directory of its own.
 
     hyrax train | hyrax test                                 # the piped train run
-    hyrax test --from results/<train-run> --set test.model_weights_file=results/<train-run>/checkpoints/best.pt
+    hyrax test --from results/<train-run> \
+        --set test.model_weights_file=results/<train-run>/checkpoints/best.pt
 
     import libhyrax
     result = libhyrax.test(from_run="results/<train-run>")

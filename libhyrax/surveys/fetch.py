@@ -152,7 +152,8 @@ class Fetcher:
             client.close()
 
     def _window(self, request: Request) -> int:
-        """How many requests may be taken but not handed back: 4 per connection, fewer when answers are big."""
+        """How many requests may be taken but not handed back: 4 per connection, fewer when answers are
+        big."""
         fits = WINDOW_BYTES // max(1, len(request.cells) * self.cell_bytes)
         return max(self.connections + 1, min(4 * self.connections, fits))
 

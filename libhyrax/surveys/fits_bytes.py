@@ -6,9 +6,9 @@
 A cutout service answers with small uncompressed FITS files: a header of 80-character cards in 2880-byte
 blocks, then big-endian pixels. They are read here directly, not with astropy.io.fits (which parses
 every card into objects): over ten times faster, which decides whether the client or the service sets
-the pace. Anything outside that simple case (tile-compressed images, random groups) goes to astropy. The body is
-untrusted: every length is checked before it is used, and a body that is not a whole FITS image is a
-`BadFits` naming what is wrong (not FITS, truncated, no image), never a crash.
+the pace. Anything outside that simple case (tile-compressed images, random groups) goes to astropy. The
+body is untrusted: every length is checked before it is used, and a body that is not a whole FITS image
+is a `BadFits` naming what is wrong (not FITS, truncated, no image), never a crash.
 """
 
 from __future__ import annotations

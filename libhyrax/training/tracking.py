@@ -252,8 +252,12 @@ class MLflowRun:
         folder = Path(unquote(parts.path)).resolve()
         if folder == self.results_root or self.results_root in folder.parents:
             return True
-        log.warning("MLflow keeps this experiment's artifacts in %s, outside the results tree %s (moved?); "
-                    "not logging artifacts there (they are in the run's directory)", folder, self.results_root)
+        log.warning(
+            "MLflow keeps this experiment's artifacts in %s, outside the results tree %s (moved?); "
+            "not logging artifacts there (they are in the run's directory)",
+            folder,
+            self.results_root,
+        )
         return False
 
     def set_tag(self, key: str, value: str) -> None:

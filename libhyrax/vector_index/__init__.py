@@ -85,7 +85,8 @@ class VectorIndex:
     @classmethod
     def open(cls, path: str | os.PathLike, trusted_runs=()) -> VectorIndex:
         """An index written by `persist()`, with the backend it was built with. `trusted_runs`
-        (general.trusted_runs): runs whose pickled index folder may load though this account didn't write it."""
+        (general.trusted_runs): runs whose pickled index folder may load though this account didn't
+        write it."""
         path = Path(path)
         try:
             meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))

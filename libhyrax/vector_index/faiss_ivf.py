@@ -155,7 +155,12 @@ class FaissIndex(VectorIndex):
         faiss.write_index(index, str(tmp))
         write_arrays(self._name("object_ids", "h5"), ids)
         os.replace(tmp, self._name("ivfpq", "faiss"))
-        meta = {"backend": self.backend, "dim": self.dim, "count": self.params["n_total"], "params": self.params}
+        meta = {
+            "backend": self.backend,
+            "dim": self.dim,
+            "count": self.params["n_total"],
+            "params": self.params,
+        }
         tmp = self.path / f".{META_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # tasks on other hosts too
         tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, self.path / META_FILE)  # every shard writes the same

@@ -3,7 +3,8 @@
 - optimizer and scheduler keyword tables named by import path (`["torch.optim.SGD"] lr = 0.01`) become
   `[optimizer.kwargs]` / `[scheduler.kwargs]` of the class that `optimizer.name` / `scheduler.name` picks;
 - `reduce_dimensions.<algorithm>.fit_sample_size` becomes `reduce_dimensions.fit_sample_size`;
-- `split.rng_seed` becomes `split.seed`; splits a `[split]` doesn't size share what the sized ones leave; `criterion.band_loss_reduction` moves to the model that uses it;
+- `split.rng_seed` becomes `split.seed`; splits a `[split]` doesn't size share what the sized ones leave;
+  `criterion.band_loss_reduction` moves to the model that uses it;
 - a matplotlib colormap name in `visualize.cmap` ("viridis") becomes the bokeh palette ("Viridis256");
 - `false`/empty placeholders of the reference (`model.name = ""`, `data_set.nan_mode = false`) are
   dropped so our defaults apply; a `crop_to = [w, h]` becomes one size;
