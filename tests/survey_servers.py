@@ -4,7 +4,8 @@ only, and stop by themselves after `lifetime` seconds.
 
     sky = Sky.synthetic(tmp_path, n=200, bands=("g", "r", "i"), size=34)
     with SurveyServer(sky, faults=Faults(outside={3})) as server:
-        server.url("hsc")   # POST .../das_cutout/pdr3/cgi-bin/cutout: coordlist.txt -> tar of FITS, basic auth
+        server.url("hsc")            # POST .../das_cutout/pdr3/cgi-bin/cutout: coordlist.txt -> tar of FITS,
+                                     # basic auth
         server.url("legacysurvey")   # GET /viewer/fits-cutout?ra=&dec=&layer=&pixscale=&bands=&size= -> cube
         server.url("url_template")   # GET /cutout?ra=&dec=&size=&band= -> one FITS image
         server.url("soda")           # GET /api/cutout/sync?ID=&CIRCLE=ra dec r -> one FITS image (IVOA SODA)
@@ -447,7 +448,8 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _coordlist(content_type: str, body: bytes) -> list[tuple[str, float, float, float, str]]:
-    """(filter, ra, dec in degrees, semi-width in arcsec, rerun) per line of the uploaded `list` part; ValueError if bad."""
+    """(filter, ra, dec in degrees, semi-width in arcsec, rerun) per line of the uploaded `list` part;
+    ValueError if bad."""
     msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body
     )
@@ -478,7 +480,7 @@ def _angle(text: str) -> float:
     return float(m[1]) * UNITS[m[2]]
 
 
-# --- the fixtures of the download tests (imported by them, as tests/slurm_cluster.py's are) -------------------
+# --- the fixtures of the download tests (imported by them, as tests/slurm_cluster.py's are) -----------------
 
 N, SIZE, PASSWORD = 300, 16, "pw-for-the-loopback-hsc"
 

@@ -36,7 +36,10 @@ def test_every_stage_in_the_registry_has_a_library_function():
 
 
 def test_import_libhyrax_is_light():
-    code = "import sys, libhyrax; print([m for m in ('torch', 'mlflow', 'chromadb', 'umap', 'bokeh') if m in sys.modules])"
+    code = (
+        "import sys, libhyrax; "
+        "print([m for m in ('torch', 'mlflow', 'chromadb', 'umap', 'bokeh') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -88,8 +88,8 @@ def test_array_files_know_no_runs():
 
 
 def test_the_core_never_imports_the_reference_tool_package():
-    """The reference tool's facade, adapters and settings live in libhyrax/reference_tool/; it imports the core,
-    never the other way round (libhyrax/__init__.py names `Hyrax` lazily, by a string)."""
+    """The reference tool's facade, adapters and settings live in libhyrax/reference_tool/; it imports the
+    core, never the other way round (libhyrax/__init__.py names `Hyrax` lazily, by a string)."""
     root = Path(libhyrax.__file__).parent
     for path in sorted(root.rglob("*.py")):
         if "reference_tool" in path.relative_to(root).parts:

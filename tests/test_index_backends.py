@@ -125,7 +125,9 @@ def test_exact_is_exact_under_blocking(monkeypatch, tmp_path):
 def test_chroma_recall_against_exact(tmp_path):
     ids, x = clustered(5000, 64, seed=2)
     rng = np.random.default_rng(3)
-    queries = x[rng.choice(len(x), 200, replace=False)] + rng.normal(scale=0.3, size=(200, 64)).astype(np.float32)
+    queries = x[rng.choice(len(x), 200, replace=False)] + rng.normal(scale=0.3, size=(200, 64)).astype(
+        np.float32
+    )
     truth, _ = build(tmp_path, "exact", ids, x).search(queries, k=10)
     approx, _ = build(tmp_path, "chromadb", ids, x, batch=5000).search(queries, k=10)
     recall = np.mean([len(set(a) & set(t)) / 10 for a, t in zip(approx, truth, strict=True)])

@@ -51,7 +51,8 @@ def test_infer_imports_no_training_stack(train_run, tmp_path):
         import sys
         from libhyrax.stages.infer import infer
         infer({{"general": {{"results_dir": {str(tmp_path / "results")!r}}}}}, from_run={str(train_run)!r})
-        print(",".join(m for m in ("ignite", "mlflow", "sklearn", "umap", "chromadb", "bokeh") if m in sys.modules))
+        heavy = ("ignite", "mlflow", "sklearn", "umap", "chromadb", "bokeh")
+        print(",".join(m for m in heavy if m in sys.modules))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "", f"infer imported {out.strip()}"
@@ -331,7 +332,8 @@ def test_a_conversion_returns_a_new_engine_and_leaves_the_torch_one(train_run, f
 
 
 class CountingModel:
-    """A stand-in engine: the mean of each image as a 1-d latent; stops (as Ctrl-C would) in batch `stop_at`."""
+    """A stand-in engine: the mean of each image as a 1-d latent; stops (as Ctrl-C would) in batch
+    `stop_at`."""
 
     def __init__(self, stop_at: int | None = None):
         self.calls, self.stop_at, self.read_ahead, self.runtime = 0, stop_at, False, "test"

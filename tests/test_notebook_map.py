@@ -132,7 +132,9 @@ def reopened_without_kernel(page, path: Path, port: int, base_url: str) -> None:
     assert "hyrax-static-map" in path.read_text(), "the notebook was not saved with its outputs"
     api = f"http://127.0.0.1:{port}{base_url}api/sessions"
     for session in json.load(urllib.request.urlopen(f"{api}?token={TOKEN}")):
-        urllib.request.urlopen(urllib.request.Request(f"{api}/{session['id']}?token={TOKEN}", method="DELETE"))
+        urllib.request.urlopen(
+            urllib.request.Request(f"{api}/{session['id']}?token={TOKEN}", method="DELETE")
+        )
     page.reload()
     static = page.locator(".hyrax-static-map")
     expect(static).to_be_visible(timeout=60_000)

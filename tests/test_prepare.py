@@ -197,7 +197,8 @@ def reference_download(tmp_path):
     """A folder as the reference Hyrax's `hyrax download` leaves it: one HSC-style FITS file per object and
     band (an empty primary HDU, then image, mask and variance), named
     <object_id>_<type>_<ra>_<dec>_<tract>_<filter>.fits, and manifest.fits with a row per object and band.
-    Object 2's HSC-R download failed ("Attempted"); object 4's HSC-I failed once, then succeeded on a retry."""
+    Object 2's HSC-R download failed ("Attempted"); object 4's HSC-I failed once, then succeeded on a
+    retry."""
     from astropy.io import fits
     from astropy.table import Table
 

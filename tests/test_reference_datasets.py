@@ -324,7 +324,7 @@ def test_hsc_dataset_without_a_manifest_finds_the_files_by_name(workdir):
     np.testing.assert_array_equal(ds.column("image"), images[[0, 1, 2, 4, 5]])
 
 
-# --- LSSTDataset / DownloadedLSSTDataset -----------------------------------------------------------------------
+# --- LSSTDataset / DownloadedLSSTDataset --------------------------------------------------------------------
 
 TOKEN = "loopback-rsp-token"
 

@@ -14,8 +14,9 @@ import pytest
 import libhyrax
 from libhyrax.errors import DataError, ModelError
 
-# A plugin package as its author wrote it for the reference; only the `from libhyrax.reference_tool` lines differ
-# (they were `from hyrax.datasets import HyraxDataset` and `from hyrax.models.model_registry import hyrax_model`).
+# A plugin package as its author wrote it for the reference; only the `from libhyrax.reference_tool` lines
+# differ (they were `from hyrax.datasets import HyraxDataset` and
+# `from hyrax.models.model_registry import hyrax_model`).
 DATASETS = '''
 from pathlib import Path
 
@@ -339,7 +340,8 @@ def test_a_reference_model_defined_in_a_script_is_saved_and_rebuilt(workdir):
 
         cfg = {"model": {"name": "Tiny"}, "train": {"epochs": 1}, "general": {"device": "cpu"},
                "data_request": {"train": {"data": {"dataset_class": "HyraxRandomDataset",
-                                                   "fields": ["image", "object_id"], "primary_id_field": "object_id",
+                                                   "fields": ["image", "object_id"],
+                                                   "primary_id_field": "object_id",
                                                    "dataset_config": {"size": 20, "shape": [1, 4, 4]}}}}}
         print(libhyrax.train(cfg).path)
     """)

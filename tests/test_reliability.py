@@ -120,7 +120,10 @@ def test_an_hdf5_file_open_in_another_process_is_not_taken_for_a_damaged_one(tmp
 
     path = tmp_path / "latents.h5"
     ArrayWriter(path, 10, {"latent": ((2,), "<f4")}).close(complete=False)
-    script = f"import h5py, time\nf = h5py.File({str(path)!r}, 'a')\nprint('open', flush=True)\ntime.sleep(60)\n"
+    script = (
+        f"import h5py, time\nf = h5py.File({str(path)!r}, 'a')\n"
+        "print('open', flush=True)\ntime.sleep(60)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "open"
@@ -133,7 +136,7 @@ def test_an_hdf5_file_open_in_another_process_is_not_taken_for_a_damaged_one(tmp
     assert ArrayWriter.reopen(path, 10).rows_written == 0
 
 
-# --- 3. SIGTERM -----------------------------------------------------------------------------------------------
+# --- 3. SIGTERM ---------------------------------------------------------------------------------------------
 
 SIGTERM_STAGE = textwrap.dedent("""
     import sys, time
@@ -343,7 +346,7 @@ def test_nan_pixels_replaced_in_worker_processes_are_counted(workdir):
         assert res.provenance["stage_info"]["nan_pixels_replaced"] == 100, workers
 
 
-# --- 5. no code runs from data --------------------------------------------------------------------------------
+# --- 5. no code runs from data ------------------------------------------------------------------------------
 
 
 class Payload:
@@ -531,7 +534,7 @@ def test_a_qdrant_local_index_is_signed_and_an_edited_one_refused(tmp_path):
         VectorIndex.open(tmp_path / "run" / "index")
 
 
-# --- 6. secrets ---------------------------------------------------------------------------------------------------
+# --- 6. secrets ---------------------------------------------------------------------------------------------
 
 
 def test_credentials_in_a_url_are_never_written_or_printed(workdir, hyrax, monkeypatch, caplog):
@@ -633,7 +636,7 @@ def test_mlflow_artifacts_are_not_written_outside_a_moved_tree(tmp_path, workdir
     assert (result.path / "test_metrics.json").is_file()
 
 
-# --- 8. run names --------------------------------------------------------------------------------------------------
+# --- 8. run names -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "x.failed", ""])

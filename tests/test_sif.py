@@ -2,7 +2,8 @@
 `make sif` and CI call them, the kernel spec is right, and run-sif.sh runs a tiny SIF (a root in the SIF
 layout around a stand-in `hyrax`, packed with mksquashfs and siftool) the way `apptainer run` does:
 arguments whole, apps, read-only root, writable binds, environment, exit codes and signals.
-The real image (build, in-image pipeline, Slurm through the image, Jupyter kernel) is tests/test_sif_image.py."""
+The real image (build, in-image pipeline, Slurm through the image, Jupyter kernel) is
+tests/test_sif_image.py."""
 
 from __future__ import annotations
 
@@ -226,8 +227,10 @@ def test_root_is_read_only_and_binds_are_writable(tiny_sif, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     script = (
-        "echo cwd=$(pwd); echo hi > here.txt; echo x > /data/out.txt; echo x > /ro/y 2>/dev/null || echo ro-bind-refused;"
-        " echo x > /opt/hyrax/new 2>/dev/null || echo image-refused; echo x > /new 2>/dev/null || echo root-refused;"
+        "echo cwd=$(pwd); echo hi > here.txt; echo x > /data/out.txt;"
+        " echo x > /ro/y 2>/dev/null || echo ro-bind-refused;"
+        " echo x > /opt/hyrax/new 2>/dev/null || echo image-refused;"
+        " echo x > /new 2>/dev/null || echo root-refused;"
         " echo t > /tmp/run-sif-probe-$$ && echo tmp-ok"
     )
     proc = run_sif(

@@ -83,7 +83,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """A real `mlflow server` on loopback (its first start creates its database: a minute on a busy machine)."""
+    """A real `mlflow server` on loopback (its first start creates its database: a minute on a busy
+    machine)."""
     port = free_port()
     exe = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
