@@ -136,7 +136,8 @@ def test_above_max_points_a_tiled_map_holds_every_object(workdir):
     assert top.shape == (256, 256, 4) and 0 < (top[..., 3] > 0).mean() < 1
     assert (res.path / "tiles" / "mean" / "4").is_dir()  # the colour column's mean, to the finest level
     text = res.html.read_text()
-    assert "hyraxPoints" in text and "points/" in text and "gal00001" not in text  # points stay in their files
+    # points stay in their files
+    assert "hyraxPoints" in text and "points/" in text and "gal00001" not in text
 
 
 @pytest.mark.parametrize("shuffled", [True, False])
@@ -219,7 +220,9 @@ function hyraxCheck() {
   const models = Array.from(doc.all_models);
   const [main, table] = [doc.get_model_by_name("points"), doc.get_model_by_name("selected")];
   const orig = URL.createObjectURL;
-  URL.createObjectURL = b => { b.text().then(t => console.log("HYRAX-CSV " + JSON.stringify(t))); return orig(b); };
+  URL.createObjectURL = b => {
+    b.text().then(t => console.log("HYRAX-CSV " + JSON.stringify(t))); return orig(b);
+  };
   models.find(m => m.type === "Select").value = "mag";
   main.selected.indices = [0, 1, 2, 5];
   setTimeout(() => {
@@ -293,15 +296,18 @@ async function hyraxZoom() {
   plot.x_range.setv({start: 0.3, end: 0.4}); plot.y_range.setv({start: 0.3, end: 0.4});
   await pause(1500);
   const d = points.data, inside = [];
-  for (let i = 0; i < d._x.length; i++) if (d._x[i] > 0.3 && d._x[i] < 0.4 && d._y[i] > 0.3 && d._y[i] < 0.4) inside.push(i);
-  console.log("HYRAX-ZOOM " + JSON.stringify([Array.from(d.object_id), Array.from(inside, i => d.object_id[i]),
+  for (let i = 0; i < d._x.length; i++)
+    if (d._x[i] > 0.3 && d._x[i] < 0.4 && d._y[i] > 0.3 && d._y[i] < 0.4) inside.push(i);
+  console.log("HYRAX-ZOOM " + JSON.stringify([Array.from(d.object_id),
+                                              Array.from(inside, i => d.object_id[i]),
                                               Array.from(get("tiles").data.url), get("map-status").text]));
   points.selected.indices = inside.slice(0, 5);
   await pause(300);
   const b = get("label-5");
   for (const cb of b.js_event_callbacks["button_click"]) await cb.execute(b);
   console.log("HYRAX-TABLE " + JSON.stringify([Array.from(get("selected").data.object_id),
-                                               Array.from(get("selected").data.recon_error), Array.from(get("labels").data.object_id)]));
+                                               Array.from(get("selected").data.recon_error),
+                                               Array.from(get("labels").data.object_id)]));
 }
 window.addEventListener("load", () => setTimeout(hyraxZoom, 300));
 </script>"""
@@ -532,15 +538,20 @@ async function hyraxLabelCheck() {
   if (!doc) { setTimeout(hyraxLabelCheck, 200); return; }
   const get = name => doc.get_model_by_name(name);
   const points = get("points"), labels = get("labels");
-  const press = async name => { const b = get(name); for (const cb of b.js_event_callbacks["button_click"]) await cb.execute(b); };
+  const press = async name => {
+    const b = get(name); for (const cb of b.js_event_callbacks["button_click"]) await cb.execute(b);
+  };
   const pause = ms => new Promise(r => setTimeout(r, ms));
   const select = async rows => { points.selected.indices = rows; await pause(100); };
-  const show = what => console.log("HYRAX-LABELS " + what + " " + JSON.stringify(Array.from(labels.data.object_id,
-    (id, i) => [id, labels.data.label[i]])) + " " + JSON.stringify(get("label-status").text));
+  const show = what => console.log("HYRAX-LABELS " + what + " " +
+    JSON.stringify(Array.from(labels.data.object_id, (id, i) => [id, labels.data.label[i]])) + " " +
+    JSON.stringify(get("label-status").text));
   await pause(500);
   if (sessionStorage.getItem("hyrax-reloaded")) { show("after-reload"); return; }
   const orig = URL.createObjectURL;
-  URL.createObjectURL = b => { b.text().then(t => console.log("HYRAX-CSV " + JSON.stringify(t))); return orig(b); };
+  URL.createObjectURL = b => {
+    b.text().then(t => console.log("HYRAX-CSV " + JSON.stringify(t))); return orig(b);
+  };
   show("start");
   await select([0, 1, 2, 5]); await press("label-5");
   await select([3]); await press("label-0");

@@ -24,7 +24,9 @@ from libhyrax import atomic
 RECOLOR_JS = """
 const v = source.data[cb_obj.value];
 let lo = Infinity, hi = -Infinity;
-for (let i = 0; i < v.length; i++) { const a = v[i]; if (Number.isFinite(a)) { if (a < lo) lo = a; if (a > hi) hi = a; } }
+for (let i = 0; i < v.length; i++) {
+  const a = v[i]; if (Number.isFinite(a)) { if (a < lo) lo = a; if (a > hi) hi = a; }
+}
 if (!(lo < hi)) { hi = lo + 1; }
 source.data['_color'] = v;
 mapper.low = lo; mapper.high = hi; bar.title = cb_obj.value;
@@ -36,7 +38,8 @@ const idx = source.selected.indices;
 const given = new Map(labels.data['object_id'].map((id, i) => [id, labels.data['label'][i]]));
 const out = {};
 for (const k of columns) {
-  const col = k === '_label' ? Array.from(source.data['object_id'], id => given.has(id) ? given.get(id) : '') : source.data[k];
+  const col = k === '_label' ?
+    Array.from(source.data['object_id'], id => given.has(id) ? given.get(id) : '') : source.data[k];
   out[k] = Array.from(idx, i => col[i]);
 }
 table_source.data = out;
@@ -48,7 +51,8 @@ count.text = idx.length + ' selected';
 LABELS_LIB = """
 function current() {
   const d = labels.data, m = new Map();
-  for (let i = 0; i < d.object_id.length; i++) m.set(d.object_id[i], {label: d.label[i], time: d.time[i], x: d._x[i], y: d._y[i]});
+  for (let i = 0; i < d.object_id.length; i++)
+    m.set(d.object_id[i], {label: d.label[i], time: d.time[i], x: d._x[i], y: d._y[i]});
   return m;
 }
 function stamp(t) { const v = Date.parse(t); return Number.isFinite(v) ? v : 0; }
@@ -59,7 +63,8 @@ function publish(m, changed) {
   if (changed.length) {
     try {
       const saved = JSON.parse(localStorage.getItem(key) || '{}');
-      for (const id of changed) saved[id] = m.has(id) ? [m.get(id).label, m.get(id).time] : [null, new Date().toISOString()];
+      for (const id of changed)
+        saved[id] = m.has(id) ? [m.get(id).label, m.get(id).time] : [null, new Date().toISOString()];
       localStorage.setItem(key, JSON.stringify(saved));
     } catch (e) { status.text = 'labels are not kept across reloads here (' + e + '): save them as CSV'; }
   }
@@ -76,7 +81,8 @@ if (!idx.length) { status.text = 'select points first (box, lasso or tap), then 
 const m = current(), time = new Date().toISOString(), changed = [];
 for (const i of idx) {
   const id = source.data['object_id'][i];
-  if (value === null) m.delete(id); else m.set(id, {label: value, time: time, x: source.data['_x'][i], y: source.data['_y'][i]});
+  if (value === null) m.delete(id);
+  else m.set(id, {label: value, time: time, x: source.data['_x'][i], y: source.data['_y'][i]});
   changed.push(id);
 }
 publish(m, changed);
@@ -98,7 +104,8 @@ for (const [id, [label, time]] of Object.entries(saved)) {
   if (old && stamp(old.time) > stamp(time)) continue;
   if (label === null) { m.delete(id); continue; }
   const i = at.get(id);
-  m.set(id, {label: label, time: time, x: i === undefined ? NaN : source.data['_x'][i], y: i === undefined ? NaN : source.data['_y'][i]});
+  m.set(id, {label: label, time: time, x: i === undefined ? NaN : source.data['_x'][i],
+             y: i === undefined ? NaN : source.data['_y'][i]});
 }
 publish(m, []);
 """
@@ -118,7 +125,8 @@ LABEL_MAX = 5
 # Saves the selected ids as a CSV file (a download; no server needed).
 CSV_JS = """
 const ids = table_source.data['object_id'];
-const csv = 'object_id\\n' + Array.from(ids, s => '"' + String(s).replace(/"/g, '""') + '"').join('\\n') + '\\n';
+const csv = 'object_id\\n' +
+  Array.from(ids, s => '"' + String(s).replace(/"/g, '""') + '"').join('\\n') + '\\n';
 const blob = new Blob([csv], {type: 'text/csv'});
 const a = document.createElement('a');
 a.href = URL.createObjectURL(blob); a.download = 'selected_objects.csv';

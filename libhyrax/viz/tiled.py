@@ -26,9 +26,14 @@ TILED_JS = """
 const M = window.hyraxMap || (window.hyraxMap = {loaded: new Set(), mode: meta.mode, pending: false});
 if (!M.init) {
   M.init = true;
-  const bytes = s => { const b = atob(s), u = new Uint8Array(b.length); for (let i = 0; i < b.length; i++) u[i] = b.charCodeAt(i); return u; };
+  const bytes = s => {
+    const b = atob(s), u = new Uint8Array(b.length);
+    for (let i = 0; i < b.length; i++) u[i] = b.charCodeAt(i);
+    return u;
+  };
   M.counts = new Map();
-  const cells = new Uint32Array(bytes(meta.cells).buffer), counts = new Uint32Array(bytes(meta.counts).buffer);
+  const cells = new Uint32Array(bytes(meta.cells).buffer),
+    counts = new Uint32Array(bytes(meta.counts).buffer);
   for (let i = 0; i < cells.length; i++) M.counts.set(cells[i], counts[i]);
   M.have = {};
   for (const [mode, levels] of Object.entries(meta.tiles)) {
@@ -38,11 +43,15 @@ if (!M.init) {
   window.hyraxPoints = (cell, p) => {
     const f32 = s => new Float32Array(bytes(s).buffer);
     const raw = bytes(p.id), dec = new TextDecoder(), ids = new Array(p.n);
-    for (let i = 0; i < p.n; i++) ids[i] = dec.decode(raw.subarray(i * p.idw, (i + 1) * p.idw)).replace(/\\0+$/, '');
+    for (let i = 0; i < p.n; i++)
+      ids[i] = dec.decode(raw.subarray(i * p.idw, (i + 1) * p.idw)).replace(/\\0+$/, '');
     const add = {_x: f32(p.x), _y: f32(p.y), object_id: ids};
     for (const [k, v] of Object.entries(p.num)) add[k] = f32(v);
     for (const [k, v] of Object.entries(p.str)) add[k] = v;
-    if ('_thumb' in source.data) { add._thumb = new Array(p.n).fill(''); for (const [i, t] of Object.entries(p.thumb || {})) add._thumb[+i] = t; }
+    if ('_thumb' in source.data) {
+      add._thumb = new Array(p.n).fill('');
+      for (const [i, t] of Object.entries(p.thumb || {})) add._thumb[+i] = t;
+    }
     add._color = bar.title && bar.title in add ? add[bar.title] : new Float32Array(p.n);
     const plain = {};
     for (const k of Object.keys(source.data)) plain[k] = Array.from(add[k]);
@@ -51,7 +60,9 @@ if (!M.init) {
     const at = new Map(ids.map((id, i) => [id, i])), d = labels.data;
     if (d.object_id.some((id, j) => at.has(id) && !Number.isFinite(d._x[j]))) {
       const x = Array.from(d._x), y = Array.from(d._y);
-      d.object_id.forEach((id, j) => { if (at.has(id)) { x[j] = add._x[at.get(id)]; y[j] = add._y[at.get(id)]; } });
+      d.object_id.forEach((id, j) => {
+        if (at.has(id)) { x[j] = add._x[at.get(id)]; y[j] = add._y[at.get(id)]; }
+      });
       labels.data = {...d, _x: x, _y: y};
     }
     M.report();
@@ -63,7 +74,8 @@ if (!M.init) {
       : loaded + ' objects loaded as points';
   };
 }
-if (typeof mode_select !== 'undefined' && mode_select && cb_obj === mode_select) M.mode = mode_select.value === 'count' ? 'count' : 'mean';
+if (typeof mode_select !== 'undefined' && mode_select && cb_obj === mode_select)
+  M.mode = mode_select.value === 'count' ? 'count' : 'mean';
 if (M.pending) return;
 M.pending = true;
 setTimeout(() => {
@@ -72,8 +84,10 @@ setTimeout(() => {
   let z = 0;
   while (z < meta.levels - 1 && meta.tile * 2 ** z / meta.w < W / span) z++;
   const n = 2 ** z, tw = meta.w / n, th = meta.h / n;
-  const range = (a, b, o, s, k) => [Math.max(0, Math.floor((a - o) / s)), Math.min(k - 1, Math.floor((b - o) / s))];
-  const [tx0, tx1] = range(xr.start, xr.end, meta.x0, tw, n), [ty0, ty1] = range(yr.start, yr.end, meta.y0, th, n);
+  const range = (a, b, o, s, k) =>
+    [Math.max(0, Math.floor((a - o) / s)), Math.min(k - 1, Math.floor((b - o) / s))];
+  const [tx0, tx1] = range(xr.start, xr.end, meta.x0, tw, n),
+    [ty0, ty1] = range(yr.start, yr.end, meta.y0, th, n);
   const t = {url: [], x: [], y: [], w: [], h: []}, have = M.have[M.mode][z];
   for (let ty = ty0; ty <= ty1; ty++) for (let tx = tx0; tx <= tx1; tx++) {
     if (!have.has(ty * n + tx)) continue;
@@ -86,18 +100,25 @@ setTimeout(() => {
     ask.kind.push('tile'); ask.key.push(t.url[i]); for (const k of ['x', 'y', 'w', 'h']) ask[k].push(t[k][i]);
   } else tiles.data = t;
   const c = 2 ** meta.r, cw = meta.w / c, ch = meta.h / c;
-  const [cx0, cx1] = range(xr.start, xr.end, meta.x0, cw, c), [cy0, cy1] = range(yr.start, yr.end, meta.y0, ch, c);
+  const [cx0, cx1] = range(xr.start, xr.end, meta.x0, cw, c),
+    [cy0, cy1] = range(yr.start, yr.end, meta.y0, ch, c);
   const want = [];
   let inView = 0;
   for (let cy = cy0; cy <= cy1; cy++) for (let cx = cx0; cx <= cx1; cx++) {
     const cell = cy * c + cx, k = M.counts.get(cell);
     if (k) { inView += k; if (!M.loaded.has(cell)) want.push(cell); }
   }
-  // a cell denser than the budget (where 512 x 512 cells are too coarse) loads once the view is about its size
-  M.inView = inView <= meta.budget || (cx1 - cx0 <= 1 && cy1 - cy0 <= 1) ? Math.min(inView, meta.budget) : inView;
+  // a cell denser than the budget (where 512 x 512 cells are too coarse) loads once the view is about its
+  // size
+  M.inView = inView <= meta.budget || (cx1 - cx0 <= 1 && cy1 - cy0 <= 1) ?
+    Math.min(inView, meta.budget) : inView;
   if (M.inView <= meta.budget) for (const cell of want) {
     M.loaded.add(cell);
-    if (fromPython) { ask.kind.push('cell'); ask.key.push('points/' + cell + '.js'); for (const k of ['x', 'y', 'w', 'h']) ask[k].push(0); continue; }
+    if (fromPython) {
+      ask.kind.push('cell'); ask.key.push('points/' + cell + '.js');
+      for (const k of ['x', 'y', 'w', 'h']) ask[k].push(0);
+      continue;
+    }
     const s = document.createElement('script');
     s.src = 'points/' + cell + '.js';
     document.head.appendChild(s);

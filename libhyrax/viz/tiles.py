@@ -33,8 +33,8 @@ TILE = 256
 LEVELS = 5  # the finest density grid is TILE * 2^(LEVELS-1) = 4096 px a side
 CHUNK = 1 << 20  # embedding rows per read
 BUCKET_ROWS = 500_000  # objects per bucket file (the most held at once in pass 4)
-MAX_CELL_LEVEL = 9
-CELL_POINTS = 20_000  # objects per point file at most (where MAX_CELL_LEVEL allows): ~1 MB of JavaScript  # at most 512 x 512 cells: the page lists the non-empty ones
+MAX_CELL_LEVEL = 9  # at most 512 x 512 cells: the page lists the non-empty ones
+CELL_POINTS = 20_000  # objects per point file at most (where MAX_CELL_LEVEL allows): ~1 MB of JavaScript
 
 
 @dataclass
