@@ -53,7 +53,7 @@ test-sif: $(STAMP) sif
 	$(BIN)/python -m pytest -n 2 -q -m sif; rc=$$?; [ $$rc = 5 ] && rc=0; exit $$rc
 
 lint: $(STAMP)
-	$(BIN)/ruff check libhyrax cli tests benchmarks
+	$(BIN)/ruff check libhyrax cli tests benchmarks scripts
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -55,7 +55,9 @@ def _finding(text, pictures, workdir):
 
 
 def _comparing(text, pictures, workdir):
-    assert re.search(r"\{4: \[[0-9., ]+\],\s+32: \[", text) or re.search(r"\{32: \[[0-9., ]+\],\s+4: \[", text)
+    assert re.search(r"\{4: \[[0-9., ]+\],\s+32: \[", text) or re.search(
+        r"\{32: \[[0-9., ]+\],\s+4: \[", text
+    )
     assert "better: latent_dim=" in text and pictures >= 1
 
 
@@ -74,14 +76,23 @@ def _reference(text, pictures, workdir):
     assert "'checkpoint_epoch_8.pt'" in text and "the new run trained epochs [9, 10] from epoch 8" in text
     assert 'optimizer.name is torch.optim.SGD: set optimizer.name = "torch.optim.Adam"' in text
     assert number(text, "spirals told from smooth disks, all 400 objects: accuracy") >= 0.9
-    assert "{'spiral-0007': ['spiral-0007'," in text and "{0: ['spiral-0007'," in text  # the reference's shapes
+    assert (
+        "{'spiral-0007': ['spiral-0007'," in text and "{0: ['spiral-0007'," in text
+    )  # the reference's shapes
     assert number(text, "engine vs infer: largest difference") < 1e-3
     assert "visualize_v2: Hyrax.visualize_v2 is a verb of the reference Hyrax" in text
 
 
-CHECKS = {"01_quickstart": _quickstart, "02_your_own_cutouts": _cutouts, "03_your_own_dataset_and_model": _own_classes,
-          "04_exploring_the_map": _map, "05_finding_things": _finding, "06_comparing_runs": _comparing,
-          "07_results_without_hyrax": _without_hyrax, "08_coming_from_reference_hyrax": _reference}
+CHECKS = {
+    "01_quickstart": _quickstart,
+    "02_your_own_cutouts": _cutouts,
+    "03_your_own_dataset_and_model": _own_classes,
+    "04_exploring_the_map": _map,
+    "05_finding_things": _finding,
+    "06_comparing_runs": _comparing,
+    "07_results_without_hyrax": _without_hyrax,
+    "08_coming_from_reference_hyrax": _reference,
+}
 
 
 def outputs(nb) -> tuple[str, int]:
@@ -118,7 +129,9 @@ def test_notebooks_are_saved_without_outputs():
 
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
-        dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+        dirty = [
+            i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)
+        ]
         assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
 
 
@@ -130,7 +143,9 @@ def test_notebook_runs(path, workdir):
 
     shutil.copy(path, workdir / path.name)
     nb = nbformat.read(workdir / path.name, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    ).execute()
     text, pictures = outputs(nb)
     assert_maps_keep_a_static_copy(nb)
     check = CHECKS.get(path.stem)

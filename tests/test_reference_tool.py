@@ -1,5 +1,6 @@
 """The reference Hyrax's notebook calls, written as its documentation writes them: each behaves as the
-reference does (checked on values) or fails at once naming what to use instead. Nothing is dropped silently."""
+reference does (checked on values) or fails at once naming what to use instead. Nothing is dropped
+silently."""
 
 from __future__ import annotations
 
@@ -13,16 +14,27 @@ import libhyrax
 from libhyrax.errors import ConfigError, DataError
 from libhyrax.reference_tool import Hyrax
 
-RANDOM = {"dataset_class": "HyraxRandomDataset", "primary_id_field": "object_id",
-          "fields": ["image", "label", "object_id"]}
+RANDOM = {
+    "dataset_class": "HyraxRandomDataset",
+    "primary_id_field": "object_id",
+    "fields": ["image", "label", "object_id"],
+}
 
 
 def small(**extra) -> dict:
     """30 random 2x16x16 objects, the reference's nested dataset_config form; batches of 8, one epoch."""
-    request = {"train": {"data": {**RANDOM, "dataset_config": {"HyraxRandomDataset": {"size": 30,
-                                                                                      "shape": [2, 16, 16]}}}}}
-    return {"general": {"results_dir": "./results"}, "data_request": request, "data_loader": {"batch_size": 8},
-            "train": {"epochs": 1}, **extra}
+    request = {
+        "train": {
+            "data": {**RANDOM, "dataset_config": {"HyraxRandomDataset": {"size": 30, "shape": [2, 16, 16]}}}
+        }
+    }
+    return {
+        "general": {"results_dir": "./results"},
+        "data_request": request,
+        "data_loader": {"batch_size": 8},
+        "train": {"epochs": 1},
+        **extra,
+    }
 
 
 def last_metrics(run) -> dict[str, str]:
@@ -32,10 +44,11 @@ def last_metrics(run) -> dict[str, str]:
 
 # --- the four cases that used to run differently --------------------------------------------------
 
+
 def test_class_named_optimizer_tables_set_the_optimizer_that_runs(workdir):
     h = Hyrax(small())
     h.config["optimizer"]["name"] = "torch.optim.SGD"
-    h.config["torch.optim.SGD"] = {"lr": 0.05, "momentum": 0.5}       # the reference's table, by class
+    h.config["torch.optim.SGD"] = {"lr": 0.05, "momentum": 0.5}  # the reference's table, by class
     h.set_config("scheduler.name", "torch.optim.lr_scheduler.ExponentialLR")
     h.set_config("'torch.optim.lr_scheduler.ExponentialLR'", {"gamma": 0.5})  # a quoted key, as there
     trained = h.train()
@@ -48,7 +61,9 @@ def test_class_named_optimizer_tables_set_the_optimizer_that_runs(workdir):
 def test_a_class_table_for_a_class_not_configured_is_an_error_naming_the_setting(workdir, hyrax):
     h = Hyrax(small())
     h.config["torch.optim.SGD"] = {"lr": 0.05}  # our default optimizer is Adam: this would be ignored
-    with pytest.raises(ConfigError, match=r'optimizer.name is torch.optim.Adam: set optimizer.name = "torch.optim.SGD"'):
+    with pytest.raises(
+        ConfigError, match=r'optimizer.name is torch.optim.Adam: set optimizer.name = "torch.optim.SGD"'
+    ):
         h.train()
     (workdir / "c.toml").write_text('["torch.optim.SGD"]\nlr = 0.05\n')  # the same in a file, on the CLI
     proc = hyrax("config", "-c", "c.toml")
@@ -69,10 +84,16 @@ def test_train_resume_goes_on_from_the_checkpoint_file_of_an_epoch(workdir):
     h.config["train"]["resume"] = str(first.file("checkpoints/checkpoint_epoch_1.pt"))
     h.config["train"]["epochs"] = 2
     second = h.train()  # a new run that trains epoch 2 only
-    assert second.path != first.path and [r["epoch"] for r in csv.DictReader(second.file("metrics.csv").open())] == ["2"]
-    assert second.final_training_metrics["loss"] == pytest.approx(float(last_metrics(whole)["train_loss"]), rel=1e-5)
+    assert second.path != first.path and [
+        r["epoch"] for r in csv.DictReader(second.file("metrics.csv").open())
+    ] == ["2"]
+    assert second.final_training_metrics["loss"] == pytest.approx(
+        float(last_metrics(whole)["train_loss"]), rel=1e-5
+    )
     a, b = final_weights(second), final_weights(whole)
-    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=0) for k in a)
+    assert a.keys() == b.keys() and all(
+        torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=0) for k in a
+    )
     h.config["train"]["model_weights_file"] = str(first.file("model.pt"))
     with pytest.raises(ConfigError, match="cannot set both"):
         h.train()
@@ -104,12 +125,17 @@ def test_prepare_returns_the_data_the_request_describes(workdir):
 
 # --- the rest of what reference notebooks call ----------------------------------------------------
 
+
 def test_set_config_merges_tables_and_takes_over_write(workdir):
     h = Hyrax(small())
     h.set_config("train", {"epochs": 3})
     assert h.config["train"]["epochs"] == 3 and h.config["train"]["shuffle"] is True  # merged
     h.set_config("split", {"train": 0.8, "validate": 0.2}, over_write=True)
-    assert (h.config["split"]["train"], h.config["split"]["validate"], h.config["split"]["test"]) == (0.8, 0.2, 0.0)
+    assert (h.config["split"]["train"], h.config["split"]["validate"], h.config["split"]["test"]) == (
+        0.8,
+        0.2,
+        0.0,
+    )
     h.config["split"] = {"train": 0.6}  # the splits a table doesn't size share what it leaves
     h.set_config("train.epochs", 1)
     assert h.config["split"]["validate"] == h.config["split"]["test"] == pytest.approx(0.2)
@@ -172,7 +198,9 @@ def test_a_data_location_a_data_making_dataset_ignores_is_not_checked(workdir):
 
 
 def test_the_reference_fits_dataset_keys(workdir, tmp_path):
-    h = Hyrax(small(data_set={"filter_catalog": "cat.fits", "object_id_column_name": "id", "crop_to": [24, 24]}))
+    h = Hyrax(
+        small(data_set={"filter_catalog": "cat.fits", "object_id_column_name": "id", "crop_to": [24, 24]})
+    )
     assert h.config["data_set"]["FitsImageDataset"]["catalog"] == "cat.fits"
     assert h.config["data_set"]["FitsImageDataset"]["object_id_column"] == "id"
     assert h.config["data_set"]["crop_to"] == 24
@@ -181,6 +209,7 @@ def test_the_reference_fits_dataset_keys(workdir, tmp_path):
 
 
 # --- prepare with the reference's single-band HSC cutouts -----------------------------------------
+
 
 @pytest.fixture
 def single_band(tmp_path):
@@ -204,13 +233,17 @@ def single_band(tmp_path):
 
 
 def test_prepare_single_band_mixed_sizes(workdir, single_band):
-    with pytest.raises(DataError, match=r"6 of 6 rejected, 3 because cutout 25x24 is smaller than 64x64; set "
-                                        r"prepare.cutout_size = 24, or prepare.pad_smaller = true"):
+    with pytest.raises(
+        DataError,
+        match=r"6 of 6 rejected, 3 because cutout 25x24 is smaller than 64x64; set "
+        r"prepare.cutout_size = 24, or prepare.pad_smaller = true",
+    ):
         libhyrax.prepare({"prepare": {"fits_dir": str(single_band), "bands": ["I"]}})
     with pytest.raises(DataError, match=r"prepare.bands = \[\"I\"\]"):  # no filter column, no band named
         libhyrax.prepare({"prepare": {"fits_dir": str(single_band), "cutout_size": 24}})
-    run = libhyrax.prepare({"prepare": {"fits_dir": str(single_band), "bands": ["I"], "cutout_size": 25,
-                                        "pad_smaller": True}})
+    run = libhyrax.prepare(
+        {"prepare": {"fits_dir": str(single_band), "bands": ["I"], "cutout_size": 25, "pad_smaller": True}}
+    )
     from libhyrax.data import HyraxHDF5Dataset
 
     cutouts = HyraxHDF5Dataset({}, run.file("cutouts.h5"))
@@ -253,17 +286,32 @@ def test_variable_length_fields_are_batched_by_the_plugins_own_collate(workdir):
             return {"image": padded, "object_id": np.array([it["object_id"] for it in items])}
 
     assert "6 objects" in libhyrax.check_dataset(LightCurves, libhyrax.load_config(data={}))
-    cfg = libhyrax.load_config(data={"data_request": {"train": {"lc": {
-        "dataset_class": "LightCurves", "primary_id_field": "object_id", "fields": ["image", "object_id"]}}},
-        "data_set": {"transform": "none"}})
+    cfg = libhyrax.load_config(
+        data={
+            "data_request": {
+                "train": {
+                    "lc": {
+                        "dataset_class": "LightCurves",
+                        "primary_id_field": "object_id",
+                        "fields": ["image", "object_id"],
+                    }
+                }
+            },
+            "data_set": {"transform": "none"},
+        }
+    )
     batch = libhyrax.open_group(cfg, "train").read(0, 3)
-    np.testing.assert_array_equal(batch["image"][:, 0, 0], [[0, 1, 2, 0, 0], [1, 2, 3, 4, 5], [2, 3, 4, 5, 0]])
+    np.testing.assert_array_equal(
+        batch["image"][:, 0, 0], [[0, 1, 2, 0, 0], [1, 2, 3, 4, 5], [2, 3, 4, 5, 0]]
+    )
     assert batch["object_id"].tolist() == ["lc0", "lc1", "lc2"]
 
 
 def test_random_data_of_any_shape(workdir):
     cfg = small()
-    cfg["data_request"]["train"]["data"]["dataset_config"] = {"HyraxRandomDataset": {"size": 10, "shape": [2, 3]}}
+    cfg["data_request"]["train"]["data"]["dataset_config"] = {
+        "HyraxRandomDataset": {"size": 10, "shape": [2, 3]}
+    }
     cfg["data_set"] = {"transform": "none"}
     item = Hyrax(cfg).prepare()["train"][0]
     want = np.random.default_rng(42).random((10, 2, 3), dtype=np.float32)[0]
@@ -271,6 +319,8 @@ def test_random_data_of_any_shape(workdir):
 
 
 def test_a_config_file_takes_the_reference_forms_too(workdir):
-    (workdir / "ref.toml").write_text('[split]\ntrain = 0.8\nvalidate = 0.2\n[data_set]\ncrop_to = [24, 24]\n')
+    (workdir / "ref.toml").write_text(
+        "[split]\ntrain = 0.8\nvalidate = 0.2\n[data_set]\ncrop_to = [24, 24]\n"
+    )
     h = Hyrax(config_file="ref.toml")
     assert (h.config["split"]["test"], h.config["data_set"]["crop_to"]) == (0.0, 24)

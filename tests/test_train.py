@@ -57,7 +57,9 @@ def weights(run) -> dict:
 
 
 def same_weights(a: dict, b: dict, atol: float = 0.0) -> bool:
-    return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0) for k in a)
+    return a.keys() == b.keys() and all(
+        torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0) for k in a
+    )
 
 
 def metrics(run) -> list[dict]:
@@ -71,30 +73,48 @@ def failed_runs(results: Path) -> list[Path]:
 
 # --- a run end to end ------------------------------------------------------------------------------
 
+
 def test_hyrax_train_with_no_config_trains_the_default_autoencoder_on_the_sample(workdir, hyrax):
     proc = hyrax("train", "--set", "train.epochs=1", cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = Path(proc.stdout.strip().splitlines()[-1])
     assert run.is_dir() and run.parent == Path("results")
-    for name in ("model.pt", "model.json", "checkpoints/last.pt", "checkpoints/best.pt", "split.h5",
-                 "metrics.csv", "runtime_config.toml", "provenance.json", "train.log"):
+    for name in (
+        "model.pt",
+        "model.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "split.h5",
+        "metrics.csv",
+        "runtime_config.toml",
+        "provenance.json",
+        "train.log",
+    ):
         assert (workdir / run / name).is_file(), name
     assert not (workdir / run / "model_source.py").exists()
     desc = json.loads((workdir / run / "model.json").read_text())
-    assert desc["class"] == "HyraxAutoencoder" and desc["input_shape"] == [3, 64, 64] and desc["latent_dim"] == 64
+    assert (
+        desc["class"] == "HyraxAutoencoder"
+        and desc["input_shape"] == [3, 64, 64]
+        and desc["latent_dim"] == 64
+    )
     assert desc["data_set"]["transform"] == "asinh"
     rows = metrics(workdir / run)
     assert len(rows) == 1 and float(rows[0]["train_loss"]) > 0 and float(rows[0]["val_loss"]) > 0
     prov = json.loads((workdir / run / "provenance.json").read_text())
     sizes = prov["stage_info"]["split_sizes"]  # hashed from the ids: the fractions up to sampling noise
     assert prov["status"] == "complete" and sum(sizes.values()) == 1000
-    assert abs(sizes["train"] - 800) < 40 and abs(sizes["validate"] - 100) < 30 and abs(sizes["test"] - 100) < 30
+    assert (
+        abs(sizes["train"] - 800) < 40 and abs(sizes["validate"] - 100) < 30 and abs(sizes["test"] - 100) < 30
+    )
     model, _ = load_trained(workdir / run)
     out = model.infer_outputs(torch.zeros(2, 3, 64, 64))
     assert out["latent"].shape == (2, 64) and out["recon_error"].shape == (2,)
 
 
-def test_training_lowers_the_loss_and_two_runs_with_one_seed_give_the_same_weights(survey, workdir, shared_mlflow):
+def test_training_lowers_the_loss_and_two_runs_with_one_seed_give_the_same_weights(
+    survey, workdir, shared_mlflow
+):
     cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=3)
     a, b = train(cfg), train(cfg)
     assert a.path != b.path
@@ -105,7 +125,9 @@ def test_training_lowers_the_loss_and_two_runs_with_one_seed_give_the_same_weigh
     assert not same_weights(weights(a), weights(c))
 
 
-def test_resume_after_a_crash_in_epoch_3_of_5_ends_with_the_uninterrupted_weights(survey, workdir, shared_mlflow):
+def test_resume_after_a_crash_in_epoch_3_of_5_ends_with_the_uninterrupted_weights(
+    survey, workdir, shared_mlflow
+):
     # SimCLR draws random augmentations each step, so this also checks the RNG state is restored
     cfg = small_config(survey, workdir / "results", model="SimCLR", mlflow_uri=shared_mlflow, epochs=5)
     whole = train(cfg)
@@ -122,8 +144,11 @@ def test_resume_after_a_crash_in_epoch_3_of_5_ends_with_the_uninterrupted_weight
     assert resumed.path.name == crashed.name.removesuffix(".failed") and not crashed.exists()
     assert same_weights(weights(resumed), weights(whole), atol=1e-6)
     assert [r["epoch"] for r in metrics(resumed)] == ["1", "2", "3", "4", "5"]
-    np.testing.assert_allclose([float(r["train_loss"]) for r in metrics(resumed)],
-                               [float(r["train_loss"]) for r in metrics(whole)], rtol=1e-5)
+    np.testing.assert_allclose(
+        [float(r["train_loss"]) for r in metrics(resumed)],
+        [float(r["train_loss"]) for r in metrics(whole)],
+        rtol=1e-5,
+    )
     assert len(json.loads((resumed.path / "provenance.json").read_text())["resumed"]) == 1
 
 
@@ -132,9 +157,13 @@ def test_fine_tuning_starts_from_the_given_weights(survey, workdir, shared_mlflo
     first = train(cfg)
     # with a zero learning rate the weights stay exactly the starting ones (the running statistics of the
     # latent's BatchNorm still follow the data: they are no weights)
-    tuned = train(cfg, overrides=[f"train.model_weights_file='{first.path / 'model.pt'}'", "optimizer.kwargs.lr=0.0"])
+    tuned = train(
+        cfg, overrides=[f"train.model_weights_file='{first.path / 'model.pt'}'", "optimizer.kwargs.lr=0.0"]
+    )
     stats = ("running_mean", "running_var", "num_batches_tracked")
-    tuned_w, first_w = ({k: v for k, v in weights(r).items() if not k.endswith(stats)} for r in (tuned, first))
+    tuned_w, first_w = (
+        {k: v for k, v in weights(r).items() if not k.endswith(stats)} for r in (tuned, first)
+    )
     assert same_weights(tuned_w, first_w)
     prov = json.loads((tuned.path / "provenance.json").read_text())
     assert any(i["path"].endswith("model.pt") for i in prov["inputs"])
@@ -144,7 +173,9 @@ def test_early_stopping_by_patience_on_validation_loss(survey, workdir, shared_m
     cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=10)
     run = train(cfg, overrides=["train.early_stopping_patience=2", "optimizer.kwargs.lr=0.0"])
     assert len(metrics(run)) == 3  # epoch 1 is best; 2 and 3 don't improve
-    assert run.provenance["stage_info"]["epochs_done"] == 3 and run.provenance["stage_info"]["best_epoch"] == 1
+    assert (
+        run.provenance["stage_info"]["epochs_done"] == 3 and run.provenance["stage_info"]["best_epoch"] == 1
+    )
 
 
 def test_a_scheduler_named_by_import_path_with_its_kwargs(survey, workdir, shared_mlflow):
@@ -157,13 +188,20 @@ def test_a_scheduler_named_by_import_path_with_its_kwargs(survey, workdir, share
 
 # --- classifiers and the test stage ----------------------------------------------------------------
 
+
 def test_train_piped_into_test_for_hyrax_cnn_on_a_labelled_survey(survey, workdir):
     from libhyrax.config import dump_config, load_config
 
     cfg = small_config(survey, workdir / "results", model="HyraxCNN", epochs=2)
     (workdir / "cnn.toml").write_text(dump_config(load_config(data=cfg)))
-    proc = subprocess.run(f"{sys.executable} -m hyrax_cli train -c cnn.toml | {sys.executable} -m hyrax_cli test -c cnn.toml",
-                          shell=True, cwd=workdir, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        f"{sys.executable} -m hyrax_cli train -c cnn.toml | {sys.executable} -m hyrax_cli test -c cnn.toml",
+        shell=True,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     test_run = workdir / proc.stdout.strip().splitlines()[-1]
     assert "-test-" in test_run.name
@@ -207,7 +245,10 @@ def test_mlflow_holds_params_metrics_and_tags_read_back_with_its_client(survey, 
     assert history[-1].value == pytest.approx(float(metrics(trained)[-1]["val_loss"]))
     assert {"model.json", "metrics.csv"} <= {a.path for a in client.list_artifacts(tr.info.run_id)}
     te = runs["test"]
-    assert te.data.metrics["test_accuracy"] == json.loads((tested.path / "test_metrics.json").read_text())["test_accuracy"]
+    assert (
+        te.data.metrics["test_accuracy"]
+        == json.loads((tested.path / "test_metrics.json").read_text())["test_accuracy"]
+    )
     assert te.data.tags["hyrax.train_run"] == str(trained.path.resolve())
 
 
@@ -263,6 +304,7 @@ def test_test_stage_needs_a_test_split(survey, workdir, shared_mlflow):
 
 # --- bad input -------------------------------------------------------------------------------------
 
+
 class NaNAfterFive(HyraxModel):
     """Its loss turns NaN at the 6th step: epoch 2, batch 2 with 4 steps per epoch."""
 
@@ -294,7 +336,9 @@ class TensorInputs(NaNAfterFive):
         return torch.from_numpy(batch["image"])
 
 
-def test_a_nan_loss_stops_naming_epoch_and_batch_and_keeps_the_last_good_checkpoint(survey, workdir, shared_mlflow):
+def test_a_nan_loss_stops_naming_epoch_and_batch_and_keeps_the_last_good_checkpoint(
+    survey, workdir, shared_mlflow
+):
     cfg = small_config(survey, workdir / "results", model="NaNAfterFive", mlflow_uri=shared_mlflow, epochs=3)
     with pytest.raises(RunError, match="the loss became nan in epoch 2, batch 2"):
         train(cfg)
@@ -306,10 +350,13 @@ def test_a_nan_loss_stops_naming_epoch_and_batch_and_keeps_the_last_good_checkpo
     assert "the loss became nan" in json.loads((run / "provenance.json").read_text())["error"]
 
 
-@pytest.mark.parametrize("model, message", [
-    ("NoLoss", "train_batch must return a dict with 'loss'; it returned \\['total'\\]"),
-    ("TensorInputs", "prepare_inputs returned a torch tensor; return numpy arrays"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("NoLoss", "train_batch must return a dict with 'loss'; it returned \\['total'\\]"),
+        ("TensorInputs", "prepare_inputs returned a torch tensor; return numpy arrays"),
+    ],
+)
 def test_a_model_breaking_the_contract_fails_the_run_clearly(survey, workdir, shared_mlflow, model, message):
     cfg = small_config(survey, workdir / "results", model=model, mlflow_uri=shared_mlflow)
     with pytest.raises(ModelError, match=message):
@@ -320,8 +367,11 @@ def test_a_model_breaking_the_contract_fails_the_run_clearly(survey, workdir, sh
 def test_a_data_sample_too_small_for_the_model(tmp_path, workdir, shared_mlflow):
     from libhyrax.data import write_cutouts
 
-    tiny = write_cutouts(tmp_path / "tiny.h5", [f"o{i}" for i in range(20)],
-                         np.random.default_rng(0).normal(size=(20, 3, 8, 8)))
+    tiny = write_cutouts(
+        tmp_path / "tiny.h5",
+        [f"o{i}" for i in range(20)],
+        np.random.default_rng(0).normal(size=(20, 3, 8, 8)),
+    )
     cfg = small_config(tiny, workdir / "results", mlflow_uri=shared_mlflow)
     cfg["data_request"]["train"]["survey"]["fields"] = ["image", "object_id"]
     with pytest.raises(ModelError, match="at least 16x16 pixels; the data sample is 8x8"):
@@ -329,7 +379,9 @@ def test_a_data_sample_too_small_for_the_model(tmp_path, workdir, shared_mlflow)
 
 
 def test_fine_tuning_weights_that_dont_fit_name_the_layers(survey, workdir, shared_mlflow):
-    cnn = train(small_config(survey, workdir / "results", model="HyraxCNN", mlflow_uri=shared_mlflow, epochs=1))
+    cnn = train(
+        small_config(survey, workdir / "results", model="HyraxCNN", mlflow_uri=shared_mlflow, epochs=1)
+    )
     cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow)
     with pytest.raises(ModelError, match="missing from the file: encoder.0.0.weight"):
         train(cfg, overrides=[f"train.model_weights_file='{cnn.path / 'model.pt'}'"])
@@ -355,7 +407,8 @@ def test_resume_refuses_what_is_not_an_interrupted_train_run(survey, workdir, sh
 
 
 def test_sigterm_in_the_first_epoch_does_not_suggest_a_resume_that_finds_no_checkpoint(
-        survey, workdir, shared_mlflow, monkeypatch, caplog):
+    survey, workdir, shared_mlflow, monkeypatch, caplog
+):
     import signal
 
     from ignite.engine import Events
@@ -363,8 +416,9 @@ def test_sigterm_in_the_first_epoch_does_not_suggest_a_resume_that_finds_no_chec
     from libhyrax.stages import train as train_stage
 
     def sigterm_at(trainer, iteration):  # Slurm's time limit, in the middle of epoch 1
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration),
-                                  lambda _: os.kill(os.getpid(), signal.SIGTERM))
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(once=iteration), lambda _: os.kill(os.getpid(), signal.SIGTERM)
+        )
 
     monkeypatch.setattr(train_stage, "attach_stop_at", sigterm_at)
     cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow)
@@ -384,7 +438,7 @@ def test_resume_on_the_command_line_exits_2_for_a_wrong_directory(workdir, hyrax
 
 # --- a model class written in a notebook or script -------------------------------------------------
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import sys
     import torch.nn.functional as F
     from torch import nn
@@ -410,7 +464,7 @@ SCRIPT = textwrap.dedent('''
 
     check_model(ScriptAE)
     print(libhyrax.train(sys.argv[1]).path)
-''')
+""")
 
 
 def test_a_model_class_from_a_script_trains_and_its_run_rebuilds_it(survey, workdir, shared_mlflow):
@@ -420,8 +474,9 @@ def test_a_model_class_from_a_script_trains_and_its_run_rebuilds_it(survey, work
     cfg["model"]["ScriptAE"] = {"latent_dim": 6}
     (workdir / "c.toml").write_text(dump_config(load_config(data=cfg)))
     (workdir / "nb.py").write_text(SCRIPT)
-    proc = subprocess.run([sys.executable, "nb.py", "c.toml"], cwd=workdir, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "nb.py", "c.toml"], cwd=workdir, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = workdir / proc.stdout.strip().splitlines()[-1]
     assert (run / "model_source.py").is_file()
@@ -433,6 +488,7 @@ def test_a_model_class_from_a_script_trains_and_its_run_rebuilds_it(survey, work
 
 
 # --- two processes (gloo) --------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -446,10 +502,31 @@ def test_two_cpu_processes_with_gloo_match_one_process(survey, workdir, shared_m
     cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=3)
     (workdir / "c.toml").write_text(dump_config(load_config(data=cfg)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                           "-m", "hyrax_cli", "train", "-c", "c.toml"],
-                          cwd=workdir, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "hyrax_cli",
+            "train",
+            "-c",
+            "c.toml",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [printed] = [ln for ln in proc.stdout.splitlines() if ln.strip()]  # only rank 0 prints
     two = workdir / printed
@@ -459,7 +536,6 @@ def test_two_cpu_processes_with_gloo_match_one_process(survey, workdir, shared_m
     assert len(l2) == 3 and np.all(np.isfinite(l2))
     np.testing.assert_allclose(l2, l1, rtol=0.1)
     assert len(list((workdir / "results").glob("*-train-*"))) == 2  # rank 1 wrote nothing
-
 
 
 def test_a_checkpoint_serves_as_a_weights_file(survey, workdir, shared_mlflow):
@@ -481,8 +557,9 @@ def test_the_handlers_attach_to_any_ignite_engine():
 
     losses = iter([3.0, 2.0, 2.5, 2.4, 2.6, 1.0])
     trainer = Engine(lambda engine, batch: None)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED,
-                              lambda engine: setattr(engine.state, "metrics", {"train_loss": next(losses)}))
+    trainer.add_event_handler(
+        Events.EPOCH_COMPLETED, lambda engine: setattr(engine.state, "metrics", {"train_loss": next(losses)})
+    )
     best = attach_best_epoch(trainer)
     attach_early_stopping(trainer, best, patience=3)
     trainer.run([0], max_epochs=10)
@@ -534,7 +611,9 @@ def test_train_epochs_below_one_is_a_config_error(survey, workdir, shared_mlflow
         train(cfg)
 
 
-def test_a_run_that_died_after_its_last_checkpoint_is_not_trained_again(survey, workdir, shared_mlflow, monkeypatch):
+def test_a_run_that_died_after_its_last_checkpoint_is_not_trained_again(
+    survey, workdir, shared_mlflow, monkeypatch
+):
     import libhyrax.stages.train as stage
 
     cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=2)
@@ -555,6 +634,7 @@ def test_a_run_that_died_after_its_last_checkpoint_is_not_trained_again(survey, 
 
 # --- a new run from a checkpoint file (train.resume, the reference's key) -------------------------
 
+
 def test_a_new_run_from_checkpoint_epoch_1_goes_on_as_the_uninterrupted_run(survey, workdir, shared_mlflow):
     import hashlib
 
@@ -562,20 +642,32 @@ def test_a_new_run_from_checkpoint_epoch_1_goes_on_as_the_uninterrupted_run(surv
     cfg = small_config(survey, workdir / "results", model="SimCLR", mlflow_uri=shared_mlflow, epochs=2)
     whole = train(cfg)
     kept = sorted(p.name for p in (whole.path / "checkpoints").iterdir())
-    assert kept == ["best.pt", "checkpoint_epoch_2.pt", "last.pt"]  # the newest epoch's only, as the reference
-    assert (whole.path / "checkpoints" / "checkpoint_epoch_2.pt").samefile(whole.path / "checkpoints" / "last.pt")
+    assert kept == [
+        "best.pt",
+        "checkpoint_epoch_2.pt",
+        "last.pt",
+    ]  # the newest epoch's only, as the reference
+    assert (whole.path / "checkpoints" / "checkpoint_epoch_2.pt").samefile(
+        whole.path / "checkpoints" / "last.pt"
+    )
     first = train(cfg, overrides=["train.epochs=1"])
     ckpt = first.path / "checkpoints" / "checkpoint_epoch_1.pt"
     resumed = train(cfg, overrides=[f"train.resume='{ckpt}'"])  # epochs = 2: trains epoch 2 only
     assert resumed.path not in (first.path, whole.path) and ckpt.is_file()
     assert same_weights(weights(resumed), weights(whole), atol=1e-6)
     assert [r["epoch"] for r in metrics(resumed)] == ["2"]
-    np.testing.assert_allclose(float(metrics(resumed)[0]["train_loss"]), float(metrics(whole)[1]["train_loss"]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        float(metrics(resumed)[0]["train_loss"]), float(metrics(whole)[1]["train_loss"]), rtol=1e-5
+    )
     prov = json.loads((resumed.path / "provenance.json").read_text())
     assert prov["stage_info"]["started_from_checkpoint"] == {
-        "path": str(ckpt.resolve()), "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(), "epoch": 1}
-    assert prov["stage_info"]["epochs_done"] == 2 and str(ckpt.resolve()) in [i["path"] for i in prov["inputs"]]
+        "path": str(ckpt.resolve()),
+        "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
+        "epoch": 1,
+    }
+    assert prov["stage_info"]["epochs_done"] == 2 and str(ckpt.resolve()) in [
+        i["path"] for i in prov["inputs"]
+    ]
     assert (resumed.path / "checkpoints" / "checkpoint_epoch_2.pt").is_file()
 
 
@@ -588,15 +680,25 @@ def test_train_resume_refuses_a_checkpoint_that_wont_do_before_any_run(survey, w
     cases = [
         ([f"train.resume='{workdir / 'nope.pt'}'"], "nope.pt': no such file"),
         ([f"train.resume='{ckpt}'"], "its run had trained 1 epochs; train.epochs counts from the start"),
-        ([f"train.resume='{ckpt}'", "train.epochs=2", f"train.model_weights_file='{run.path / 'model.pt'}'"],
-         "cannot set both"),
+        (
+            [
+                f"train.resume='{ckpt}'",
+                "train.epochs=2",
+                f"train.model_weights_file='{run.path / 'model.pt'}'",
+            ],
+            "cannot set both",
+        ),
         ([f"train.resume='{run.path / 'model.pt'}'", "train.epochs=2"], "not a training checkpoint"),
         ([f"train.resume='{workdir / 'pickled.pt'}'", "train.epochs=2"], "loading them could run code"),
         ([f"train.resume='{workdir / 'text.pt'}'", "train.epochs=2"], "not a PyTorch checkpoint"),
-        ([f"train.resume='{ckpt}'", "train.epochs=2", "model.HyraxAutoencoder.latent_dim=16"],
-         r"train.resume: the weights in \S+checkpoint_epoch_1.pt don't fit HyraxAutoencoder"),
-        ([f"train.resume='{ckpt}'", "train.epochs=2", "optimizer.name=torch.optim.SGD"],
-         "its optimizer is torch.optim.adam.Adam, but optimizer.name makes torch.optim.sgd.SGD"),
+        (
+            [f"train.resume='{ckpt}'", "train.epochs=2", "model.HyraxAutoencoder.latent_dim=16"],
+            r"train.resume: the weights in \S+checkpoint_epoch_1.pt don't fit HyraxAutoencoder",
+        ),
+        (
+            [f"train.resume='{ckpt}'", "train.epochs=2", "optimizer.name=torch.optim.SGD"],
+            "its optimizer is torch.optim.adam.Adam, but optimizer.name makes torch.optim.sgd.SGD",
+        ),
     ]
     for overrides, message in cases:
         with pytest.raises(ConfigError, match=message):
@@ -610,9 +712,13 @@ def test_train_resume_on_the_command_line(survey, workdir, shared_mlflow, hyrax)
     cfg = small_config(survey, workdir / "results", mlflow_uri=shared_mlflow, epochs=1)
     (workdir / "c.toml").write_text(tomlkit.dumps(cfg))
     ckpt = train(cfg).path / "checkpoints" / "checkpoint_epoch_1.pt"
-    proc = hyrax("train", "-c", "c.toml", "--set", "train.epochs=2", "--set", f"train.resume='{ckpt}'", cwd=workdir)
+    proc = hyrax(
+        "train", "-c", "c.toml", "--set", "train.epochs=2", "--set", f"train.resume='{ckpt}'", cwd=workdir
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["epoch"] for r in metrics(workdir / proc.stdout.strip())] == ["2"]
-    proc = hyrax("train", "-c", "c.toml", "--set", "train.epochs=2", "--set", "train.resume='gone.pt'", cwd=workdir)
+    proc = hyrax(
+        "train", "-c", "c.toml", "--set", "train.epochs=2", "--set", "train.resume='gone.pt'", cwd=workdir
+    )
     assert proc.returncode == 2 and "train.resume = 'gone.pt': no such file" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -105,8 +105,10 @@ def class_source(cls: type) -> str:
     node = classes[-1]
     lines = text.splitlines()
     start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-    imports = [ast.get_source_segment(text, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    body = "\n".join(lines[start:node.end_lineno])
+    imports = [
+        ast.get_source_segment(text, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+    ]
+    body = "\n".join(lines[start : node.end_lineno])
     return SOURCE_HEADER + "\n".join(i for i in imports if i) + "\n\n\n" + body + "\n"
 
 
@@ -126,6 +128,7 @@ def _load_source(path: Path, class_name: str) -> type:
 
 # --- loading ---------------------------------------------------------------------------------------
 
+
 def model_class_for(desc: dict, run_dir: Path, trusted_runs=()) -> type:
     """The class of a train run's model. A class from a notebook is rebuilt from the run's
     model_source.py, which runs it as Python: only when this account's Hyrax wrote it (signed) or the user
@@ -133,8 +136,7 @@ def model_class_for(desc: dict, run_dir: Path, trusted_runs=()) -> type:
     the module's code: see check_importable) and must name a torch module class."""
     if desc.get("source_file"):
         source = run_dir / SOURCE  # always this name: model.json can't point the loader at another file
-        trust.check_loadable(source, "the Python source of a model class defined in a notebook",
-                             trusted_runs)
+        trust.check_loadable(source, "the Python source of a model class defined in a notebook", trusted_runs)
         return _load_source(source, desc["class"])
     cls = MODELS.get(desc["name"])
     if cls is not None and f"{cls.__module__}.{cls.__qualname__}" == desc["import_path"]:
@@ -145,11 +147,15 @@ def model_class_for(desc: dict, run_dir: Path, trusted_runs=()) -> type:
     except Exception:
         if cls is not None:
             return cls
-        raise ModelError(f"the model class {desc['import_path']} of {run_dir} can't be imported; install the "
-                         "package that defines it") from None
+        raise ModelError(
+            f"the model class {desc['import_path']} of {run_dir} can't be imported; install the "
+            "package that defines it"
+        ) from None
     if not (isinstance(found, type) and issubclass(found, nn.Module)):
-        raise ModelError(f"{run_dir / DESCRIPTION} names {desc['import_path']!r} as its model class, which is not "
-                         "a torch module class; the file is damaged or was edited")
+        raise ModelError(
+            f"{run_dir / DESCRIPTION} names {desc['import_path']!r} as its model class, which is not "
+            "a torch module class; the file is damaged or was edited"
+        )
     return found
 
 
@@ -168,7 +174,8 @@ def check_importable(path: str, run_dir: Path, trusted_runs=()) -> None:
         f"refusing to import {path!r}, the model class {run_dir / DESCRIPTION} names: importing runs code, "
         f"{top!r} is neither an installed package nor imported yet, and the file was not written by Hyrax on "
         f"this account. If you trust whoever made {run_dir}, say so: "
-        f"--set 'general.trusted_runs=[\"{run_dir}\"]'")
+        f"--set 'general.trusted_runs=[\"{run_dir}\"]'"
+    )
 
 
 def _installed_packages() -> set[str]:
@@ -187,17 +194,22 @@ def read_description(run_dir: str | os.PathLike) -> dict:
     run_dir = Path(run_dir)
     path = run_dir / DESCRIPTION
     if not path.is_file() or not (run_dir / WEIGHTS).is_file():
-        raise UsageError(f"{run_dir} holds no trained model ({DESCRIPTION} and {WEIGHTS}); give the results "
-                         "directory of a finished `hyrax train` run")
+        raise UsageError(
+            f"{run_dir} holds no trained model ({DESCRIPTION} and {WEIGHTS}); give the results "
+            "directory of a finished `hyrax train` run"
+        )
     desc = json.loads(path.read_text(encoding="utf-8"))
     if desc.get("format") != FORMAT or desc.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelError(f"{path} is not a model description this Hyrax can read "
-                         f"(format {desc.get('format')!r} version {desc.get('format_version')})")
+        raise ModelError(
+            f"{path} is not a model description this Hyrax can read "
+            f"(format {desc.get('format')!r} version {desc.get('format_version')})"
+        )
     return desc
 
 
-def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
-                 trusted_runs=()) -> tuple[nn.Module, dict]:
+def load_trained(
+    run_dir: str | os.PathLike, device: str | torch.device = "cpu", trusted_runs=()
+) -> tuple[nn.Module, dict]:
     """The model of a train run, with its final weights, in eval mode on `device`; and its model.json.
     `trusted_runs` (general.trusted_runs): runs whose notebook model source may run though this account's
     Hyrax didn't write it (libhyrax.trust)."""
@@ -211,7 +223,9 @@ def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
     return model.to(device).eval(), desc
 
 
-def load_weights(model: nn.Module, weights: str | os.PathLike | dict, source: str = "the given weights") -> None:
+def load_weights(
+    model: nn.Module, weights: str | os.PathLike | dict, source: str = "the given weights"
+) -> None:
     """Load a state_dict (or a file of one, or a training checkpoint) into `model`; a ModelError that
     names the layers that don't fit (and `source`, a dict's origin)."""
     if not isinstance(weights, dict):
@@ -228,12 +242,21 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | dict, source: st
     own = model.state_dict()
     missing = [k for k in own if k not in weights]
     extra = [k for k in weights if k not in own]
-    shapes = [f"{k} is {tuple(weights[k].shape)} in the file but {tuple(own[k].shape)} in the model"
-              for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k} is {tuple(weights[k].shape)} in the file but {tuple(own[k].shape)} in the model"
+        for k in own
+        if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)
+    ]
     if missing or extra or shapes:
-        parts = ([f"missing from the file: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"] * bool(missing)
-                 + [f"not in the model: {', '.join(extra[:8])}{' ...' if len(extra) > 8 else ''}"] * bool(extra)
-                 + shapes[:8])
-        raise ModelError(f"the weights in {source} don't fit {type(model).__name__}:\n  " + "\n  ".join(parts)
-                         + "\n(was it trained with another model or other model settings?)")
+        parts = (
+            [f"missing from the file: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"]
+            * bool(missing)
+            + [f"not in the model: {', '.join(extra[:8])}{' ...' if len(extra) > 8 else ''}"] * bool(extra)
+            + shapes[:8]
+        )
+        raise ModelError(
+            f"the weights in {source} don't fit {type(model).__name__}:\n  "
+            + "\n  ".join(parts)
+            + "\n(was it trained with another model or other model settings?)"
+        )
     model.load_state_dict(weights)

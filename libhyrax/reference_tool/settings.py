@@ -19,25 +19,37 @@ from libhyrax.errors import ConfigError
 # the reference's settings that name a run to read, by the verb that reads them (the config itself has
 # no such keys here: the facade holds them)
 RUN_KEYS = {
-    "umap": "results.inference_dir", "lookup": "results.inference_dir", "index": "vector_db.infer_results_dir",
-    "export": "onnx.input_model_directory", "engine": "engine.model_directory",
+    "umap": "results.inference_dir",
+    "lookup": "results.inference_dir",
+    "index": "vector_db.infer_results_dir",
+    "export": "onnx.input_model_directory",
+    "engine": "engine.model_directory",
     "database_connection": "vector_db.vector_db_dir",
 }
 # the reference's verb arguments that name a run to read
-RUN_ARGS = {"umap": "input_dir", "visualize": "input_dir", "index": "input_dir", "export": "input_model_directory",
-            "engine": "model_directory", "database_connection": "database_dir", "lookup": "results_dir"}
+RUN_ARGS = {
+    "umap": "input_dir",
+    "visualize": "input_dir",
+    "index": "input_dir",
+    "export": "input_model_directory",
+    "engine": "model_directory",
+    "database_connection": "database_dir",
+    "lookup": "results_dir",
+}
 
 # the reference's verbs this Hyrax doesn't have, and what to use instead
 UNSUPPORTED = {
-    "rebuild_manifest": "libhyrax.prepare() (`hyrax prepare`) reads a download folder's manifest.fits as it is "
-                        "and lists failed downloads in rejected.csv",
-    "infer_stream": "streams are not supported: write the objects to files, libhyrax.prepare() them and h.infer()",
-    "train_stream": "streams are not supported: write the objects to files, libhyrax.prepare() them and h.train()",
+    "rebuild_manifest": "libhyrax.prepare() (`hyrax prepare`) reads a download folder's manifest.fits as it "
+    "is and lists failed downloads in rejected.csv",
+    "infer_stream": "streams are not supported: write the objects to files, libhyrax.prepare() them and "
+    "h.infer()",
+    "train_stream": "streams are not supported: write the objects to files, libhyrax.prepare() them and "
+    "h.train()",
     "visualize_v2": "use h.visualize(): an interactive map with cutouts, inline and as visualize.html",
-    "create_splits": "h.train() makes the splits from [split] and keeps them in the train run (split.h5); reuse "
-                     "them with split.from_run",
+    "create_splits": "h.train() makes the splits from [split] and keeps them in the train run (split.h5); "
+    "reuse them with split.from_run",
     "raw_data_dimensions": "the cutouts are prepare.cutout_size square; libhyrax.open_group(h.config, "
-                           "'train').sample_shape is the model's input shape",
+    "'train').sample_shape is the model's input shape",
     "vdb_index": "use h.save_to_database() and h.database_connection()",
 }
 
@@ -45,7 +57,8 @@ UNSUPPORTED = {
 INSTEAD = {
     "data_set.filters": "the band order is prepare.bands (or the dataset's own option)",
     "data_set.use_cache": "there is no cache setting: data are read in contiguous batches",
-    "data_set.filter_catalog": "give the dataset a catalog of the objects to read (FitsImageDataset: catalog)",
+    "data_set.filter_catalog": "give the dataset a catalog of the objects to read "
+    "(FitsImageDataset: catalog)",
     "train.weights_filename": "a train run's weights are its model.pt",
     "general.dev_mode": "there is no dev mode",
 }
@@ -85,20 +98,26 @@ def refused(ignored: dict[str, Any]) -> list[str]:
 
 
 # the reference's [data_set] keys for its FitsImageDataset, as that class's own options here
-FITS_KEYS = {"filter_catalog": "catalog", "object_id_column_name": "object_id_column",
-             "filter_column_name": "filter_column", "filename_column_name": "filename_column"}
+FITS_KEYS = {
+    "filter_catalog": "catalog",
+    "object_id_column_name": "object_id_column",
+    "filter_column_name": "filter_column",
+    "filename_column_name": "filename_column",
+}
 
 
 def split_key(key: str) -> list[str]:
-    """A dotted key's parts, read as TOML reads a dotted key: "'torch.optim.SGD'.lr" -> [torch.optim.SGD, lr]."""
+    """A dotted key's parts, read as TOML reads a dotted key:
+    "'torch.optim.SGD'.lr" -> [torch.optim.SGD, lr]."""
     try:
         node = tomllib.loads(f"{key} = 0")
     except tomllib.TOMLDecodeError:
-        raise ConfigError(f"{key!r} is not a dotted key (quote a part that has dots: \"'torch.optim.SGD'.lr\")") \
-            from None
+        raise ConfigError(
+            f"{key!r} is not a dotted key (quote a part that has dots: \"'torch.optim.SGD'.lr\")"
+        ) from None
     parts = []
     while isinstance(node, dict):
-        (part, node), = node.items()
+        ((part, node),) = node.items()
         parts.append(part)
     return parts
 
@@ -113,8 +132,10 @@ def reference_forms(cfg: dict) -> None:
     if isinstance(split, dict):
         infer = split.pop("infer", False)
         if infer not in (False, 1, 1.0):
-            raise ConfigError(f"split.infer = {infer!r}: infer reads every object of data_request.infer; give "
-                              "that group the objects to infer on (a catalog of them) instead of a fraction")
+            raise ConfigError(
+                f"split.infer = {infer!r}: infer reads every object of data_request.infer; give "
+                "that group the objects to infer on (a catalog of them) instead of a fraction"
+            )
         if any(k in split for k in ("train", "validate", "test")):
             remainder_to_the_rest(split)
     data_set = cfg.get("data_set")

@@ -67,7 +67,9 @@ def train(config=None, *, overrides=(), resume=None, from_run=None,
     stop_at_iteration: stop with an error after that many steps (to test resuming).
     A new run that goes on from a checkpoint file is `train.resume` in the config (libhyrax.training.resume).
     """
-    plan = start_run("train", config, overrides, from_run=from_run, resume=resume, may_change=RESUME_MAY_CHANGE)
+    plan = start_run(
+        "train", config, overrides, from_run=from_run, resume=resume, may_change=RESUME_MAY_CHANGE
+    )
     resumed = resume_run(plan) if resume else None
     cfg = plan.config
     if plan.from_run is not None and resumed is None:
@@ -79,8 +81,9 @@ def train(config=None, *, overrides=(), resume=None, from_run=None,
         return _train(plan, resumed, start, stop_at_iteration)
 
 
-def _train(plan: Start, resumed: Resumed | None, start: StartCheckpoint | None,
-           stop_at_iteration: int | None) -> Result | None:
+def _train(
+    plan: Start, resumed: Resumed | None, start: StartCheckpoint | None, stop_at_iteration: int | None
+) -> Result | None:
     from libhyrax.data import open_group
 
     cfg = plan.config
@@ -97,10 +100,15 @@ def _train(plan: Start, resumed: Resumed | None, start: StartCheckpoint | None,
     scheduler = model.configure_scheduler(optimizer, cfg)
 
     mixed = bool(tcfg["mixed_precision"])
-    trainer, evaluator = create_trainer(model, optimizer, device, mixed), create_evaluator(model, device, mixed)
+    trainer, evaluator = (
+        create_trainer(model, optimizer, device, mixed),
+        create_evaluator(model, device, mixed),
+    )
     train_data, val_data = _batches(cfg, group, splits, trainer)
     rank0 = dist.rank() == 0
-    progress = attach_progress(trainer, epochs, len(train_data.indices) * dist.world_size()) if rank0 else None
+    progress = (
+        attach_progress(trainer, epochs, len(train_data.indices) * dist.world_size()) if rank0 else None
+    )
     attach_epoch_metrics(trainer, optimizer, evaluator, val_data)
     attach_scheduler(trainer, scheduler)
     best = attach_best_epoch(trainer)
@@ -120,8 +128,14 @@ def _train(plan: Start, resumed: Resumed | None, start: StartCheckpoint | None,
     with plan.open() as run:
         run.resumable = lambda: (run.path / LAST).is_file()  # SIGTERM in the first epoch: nothing to resume
         _record_inputs(run, cfg, group, (splits, split_ids, rule), resumed, start, cls, device)
-        with MLflowRun(cfg, "train", run.final_path, tcfg["experiment_name"], tcfg["run_name"] or None,
-                       run_id=resumed.mlflow_run_id if resumed else None) as tracker:
+        with MLflowRun(
+            cfg,
+            "train",
+            run.final_path,
+            tcfg["experiment_name"],
+            tcfg["run_name"] or None,
+            run_id=resumed.mlflow_run_id if resumed else None,
+        ) as tracker:
             if tracker.run_id:
                 run.record(mlflow_run_id=tracker.run_id)
             attach_logging(trainer, run, tracker, best, epochs)
@@ -136,8 +150,13 @@ def _train(plan: Start, resumed: Resumed | None, start: StartCheckpoint | None,
 
             desc = describe(model, cfg, sample)
             save_trained(run.path, model, desc)
-            run.record(epochs_done=trainer.state.epoch, best_epoch=best.epoch, best_score=best.score,
-                       latent_dim=desc["latent_dim"], **trainer.state.metrics)
+            run.record(
+                epochs_done=trainer.state.epoch,
+                best_epoch=best.epoch,
+                best_score=best.score,
+                latent_dim=desc["latent_dim"],
+                **trainer.state.metrics,
+            )
             tracker.log_artifact(run.file("model.json"))
             tracker.log_artifact(run.file(METRICS_FILE))
     return Result(run.path)
@@ -156,8 +175,10 @@ def _splits(cfg: dict, group, resumed: Resumed | None) -> tuple[dict[str, np.nda
     seed = int(cfg["split"]["seed"] if cfg["split"]["seed"] is not False else cfg["general"]["seed"])
     splits, ids = hashed_splits(group.id_blocks(), fractions, seed)
     if len(splits.get("train", ())) < dist.world_size():
-        raise DataError(f"the train split has {len(splits.get('train', ()))} of {len(group)} objects; give more "
-                        "data or a larger split.train")
+        raise DataError(
+            f"the train split has {len(splits.get('train', ()))} of {len(group)} objects; give more "
+            "data or a larger split.train"
+        )
     return splits, ids, hash_rule(fractions, seed)
 
 
@@ -179,8 +200,15 @@ def _batches(cfg: dict, group, splits: dict, trainer) -> tuple[EpochBatches, Epo
     lcfg = cfg["data_loader"]
     seed, workers = int(cfg["general"]["seed"]), int(lcfg["num_workers"])
     batch = max(1, int(lcfg["batch_size"]) // dist.world_size())  # the global batch is split over ranks
-    train = EpochBatches(group, dist.share(splits["train"], equal=True), batch, bool(cfg["train"]["shuffle"]),
-                         seed, workers, trainer)
+    train = EpochBatches(
+        group,
+        dist.share(splits["train"], equal=True),
+        batch,
+        bool(cfg["train"]["shuffle"]),
+        seed,
+        workers,
+        trainer,
+    )
     validate = splits.get("validate", np.zeros(0, dtype=np.int64))
     if not len(validate):
         return train, None
@@ -205,5 +233,9 @@ def _record_inputs(run, cfg, group, split, resumed, start, cls, device) -> None:
     if start is not None:
         run.add_input(start.path)
         run.record(started_from_checkpoint=start.provenance())
-    run.record(model=cls.__name__, device=str(device), world_size=dist.world_size(),
-               split_sizes={k: len(v) for k, v in splits.items()})
+    run.record(
+        model=cls.__name__,
+        device=str(device),
+        world_size=dist.world_size(),
+        split_sizes={k: len(v) for k, v in splits.items()},
+    )

@@ -163,8 +163,11 @@ def attach_early_stopping(trainer: Engine, best: BestEpoch, patience) -> None:
             engine.terminate()  # the epoch's other handlers (its log line, its checkpoint) still run
 
     def report(engine: Engine) -> None:
-        log.info("stopping early: no better validation loss for %d epochs (best: epoch %d)", best.epochs_since,
-                 best.epoch)
+        log.info(
+            "stopping early: no better validation loss for %d epochs (best: epoch %d)",
+            best.epochs_since,
+            best.epoch,
+        )
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED, check)
     trainer.add_event_handler(Events.TERMINATE, report)
@@ -193,14 +196,28 @@ def attach_logging(trainer: Engine, run, tracker: MLflowRun, best: BestEpoch, ep
         csv.add({"epoch": epoch} | metrics)
         tracker.log_metrics(metrics, step=epoch)
         figs = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith(("train_", "val_")))
-        log.info("epoch %d/%d: %s (%.1f s)%s", epoch, epochs, figs, metrics["seconds"], " *" if best.improved else "")
+        log.info(
+            "epoch %d/%d: %s (%.1f s)%s",
+            epoch,
+            epochs,
+            figs,
+            metrics["seconds"],
+            " *" if best.improved else "",
+        )
 
     trainer.add_event_handler(Events.STARTED, open_csv)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, record)
 
 
-def attach_checkpoints(trainer: Engine, run_dir: Path, model, optimizer, scheduler, best: BestEpoch,
-                       mlflow_run_id: str | None = None) -> None:
+def attach_checkpoints(
+    trainer: Engine,
+    run_dir: Path,
+    model,
+    optimizer,
+    scheduler,
+    best: BestEpoch,
+    mlflow_run_id: str | None = None,
+) -> None:
     """After each epoch: `checkpoints/last.pt`, everything a resume needs (libhyrax.training.resume),
     copied to `checkpoints/best.pt` when the epoch is the best so far, and the same file as
     `checkpoints/checkpoint_epoch_N.pt`. Only the newest epoch's is kept, as the reference Hyrax keeps
@@ -209,11 +226,18 @@ def attach_checkpoints(trainer: Engine, run_dir: Path, model, optimizer, schedul
     last, best_file = Path(run_dir) / LAST, Path(run_dir) / BEST
 
     def save(engine: Engine) -> None:
-        save_checkpoint(last, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict() if scheduler is not None else None,
-                        optimizer_class=class_name(optimizer), scheduler_class=class_name(scheduler),
-                        trainer=engine.state_dict(), rng=rng_state(), mlflow_run_id=mlflow_run_id,
-                        **best.state_dict())
+        save_checkpoint(
+            last,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict() if scheduler is not None else None,
+            optimizer_class=class_name(optimizer),
+            scheduler_class=class_name(scheduler),
+            trainer=engine.state_dict(),
+            rng=rng_state(),
+            mlflow_run_id=mlflow_run_id,
+            **best.state_dict(),
+        )
         if best.improved:
             with atomic.replacing(best_file) as tmp:
                 shutil.copyfile(last, tmp)

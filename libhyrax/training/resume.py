@@ -90,12 +90,15 @@ def resume_run(plan) -> Resumed:
     resumed = Resumed(path, plan.config, load_checkpoint(path / LAST))
     done = resumed.epochs_done
     if done > int(resumed.config["train"]["epochs"]):
-        raise UsageError(f"the resumed run has already trained {done} epochs; set train.epochs to {done} or more "
-                         f"(e.g. --set train.epochs={done + 5})")
+        raise UsageError(
+            f"the resumed run has already trained {done} epochs; set train.epochs to {done} or more "
+            f"(e.g. --set train.epochs={done + 5})"
+        )
     return resumed
 
 
 # --- a new run from a checkpoint file (train.resume) -----------------------------------------------
+
 
 def epochs_done(checkpoint: dict) -> int:
     trainer = checkpoint["trainer"]
@@ -134,14 +137,20 @@ class StartCheckpoint:
         for kind, ours in (("optimizer", optimizer), ("scheduler", scheduler)):
             theirs = state.get(f"{kind}_class")  # ours record it; the reference's checkpoints don't
             if ours is not None and theirs and theirs != class_name(ours):
-                raise ConfigError(f"{key}: its {kind} is {theirs}, but {kind}.name makes {class_name(ours)}; "
-                                  f"set {kind}.name to the checkpoint's, or start from its weights alone with "
-                                  "train.model_weights_file")
+                raise ConfigError(
+                    f"{key}: its {kind} is {theirs}, but {kind}.name makes {class_name(ours)}; "
+                    f"set {kind}.name to the checkpoint's, or start from its weights alone with "
+                    "train.model_weights_file"
+                )
         _load_optimizer(state, optimizer, scheduler)
-        trainer.load_state_dict({"epoch": self.epochs_done, "epoch_length": epoch_length, "max_epochs": epochs})
+        trainer.load_state_dict(
+            {"epoch": self.epochs_done, "epoch_length": epoch_length, "max_epochs": epochs}
+        )
         if "rng" in state:  # ours; the reference's checkpoints have none
             trainer.add_event_handler(Events.STARTED, lambda _: set_rng_state(state["rng"]))
-        log.info("starting from %s: the weights, optimizer and epoch %d of its run", self.path, self.epochs_done)
+        log.info(
+            "starting from %s: the weights, optimizer and epoch %d of its run", self.path, self.epochs_done
+        )
 
 
 def start_checkpoint(cfg: dict) -> StartCheckpoint | None:
@@ -152,29 +161,44 @@ def start_checkpoint(cfg: dict) -> StartCheckpoint | None:
         return None
     key = f"train.resume = {str(tcfg['resume'])!r}"
     if tcfg["model_weights_file"]:
-        raise ConfigError("train.resume and train.model_weights_file: cannot set both (resume continues from a "
-                          "checkpoint: weights, optimizer and epoch; model_weights_file starts a new training "
-                          "from weights alone)")
+        raise ConfigError(
+            "train.resume and train.model_weights_file: cannot set both (resume continues from a "
+            "checkpoint: weights, optimizer and epoch; model_weights_file starts a new training "
+            "from weights alone)"
+        )
     path = Path(tcfg["resume"]).expanduser()
     if not path.is_file():
-        raise ConfigError(f"{key}: no such file; give a checkpoint of a train run "
-                          "(results/<run>/checkpoints/checkpoint_epoch_N.pt)")
+        raise ConfigError(
+            f"{key}: no such file; give a checkpoint of a train run "
+            "(results/<run>/checkpoints/checkpoint_epoch_N.pt)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        found = (
+            re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+            if isinstance(e, pickle.UnpicklingError)
+            else None
+        )
         if found:
-            raise ConfigError(f"{key}: it holds Python objects ({found[1]}) besides tensors and plain values, and "
-                              "loading them could run code, so it is not loaded; give a checkpoint of a train run") \
-                from None
-        raise ConfigError(f"{key}: torch.load can't read it ({type(e).__name__}): not a PyTorch checkpoint") from None
+            raise ConfigError(
+                f"{key}: it holds Python objects ({found[1]}) besides tensors and plain values, and "
+                "loading them could run code, so it is not loaded; give a checkpoint of a train run"
+            ) from None
+        raise ConfigError(
+            f"{key}: torch.load can't read it ({type(e).__name__}): not a PyTorch checkpoint"
+        ) from None
     if not isinstance(state, dict) or not {"model", "optimizer", "trainer"} <= set(state):
-        raise ConfigError(f"{key}: not a training checkpoint (it has no model, optimizer and trainer state); "
-                          "for a file of weights alone set train.model_weights_file instead")
+        raise ConfigError(
+            f"{key}: not a training checkpoint (it has no model, optimizer and trainer state); "
+            "for a file of weights alone set train.model_weights_file instead"
+        )
     with open(path, "rb") as f:
         start = StartCheckpoint(path, state, hashlib.file_digest(f, "sha256").hexdigest())
     done, epochs = start.epochs_done, int(tcfg["epochs"])
     if done >= epochs:
-        raise ConfigError(f"{key}: its run had trained {done} epochs; train.epochs counts from the start, so set "
-                          f"it above {done} (e.g. train.epochs = {done + 5})")
+        raise ConfigError(
+            f"{key}: its run had trained {done} epochs; train.epochs counts from the start, so set "
+            f"it above {done} (e.g. train.epochs = {done + 5})"
+        )
     return start
