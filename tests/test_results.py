@@ -102,7 +102,7 @@ def test_provenance_fields(cfg, workdir, monkeypatch):
     data.write_bytes(b"12345")
     with open_run("train", cfg) as upstream:
         pass
-    with open_run("index", cfg) as run:  # a stage that doesn't shard: one run in any Slurm job
+    with open_run("search", cfg) as run:  # a stage that doesn't shard: one run in any Slurm job
         run.add_input(data)
         run.add_upstream(upstream.path)
         run.record(n_objects=5)
