@@ -80,13 +80,13 @@ def test_the_title_says_how_much_of_the_latents_neighbourhoods_the_map_keeps(wor
     import json
 
     cfg, src = make_runs(workdir, max_thumbnails=0)
-    assert "nearest neighbours" not in visualize(cfg, from_run=src).html.read_text()
+    assert "trustworthiness" not in visualize(cfg, from_run=src).html.read_text()
     prov = json.loads((src / "provenance.json").read_text())
     prov.setdefault("stage_info", {})["fidelity"] = {"n": 2000, "k": 10, "knn_overlap": 0.4213,
                                                      "trustworthiness": 0.9312}
     (src / "provenance.json").write_text(json.dumps(prov))
     text = visualize(cfg, from_run=src).html.read_text()
-    assert "it keeps 42% of the latents' 10 nearest neighbours (trustworthiness 0.93, 2,000 objects)" in text
+    assert "keeps 42% of latent 10-NN (trustworthiness 0.93 on 2,000)" in text
 
 
 def test_thumbnails_are_lupton_rgb_or_grey():

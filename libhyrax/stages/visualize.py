@@ -173,8 +173,9 @@ def kept_neighbours(umap_run: Path) -> str:
     if not f:
         return ""
     return (
-        f": it keeps {100 * f['knn_overlap']:.0f}% of the latents' {f['k']} nearest neighbours "
-        f"(trustworthiness {f['trustworthiness']:.2f}, {f['n']:,} objects)"
+        # short enough for the plot's width: the run name comes before it
+        f": keeps {100 * f['knn_overlap']:.0f}% of latent {f['k']}-NN "
+        f"(trustworthiness {f['trustworthiness']:.2f} on {f['n']:,})"
     )
 
 
