@@ -36,6 +36,11 @@ def warm() -> float:
     UMAPReducer(**kwargs).fit(small[:500]).transform(small[500:])
     large = rng.normal(size=(NNDESCENT_FROM + 200, WIDE)).astype(np.float32)
     UMAPReducer(**kwargs).fit(large[:NNDESCENT_FROM]).transform(large[NNDESCENT_FROM:])
+    # a large map also measures distances between float64 points (its embedding) with umap-learn's own
+    # euclidean, a signature neither fit above compiles: the last thing a first 10k-object map compiled
+    from umap.distances import euclidean
+
+    euclidean(np.zeros(2), np.ones(2))
     return time.perf_counter() - t0
 
 
