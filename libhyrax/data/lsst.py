@@ -141,18 +141,7 @@ def fetch_into(folder: Path, d: dict) -> None:
             log.info(
                 "fetching %d objects' cutouts from %s into %s", store.todo_objects(), d["provider"], folder
             )
-            fetcher = Fetcher(
-                connections=int(d["connections"]),
-                retries=int(d["retries"]),
-                retry_wait=float(d["retry_wait"]),
-                timeout=provider.timeout,
-                stall=provider.stall,
-                auth=provider.auth(),
-                headers=provider.headers(),
-                cell_bytes=4 * (int(d["size"]) + 8) ** 2,
-                refused_hint=provider.credentials_hint(),
-                first_number=store.next_request,
-            )
+            fetcher = Fetcher.for_provider(provider, d, first_number=store.next_request)
             for answer in fetcher.answers(provider.requests(store.targets())):
                 store.add(answer, provider.outcomes(answer))
         summary = store.finish()

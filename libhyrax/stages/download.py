@@ -75,17 +75,7 @@ def download(
     cfg = plan.config
     d = cfg["download"]
     provider = make_provider(cfg)  # config and credential mistakes stop here, before a run is opened
-    fetcher = Fetcher(
-        connections=int(d["connections"]),
-        retries=int(d["retries"]),
-        retry_wait=float(d["retry_wait"]),
-        timeout=provider.timeout,
-        stall=provider.stall,
-        auth=provider.auth(),
-        headers=provider.headers(),
-        cell_bytes=4 * (int(d["size"]) + 8) ** 2,
-        refused_hint=provider.credentials_hint(),
-    )
+    fetcher = Fetcher.for_provider(provider, d)
     catalog = read_catalog(d)
 
     with plan.open(key=[catalog.path.resolve()]) as run:

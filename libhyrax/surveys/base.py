@@ -175,6 +175,21 @@ PROVIDERS: Registry[type[Provider]] = Registry(
           "rubin": "libhyrax.surveys.soda"})
 
 
+def one_image(request: Request, body: bytes) -> dict[Cell, Outcome]:
+    """The answer of a service that returns one FITS image for a request of one cell (url_template, soda):
+    its first image (a single-plane cube flattened), or Rejected saying why it can't be read."""
+    from libhyrax.surveys.fits_bytes import BadFits, read_images
+
+    (cell,) = request.cells
+    try:
+        image = read_images(body, first_only=True)[0]
+    except BadFits as e:
+        return {cell: Rejected(str(e))}
+    if image.ndim == 3 and len(image) == 1:
+        image = image[0]
+    return {cell: Fetched(image, body)}
+
+
 def make_provider(cfg: dict) -> Provider:
     """The provider `download.provider` names, built from its config table."""
     d = cfg["download"]

@@ -107,6 +107,24 @@ class Fetcher:
         self.retried = 0  # attempts beyond the first, over the run
         self._lock = threading.Lock()
 
+    @classmethod
+    def for_provider(cls, provider, download: dict, first_number: int = 0) -> Fetcher:
+        """The engine as a `[download]` table and its provider set it up (the download stage, and data sets
+        that download what they read): its connections and retries, the provider's timeouts and
+        credentials, and room for one cutout of `download.size` a request."""
+        return cls(
+            connections=int(download["connections"]),
+            retries=int(download["retries"]),
+            retry_wait=float(download["retry_wait"]),
+            timeout=provider.timeout,
+            stall=provider.stall,
+            auth=provider.auth(),
+            headers=provider.headers(),
+            cell_bytes=4 * (int(download["size"]) + 8) ** 2,
+            refused_hint=provider.credentials_hint(),
+            first_number=first_number,
+        )
+
     def answers(self, requests: Iterable[Request]) -> Iterator[Answer]:
         """Answers to `requests` (taken lazily), in their order."""
         import httpx

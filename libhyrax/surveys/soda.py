@@ -35,8 +35,17 @@ from urllib.parse import quote
 import numpy as np
 
 from libhyrax.errors import ConfigError, UsageError
-from libhyrax.surveys.base import Cell, Failed, Fetched, Missing, Outcome, Provider, Rejected, Request, Target
-from libhyrax.surveys.fits_bytes import BadFits, read_images
+from libhyrax.surveys.base import (
+    Cell,
+    Failed,
+    Missing,
+    Outcome,
+    Provider,
+    Rejected,
+    Request,
+    Target,
+    one_image,
+)
 
 log = logging.getLogger("hyrax.download")
 
@@ -189,14 +198,7 @@ class SODA(Provider):
     # --- answers -----------------------------------------------------------------------------------
 
     def read(self, request: Request, body: bytes) -> dict[Cell, Outcome]:
-        (cell,) = request.cells
-        try:
-            image = read_images(body, first_only=True)[0]
-        except BadFits as e:
-            return {cell: Rejected(str(e))}
-        if image.ndim == 3 and len(image) == 1:
-            image = image[0]
-        return {cell: Fetched(image, body)}
+        return one_image(request, body)
 
 
 class Rubin(SODA):

@@ -21,8 +21,7 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from libhyrax.errors import ConfigError, UsageError
-from libhyrax.surveys.base import Cell, Fetched, Outcome, Provider, Rejected, Request, Target
-from libhyrax.surveys.fits_bytes import BadFits, read_images
+from libhyrax.surveys.base import Cell, Outcome, Provider, Request, Target, one_image
 
 FIELDS = ("ra", "dec", "size", "band", "object_id")
 
@@ -90,11 +89,4 @@ class URLTemplate(Provider):
                 yield Request([(t.index, b)], "GET", url)
 
     def read(self, request: Request, body: bytes) -> dict[Cell, Outcome]:
-        (cell,) = request.cells
-        try:
-            image = read_images(body, first_only=True)[0]
-        except BadFits as e:
-            return {cell: Rejected(str(e))}
-        if image.ndim == 3 and len(image) == 1:
-            image = image[0]
-        return {cell: Fetched(image, body)}
+        return one_image(request, body)
