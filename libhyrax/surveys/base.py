@@ -175,6 +175,27 @@ PROVIDERS: Registry[type[Provider]] = Registry(
           "rubin": "libhyrax.surveys.soda"})
 
 
+class BearerToken:
+    """For a Provider whose service takes a bearer token (url_template, soda and rubin): the token is read
+    from the environment variable its `bearer_env` setting names, sent as a header and never written."""
+
+    def headers(self) -> dict[str, str]:
+        env = self.settings.get("bearer_env")
+        if not env:
+            return {}
+        token = os.environ.get(str(env))
+        if not token:
+            raise UsageError(
+                f"download.{self.name}.bearer_env names {env}, which is not set; export your access "
+                "token there (it is sent as a bearer token and never written anywhere)"
+            )
+        return {"Authorization": f"Bearer {token}"}
+
+    def credentials_hint(self) -> str:
+        env = self.settings.get("bearer_env")
+        return f"check the token in {env}" if env else "check download.netrc_file (or set bearer_env)"
+
+
 def one_image(request: Request, body: bytes) -> dict[Cell, Outcome]:
     """The answer of a service that returns one FITS image for a request of one cell (url_template, soda):
     its first image (a single-plane cube flattened), or Rejected saying why it can't be read."""

@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import string
 from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 import numpy as np
 
-from libhyrax.errors import ConfigError, UsageError
+from libhyrax.errors import ConfigError
 from libhyrax.surveys.base import (
+    BearerToken,
     Cell,
     Failed,
     Missing,
@@ -52,7 +52,7 @@ log = logging.getLogger("hyrax.download")
 TEMPLATE_FIELDS = ("band", "object_id")
 
 
-class SODA(Provider):
+class SODA(BearerToken, Provider):
     name = "soda"
     default_timeout = 120.0
     default_stall = 60.0  # a cutout is cut on the server before its first byte
@@ -85,22 +85,6 @@ class SODA(Provider):
         )
         # a pixel more than half the size: the service's cutout (the circle's bounding box) is never too small
         self.radius_deg = (self.size / 2 + 1) * self.pixel_scale / 3600.0
-
-    def headers(self) -> dict[str, str]:
-        env = self.settings.get("bearer_env")
-        if not env:
-            return {}
-        token = os.environ.get(str(env))
-        if not token:
-            raise UsageError(
-                f"download.{self.name}.bearer_env names {env}, which is not set; export your access "
-                "token there (it is sent as a bearer token and never written anywhere)"
-            )
-        return {"Authorization": f"Bearer {token}"}
-
-    def credentials_hint(self) -> str:
-        env = self.settings.get("bearer_env")
-        return f"check the token in {env}" if env else "check download.netrc_file (or set bearer_env)"
 
     # --- requests ----------------------------------------------------------------------------------
 

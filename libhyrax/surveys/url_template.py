@@ -15,18 +15,17 @@ download.netrc_file (netrc style) when it has an entry for the URL's host.
 
 from __future__ import annotations
 
-import os
 import string
 from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
-from libhyrax.errors import ConfigError, UsageError
-from libhyrax.surveys.base import Cell, Outcome, Provider, Request, Target, one_image
+from libhyrax.errors import ConfigError
+from libhyrax.surveys.base import BearerToken, Cell, Outcome, Provider, Request, Target, one_image
 
 FIELDS = ("ra", "dec", "size", "band", "object_id")
 
 
-class URLTemplate(Provider):
+class URLTemplate(BearerToken, Provider):
     name = "url_template"
     default_timeout = 60.0
 
@@ -58,22 +57,6 @@ class URLTemplate(Provider):
             )
         if not {"ra", "dec"} <= fields and "object_id" not in fields:
             raise ConfigError("download.url_template.url needs {ra} and {dec} (or {object_id})")
-
-    def headers(self) -> dict[str, str]:
-        env = self.settings.get("bearer_env")
-        if not env:
-            return {}
-        token = os.environ.get(str(env))
-        if not token:
-            raise UsageError(
-                f"download.url_template.bearer_env names {env}, which is not set; export the token "
-                f"there (it is sent as a bearer token and never written anywhere)"
-            )
-        return {"Authorization": f"Bearer {token}"}
-
-    def credentials_hint(self) -> str:
-        env = self.settings.get("bearer_env")
-        return f"check the token in {env}" if env else "check download.netrc_file (or set bearer_env)"
 
     def requests(self, targets: Iterable[Target]) -> Iterator[Request]:
         for t in targets:
